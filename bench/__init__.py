@@ -1,0 +1,1 @@
+"""peft-bench: the sweep harness, results store, reports and command line."""

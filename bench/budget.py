@@ -1,0 +1,48 @@
+"""Trainable-parameter budgets: parse `120k`, `3.3M`, `0.5%` and turn them into an absolute count."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bench.errors import BenchError
+
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+_PATTERN = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>%|[kmb])?\s*$", re.IGNORECASE)
+_FIX = "give a positive count such as 120k or 3.3M, or a percentage of the base model above 0% and at most 100%, such as 0.5%"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A requested number of trainable parameters, absolute or as a percentage of the base model."""
+
+    text: str
+    count: int | None = None
+    percent: float | None = None
+
+    def resolve(self, base_params: int) -> int:
+        """The requested count for a base model of `base_params` parameters."""
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return max(1, round(self.percent / 100 * base_params))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_budget(text: str) -> Budget:
+    """Parse a budget string; raises BenchError naming the problem and the accepted forms."""
+    match = _PATTERN.match(str(text))
+    if match is None:
+        raise BenchError(f"malformed budget {text!r}", _FIX)
+    number = float(match["number"])
+    unit = (match["unit"] or "").lower()
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise BenchError(f"budget {text!r} is outside (0%, 100%]", _FIX)
+        return Budget(text=str(text).strip(), percent=number)
+    count = round(number * _SUFFIX[unit])
+    if count < 1:
+        raise BenchError(f"budget {text!r} is less than one parameter", _FIX)
+    return Budget(text=str(text).strip(), count=count)

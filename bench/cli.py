@@ -1,0 +1,110 @@
+"""The `bench` command line: `run`, `list` (and the sweep/report/compare commands).
+
+Every user error is one line on stderr, `bench: error: <problem>. Fix: <fix>`, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.run import RunConfig
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field (`max_steps` -> `--max-steps`), typed from the dataclass."""
+    hints = typing.get_type_hints(RunConfig)
+    for config_field in dataclasses.fields(RunConfig):
+        flag = "--" + config_field.name.replace("_", "-")
+        if config_field.name == "options":
+            parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help="a method option, repeatable (see `bench list`)")
+            continue
+        hint = hints[config_field.name]
+        base = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
+        required = config_field.name in ("method", "task", "model")
+        default = None if required else config_field.default
+        parser.add_argument(flag, type=base, default=default, required=required, help=f"default: {default}" if not required else None)
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
+    options = {}
+    for pair in args.options:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"method option {pair!r} is not KEY=VALUE", "write options as --option rank=8")
+        options[key.strip()] = value.strip()
+    values["options"] = options
+    return RunConfig(**values)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.run import execute, plan
+
+    run = plan(_run_config(args))
+    record = execute(run, Path(args.out), progress=not args.quiet)
+    params = record["params"]
+    print(
+        f"{record['method']['name']} {record['method']['knob']['name']}={record['method']['knob']['value']} "
+        f"trainable {params['achieved']:,} ({params['achieved_pct']:.3f}%) on {record['task']['name']}: "
+        f"{json.dumps(record['metrics']['test'])} -> {Path(args.out) / (record['run_key'] + '.json')}"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.models import MODELS
+    from methods import registry as method_registry
+    from tasks import registry as task_registry
+
+    print("methods:")
+    for name, method in method_registry().items():
+        options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(method.Options))
+        print(f"  {name:<10} knob: {method.knob_name:<8} {(method.__doc__ or '').strip().splitlines()[0]}" + (f"\n  {'':<10} options: {options}" if options else ""))
+    print("tasks:")
+    for name, task in task_registry().items():
+        print(f"  {name:<24} {task.model_kind:<24} metric: {task.primary_metric}")
+    print("models:")
+    for name, spec in MODELS.items():
+        print(f"  {name:<16} {spec.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="fine-tune and evaluate one method at one budget on one task and seed")
+    _add_run_arguments(run)
+    run.add_argument("--out", default="runs", help="folder for the result record (default: runs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
+
+    listing = commands.add_parser("list", help="the methods, tasks and models available")
+    listing.set_defaults(handler=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except BenchError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

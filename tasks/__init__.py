@@ -1,0 +1,35 @@
+"""Benchmark tasks, found by name (`family/task`).
+
+Every module in this package may define `Task` instances at module level; each one is registered by its `name`.
+A new task is a new instance (or a new file).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from bench.errors import BenchError
+from tasks.base import Task
+
+_INFRASTRUCTURE = {"base", "data_source", "metrics"}
+
+
+def registry() -> dict[str, Task]:
+    """All tasks by name."""
+    found: dict[str, Task] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        if module_info.name in _INFRASTRUCTURE or module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for value in vars(module).values():
+            if isinstance(value, Task):
+                found[value.name] = value
+    return dict(sorted(found.items()))
+
+
+def get_task(name: str) -> Task:
+    tasks = registry()
+    if name not in tasks:
+        raise BenchError(f"unknown task {name!r}", f"use one of: {', '.join(tasks)}")
+    return tasks[name]

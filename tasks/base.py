@@ -1,0 +1,102 @@
+"""The task boundary: data splits, encoding into model inputs, and evaluation with the official metric.
+
+A task never trains anything. The training loop calls `model(**batch)` on batches built by `encode` + `collate`,
+so every batch carries `labels` and the model's own loss is the task loss.
+
+Splits: `train` and `validation` come from the training file (validation is a fixed held-out slice of it, the same
+for every seed, used for learning-rate selection); `test` is the split the papers report (for GLUE, the public
+validation set).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tasks.data_source import DataSource
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+HOLDOUT_SEED = 1234
+
+
+@dataclass
+class EvalResult:
+    """Metrics on one split, with one prediction record per example."""
+
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.predictions)
+
+
+def hold_out(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split `rows` into (train, validation) with a fixed permutation, so every seed sees the same split."""
+    order = list(range(len(rows)))
+    random.Random(HOLDOUT_SEED).shuffle(order)
+    size = min(size, len(rows) // 5)
+    validation = sorted(order[:size])
+    held = set(validation)
+    return [row for index, row in enumerate(rows) if index not in held], [rows[index] for index in validation]
+
+
+class Task(ABC):
+    """One benchmark task: what the model is asked, how it is encoded and how it is scored."""
+
+    name: str
+    family: str
+    model_kind: Literal["sequence-classification", "causal-lm"]
+    primary_metric: str
+    num_labels: int = 0
+    validation_size: int = 500
+
+    @abstractmethod
+    def read_train(self, source: DataSource) -> list[dict[str, Any]]:
+        """Every training example (the held-out validation slice is taken from these)."""
+
+    @abstractmethod
+    def read_test(self, source: DataSource) -> list[dict[str, Any]]:
+        """The examples the task is scored on."""
+
+    @abstractmethod
+    def encode(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> dict[str, Any]:
+        """Token ids and label(s) of one example."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
+        """Score `model` on `examples` with the task's official metric(s)."""
+
+    def load(self, split: Split, source: DataSource, limit: int | None = None) -> list[dict[str, Any]]:
+        """The examples of `split`, the first `limit` of them if given."""
+        if split == "test":
+            rows = self.read_test(source)
+        else:
+            train, validation = hold_out(self.read_train(source), self.validation_size)
+            rows = train if split == "train" else validation
+        return rows[:limit] if limit else rows
+
+    def collate(self, features: list[dict[str, Any]], tokenizer: Any) -> dict[str, torch.Tensor]:
+        """Right-pad `input_ids`/`attention_mask` (and list-valued `labels` with -100) into a batch."""
+        width = max(len(feature["input_ids"]) for feature in features)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+        def pad(values: list[int], fill: int) -> list[int]:
+            return list(values) + [fill] * (width - len(values))
+
+        batch = {
+            "input_ids": torch.tensor([pad(f["input_ids"], pad_id) for f in features]),
+            "attention_mask": torch.tensor([pad([1] * len(f["input_ids"]), 0) for f in features]),
+        }
+        labels = [feature["labels"] for feature in features]
+        if isinstance(labels[0], list):
+            batch["labels"] = torch.tensor([pad(label, -100) for label in labels])
+        else:
+            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if self.num_labels == 1 else torch.long)
+        return batch

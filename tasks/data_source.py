@@ -1,0 +1,88 @@
+"""Where task data comes from, with the sha256 of every file read.
+
+Files are named by their path relative to a data root laid out like `tasks/data/` (e.g. `glue/SST-2/train.jsonl`).
+The root is, in order: an explicit `--data-dir`, the `PEFT_BENCH_DATA` environment variable, or the compact real
+subsets committed in `tasks/data/`. A file missing from the chosen root is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+COMMITTED_DATA = Path(__file__).resolve().parent / "data"
+DATA_ENV = "PEFT_BENCH_DATA"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class DataSource:
+    """Reads task files from one data root and remembers the sha256 of each file it read."""
+
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        chosen = data_dir or os.environ.get(DATA_ENV)
+        self.root = Path(chosen).resolve() if chosen else COMMITTED_DATA
+        self.kind = "data-dir" if chosen else "committed-subset"
+        if not self.root.is_dir():
+            raise BenchError(f"data directory {self.root} does not exist", f"point --data-dir or {DATA_ENV} at a folder laid out like tasks/data/")
+        self.files: dict[str, str] = {}
+
+    def path(self, relative: str) -> Path:
+        """The absolute path of `relative`, hashed into `files`; BenchError if it is missing."""
+        path = self.root / relative
+        if not path.is_file():
+            raise BenchError(
+                f"data file {relative} is missing from {self.root} ({self.kind})",
+                f"put the file at {path}, or point --data-dir / {DATA_ENV} at a folder that has it",
+            )
+        if relative not in self.files:
+            self.files[relative] = sha256_file(path)
+        return path
+
+    def read_records(self, relative: str) -> list[dict[str, Any]]:
+        """Rows of a `.jsonl`, `.json` (a list of objects) or `.tsv` file; malformed rows are named."""
+        path = self.path(relative)
+        if path.suffix == ".jsonl":
+            rows = []
+            with open(path, encoding="utf-8") as handle:
+                for line_number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as error:
+                        raise BenchError(f"{path}, row {line_number}: not valid JSON ({error.msg})", "repair or remove that row") from None
+            return _check_objects(rows, path)
+        if path.suffix == ".json":
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as error:
+                raise BenchError(f"{path}: not valid JSON at line {error.lineno} ({error.msg})", "repair the file") from None
+            if not isinstance(rows, list):
+                raise BenchError(f"{path}: expected a JSON list of examples", "store the split as a list of objects")
+            return _check_objects(rows, path)
+        if path.suffix == ".tsv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+        raise BenchError(f"{path}: unsupported file type {path.suffix!r}", "use .jsonl, .json or .tsv")
+
+
+def _check_objects(rows: list[Any], path: Path) -> list[dict[str, Any]]:
+    for index, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise BenchError(f"{path}, row {index}: expected a JSON object, got {type(row).__name__}", "repair or remove that row")
+    if not rows:
+        raise BenchError(f"{path}: the split is empty", "point the task at a file with examples")
+    return rows
