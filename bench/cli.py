@@ -78,9 +78,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors in the same form as every other `bench` error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"bench: error: {message}. Fix: see `{self.prog} --help`\n")
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """`--budget -1%` -> `--budget=-1%`, so a negative-looking value reaches the budget parser instead of argparse."""
+    joined: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        value = next(tokens, None) if token == "--budget" else None
+        joined.append(f"{token}={value}" if value is not None else token)
+    return joined
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="bench", description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="fine-tune and evaluate one method at one budget on one task and seed")
     _add_run_arguments(run)
@@ -95,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     try:
         return args.handler(args)
     except BenchError as error:

@@ -35,12 +35,17 @@ def content_key(payload: dict[str, Any]) -> str:
 
 
 def check_writable(directory: Path) -> None:
-    """BenchError unless `directory` exists writable, or could be created; creates nothing."""
-    probe = directory.resolve()
+    """BenchError unless `directory` is, or could be created as, a writable folder; leaves nothing behind."""
+    probe = Path(directory).resolve()
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchError(f"output directory {directory} is not writable ({probe} is not a writable folder)", "pass --out with a folder you can write to")
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(probe)
+        with tempfile.TemporaryFile(dir=probe):  # a real write: permissions, read-only mounts, ACLs
+            pass
+    except OSError:
+        raise BenchError(f"output directory {directory} is not writable ({probe} is not a writable folder)", "pass --out with a folder you can write to") from None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

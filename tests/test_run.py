@@ -1,0 +1,101 @@
+"""A whole run through the command line: the record it writes, reproducibility, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+SMALL_RUN = ["--task", "glue/sst2", "--model", "minilm-l6", "--max-steps", "6", "--batch-size", "8", "--train-examples", "64", "--validation-examples", "32", "--test-examples", "64", "--quiet"]
+
+
+def _run(out: Path, *extra: str) -> dict:
+    assert main(["run", *SMALL_RUN, "--out", str(out), *extra]) == 0
+    records = [p for p in out.glob("*.json")]
+    assert len(records) == 1
+    return json.loads(records[0].read_text())
+
+
+@pytest.fixture(scope="module")
+def lora_record(tmp_path_factory) -> dict:
+    return _run(tmp_path_factory.mktemp("run"), "--method", "lora", "--budget", "0.5%", "--seed", "0")
+
+
+def test_record_describes_the_run(lora_record: dict) -> None:
+    record = lora_record
+    assert record["schema_version"] == 1 and record["status"] == "ok"
+    assert record["method"]["knob"] == {"name": "rank", "value": 12}
+    params = record["params"]
+    assert params["requested"] == round(0.005 * params["base_model"])
+    assert params["achieved"] == 12 * 6 * 2 * (384 + 384)
+    assert params["achieved_pct"] == pytest.approx(100 * params["achieved"] / params["base_model"])
+    assert params["head"] == 384 * 2 + 2
+    assert set(record["metrics"]) == {"validation", "test"} and 0 <= record["metrics"]["test"]["accuracy"] <= 1
+    assert record["eval"]["test"]["examples"] == 64
+    assert record["cost"]["steps"] == 6 and record["cost"]["step_time_median_s"] > 0 and record["cost"]["peak_memory_bytes"] > 0
+    assert record["cost"]["adapter_bytes"] >= 4 * (params["achieved"] + params["head"])
+    assert record["data"]["files"] and all(len(digest) == 64 for digest in record["data"]["files"].values())
+    assert record["env"]["libraries"]["peft"] and record["env"]["git"]["commit"]
+    assert record["method"]["choices"]["peft_version"] == record["env"]["libraries"]["peft"]
+
+
+def test_same_seed_gives_identical_metrics(tmp_path: Path, lora_record: dict) -> None:
+    again = _run(tmp_path, "--method", "lora", "--budget", "0.5%", "--seed", "0")
+    assert again["run_key"] == lora_record["run_key"]
+    assert again["metrics"] == lora_record["metrics"]
+    other_seed = _run(tmp_path / "other", "--method", "lora", "--budget", "0.5%", "--seed", "1")
+    assert other_seed["run_key"] != lora_record["run_key"]
+
+
+def test_full_fine_tuning_needs_no_budget(tmp_path: Path) -> None:
+    record = _run(tmp_path, "--method", "full")
+    assert record["params"]["achieved"] == record["params"]["base_model"]
+    assert record["method"]["knob"]["value"] == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--method", "nosuch", "--budget", "1%"], "unknown method 'nosuch'"),
+        (["--method", "lora", "--budget", "1%", "--task", "glue/nosuch"], "unknown task 'glue/nosuch'"),
+        (["--method", "lora", "--budget", "1%", "--model", "nosuch"], "unknown model 'nosuch'"),
+        (["--method", "lora", "--budget", "abc"], "malformed budget 'abc'"),
+        (["--method", "lora", "--budget", "-1%"], "malformed budget '-1%'"),
+        (["--method", "lora", "--budget", "200%"], "outside (0%, 100%]"),
+        (["--method", "lora", "--budget", "90%"], "unreachable"),
+        (["--method", "lora", "--budget", "1%", "--option", "nosuch=1"], "has no option 'nosuch'"),
+        (["--method", "lora"], "needs a budget"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys, arguments: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    assert main(["run", *SMALL_RUN, *arguments, "--out", str(out)]) == 2
+    stderr = capsys.readouterr().err.strip()
+    assert len(stderr.splitlines()) == 1 and message in stderr and "Fix:" in stderr
+    assert not out.exists()
+
+
+def test_unwritable_output_directory(capsys) -> None:
+    unwritable = Path("/sys/peft-bench-out")  # sysfs refuses new files, even for root
+    assert main(["run", *SMALL_RUN, "--method", "lora", "--budget", "1%", "--out", str(unwritable)]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not unwritable.exists()
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    assert main(["run", *SMALL_RUN, "--method", "lora", "--budget", "1%", "--out", str(blocker / "out")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert blocker.read_text() == "keep me"
+
+
+def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.cli", "run", *SMALL_RUN, "--method", "lora", "--budget", "abc", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.strip().startswith("bench: error: malformed budget")
