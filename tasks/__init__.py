@@ -1,7 +1,8 @@
 """Benchmark tasks, found by name (`family/task`).
 
-Every module in this package may define `Task` instances at module level; each one is registered by its `name`.
-A new task is a new instance (or a new file).
+Every module in this package may define `Task` instances at module level, or a module-level list `TASKS` of them;
+each one is registered by its `name`. YAML declarations in `tasks/yaml/` are loaded by `tasks/declared.py`.
+A new task is a new instance, a new file, or a new YAML (see tasks/README.md).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pkgutil
 from bench.errors import BenchError
 from tasks.base import Task
 
-_INFRASTRUCTURE = {"base", "data_source", "metrics"}
+_INFRASTRUCTURE = {"base", "data_source", "metrics", "prompts", "extraction", "generation", "lm_eval_bridge", "leakage", "instruction"}
 
 
 def registry() -> dict[str, Task]:
@@ -22,7 +23,7 @@ def registry() -> dict[str, Task]:
         if module_info.name in _INFRASTRUCTURE or module_info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
-        for value in vars(module).values():
+        for value in [*vars(module).values(), *getattr(module, "TASKS", [])]:
             if isinstance(value, Task):
                 found[value.name] = value
     return dict(sorted(found.items()))

@@ -6,6 +6,9 @@ so every batch carries `labels` and the model's own loss is the task loss.
 Splits: `train` and `validation` come from the training file (validation is a fixed held-out slice of it, the same
 for every seed, used for learning-rate selection); `test` is the split the papers report (for GLUE, the public
 validation set).
+
+Rows of a task made of several parts (a group such as `commonsense/all`, or MNLI's matched/mismatched sets) carry
+a `subtask` key; a `limit` then keeps the first `limit` rows of each part.
 """
 
 from __future__ import annotations
@@ -47,6 +50,18 @@ def hold_out(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]
     return [row for index, row in enumerate(rows) if index not in held], [rows[index] for index in validation]
 
 
+def limit_per_subtask(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first `limit` rows of each `subtask` (of all rows when there are no subtasks), in the original order."""
+    seen: dict[Any, int] = {}
+    kept = []
+    for row in rows:
+        part = row.get("subtask")
+        if seen.get(part, 0) < limit:
+            seen[part] = seen.get(part, 0) + 1
+            kept.append(row)
+    return kept
+
+
 class Task(ABC):
     """One benchmark task: what the model is asked, how it is encoded and how it is scored."""
 
@@ -80,7 +95,15 @@ class Task(ABC):
         else:
             train, validation = hold_out(self.read_train(source), self.validation_size)
             rows = train if split == "train" else validation
-        return rows[:limit] if limit else rows
+        return limit_per_subtask(rows, limit) if limit else rows
+
+    def leakage_text(self, row: dict[str, Any]) -> str:
+        """The text of `row` that the leakage guard compares between training and test sets."""
+        return " ".join(value for key, value in row.items() if isinstance(value, str) and key != "subtask")
+
+    def describe(self, source: DataSource) -> dict[str, Any]:
+        """The task's protocol choices (and the data it chose from `source`), stored in the result record."""
+        return {}
 
     def collate(self, features: list[dict[str, Any]], tokenizer: Any) -> dict[str, torch.Tensor]:
         """Right-pad `input_ids`/`attention_mask` (and list-valued `labels` with -100) into a batch."""

@@ -2,7 +2,9 @@
 
 Files are named by their path relative to a data root laid out like `tasks/data/` (e.g. `glue/SST-2/train.jsonl`).
 The root is, in order: an explicit `--data-dir`, the `PEFT_BENCH_DATA` environment variable, or the compact real
-subsets committed in `tasks/data/`. A file missing from the chosen root is an error, never a silent fallback.
+subsets committed in `tasks/data/`. A file missing from the chosen root is an error, never a silent fallback, except
+for splits a task declares on the Hugging Face hub: those are downloaded when a network exists (and recorded as
+`hub:<dataset>/<config>/<split>` with the dataset's fingerprint); offline they are an error naming the missing file.
 """
 
 from __future__ import annotations
@@ -51,6 +53,24 @@ class DataSource:
             self.files[relative] = sha256_file(path)
         return path
 
+    def has(self, relative: str) -> bool:
+        return (self.root / relative).is_file()
+
+    def read_hub(self, relative: str, dataset: str, config: str, split: str) -> list[dict[str, Any]]:
+        """Rows of a hub split standing in for the missing local file `relative`; BenchError naming both if unreachable."""
+        import datasets
+
+        try:
+            loaded = datasets.load_dataset(dataset, config, split=split)
+        except Exception as error:  # offline, unknown config, no cache: all mean the same thing to the user
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BenchError(
+                f"data file {relative} is missing from {self.root} ({self.kind}) and {dataset}/{config} split {split!r} cannot be loaded from the hub ({first_line})",
+                f"put the file at {self.root / relative} (one JSON object per line, HF glue schema), or point --data-dir / {DATA_ENV} at a folder laid out like tasks/data/ that has it, or run with a network",
+            ) from None
+        self.files[f"hub:{dataset}/{config}/{split}"] = loaded._fingerprint
+        return _check_objects([dict(row) for row in loaded], Path(f"hub:{dataset}/{config}/{split}"))
+
     def read_records(self, relative: str) -> list[dict[str, Any]]:
         """Rows of a `.jsonl`, `.json` (a list of objects) or `.tsv` file; malformed rows are named."""
         path = self.path(relative)
@@ -75,7 +95,7 @@ class DataSource:
             return _check_objects(rows, path)
         if path.suffix == ".tsv":
             with open(path, encoding="utf-8", newline="") as handle:
-                return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+                return _check_objects(list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)), path)
         raise BenchError(f"{path}: unsupported file type {path.suffix!r}", "use .jsonl, .json or .tsv")
 
 

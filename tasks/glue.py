@@ -1,5 +1,11 @@
 """GLUE tasks on encoders: declared as data (files, text fields, labels, metrics), scored on the public
-validation set as the papers do."""
+validation set as the papers do.
+
+Files live under `glue/<TASK>/` in the data root (`train.jsonl`, `validation.jsonl`; MNLI has
+`validation_matched.jsonl` and `validation_mismatched.jsonl`), one JSON object per line in the HF `glue` schema.
+A split missing from the data root is loaded from the hub (`nyu-mll/glue`) when a network exists; offline that is
+an error naming the file to provide. STS-B is a regression (one output, `num_labels=1`).
+"""
 
 from __future__ import annotations
 
@@ -16,47 +22,64 @@ from tasks.base import EvalResult, Task
 from tasks.data_source import DataSource
 
 Metric = Callable[[list[Any], list[Any]], float]
+HUB_DATASET = "nyu-mll/glue"
 
 
 @dataclass(kw_only=True)
 class GlueTask(Task):
-    """A GLUE task: one or two text fields, a label column, and its official metric(s)."""
+    """A GLUE task: one or two text fields, a label column, its official metric(s) and the splits it is scored on."""
 
     name: str
     directory: str
+    hub_config: str
     text_fields: tuple[str, ...]
     num_labels: int
     metrics: dict[str, Metric]
-    train_file: str = "train.jsonl"
-    test_file: str = "validation.jsonl"
+    test_splits: tuple[str, ...] = ("validation",)
     family: str = "glue"
     model_kind: str = "sequence-classification"
 
     @property
     def primary_metric(self) -> str:
-        return next(iter(self.metrics))
+        return self._metric_name(next(iter(self.metrics)), self._subtask(self.test_splits[0]))
 
-    def _read(self, source: DataSource, file: str) -> list[dict[str, Any]]:
-        relative = f"{self.directory}/{file}"
-        rows = source.read_records(relative)
+    def _subtask(self, split: str) -> str | None:
+        """`matched` for MNLI's `validation_matched`; None for a task scored on one split."""
+        return split.removeprefix("validation_") if len(self.test_splits) > 1 else None
+
+    @staticmethod
+    def _metric_name(metric: str, subtask: str | None) -> str:
+        return f"{metric}_{subtask}" if subtask else metric
+
+    def _read(self, source: DataSource, split: str) -> list[dict[str, Any]]:
+        relative = f"{self.directory}/{split}.jsonl"
+        rows = source.read_records(relative) if source.has(relative) else source.read_hub(relative, HUB_DATASET, self.hub_config, split)
+        where = source.root / relative if source.has(relative) else f"hub:{HUB_DATASET}/{self.hub_config}/{split}"
         for index, row in enumerate(rows, start=1):
             missing = [field for field in (*self.text_fields, "label") if field not in row]
             if missing:
-                raise BenchError(f"{source.root / relative}, row {index}: missing field(s) {missing}", f"each row needs {[*self.text_fields, 'label']}")
+                raise BenchError(f"{where}, row {index}: missing field(s) {missing}", f"each row needs {[*self.text_fields, 'label']}")
             label = row["label"]
-            valid = isinstance(label, (int, float)) and (self.num_labels == 1 or label in range(self.num_labels))
+            valid = isinstance(label, (int, float)) and not isinstance(label, bool) and (self.num_labels == 1 or label in range(self.num_labels))
             if not valid:
-                raise BenchError(f"{source.root / relative}, row {index}: unknown label {label!r}", f"labels of {self.name} are {self._label_text()}")
+                raise BenchError(f"{where}, row {index}: unknown label {label!r}", f"labels of {self.name} are {self._label_text()}")
         return rows
 
     def _label_text(self) -> str:
         return "floats" if self.num_labels == 1 else f"integers 0..{self.num_labels - 1}"
 
     def read_train(self, source: DataSource) -> list[dict[str, Any]]:
-        return self._read(source, self.train_file)
+        return self._read(source, "train")
 
     def read_test(self, source: DataSource) -> list[dict[str, Any]]:
-        return self._read(source, self.test_file)
+        rows = []
+        for split in self.test_splits:
+            subtask = self._subtask(split)
+            rows.extend({**row, "subtask": subtask} if subtask else row for row in self._read(source, split))
+        return rows
+
+    def leakage_text(self, row: dict[str, Any]) -> str:
+        return " ".join(str(row[field]) for field in self.text_fields)
 
     def encode(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> dict[str, Any]:
         texts = [example[field] for field in self.text_fields]
@@ -76,10 +99,34 @@ class GlueTask(Task):
             logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits.float()
             predictions.extend(logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist())
         model.train(was_training)
-        references = [example["label"] for example in examples]
-        scores = {metric_name: metric(predictions, references) for metric_name, metric in self.metrics.items()}
-        records = [{"index": i, "label": ref, "prediction": pred} for i, (ref, pred) in enumerate(zip(references, predictions))]
+        scores = {}
+        for split in self.test_splits:
+            subtask = self._subtask(split)
+            pairs = [(pred, ex["label"]) for pred, ex in zip(predictions, examples) if ex.get("subtask") == subtask]
+            if pairs:
+                preds, refs = zip(*pairs)
+                scores.update({self._metric_name(name, subtask): metric(list(preds), list(refs)) for name, metric in self.metrics.items()})
+        records = [{"index": i, **({"subtask": ex["subtask"]} if "subtask" in ex else {}), "label": ex["label"], "prediction": pred} for i, (ex, pred) in enumerate(zip(examples, predictions))]
         return EvalResult(metrics=scores, predictions=records)
 
 
-SST2 = GlueTask(name="glue/sst2", directory="glue/SST-2", text_fields=("sentence",), num_labels=2, metrics={"accuracy": metrics.accuracy})
+ACCURACY = {"accuracy": metrics.accuracy}
+F1_ACCURACY = {"f1": metrics.f1, "accuracy": metrics.accuracy}
+PAIR = ("sentence1", "sentence2")
+
+COLA = GlueTask(name="glue/cola", directory="glue/CoLA", hub_config="cola", text_fields=("sentence",), num_labels=2, metrics={"mcc": metrics.matthews_corrcoef})
+SST2 = GlueTask(name="glue/sst2", directory="glue/SST-2", hub_config="sst2", text_fields=("sentence",), num_labels=2, metrics=ACCURACY)
+MRPC = GlueTask(name="glue/mrpc", directory="glue/MRPC", hub_config="mrpc", text_fields=PAIR, num_labels=2, metrics=F1_ACCURACY)
+RTE = GlueTask(name="glue/rte", directory="glue/RTE", hub_config="rte", text_fields=PAIR, num_labels=2, metrics=ACCURACY)
+STSB = GlueTask(name="glue/stsb", directory="glue/STS-B", hub_config="stsb", text_fields=PAIR, num_labels=1, metrics={"pearson": metrics.pearson, "spearman": metrics.spearman})
+QNLI = GlueTask(name="glue/qnli", directory="glue/QNLI", hub_config="qnli", text_fields=("question", "sentence"), num_labels=2, metrics=ACCURACY)
+QQP = GlueTask(name="glue/qqp", directory="glue/QQP", hub_config="qqp", text_fields=("question1", "question2"), num_labels=2, metrics=F1_ACCURACY)
+MNLI = GlueTask(
+    name="glue/mnli",
+    directory="glue/MNLI",
+    hub_config="mnli",
+    text_fields=("premise", "hypothesis"),
+    num_labels=3,
+    metrics=ACCURACY,
+    test_splits=("validation_matched", "validation_mismatched"),
+)

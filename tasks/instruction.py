@@ -1,0 +1,267 @@
+"""Decoder tasks in the LLM-Adapters format: instruction in, "the correct answer is X" (or a worked answer) out.
+
+A task is a list of benchmarks (test sets) plus an ordered list of training mixes. Training uses the first mix whose
+files are all in the data root (the papers' own mix when the user has it, else a clearly named offline mix); the
+record says which. A group task (`commonsense/all`) trains once on the mix and is scored on every benchmark,
+reporting each and their unweighted average, as the papers do; a single task trains on the same mix and is scored on
+one benchmark.
+
+Every row is normalised to `instruction`, `input`, `output`, `answer`, `answer_kind` (label / number / letter) and
+`subtask` (the benchmark or mix part it came from). Two evaluation protocols run on every checkpoint:
+
+(a) generation: the pinned prompt (tasks/prompts.py), batched greedy decoding (tasks/generation.py) and answer
+    extraction (tasks/extraction.py); `accuracy`, and `format_failure_rate` (outputs with no parseable answer).
+(b) log-likelihood: lm-eval multiple choice over the same prompt + the answer lead ("the correct answer is") with the
+    row's label words (or the letters A-E) as choices (tasks/lm_eval_bridge.py); `loglik_accuracy`,
+    `loglik_accuracy_norm`. Open numeric answers have no choice set, so (b) does not apply to them (recorded so).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from bench.errors import BenchError
+from tasks import extraction
+from tasks.base import EvalResult, Task
+from tasks.data_source import DataSource
+from tasks.generation import generate
+from tasks.lm_eval_bridge import ChoiceItem, score_multiple_choice
+from tasks.prompts import TEMPLATE_HASH, build_prompt, encode_for_training
+
+AnswerKind = Literal["label", "number", "letter"]
+Converter = Callable[[dict[str, Any]], dict[str, Any]]
+LETTERS = ("A", "B", "C", "D", "E")
+ANSWER_FORMAT = re.compile(r"Answer format:\s*([A-Za-z0-9]+(?:/[A-Za-z0-9]+)+)")
+
+
+def llm_adapters_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row already in the LLM-Adapters format (`instruction`, `input`, `output`, `answer`)."""
+    return {"instruction": row["instruction"], "input": row.get("input") or "", "output": row.get("output") or "", "answer": str(row["answer"]).strip()}
+
+
+def format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4f}".rstrip("0")
+
+
+def gsm8k_original_row(row: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI GSM8K (`question`, `answer` = rationale with <<calc>> notes + `#### N`) as an LLM-Adapters row."""
+    rationale, marker, final = row["answer"].rpartition("####")
+    if not marker:
+        raise ValueError("the answer has no '#### <number>' line")
+    final = final.strip().replace(",", "")
+    float(final)
+    steps = re.sub(r"<<[^>]*>>", "", rationale).strip()
+    return {"instruction": row["question"], "input": "", "output": f"{steps}\nThe answer is {final}.", "answer": final}
+
+
+def mawps_original_row(row: dict[str, Any]) -> dict[str, Any]:
+    """MAWPS (`original_text`, `equation` "X=(...)", `ans`) as an LLM-Adapters row with the equation as the rationale."""
+    answer = format_number(float(row["ans"]))
+    expression = str(row["equation"]).removeprefix("X=").removeprefix("x=")
+    return {"instruction": row["original_text"].strip(), "input": "", "output": f"{expression} = {answer}\nThe answer is {answer}.", "answer": answer}
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One file of a benchmark or mix: its path in the data root, how its rows convert, and the answers' kind."""
+
+    path: str
+    part: str
+    convert: Converter = llm_adapters_row
+    answer_kind: AnswerKind | None = None  # None: per row (a letter A-E, a number, else a label word)
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A named training mix. `paper` marks the papers' own sets; offline substitutes have different names."""
+
+    name: str
+    files: tuple[DataFile, ...]
+    paper: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One test set, scored with the extraction rule of its answer kind."""
+
+    name: str
+    file: DataFile
+    answer_lead: str = "the correct answer is"
+
+
+def _answer_kind(answer: str) -> AnswerKind:
+    if answer in LETTERS:
+        return "letter"
+    try:
+        float(answer)
+    except ValueError:
+        return "label"
+    return "number"
+
+
+def row_labels(row: dict[str, Any]) -> list[str]:
+    """The label words a row may be answered with, read from its "Answer format: a/b/..." line."""
+    match = ANSWER_FORMAT.search(row["instruction"])
+    return match.group(1).split("/") if match else []
+
+
+def read_file(source: DataSource, file: DataFile) -> list[dict[str, Any]]:
+    """Normalised rows of `file`; BenchError naming the file and row on a malformed row or unknown answer."""
+    rows = []
+    for index, raw in enumerate(source.read_records(file.path), start=1):
+        where = f"{source.root / file.path}, row {index}"
+        try:
+            row = file.convert(raw)
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            raise BenchError(f"{where}: malformed row ({type(error).__name__}: {error})", "repair or remove that row") from None
+        kind = file.answer_kind or _answer_kind(row["answer"])
+        if kind == "label":
+            labels = row_labels(row)
+            if not labels:
+                raise BenchError(f"{where}: no 'Answer format: a/b' line in the instruction", "label-word rows must list their labels as LLM-Adapters does")
+            if row["answer"] not in labels:
+                raise BenchError(f"{where}: unknown label {row['answer']!r}", f"the row's labels are {labels}")
+        elif kind == "letter" and row["answer"] not in LETTERS:
+            raise BenchError(f"{where}: unknown label {row['answer']!r}", "AQuA-style answers are one of A, B, C, D, E")
+        elif kind == "number" and _answer_kind(row["answer"]) != "number":
+            raise BenchError(f"{where}: unknown label {row['answer']!r} (not a number)", "numeric tasks need a number as the answer")
+        rows.append({**row, "answer_kind": kind, "subtask": file.part})
+    return rows
+
+
+@dataclass(kw_only=True)
+class InstructionTask(Task):
+    """Fine-tune on a mix, score on one or more benchmarks with both protocols."""
+
+    name: str
+    family: str
+    benchmarks: tuple[Benchmark, ...]
+    mixes: tuple[Mix, ...]
+    max_new_tokens: int
+    mask_prompt: bool = True
+    model_kind: str = "causal-lm"
+    validation_size: int = 200
+    description: str = ""
+
+    @property
+    def primary_metric(self) -> str:
+        return "average" if len(self.benchmarks) > 1 else "accuracy"
+
+    def train_mix(self, source: DataSource) -> Mix:
+        """The first mix whose files are all in the data root."""
+        for mix in self.mixes:
+            if all(source.has(file.path) for file in mix.files):
+                return mix
+        wanted = "; ".join(f"{mix.name}: {', '.join(file.path for file in mix.files)}" for mix in self.mixes)
+        raise BenchError(f"no training mix of {self.name} is complete in {source.root} ({source.kind})", f"provide one of [{wanted}] in the data root")
+
+    def read_train(self, source: DataSource) -> list[dict[str, Any]]:
+        return [row for file in self.train_mix(source).files for row in read_file(source, file)]
+
+    def read_test(self, source: DataSource) -> list[dict[str, Any]]:
+        return [row for benchmark in self.benchmarks for row in read_file(source, benchmark.file)]
+
+    def leakage_text(self, row: dict[str, Any]) -> str:
+        return f"{row['instruction']} {row['input']}".strip()
+
+    def encode(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> dict[str, Any]:
+        return encode_for_training(build_prompt(example["instruction"], example["input"]), example["output"], tokenizer, max_length, self.mask_prompt)
+
+    def describe(self, source: DataSource) -> dict[str, Any]:
+        mix = self.train_mix(source)
+        return {
+            "benchmarks": [benchmark.name for benchmark in self.benchmarks],
+            "train_mix": {"name": mix.name, "paper_set": mix.paper, "note": mix.note, "files": [file.path for file in mix.files]},
+            "template_sha256": TEMPLATE_HASH,
+            "prompt_masked": self.mask_prompt,
+            "protocols": {
+                "generation": f"greedy, batched with left padding, max_new_tokens={self.max_new_tokens}, extraction rules of tasks/extraction.py",
+                "loglikelihood": "lm-eval multiple_choice over the label words / letters A-E (acc, acc_norm); not applicable to open numeric answers",
+            },
+        }
+
+    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
+        outputs = generate(model, tokenizer, [build_prompt(row["instruction"], row["input"]) for row in examples], self.max_new_tokens, batch_size)
+        records = [{"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **_judge(row, text)} for i, (row, text) in enumerate(zip(examples, outputs))]
+        choice_rows = {part: [i for i, row in enumerate(examples) if row["subtask"] == part and row["answer_kind"] != "number"] for part in _parts(examples)}
+        items = {part: [_choice_item(examples[i], self._lead(examples[i])) for i in indices] for part, indices in choice_rows.items() if indices}
+        scored = score_multiple_choice(model, tokenizer, items, batch_size) if items else {}
+        for part, indices in choice_rows.items():
+            for i, chosen in zip(indices, scored.get(part, {}).get("choices", [])):
+                records[i]["loglik_choice"] = _choices(examples[i])[chosen]
+        metrics = {}
+        for part in _parts(examples):
+            part_records = [record for record in records if record["subtask"] == part]
+            part_metrics = {
+                "accuracy": sum(record["correct"] for record in part_records) / len(part_records),
+                "format_failure_rate": sum(record["extracted"] is None for record in part_records) / len(part_records),
+            }
+            if part in scored:
+                part_metrics |= {"loglik_accuracy": scored[part]["acc"], "loglik_accuracy_norm": scored[part]["acc_norm"]}
+            if any("correct_first_capital" in record for record in part_records):
+                part_metrics["accuracy_first_capital"] = sum(record["correct_first_capital"] for record in part_records) / len(part_records)
+            metrics[part] = part_metrics
+        return EvalResult(metrics=_flatten(metrics), predictions=records)
+
+    def _lead(self, row: dict[str, Any]) -> str:
+        benchmark = next((b for b in self.benchmarks if b.name == row["subtask"]), None)
+        return benchmark.answer_lead if benchmark else ("The answer is" if row["answer_kind"] == "letter" else "the correct answer is")
+
+
+def _parts(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(row["subtask"] for row in rows))
+
+
+def _choices(row: dict[str, Any]) -> list[str]:
+    return list(LETTERS) if row["answer_kind"] == "letter" else row_labels(row)
+
+
+def _choice_item(row: dict[str, Any], lead: str) -> ChoiceItem:
+    choices = _choices(row)
+    return ChoiceItem(context=build_prompt(row["instruction"], row["input"]) + lead, choices=choices, gold=choices.index(row["answer"]))
+
+
+def _judge(row: dict[str, Any], text: str) -> dict[str, Any]:
+    """The extracted answer of one generated text and whether it is correct."""
+    if row["answer_kind"] == "number":
+        value = extraction.last_number(text)
+        return {"extracted": value, "correct": extraction.numbers_match(value, float(row["answer"]))}
+    if row["answer_kind"] == "letter":
+        letter, first = extraction.aqua_letter(text), extraction.first_capital_letter(text)
+        return {"extracted": letter, "correct": letter == row["answer"], "extracted_first_capital": first, "correct_first_capital": first == row["answer"]}
+    label = extraction.first_label(text, row_labels(row))
+    return {"extracted": label, "correct": label == row["answer"]}
+
+
+def _flatten(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One part: its metrics as they are. Several: `<part>/<metric>` plus the unweighted averages over parts."""
+    if len(per_part) == 1:
+        return next(iter(per_part.values()))
+    flat = {f"{part}/{name}": value for part, values in per_part.items() for name, value in values.items()}
+    for name, average in (("accuracy", "average"), ("loglik_accuracy", "average_loglik"), ("format_failure_rate", "average_format_failure_rate")):
+        values = [values[name] for values in per_part.values() if name in values]
+        if values:
+            flat[average] = sum(values) / len(values)
+    return {**{k: flat[k] for k in ("average", "average_loglik", "average_format_failure_rate") if k in flat}, **flat}
+
+
+@dataclass(kw_only=True)
+class TaskFamily:
+    """The benchmarks and mixes of one family, from which its single tasks and its `all` group are built."""
+
+    family: str
+    benchmarks: tuple[Benchmark, ...]
+    mixes: tuple[Mix, ...]
+    max_new_tokens: int
+    tasks: list[InstructionTask] = field(init=False)
+
+    def __post_init__(self) -> None:
+        common = {"family": self.family, "mixes": self.mixes, "max_new_tokens": self.max_new_tokens}
+        singles = [InstructionTask(name=f"{self.family}/{benchmark.name}", benchmarks=(benchmark,), **common) for benchmark in self.benchmarks]
+        self.tasks = [*singles, InstructionTask(name=f"{self.family}/all", benchmarks=self.benchmarks, **common)]

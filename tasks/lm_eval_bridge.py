@@ -1,0 +1,91 @@
+"""Log-likelihood multiple-choice scoring through lm-eval, from an in-memory model, offline.
+
+For each task the examples being scored are written, with their prompt, choices and gold index already resolved,
+into a temporary folder together with a generated lm-eval task YAML (`dataset_path: json` over that file,
+`output_type: multiple_choice`); lm-eval then scores them with `HFLM(pretrained=<model>, tokenizer=<tokenizer>)`.
+Nothing touches the hub and nothing is written outside the temporary folder. The prompt strings come from the
+task, so an instruction task is scored with the same pinned template it was trained with (the context ends in
+"the correct answer is" and each choice is the label word after a space, exactly the tokens training saw).
+
+Metrics: `acc` (argmax of summed log-likelihood) and `acc_norm` (per-byte normalized), as lm-eval defines them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One multiple-choice question: the context, the candidate continuations and the gold index."""
+
+    context: str
+    choices: list[str]
+    gold: int
+
+
+def _safe_name(name: str) -> str:
+    return "peftbench_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
+
+
+def _task_config(name: str, data_file: Path) -> dict[str, Any]:
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "context",
+        "doc_to_choice": "choices",
+        "doc_to_target": "gold",
+        "target_delimiter": " ",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}, {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+
+
+def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int) -> dict[str, dict[str, Any]]:
+    """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "choices": [predicted index per item]}}."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    was_training = model.training
+    device = next(model.parameters()).device
+    names = {name: _safe_name(name) for name in items}
+    with tempfile.TemporaryDirectory(prefix="peft-bench-lm-eval-") as folder:
+        for name, task_name in names.items():
+            data_file = Path(folder) / f"{task_name}.json"
+            data_file.write_text(json.dumps([{"context": item.context, "choices": item.choices, "gold": item.gold} for item in items[name]]), encoding="utf-8")
+            (Path(folder) / f"{task_name}.yaml").write_text(yaml.safe_dump(_task_config(task_name, data_file), sort_keys=False), encoding="utf-8")
+        lm = HFLM(pretrained=model.eval(), tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(names.values()),
+            task_manager=TaskManager(include_path=folder, include_defaults=False),
+            num_fewshot=0,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
+        )
+    model.train(was_training)
+    scored = {}
+    for name, task_name in names.items():
+        samples = sorted(results["samples"][task_name], key=lambda sample: sample["doc_id"])
+        chosen = [max(range(len(sample["filtered_resps"])), key=lambda i: sample["filtered_resps"][i][0]) for sample in samples]
+        task_results = results["results"][task_name]
+        scored[name] = {"acc": task_results["acc,none"], "acc_norm": task_results["acc_norm,none"], "choices": chosen}
+    return scored
