@@ -1,4 +1,4 @@
-"""The `bench` command line: `run`, `list` (and the sweep/report/compare commands).
+"""The `bench` command line: `run`, `list`, `sweep`, `report`, `compare`.
 
 Every user error is one line on stderr, `bench: error: <problem>. Fix: <fix>`, with exit status 2.
 """
@@ -25,7 +25,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for config_field in dataclasses.fields(RunConfig):
         flag = "--" + config_field.name.replace("_", "-")
         if config_field.name == "options":
-            parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help="a method option, repeatable (see `bench list`)")
+            parser.add_argument(
+                "--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help="a method option, repeatable (see `bench list`)"
+            )
             continue
         hint = hints[config_field.name]
         base = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
@@ -68,7 +70,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("methods:")
     for name, method in method_registry().items():
         options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(method.Options))
-        print(f"  {name:<10} knob: {method.knob_name:<8} {(method.__doc__ or '').strip().splitlines()[0]}" + (f"\n  {'':<10} options: {options}" if options else ""))
+        print(
+            f"  {name:<10} knob: {method.knob_name:<8} {(method.__doc__ or '').strip().splitlines()[0]}"
+            + (f"\n  {'':<10} options: {options}" if options else "")
+        )
     print("tasks:")
     for name, task in task_registry().items():
         print(f"  {name:<24} {task.model_kind:<24} metric: {task.primary_metric}")
@@ -95,6 +100,43 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.spec import load_spec
+    from bench.sweep import run_sweep, summary_text
+
+    spec = load_spec(args.spec)
+    if args.emit_wandb_sweep:
+        from bench.wandb_sweep import write_wandb_sweeps
+
+        for path in write_wandb_sweeps(spec, Path(args.emit_wandb_sweep), Path(args.out)):
+            print(f"wrote {path}  (start it with: wandb sweep {path})")
+        return 0
+    result = run_sweep(spec, args.out, executor=args.executor, workers=args.workers, progress=not args.quiet)
+    print(summary_text(result))
+    return 0 if result.ok else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    report = write_report(Path(args.dir), log_to_wandb=not args.no_wandb)
+    print(report.console_text())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import Tolerances, compare_stores, write_baseline
+
+    if args.update:
+        print(f"baseline written: {write_baseline(Path(args.new), Path(args.baseline))}")
+        return 0
+    comparison = compare_stores(
+        Path(args.new), Path(args.baseline), Tolerances(k=args.k, score_points=args.score_floor, memory_ratio=args.memory_floor, time_ratio=args.time_floor)
+    )
+    print(comparison.markdown())
+    return 1 if comparison.regressed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -107,6 +149,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="the methods, tasks and models available")
     listing.set_defaults(handler=cmd_list)
+
+    sweep = commands.add_parser("sweep", help="run a sweep spec (methods × budgets × tasks × seeds) into a results store, skipping stored runs")
+    sweep.add_argument("spec", help="a sweep spec YAML, e.g. profiles/default.yaml")
+    sweep.add_argument("--out", default="results/default", help="the results store folder (default: results/default)")
+    sweep.add_argument(
+        "--executor", choices=("local", "slurm"), default="local", help="local processes, or a SLURM job array via submitit (settings: `slurm:` in the spec)"
+    )
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1, in this process)")
+    sweep.add_argument("--emit-wandb-sweep", metavar="DIR", help="write an equivalent W&B sweep YAML per method into DIR and exit (for online users)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    report = commands.add_parser("report", help="tables (Markdown, LaTeX), plateau and Pareto plots of a results store, under DIR/report")
+    report.add_argument("dir", help="a results store folder")
+    report.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
+    report.set_defaults(handler=cmd_report)
+
+    compare = commands.add_parser("compare", help="regression check of a results store against a baseline; exit 1 on a regression")
+    compare.add_argument("new", help="a results store folder (or a summary.json)")
+    compare.add_argument("baseline", help="a baseline folder holding summary.json (or a summary.json, or a store folder)")
+    compare.add_argument("--k", type=float, default=2.0, help="tolerance in seed standard deviations (default: 2)")
+    compare.add_argument("--score-floor", type=float, default=1.0, help="smallest score tolerance, in points (default: 1)")
+    compare.add_argument("--memory-floor", type=float, default=0.10, help="smallest peak-memory tolerance, as a fraction (default: 0.10)")
+    compare.add_argument(
+        "--time-floor", type=float, default=0.10, help="smallest step-time tolerance on GPUs, as a fraction (default: 0.10; CPU step time is not gated)"
+    )
+    compare.add_argument("--update", action="store_true", help="write NEW's summary as the baseline instead of comparing")
+    compare.set_defaults(handler=cmd_compare)
     return parser
 
 

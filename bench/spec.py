@@ -1,0 +1,256 @@
+"""Sweep specifications: a YAML grid over methods × budgets × tasks × seeds, checked before anything runs.
+
+A spec (see profiles/*.yaml) has these top-level keys:
+
+- `name`: the sweep's name (W&B group, report title); `model`: a model name (`bench list`);
+- `tasks`, `seeds`: lists; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
+- `training`: any RunConfig field except method/task/model/budget/seed/options (max_steps, batch_size, devices, ...);
+- `methods`: a list of names, or a mapping name -> {budgets, options, training, lrs};
+- `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed); every tuned method
+  gets a grid of the same size, so every method has the same tuning budget;
+- `wandb` (optional): project, entity, enabled; `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
+
+Methods without a knob range (full fine-tuning) run once per task and seed whatever the budgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.budget import parse_budget
+from bench.errors import BenchError
+from bench.run import RunConfig
+
+CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr")
+TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in CELL_FIELDS)
+TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budgets", "training", "methods", "tuning", "wandb", "slurm"}
+METHOD_KEYS = {"budgets", "options", "training", "lrs", "lr"}
+TUNING_KEYS = {"lrs", "seed"}
+WANDB_KEYS = {"project", "entity", "enabled"}
+DEFAULT_PROJECT = "peft-bench"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of the sweep: its budget grid (None: the method has no knob range), options, overrides, lr grid."""
+
+    name: str
+    budgets: tuple[str, ...] | None
+    options: dict[str, str] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    lrs: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A checked sweep specification."""
+
+    name: str
+    model: str
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[MethodSpec, ...]
+    training: dict[str, Any]
+    tuning_seed: int | None
+    wandb: dict[str, Any]
+    slurm: dict[str, Any]
+    source: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.source, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def run_config(self, method: MethodSpec, task: str, budget: str | None, seed: int, lr: float | None) -> RunConfig:
+        return RunConfig(
+            method=method.name,
+            task=task,
+            model=self.model,
+            budget=budget,
+            seed=seed,
+            lr=lr,
+            options=dict(method.options),
+            **{**self.training, **method.training},
+        )
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and check a YAML spec; BenchError naming the problem and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"sweep spec {path} does not exist", "pass a YAML file such as profiles/default.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise BenchError(f"sweep spec {path} is not valid YAML ({str(error).splitlines()[0]})", "fix the YAML syntax") from None
+    return parse_spec(data, where=str(path))
+
+
+def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
+    """Check a spec given as a mapping (see the module docstring)."""
+    from methods import get_method
+    from tasks import get_task
+
+    _mapping(data, where)
+    _known(data, TOP_KEYS, where)
+    for required in ("model", "tasks", "seeds", "methods"):
+        if required not in data:
+            raise BenchError(f"{where} has no {required!r}", f"add `{required}:` (see profiles/default.yaml)")
+    tasks = tuple(_strings(data["tasks"], f"{where}: tasks"))
+    for task in tasks:
+        get_task(task)
+    seeds = tuple(_ints(data["seeds"], f"{where}: seeds"))
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"{where}: seeds {list(seeds)} repeat a value", "list each seed once")
+    default_budgets = tuple(_budgets(data.get("budgets", []), f"{where}: budgets"))
+    training = _training(data.get("training", {}), f"{where}: training")
+    tuning = data.get("tuning") or {}
+    _mapping(tuning, f"{where}: tuning")
+    _known(tuning, TUNING_KEYS, f"{where}: tuning")
+    default_lrs = tuple(_floats(tuning.get("lrs", []), f"{where}: tuning.lrs"))
+
+    raw_methods = data["methods"]
+    if isinstance(raw_methods, list):
+        raw_methods = {name: {} for name in _strings(raw_methods, f"{where}: methods")}
+    _mapping(raw_methods, f"{where}: methods")
+    if not raw_methods:
+        raise BenchError(f"{where}: methods is empty", "list at least one method (see `bench list`)")
+    methods = []
+    for name, settings in raw_methods.items():
+        settings = settings or {}
+        what = f"{where}: methods.{name}"
+        _mapping(settings, what)
+        _known(settings, METHOD_KEYS, what)
+        method_cls = get_method(str(name))
+        options = {str(k): str(v) for k, v in (settings.get("options") or {}).items()}
+        method_cls.parse_options(options)
+        has_knob = _has_knob_range(method_cls)
+        budgets = tuple(_budgets(settings["budgets"], f"{what}.budgets")) if "budgets" in settings else default_budgets
+        if has_knob and not budgets:
+            raise BenchError(
+                f"{what} has a knob ({method_cls.knob_name}) but no budgets", "add `budgets:` at the top level or under the method, e.g. ['0.1%', '1%']"
+            )
+        if not has_knob and "budgets" in settings:
+            raise BenchError(
+                f"{what}: method {name} has no knob range, so budgets do not apply", f"remove budgets from {name} (it runs once per task and seed)"
+            )
+        lrs = tuple(_floats(settings["lrs"], f"{what}.lrs")) if "lrs" in settings else default_lrs
+        if lrs and "lr" in settings:
+            raise BenchError(f"{what} sets both lr and a tuning grid", "keep `lr` (fixed) or `lrs`/`tuning.lrs` (tuned), not both")
+        lr = _floats([settings["lr"]], f"{what}.lr")[0] if "lr" in settings else None
+        methods.append(MethodSpec(str(name), budgets if has_knob else None, options, _training(settings.get("training", {}), f"{what}.training"), lr, lrs))
+
+    grid_sizes = {len(m.lrs) for m in methods if m.lrs}
+    if len(grid_sizes) > 1:
+        raise BenchError(
+            f"{where}: learning-rate grids differ in size ({', '.join(f'{m.name}: {len(m.lrs)}' for m in methods if m.lrs)})",
+            "give every tuned method a grid of the same size, so each gets the same tuning budget",
+        )
+    tuning_seed = None
+    if grid_sizes:
+        tuning_seed = int(tuning.get("seed", seeds[0]))
+        if tuning_seed not in seeds:
+            raise BenchError(f"{where}: tuning seed {tuning_seed} is not one of the seeds {list(seeds)}", "pick a tuning seed from `seeds`")
+    elif "seed" in tuning:
+        raise BenchError(f"{where}: tuning.seed is set but no method has a learning-rate grid", "add `tuning.lrs` or per-method `lrs`")
+
+    wandb = data.get("wandb") or {}
+    _mapping(wandb, f"{where}: wandb")
+    _known(wandb, WANDB_KEYS, f"{where}: wandb")
+    slurm = data.get("slurm") or {}
+    _mapping(slurm, f"{where}: slurm")
+    spec = SweepSpec(
+        name=str(data.get("name", Path(where).stem)),
+        model=str(data["model"]),
+        tasks=tasks,
+        seeds=seeds,
+        methods=tuple(methods),
+        training=training,
+        tuning_seed=tuning_seed,
+        wandb={"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb},
+        slurm=dict(slurm),
+        source=data,
+    )
+    for method in spec.methods:  # every field combination must make a valid RunConfig
+        spec.run_config(method, tasks[0], (method.budgets or (None,))[0], seeds[0], method.lr)
+    return spec
+
+
+def _has_knob_range(method_cls: type) -> bool:
+    """Whether a method has a budget knob: full fine-tuning declares `knob_name = "all"` with a single value."""
+    return method_cls.knob_name != "all"
+
+
+def _mapping(value: Any, what: str) -> None:
+    if not isinstance(value, dict):
+        raise BenchError(f"{what} must be a mapping, got {type(value).__name__}", "write it as `key: value` lines")
+
+
+def _known(values: dict[str, Any], allowed: set[str], what: str) -> None:
+    unknown = sorted(set(map(str, values)) - allowed)
+    if unknown:
+        raise BenchError(f"{what} has unknown key(s) {unknown}", f"use only: {', '.join(sorted(allowed))}")
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise BenchError(f"{what} must be a non-empty list, got {value!r}", "write it as [a, b, ...]")
+    return value
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    return [str(item) for item in _list(value, what)]
+
+
+def _ints(value: Any, what: str) -> list[int]:
+    items = _list(value, what)
+    if not all(isinstance(item, int) and not isinstance(item, bool) for item in items):
+        raise BenchError(f"{what} must be integers, got {items!r}", "write seeds as [0, 1, 2]")
+    return items
+
+
+def _floats(value: Any, what: str) -> list[float]:
+    items = _list(value, what) if value != [] else []
+    try:
+        numbers = [float(item) for item in items]
+    except (TypeError, ValueError):
+        raise BenchError(f"{what} must be numbers, got {items!r}", "write learning rates as [1e-4, 3e-4]") from None
+    if any(number <= 0 for number in numbers):
+        raise BenchError(f"{what} must be positive, got {items!r}", "use learning rates above zero")
+    return numbers
+
+
+def _budgets(value: Any, what: str) -> list[str]:
+    if value == []:
+        return []
+    budgets = _strings(value, what)
+    for budget in budgets:
+        parse_budget(budget)
+    if len(set(budgets)) != len(budgets):
+        raise BenchError(f"{what} {budgets} repeats a budget", "list each budget once")
+    return budgets
+
+
+def _training(value: Any, what: str) -> dict[str, Any]:
+    value = value or {}
+    _mapping(value, what)
+    _known(value, set(TRAINING_FIELDS), what)
+    hints = typing.get_type_hints(RunConfig)
+    value = {
+        name: str(item) if hints[name] is str and isinstance(item, int) and not isinstance(item, bool) else item for name, item in value.items()
+    }  # devices: 8
+    for name, item in value.items():
+        allowed = tuple(arg for arg in typing.get_args(hints[name]) or (hints[name],) if isinstance(arg, type))
+        if allowed == (float,) or float in allowed:
+            allowed = (*allowed, int)
+        if isinstance(item, bool) or not isinstance(item, allowed):
+            raise BenchError(f"{what}.{name} must be {' or '.join(a.__name__ for a in allowed)}, got {item!r}", f"see `bench run --help` for {name}")
+    return dict(value)

@@ -1,0 +1,115 @@
+"""The results store: a folder of run records keyed by content, with a lock per key and an event log.
+
+Layout of a store folder:
+
+    <run_key>.json                   one record per run (status "ok", or "failed" with its error and config)
+    <run_key>.predictions.jsonl      per-example predictions of an ok run
+    sweep.json                       the last sweep's spec and cells (key, role, config)
+    tuning.json                      learning-rate grids and the chosen values (tuned sweeps)
+    events.jsonl                     started / done / failed / skipped, one line per event (host, pid, time)
+    locks/<run_key>.lock             held while a worker runs that key
+    logs/<run_key[:16]>/             Lightning CSV logs;  wandb/  W&B runs;  report/  what `bench report` writes
+
+A run is done when its record has status "ok". A failed record is retried by the next sweep; within one sweep it
+counts as done, so a second worker does not repeat a failure the first one just recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from bench.environment import environment
+from bench.record import SCHEMA_VERSION, read_records, write_json_atomic
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Store:
+    """A results folder (see the module docstring)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def record_path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def predictions_path(self, key: str) -> Path:
+        return self.root / f"{key}.predictions.jsonl"
+
+    def read(self, key: str) -> dict[str, Any] | None:
+        path = self.record_path(key)
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def is_done(self, key: str, sweep_started: str | None = None) -> bool:
+        """An ok record exists, or a failed one was written after `sweep_started` (by this sweep)."""
+        record = self.read(key)
+        if record is None:
+            return False
+        if record.get("status") == "ok":
+            return True
+        return sweep_started is not None and record.get("created_at", "") >= sweep_started
+
+    def lock(self, key: str) -> FileLock:
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / "locks" / f"{key}.lock"))
+
+    def try_lock(self, key: str, wait: bool) -> FileLock | None:
+        """The key's lock, acquired (blocking if `wait`), or None if another worker holds it."""
+        lock = self.lock(key)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return None
+        return lock
+
+    def write_failure(self, key: str, config: dict[str, Any], error: BaseException) -> dict[str, Any]:
+        record = {
+            "schema_version": SCHEMA_VERSION,
+            "run_key": key,
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exception(error)[-8:],
+            "created_at": now(),
+            "config": config,
+            "env": environment(),
+        }
+        write_json_atomic(self.record_path(key), record)
+        return record
+
+    def log_event(self, key: str, event: str, **details: Any) -> None:
+        """Append one line to events.jsonl (a single write on an O_APPEND file: lines never interleave)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": now(), "host": socket.gethostname(), "pid": os.getpid(), "key": key, "event": event, **details}) + "\n"
+        with open(self.root / "events.jsonl", "a", encoding="utf-8") as stream:
+            stream.write(line)
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.root / "events.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def records(self, status: str | None = "ok") -> list[dict[str, Any]]:
+        """Every record in the store, or only those with `status`."""
+        return [record for record in read_records(self.root) if status is None or record.get("status") == status]
+
+    def write_meta(self, name: str, data: Any) -> Path:
+        path = self.root / name
+        write_json_atomic(path, data)
+        return path
+
+    def read_meta(self, name: str) -> Any:
+        path = self.root / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -1,0 +1,279 @@
+"""Run a sweep: expand the spec into cells, skip what the store holds, run the rest, tune learning rates fairly.
+
+Order of work:
+1. every cell is planned (config checked, data read, content key computed) before anything runs;
+2. phase 1 runs the tuning cells (each lr of the grid at the tuning seed, for every method/budget/task) and every
+   cell of untuned methods;
+3. the learning rate with the highest VALIDATION score is chosen per (method, budget, task) (ties: the earlier lr of
+   the grid); the grid, every score and the choice go to `tuning.json`;
+4. phase 2 runs the remaining seeds at the chosen lr (the tuning seed's run at that lr is already stored).
+
+Each cell runs under its key's file lock and re-checks the store after acquiring it, so two sweeps on one store never
+run a cell twice. A failed run is recorded (status "failed") and retried by the next sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import wandb_logging
+from bench.errors import BenchError
+from bench.executors import make_executor
+from bench.run import RunConfig, execute, plan
+from bench.spec import SweepSpec
+from bench.store import Store, now
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the sweep, ready to hand to a worker (picklable)."""
+
+    store: str
+    key: str
+    config: dict[str, Any]
+    role: str  # "final" (reported) or "tuning" (a grid point; the chosen one is also final)
+    group: str
+    wandb: dict[str, Any]
+    sweep_started: str
+    wait: bool = False
+    progress: bool = False
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return f"{c['method']} {c['budget'] or 'all'} {c['task']} seed={c['seed']}" + (f" lr={c['lr']:g}" if c["lr"] is not None else "")
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """Run one cell in this process unless it is stored or running elsewhere: the unit every executor maps."""
+    store = Store(cell.store)
+    started = time.perf_counter()
+    if store.is_done(cell.key, cell.sweep_started):
+        return {"key": cell.key, "status": "skipped"}
+    rank = int(os.environ.get("SLURM_PROCID", "0"))  # in a multi-device SLURM job only task 0 takes the lock
+    lock = store.try_lock(cell.key, cell.wait) if rank == 0 else None
+    if rank == 0 and lock is None:
+        return {"key": cell.key, "status": "busy"}
+    try:
+        if rank == 0 and store.is_done(cell.key, cell.sweep_started):  # finished by another worker meanwhile
+            return {"key": cell.key, "status": "skipped"}
+        store.log_event(cell.key, "started", label=cell.label)
+        config = RunConfig(**cell.config)
+        logger = None
+        try:
+            run = plan(config)
+            if run.key != cell.key:
+                raise BenchError(f"the run key of {cell.label} changed since the sweep was planned", "the code or data changed during the sweep; rerun it")
+            logger = wandb_logging.run_logger(store.root, cell.wandb, cell.group, config, cell.key, cell.role)
+            loggers = None if logger is None else [_csv_logger(store, cell.key), logger]
+            record = execute(run, store.root, loggers=loggers, progress=cell.progress)
+        except Exception as error:
+            store.write_failure(cell.key, config.to_dict(), error)
+            store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
+            wandb_logging.finish_run(logger, None, error)
+            return {"key": cell.key, "status": "failed", "error": f"{type(error).__name__}: {error}", "seconds": time.perf_counter() - started}
+        wandb_logging.finish_run(logger, record)
+        store.log_event(cell.key, "done", seconds=round(time.perf_counter() - started, 2))
+        return {"key": cell.key, "status": "done", "seconds": time.perf_counter() - started}
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _csv_logger(store: Store, key: str) -> Any:
+    """The local CSV log execute() writes by default, kept next to the W&B logger."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(store.root / "logs" / key[:16], name="", version="")
+
+
+@dataclass
+class SweepResult:
+    """What happened: outcome per key, the tuning choices, where things are."""
+
+    store: Path
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    untuned: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def counts(self) -> Counter:
+        return Counter(outcome["status"] for outcome in self.outcomes.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.untuned
+
+    @property
+    def failed(self) -> list[str]:
+        return [key for key, outcome in self.outcomes.items() if outcome["status"] in ("failed", "crashed")]
+
+
+def _plan_cells(spec: SweepSpec, lrs_by_group: dict[tuple, Any], role: str, common: dict[str, Any]) -> list[Cell]:
+    cells = []
+    for method in spec.methods:
+        for task in spec.tasks:
+            for budget in method.budgets or (None,):
+                group = (method.name, task, budget)
+                if group not in lrs_by_group:
+                    continue
+                for lr in _as_list(lrs_by_group[group]):
+                    for seed in spec.seeds if role == "final" or not method.lrs else (spec.tuning_seed,):
+                        config = spec.run_config(method, task, budget, seed, lr)
+                        cells.append(Cell(key=plan(config).key, config=config.to_dict(), role=role, **common))
+    return cells
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, tuple) else [value]
+
+
+def expand(spec: SweepSpec, common: dict[str, Any]) -> tuple[list[Cell], list[tuple[str, str, str | None]]]:
+    """Phase-1 cells (tuning grids at the tuning seed, every seed of untuned methods) and the tuned groups.
+
+    Also plans every later cell once (with the first lr of its grid), so bad input fails before anything runs.
+    """
+    untuned = {(m.name, t, b): m.lr for m in spec.methods if not m.lrs for t in spec.tasks for b in m.budgets or (None,)}
+    tuned = {(m.name, t, b): tuple(m.lrs) for m in spec.methods if m.lrs for t in spec.tasks for b in m.budgets or (None,)}
+    cells = _plan_cells(spec, untuned, "final", common) + _plan_cells(spec, tuned, "tuning", common)
+    _plan_cells(spec, {group: lrs[0] for group, lrs in tuned.items()}, "final", common)
+    return cells, list(tuned)
+
+
+def choose_lrs(spec: SweepSpec, store: Store, phase1: list[Cell]) -> dict[str, Any]:
+    """Pick each tuned group's lr by its validation score (ties: earlier in the grid); the content of tuning.json."""
+    entries = []
+    for method in (m for m in spec.methods if m.lrs):
+        for task in spec.tasks:
+            for budget in method.budgets or (None,):
+                grid = []
+                for cell in (
+                    c for c in phase1 if c.role == "tuning" and (c.config["method"], c.config["task"], c.config["budget"]) == (method.name, task, budget)
+                ):
+                    record = store.read(cell.key) or {"status": "missing"}
+                    score = None
+                    if record["status"] == "ok":
+                        score = record["metrics"]["validation"][record["task"]["primary_metric"]]
+                    grid.append({"lr": cell.config["lr"], "run_key": cell.key, "status": record["status"], "validation": score})
+                scored = [point for point in grid if point["validation"] is not None]
+                best = max(scored, key=lambda point: point["validation"], default=None)  # max keeps the first of equals
+                entries.append(
+                    {
+                        "method": method.name,
+                        "task": task,
+                        "budget": budget,
+                        "seed": spec.tuning_seed,
+                        "grid": grid,
+                        "chosen_lr": best["lr"] if best else None,
+                        "chosen_key": best["run_key"] if best else None,
+                    }
+                )
+    return {
+        "selection": "highest validation-split score of the task's primary metric at the tuning seed; ties go to the earlier lr of the grid; test scores are never used",
+        "tuning_seed": spec.tuning_seed,
+        "grid_size": max((len(m.lrs) for m in spec.methods), default=0),
+        "cells": entries,
+    }
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers: int = 1, progress: bool = True) -> SweepResult:
+    """Run `spec` into the store at `out` (see the module docstring); returns what happened."""
+    from bench.record import check_writable
+
+    store = Store(out)
+    check_writable(store.root)
+    started = time.perf_counter()
+    common = {
+        "store": str(store.root),
+        "group": spec.name,
+        "wandb": spec.wandb,
+        "sweep_started": now(),
+        "progress": progress and workers == 1 and executor == "local",
+    }
+    phase1, tuned_groups = expand(spec, common)
+    devices = spec.training.get("devices", "1")
+    runner = make_executor(executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1)
+    result = SweepResult(store=store.root)
+    remaining_seeds = tuple(seed for seed in spec.seeds if seed != spec.tuning_seed)
+    total = len(phase1) + len(tuned_groups) * len(remaining_seeds)
+    manifest = {"name": spec.name, "digest": spec.digest, "spec": spec.source, "created_at": common["sweep_started"], "tuning_seed": spec.tuning_seed}
+    bar = tqdm(total=total, desc=f"sweep {spec.name}", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        store.write_meta("sweep.json", manifest | {"cells": [_manifest_entry(c) for c in phase1]})
+        _run_phase(runner, phase1, result, bar)
+        phase2: list[Cell] = []
+        if tuned_groups:
+            tuning = choose_lrs(spec, store, phase1)
+            store.write_meta("tuning.json", tuning)
+            chosen = {(e["method"], e["task"], e["budget"]): e["chosen_lr"] for e in tuning["cells"] if e["chosen_lr"] is not None}
+            result.untuned = [f"{m} {b or 'all'} {t}" for (m, t, b) in tuned_groups if (m, t, b) not in chosen]
+            bar.total -= len(result.untuned) * len(remaining_seeds)
+            finals = _plan_cells(spec, chosen, "final", common)
+            chosen_keys = {e["chosen_key"] for e in tuning["cells"]}
+            phase2 = [c for c in finals if c.key not in chosen_keys]
+            tuning_cells = [dataclasses.replace(c, role="tuning+final" if c.key in chosen_keys else "tuning") for c in phase1 if c.role == "tuning"]
+            store.write_meta(
+                "sweep.json", manifest | {"cells": [_manifest_entry(c) for c in [*(c for c in phase1 if c.role != "tuning"), *tuning_cells, *phase2]]}
+            )
+        _run_phase(runner, phase2, result, bar)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _manifest_entry(cell: Cell) -> dict[str, Any]:
+    return {"key": cell.key, "role": cell.role, "label": cell.label, "config": cell.config}
+
+
+def _run_phase(runner: Any, cells: list[Cell], result: SweepResult, bar: tqdm) -> None:
+    """Run `cells`; those another worker holds are retried at the end, waiting for the lock."""
+    by_key = {cell.key: cell for cell in cells}
+    for attempt in (cells, None):
+        if attempt is None:
+            attempt = [dataclasses.replace(by_key[key], wait=True) for key, outcome in result.outcomes.items() if outcome["status"] == "busy" and key in by_key]
+        for outcome in runner.map(run_cell, attempt, _crashed):
+            result.outcomes[outcome["key"]] = outcome
+            result.labels[outcome["key"]] = by_key[outcome["key"]].label
+            if outcome["status"] != "busy":
+                bar.update(1)
+                bar.set_postfix_str(f"{outcome['status']}: {by_key[outcome['key']].label}")
+
+
+def _crashed(cell: Cell, error: BaseException) -> dict[str, Any]:
+    """A worker that died without returning: record the failure so the next sweep retries the cell."""
+    store = Store(cell.store)
+    store.write_failure(cell.key, cell.config, error)
+    store.log_event(cell.key, "failed", error=f"worker died: {type(error).__name__}: {error}")
+    return {"key": cell.key, "status": "crashed", "error": f"{type(error).__name__}: {error}"}
+
+
+def summary_text(result: SweepResult) -> str:
+    """The closing summary: counts, failures and where everything is."""
+    counts = result.counts()
+    store = result.store
+    lines = [
+        f"sweep finished in {result.seconds:.0f}s: {counts['done']} run, {counts['skipped']} already stored, {counts['failed'] + counts['crashed']} failed"
+        + (f", {len(result.untuned)} cell(s) without a usable learning rate" if result.untuned else ""),
+        f"records: {store}/<run_key>.json (+ .predictions.jsonl); cells: {store / 'sweep.json'}; events: {store / 'events.jsonl'}",
+    ]
+    if (store / "tuning.json").is_file():
+        lines.append(f"learning-rate grids and choices: {store / 'tuning.json'}")
+    for key in result.failed:
+        lines.append(
+            f"FAILED {result.labels.get(key, key)}: {result.outcomes[key].get('error', '')[:300]} (record {store / (key + '.json')}; a rerun retries it)"
+        )
+    for cell in result.untuned:
+        lines.append(f"NOT RUN {cell}: every learning rate of its grid failed, so its other seeds were not run")
+    hint = wandb_logging.sync_hint(store)
+    if hint:
+        lines.append(hint)
+    lines.append(f"next: bench report {store}")
+    return "\n".join(lines)
