@@ -32,6 +32,7 @@ from methods.base import OptimConfig, PeftMethod
 from tasks import get_task
 from tasks.base import Task
 from tasks.data_source import DataSource
+from tasks.leakage import leakage_report
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
             "choices": module.describe(),
             "calibration": module.calibration_info,
         },
-        "task": {"name": run.task.name, "family": run.task.family, "primary_metric": run.task.primary_metric},
+        "task": {"name": run.task.name, "family": run.task.family, "primary_metric": run.task.primary_metric, **run.task.describe(run.source)},
+        "leakage": leakage_report(run.task, run.splits),
         "model": {"name": loaded.name, "source": loaded.source, "fingerprint": loaded.fingerprint, "dtype": config.dtype},
         "params": {
             "base_model": base_params,
