@@ -67,6 +67,22 @@ def mawps_original_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class FromLabeledText:
+    """Rows with text fields and an integer `label` (GLUE style) as LLM-Adapters rows: the instruction is a template
+    over the fields ending in "Answer format: a/b", the answer the label's word."""
+
+    instruction: str
+    label_words: tuple[str, ...]
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        label = row["label"]
+        if not isinstance(label, int) or isinstance(label, bool) or label not in range(len(self.label_words)):
+            raise ValueError(f"unknown label {label!r}, expected 0..{len(self.label_words) - 1}")
+        word = self.label_words[label]
+        return {"instruction": self.instruction.format(**row), "input": "", "output": f"the correct answer is {word}", "answer": word}
+
+
+@dataclass(frozen=True)
 class DataFile:
     """One file of a benchmark or mix: its path in the data root, how its rows convert, and the answers' kind."""
 

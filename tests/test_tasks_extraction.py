@@ -1,0 +1,68 @@
+"""Answer extraction on a table of tricky model outputs (pure functions, no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.extraction import aqua_letter, first_capital_letter, first_label, last_number, numbers_match
+
+ARC_LABELS = ["answer1", "answer2", "answer3", "answer4"]
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "expected"),
+    [
+        ("the correct answer is true", ["true", "false"], "true"),
+        ("False. It is not true that ...", ["true", "false"], "false"),  # first label word wins, case-insensitive
+        ("the correct answer is answer3 (not answer1)", ARC_LABELS, "answer3"),
+        ("answer12 is not an option; answer2 is", ARC_LABELS, "answer2"),  # whole words only
+        ("I cannot decide.", ["true", "false"], None),  # no label word: a format failure
+        ("", ["option1", "option2"], None),
+        ("ending4.", ["ending1", "ending2", "ending3", "ending4"], "ending4"),
+        ("Solution2 is better", ["solution1", "solution2"], "solution2"),
+    ],
+)
+def test_first_label(text, labels, expected):
+    assert first_label(text, labels) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is 576.", 576.0),
+        ("She had -3 degrees, then 5 more: the answer is -3 + 5 = 2", 2.0),
+        ("The temperature is -12.", -12.0),  # negative number
+        ("It costs $1,234,567 in total", 1234567.0),  # thousands commas
+        ("The numbers are 3, 4", 4.0),  # a list comma is not a thousands comma
+        ("He runs 2.5 miles", 2.5),
+        ("Half of it: 1/2", 0.5),  # fraction
+        ("3/0 is undefined", None),
+        ("The answer is 42.\n", 42.0),
+        ("no digits here", None),
+        ("12 apples and 7 pears, so 19.0", 19.0),
+    ],
+)
+def test_last_number(text, expected):
+    assert last_number(text) == expected
+
+
+def test_numeric_tolerance():
+    assert numbers_match(1.8334, 1.8333333333333335)
+    assert not numbers_match(1.835, 1.8333333333333335)
+    assert not numbers_match(None, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "robust", "first_capital"),
+    [
+        ("According to the rationale, the answer is (C).", "C", "A"),  # LLM-Adapters' rule reads the A of "According"
+        ("Options (A) and (B) are too small. The answer is D", "D", "A"),
+        ("Between (B) and (E), I pick (E)", "E", "B"),
+        ("The answer is: b", "B", None),
+        ("Both Alice and Bob ...", None, "B"),  # no option marker: a format failure for the robust rule
+        ("the answer is (e) because", "E", None),
+    ],
+)
+def test_aqua_letter(text, robust, first_capital):
+    assert aqua_letter(text) == robust
+    assert first_capital_letter(text) == first_capital

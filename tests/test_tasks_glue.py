@@ -1,0 +1,89 @@
+"""GLUE: metric parity with scikit-learn/scipy, every offline task loads real data, a short real fine-tune of the
+regression task, and the hub-only tasks failing offline with an error naming the file to provide."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from scipy import stats
+from sklearn import metrics as sk
+
+from bench.errors import BenchError
+from bench.run import RunConfig, execute, plan
+from tasks import get_task, metrics
+from tasks.data_source import DataSource
+
+OFFLINE_GLUE = ("glue/cola", "glue/sst2", "glue/mrpc", "glue/rte", "glue/stsb")
+
+
+def noisy(labels: list, rng: random.Random, flip: float) -> list:
+    """Predictions that agree with `labels` except for a random `flip` share (real label distribution, real errors)."""
+    return [(1 - label) if rng.random() < flip else label for label in labels]
+
+
+@pytest.mark.parametrize("task_name", ["glue/cola", "glue/mrpc", "glue/rte"])
+def test_classification_metrics_match_sklearn(task_name):
+    labels = [row["label"] for row in get_task(task_name).load("test", DataSource())]
+    rng = random.Random(0)
+    for flip in (0.1, 0.35, 0.5):
+        predictions = noisy(labels, rng, flip)
+        assert metrics.accuracy(predictions, labels) == pytest.approx(sk.accuracy_score(labels, predictions), abs=1e-12)
+        assert metrics.f1(predictions, labels) == pytest.approx(sk.f1_score(labels, predictions), abs=1e-12)
+        assert metrics.matthews_corrcoef(predictions, labels) == pytest.approx(sk.matthews_corrcoef(labels, predictions), abs=1e-12)
+    constant = [1] * len(labels)
+    assert metrics.matthews_corrcoef(constant, labels) == sk.matthews_corrcoef(labels, constant) == 0.0
+
+
+def test_regression_metrics_match_scipy():
+    labels = [row["label"] for row in get_task("glue/stsb").load("test", DataSource())]
+    rng = random.Random(1)
+    predictions = [round(label + rng.gauss(0, 1.2), 1) for label in labels]  # rounding makes ties, which ranks must average
+    assert metrics.pearson(predictions, labels) == pytest.approx(stats.pearsonr(predictions, labels).statistic, abs=1e-12)
+    assert metrics.spearman(predictions, labels) == pytest.approx(stats.spearmanr(predictions, labels).statistic, abs=1e-12)
+
+
+@pytest.mark.parametrize("task_name", OFFLINE_GLUE)
+def test_offline_glue_tasks_load_real_rows(task_name):
+    task, source = get_task(task_name), DataSource()
+    train, test = task.load("train", source), task.load("test", source)
+    assert len(train) >= 400 and len(test) >= 277
+    assert all(field in train[0] for field in task.text_fields)
+    labels = {row["label"] for row in test}
+    assert labels <= set(range(task.num_labels)) if task.num_labels > 1 else all(0 <= label <= 5 for label in labels)
+    assert set(source.files) == {f"{task.directory}/train.jsonl", f"{task.directory}/validation.jsonl"}
+
+
+@pytest.mark.parametrize("task_name", ["glue/qnli", "glue/qqp", "glue/mnli"])
+def test_hub_tasks_fail_offline_naming_the_file(task_name, tmp_path):
+    with pytest.raises(BenchError) as error:
+        get_task(task_name).load("train", DataSource(tmp_path))
+    message = str(error.value)
+    assert "train.jsonl is missing" in message and str(tmp_path) in message and "nyu-mll/glue" in message
+
+
+def test_mnli_scores_matched_and_mismatched(tmp_path):
+    """MNLI from a local data dir: both validation sets are read and scored separately."""
+    for split, genre in (("train", "fiction"), ("validation_matched", "fiction"), ("validation_mismatched", "letters")):
+        (tmp_path / "glue/MNLI").mkdir(parents=True, exist_ok=True)
+        rows = [{"premise": f"{genre} premise {i}", "hypothesis": f"hypothesis {i}", "label": i % 3, "idx": i} for i in range(30)]
+        (tmp_path / f"glue/MNLI/{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = get_task("glue/mnli")
+    test = task.load("test", DataSource(tmp_path), limit=5)
+    assert [row["subtask"] for row in test] == ["matched"] * 5 + ["mismatched"] * 5
+    assert task.primary_metric == "accuracy_matched"
+
+
+def test_stsb_regression_run(tmp_path):
+    """A real short fine-tune of MiniLM with a one-output regression head, scored with Pearson and Spearman."""
+    run = plan(RunConfig(method="lora", budget="0.5%", task="glue/stsb", model="minilm-l6", max_steps=3, batch_size=8, max_length=64, train_examples=48, validation_examples=16, test_examples=64, eval_batch_size=32))
+    record = execute(run, tmp_path, progress=False)
+    test_metrics = record["metrics"]["test"]
+    assert set(test_metrics) == {"pearson", "spearman"}
+    assert all(-1.0 <= value <= 1.0 for value in test_metrics.values())
+    predictions = [json.loads(line) for line in (tmp_path / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()]
+    test_predictions = [p for p in predictions if p["split"] == "test"]
+    assert len(test_predictions) == 64 and isinstance(test_predictions[0]["prediction"], float)
+    assert metrics.pearson([p["prediction"] for p in test_predictions], [p["label"] for p in test_predictions]) == pytest.approx(test_metrics["pearson"])
+    assert record["leakage"]["pairs"]["train -> test"]["test_examples"] == 64
