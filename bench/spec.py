@@ -2,10 +2,13 @@
 
 A spec (see profiles/*.yaml) has these top-level keys:
 
-- `name`: the sweep's name (W&B group, report title); `model`: a model name (`bench list`);
-- `tasks`, `seeds`: lists; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
+- `name`: the sweep's name (W&B group, report title);
+- `model` (a name from `bench list`) and `tasks`, or `models`: a mapping model -> {tasks, training} for sweeps over
+  several models (each with its own tasks and training overrides);
+- `seeds`: a list; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
 - `training`: any RunConfig field except method/task/model/budget/seed/options (max_steps, batch_size, devices, ...);
-- `methods`: a list of names, or a mapping name -> {budgets, options, training, lrs};
+- `methods`: a list of names, or a mapping name -> {budgets, options, training, lr | lrs}; `budgets: native` runs a
+  method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed); every tuned method
   gets a grid of the same size, so every method has the same tuning budget;
 - `wandb` (optional): project, entity, enabled; `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
@@ -31,11 +34,13 @@ from bench.run import RunConfig
 
 CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr")
 TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in CELL_FIELDS)
-TOP_KEYS = {"name", "description", "model", "tasks", "seeds", "budgets", "training", "methods", "tuning", "wandb", "slurm"}
+TOP_KEYS = {"name", "description", "model", "models", "tasks", "seeds", "budgets", "training", "methods", "tuning", "wandb", "slurm"}
 METHOD_KEYS = {"budgets", "options", "training", "lrs", "lr"}
+MODEL_KEYS = {"tasks", "training"}
 TUNING_KEYS = {"lrs", "seed"}
 WANDB_KEYS = {"project", "entity", "enabled"}
 DEFAULT_PROJECT = "peft-bench"
+NATIVE = "native"  # `budgets: native`: run without a budget, at the method's own fixed count (e.g. SVFit's energy rule)
 
 
 @dataclass(frozen=True)
@@ -55,11 +60,11 @@ class SweepSpec:
     """A checked sweep specification."""
 
     name: str
-    model: str
-    tasks: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]  # (model, task)
     seeds: tuple[int, ...]
     methods: tuple[MethodSpec, ...]
     training: dict[str, Any]
+    model_training: dict[str, dict[str, Any]]
     tuning_seed: int | None
     wandb: dict[str, Any]
     slurm: dict[str, Any]
@@ -69,17 +74,18 @@ class SweepSpec:
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.source, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def run_config(self, method: MethodSpec, task: str, budget: str | None, seed: int, lr: float | None) -> RunConfig:
-        return RunConfig(
-            method=method.name,
-            task=task,
-            model=self.model,
-            budget=budget,
-            seed=seed,
-            lr=lr,
-            options=dict(method.options),
-            **{**self.training, **method.training},
-        )
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(model for model, _ in self.pairs))
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(task for _, task in self.pairs))
+
+    def run_config(self, method: MethodSpec, model: str, task: str, budget: str | None, seed: int, lr: float | None) -> RunConfig:
+        """Training settings: the spec's, then the model's, then the method's (later ones win)."""
+        training = {**self.training, **self.model_training.get(model, {}), **method.training}
+        return RunConfig(method=method.name, task=task, model=model, budget=budget, seed=seed, lr=lr, options=dict(method.options), **training)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -101,11 +107,11 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
 
     _mapping(data, where)
     _known(data, TOP_KEYS, where)
-    for required in ("model", "tasks", "seeds", "methods"):
+    for required in ("seeds", "methods"):
         if required not in data:
             raise BenchError(f"{where} has no {required!r}", f"add `{required}:` (see profiles/default.yaml)")
-    tasks = tuple(_strings(data["tasks"], f"{where}: tasks"))
-    for task in tasks:
+    pairs, model_training = _models(data, where)
+    for task in dict.fromkeys(task for _, task in pairs):
         get_task(task)
     seeds = tuple(_ints(data["seeds"], f"{where}: seeds"))
     if len(set(seeds)) != len(seeds):
@@ -132,13 +138,16 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         method_cls = get_method(str(name))
         options = {str(k): str(v) for k, v in (settings.get("options") or {}).items()}
         method_cls.parse_options(options)
-        has_knob = _has_knob_range(method_cls)
-        budgets = tuple(_budgets(settings["budgets"], f"{what}.budgets")) if "budgets" in settings else default_budgets
+        has_knob = _has_knob_range(method_cls) and settings.get("budgets") != NATIVE
+        if settings.get("budgets") == NATIVE:
+            budgets: tuple[str, ...] = ()
+        else:
+            budgets = tuple(_budgets(settings["budgets"], f"{what}.budgets")) if "budgets" in settings else default_budgets
         if has_knob and not budgets:
             raise BenchError(
                 f"{what} has a knob ({method_cls.knob_name}) but no budgets", "add `budgets:` at the top level or under the method, e.g. ['0.1%', '1%']"
             )
-        if not has_knob and "budgets" in settings:
+        if not _has_knob_range(method_cls) and "budgets" in settings:
             raise BenchError(
                 f"{what}: method {name} has no knob range, so budgets do not apply", f"remove budgets from {name} (it runs once per task and seed)"
             )
@@ -149,6 +158,12 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         methods.append(MethodSpec(str(name), budgets if has_knob else None, options, _training(settings.get("training", {}), f"{what}.training"), lr, lrs))
 
     grid_sizes = {len(m.lrs) for m in methods if m.lrs}
+    untuned = [m.name for m in methods if not m.lrs]
+    if grid_sizes and untuned:
+        raise BenchError(
+            f"{where}: {', '.join(untuned)} would run untuned while other methods get a learning-rate grid",
+            "give every method a grid (`tuning.lrs`, or `lrs` per method) so each gets the same tuning budget",
+        )
     if len(grid_sizes) > 1:
         raise BenchError(
             f"{where}: learning-rate grids differ in size ({', '.join(f'{m.name}: {len(m.lrs)}' for m in methods if m.lrs)})",
@@ -169,19 +184,46 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     _mapping(slurm, f"{where}: slurm")
     spec = SweepSpec(
         name=str(data.get("name", Path(where).stem)),
-        model=str(data["model"]),
-        tasks=tasks,
+        pairs=pairs,
         seeds=seeds,
         methods=tuple(methods),
         training=training,
+        model_training=model_training,
         tuning_seed=tuning_seed,
         wandb={"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb},
         slurm=dict(slurm),
         source=data,
     )
     for method in spec.methods:  # every field combination must make a valid RunConfig
-        spec.run_config(method, tasks[0], (method.budgets or (None,))[0], seeds[0], method.lr)
+        for model in spec.models:
+            spec.run_config(method, model, spec.tasks[0], (method.budgets or (None,))[0], seeds[0], method.lr)
     return spec
+
+
+def _models(data: dict[str, Any], where: str) -> tuple[tuple[tuple[str, str], ...], dict[str, dict[str, Any]]]:
+    """(model, task) pairs and per-model training overrides, from `model` + `tasks` or from `models`."""
+    if ("models" in data) == ("model" in data):
+        raise BenchError(
+            f"{where} needs exactly one of `model` (with `tasks`) or `models`",
+            "write `model: minilm-l6` and `tasks: [...]`, or `models: {minilm-l6: {tasks: [...]}}`",
+        )
+    if "model" in data:
+        if "tasks" not in data:
+            raise BenchError(f"{where} has no 'tasks'", "add `tasks:` (see profiles/default.yaml)")
+        return tuple((str(data["model"]), task) for task in _strings(data["tasks"], f"{where}: tasks")), {}
+    if "tasks" in data:
+        raise BenchError(f"{where} sets top-level tasks next to `models`", "list tasks under each model: `models: {name: {tasks: [...]}}`")
+    _mapping(data["models"], f"{where}: models")
+    pairs, training = [], {}
+    for model, settings in data["models"].items():
+        what = f"{where}: models.{model}"
+        _mapping(settings, what)
+        _known(settings, MODEL_KEYS, what)
+        if "tasks" not in settings:
+            raise BenchError(f"{what} has no tasks", f"add `tasks: [...]` under {model}")
+        pairs += [(str(model), task) for task in _strings(settings["tasks"], f"{what}.tasks")]
+        training[str(model)] = _training(settings.get("training", {}), f"{what}.training")
+    return tuple(pairs), training
 
 
 def _has_knob_range(method_cls: type) -> bool:

@@ -29,7 +29,7 @@ from bench import wandb_logging
 from bench.errors import BenchError
 from bench.executors import make_executor
 from bench.run import RunConfig, execute, plan
-from bench.spec import SweepSpec
+from bench.spec import MethodSpec, SweepSpec
 from bench.store import Store, now
 
 
@@ -118,65 +118,57 @@ class SweepResult:
         return [key for key, outcome in self.outcomes.items() if outcome["status"] in ("failed", "crashed")]
 
 
-def _plan_cells(spec: SweepSpec, lrs_by_group: dict[tuple, Any], role: str, common: dict[str, Any]) -> list[Cell]:
+def _groups(spec: SweepSpec, tuned: bool) -> list[tuple[MethodSpec, str, str, str | None]]:
+    """(method, model, task, budget) of every method with (tuned) or without a learning-rate grid."""
+    return [(m, model, task, b) for m in spec.methods if bool(m.lrs) == tuned for model, task in spec.pairs for b in m.budgets or (None,)]
+
+
+def group_key(method: str, model: str, task: str, budget: str | None) -> tuple[str, str, str, str | None]:
+    return (method, model, task, budget)
+
+
+def _plan_cells(spec: SweepSpec, lrs_by_group: dict[tuple, list[float | None]], role: str, common: dict[str, Any]) -> list[Cell]:
+    """Cells of each group for each of its lrs: at the tuning seed for role "tuning", at every seed otherwise."""
     cells = []
-    for method in spec.methods:
-        for task in spec.tasks:
-            for budget in method.budgets or (None,):
-                group = (method.name, task, budget)
-                if group not in lrs_by_group:
-                    continue
-                for lr in _as_list(lrs_by_group[group]):
-                    for seed in spec.seeds if role == "final" or not method.lrs else (spec.tuning_seed,):
-                        config = spec.run_config(method, task, budget, seed, lr)
-                        cells.append(Cell(key=plan(config).key, config=config.to_dict(), role=role, **common))
+    for method, model, task, budget in _groups(spec, tuned=True) + _groups(spec, tuned=False):
+        for lr in lrs_by_group.get(group_key(method.name, model, task, budget), []):
+            for seed in (spec.tuning_seed,) if role == "tuning" else spec.seeds:
+                config = spec.run_config(method, model, task, budget, seed, lr)
+                cells.append(Cell(key=plan(config).key, config=config.to_dict(), role=role, **common))
     return cells
 
 
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, tuple) else [value]
-
-
-def expand(spec: SweepSpec, common: dict[str, Any]) -> tuple[list[Cell], list[tuple[str, str, str | None]]]:
+def expand(spec: SweepSpec, common: dict[str, Any]) -> tuple[list[Cell], list[tuple[str, str, str, str | None]]]:
     """Phase-1 cells (tuning grids at the tuning seed, every seed of untuned methods) and the tuned groups.
 
     Also plans every later cell once (with the first lr of its grid), so bad input fails before anything runs.
     """
-    untuned = {(m.name, t, b): m.lr for m in spec.methods if not m.lrs for t in spec.tasks for b in m.budgets or (None,)}
-    tuned = {(m.name, t, b): tuple(m.lrs) for m in spec.methods if m.lrs for t in spec.tasks for b in m.budgets or (None,)}
+    untuned = {group_key(m.name, model, t, b): [m.lr] for m, model, t, b in _groups(spec, tuned=False)}
+    tuned = {group_key(m.name, model, t, b): list(m.lrs) for m, model, t, b in _groups(spec, tuned=True)}
     cells = _plan_cells(spec, untuned, "final", common) + _plan_cells(spec, tuned, "tuning", common)
-    _plan_cells(spec, {group: lrs[0] for group, lrs in tuned.items()}, "final", common)
+    _plan_cells(spec, {group: lrs[:1] for group, lrs in tuned.items()}, "final", common)
     return cells, list(tuned)
 
 
 def choose_lrs(spec: SweepSpec, store: Store, phase1: list[Cell]) -> dict[str, Any]:
     """Pick each tuned group's lr by its validation score (ties: earlier in the grid); the content of tuning.json."""
     entries = []
-    for method in (m for m in spec.methods if m.lrs):
-        for task in spec.tasks:
-            for budget in method.budgets or (None,):
-                grid = []
-                for cell in (
-                    c for c in phase1 if c.role == "tuning" and (c.config["method"], c.config["task"], c.config["budget"]) == (method.name, task, budget)
-                ):
-                    record = store.read(cell.key) or {"status": "missing"}
-                    score = None
-                    if record["status"] == "ok":
-                        score = record["metrics"]["validation"][record["task"]["primary_metric"]]
-                    grid.append({"lr": cell.config["lr"], "run_key": cell.key, "status": record["status"], "validation": score})
-                scored = [point for point in grid if point["validation"] is not None]
-                best = max(scored, key=lambda point: point["validation"], default=None)  # max keeps the first of equals
-                entries.append(
-                    {
-                        "method": method.name,
-                        "task": task,
-                        "budget": budget,
-                        "seed": spec.tuning_seed,
-                        "grid": grid,
-                        "chosen_lr": best["lr"] if best else None,
-                        "chosen_key": best["run_key"] if best else None,
-                    }
-                )
+    for method, model, task, budget in _groups(spec, tuned=True):
+        grid = []
+        for cell in (
+            c
+            for c in phase1
+            if c.role == "tuning" and group_key(*(c.config[f] for f in ("method", "model", "task", "budget"))) == group_key(method.name, model, task, budget)
+        ):
+            record = store.read(cell.key) or {"status": "missing"}
+            score = record["metrics"]["validation"][record["task"]["primary_metric"]] if record["status"] == "ok" else None
+            grid.append({"lr": cell.config["lr"], "run_key": cell.key, "status": record["status"], "validation": score})
+        scored = [point for point in grid if point["validation"] is not None]
+        best = max(scored, key=lambda point: point["validation"], default=None)  # max keeps the first of equals
+        entries.append(
+            {"method": method.name, "model": model, "task": task, "budget": budget, "seed": spec.tuning_seed, "grid": grid}
+            | {"chosen_lr": best["lr"] if best else None, "chosen_key": best["run_key"] if best else None}
+        )
     return {
         "selection": "highest validation-split score of the task's primary metric at the tuning seed; ties go to the earlier lr of the grid; test scores are never used",
         "tuning_seed": spec.tuning_seed,
@@ -214,8 +206,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers
         if tuned_groups:
             tuning = choose_lrs(spec, store, phase1)
             store.write_meta("tuning.json", tuning)
-            chosen = {(e["method"], e["task"], e["budget"]): e["chosen_lr"] for e in tuning["cells"] if e["chosen_lr"] is not None}
-            result.untuned = [f"{m} {b or 'all'} {t}" for (m, t, b) in tuned_groups if (m, t, b) not in chosen]
+            chosen = {group_key(e["method"], e["model"], e["task"], e["budget"]): [e["chosen_lr"]] for e in tuning["cells"] if e["chosen_lr"] is not None}
+            result.untuned = [" ".join(str(part or "all") for part in group) for group in tuned_groups if group not in chosen]
             bar.total -= len(result.untuned) * len(remaining_seeds)
             finals = _plan_cells(spec, chosen, "final", common)
             chosen_keys = {e["chosen_key"] for e in tuning["cells"]}
