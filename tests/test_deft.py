@@ -1,0 +1,127 @@
+"""DEFT and the activation-density measure: the loss formula, capture only in training, identity at init, the
+density drop on a short real run, and density with padding excluded on GELU (exact zeros) and SiLU (threshold)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.density import activation_density
+from bench.errors import BenchError
+from methods.deft import Deft, DeftOptions, density_loss
+from methods.lora import LoRA, LoraOptions
+from methods.targets import find_activations
+from tests.conftest import batch_of
+
+
+def _naive_density_loss(layers: list[torch.Tensor], mask: torch.Tensor, epsilon: float) -> float:
+    """mean over (layer, sample) of the mean of a²/(a²+ε) over real tokens and units, by plain loops."""
+    terms = []
+    for a in layers:
+        for b in range(a.shape[0]):
+            values = [float(x) ** 2 / (float(x) ** 2 + epsilon) for t in range(a.shape[1]) if mask[b, t] for x in a[b, t]]
+            terms.append(sum(values) / len(values))
+    return sum(terms) / len(terms)
+
+
+def test_density_loss_on_a_hand_computed_example() -> None:
+    layer = torch.tensor([[[0.0, 1.0], [2.0, 0.0]], [[1.0, 3.0], [5.0, 5.0]]])  # 2 samples x 2 tokens x 2 units
+    mask = torch.tensor([[1, 1], [1, 0]])  # the second sample's last token is padding
+    # epsilon 1: a²/(a²+1) is 0, .5, .8, 0 (sample 0: mean .325) and .5, .9 (sample 1: mean .7); a zero layer adds 0, 0
+    assert density_loss([layer, torch.zeros_like(layer)], mask, epsilon=1.0).item() == pytest.approx((0.325 + 0.7) / 4, abs=1e-7)
+    torch.manual_seed(0)
+    layers = [torch.randn(3, 4, 5) * 1e-3 for _ in range(2)]
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    assert density_loss(layers, mask, 1e-7).item() == pytest.approx(_naive_density_loss(layers, mask, 1e-7), rel=1e-5)
+
+
+def test_training_step_adds_weighted_density_of_the_captured_activations_only_while_training(minilm_classifier, sst2_rows) -> None:
+    batch = batch_of("glue/sst2", sst2_rows[:4], minilm_classifier.tokenizer)
+    activations = [module for _, module in find_activations(minilm_classifier.model)]
+    seen: list[torch.Tensor] = []
+    for module in activations:
+        module.register_forward_hook(lambda _m, _i, output: seen.append(output.detach()))
+    method = Deft(minilm_classifier.model, DeftOptions(weight=0.5), head_prefixes=minilm_classifier.head_prefixes)
+    method.apply(4)
+    for module in method.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # so the task loss of the training forward can be recomputed
+    method.model.train()
+    total = method.training_step(batch, 0)
+    assert len(seen) == len(activations) == minilm_classifier.model.config.num_hidden_layers
+    expected = 0.5 * _naive_density_loss(seen, batch["attention_mask"], 1e-7)
+    with torch.no_grad():
+        task_loss = method.model(**batch).loss
+    assert total.item() == pytest.approx(task_loss.item() + expected, rel=1e-5)
+    assert method.captured == [] and all(len(module._forward_hooks) == 1 for module in activations), "DEFT hooks outlived the training step"
+
+
+def test_deft_with_lora_starts_as_the_base_model_and_counts_as_lora(minilm_classifier, sst2_rows) -> None:
+    batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
+    model = minilm_classifier.model
+    model.eval()
+    with torch.no_grad():
+        base = model(**batch).logits.clone()
+    method = Deft(model, DeftOptions(base_options="targets=q,v,up"), head_prefixes=minilm_classifier.head_prefixes)
+    reference = LoRA(model, LoraOptions(targets=("q", "v", "up")))
+    assert method.knob_name == "rank" and method.count_for_knob(8) == reference.count_for_knob(8)
+    method.apply(8)
+    assert method.trainable_count() == reference.count_for_knob(8)
+    method.model.eval()
+    with torch.no_grad():
+        assert torch.equal(method.model(**batch).logits, base)
+    assert method.describe()["base_choices"]["targets"] == ["q", "v", "up"]
+
+
+@pytest.mark.parametrize(("options", "message"), [({"base": "deft"}, "own base"), ({"base": "nope"}, "unknown method"), ({"base_options": "targets"}, "key=value")])
+def test_bad_options_are_refused(options: dict[str, str], message: str) -> None:
+    with pytest.raises(BenchError, match=message):
+        Deft.parse_options(options)
+
+
+def _density_after_training(loaded, rows, deft: bool, steps: int = 10) -> float:
+    torch.manual_seed(0)
+    options = LoraOptions(targets=("q", "v"))
+    method = Deft(loaded.model, DeftOptions(base_options="targets=q,v"), head_prefixes=loaded.head_prefixes) if deft else LoRA(loaded.model, options, head_prefixes=loaded.head_prefixes)
+    method.apply(8)
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-2)
+    method.model.train()
+    for step in range(steps):
+        optimizer.zero_grad()
+        start = 8 * step % 48  # the first 48 rows train, the last 16 measure
+        method.training_step(batch_of("glue/sst2", rows[start : start + 8], loaded.tokenizer), step).backward()
+        optimizer.step()
+    return activation_density(method.model, [batch_of("glue/sst2", rows[-16:], loaded.tokenizer)])["density"]
+
+
+def test_deft_lowers_measured_density_against_the_same_run_without_it(sst2_rows) -> None:
+    from bench.models import load_model
+
+    densities = {deft: _density_after_training(load_model("minilm-l6", "sequence-classification", num_labels=2), sst2_rows, deft) for deft in (False, True)}
+    print(f"density after 10 steps: lora {densities[False]:.3f} %, deft+lora {densities[True]:.3f} %")
+    assert densities[True] < densities[False] - 0.02
+
+
+def test_density_excludes_padding_and_counts_exact_zeros_on_gelu(minilm_classifier, sst2_rows) -> None:
+    model, tokenizer = minilm_classifier.model, minilm_classifier.tokenizer
+    rows = sst2_rows[:4]
+    padded = activation_density(model, [batch_of("glue/sst2", rows, tokenizer)])
+    alone = [activation_density(model, [batch_of("glue/sst2", [row], tokenizer)]) for row in rows]
+    assert padded["kind"] == "exact_zero" and padded["threshold"] is None and padded["samples"] == 4
+    assert padded["density"] == pytest.approx(sum(result["density"] for result in alone) / 4, rel=1e-9)
+    batch = batch_of("glue/sst2", rows[:1], tokenizer)
+    outputs: list[torch.Tensor] = []
+    for _, module in find_activations(model):
+        module.register_forward_hook(lambda _m, _i, output: outputs.append(output))
+    with torch.no_grad():
+        model(**batch)
+    expected = 100 * sum(torch.count_nonzero(a).item() / a.numel() for a in outputs) / len(outputs)
+    assert alone[0]["density"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_density_on_silu_is_thresholded(smollm2, sst2_rows) -> None:
+    batch = batch_of("glue/sst2", sst2_rows[:2], smollm2.tokenizer, max_length=16)
+    result = activation_density(smollm2.model, [batch], threshold=1e-2)
+    assert result["kind"] == "abs_below_threshold" and result["threshold"] == 1e-2 and result["layers"] == smollm2.model.config.num_hidden_layers
+    looser = activation_density(smollm2.model, [batch], threshold=1e-1)
+    assert 0 < looser["density"] < result["density"] < 100
