@@ -204,9 +204,9 @@ class InstructionTask(Task):
 
     def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
         outputs = generate(model, tokenizer, [build_prompt(row["instruction"], row["input"]) for row in examples], self.max_new_tokens, batch_size)
-        records = [{"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **_judge(row, text)} for i, (row, text) in enumerate(zip(examples, outputs))]
+        records = [{"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **judge(row, text)} for i, (row, text) in enumerate(zip(examples, outputs))]
         choice_rows = {part: [i for i, row in enumerate(examples) if row["subtask"] == part and row["answer_kind"] != "number"] for part in _parts(examples)}
-        items = {part: [_choice_item(examples[i], self._lead(examples[i])) for i in indices] for part, indices in choice_rows.items() if indices}
+        items = {part: [choice_item(examples[i], self._lead(examples[i])) for i in indices] for part, indices in choice_rows.items() if indices}
         scored = score_multiple_choice(model, tokenizer, items, batch_size) if items else {}
         for part, indices in choice_rows.items():
             for i, chosen in zip(indices, scored.get(part, {}).get("choices", [])):
@@ -238,12 +238,12 @@ def _choices(row: dict[str, Any]) -> list[str]:
     return list(LETTERS) if row["answer_kind"] == "letter" else row_labels(row)
 
 
-def _choice_item(row: dict[str, Any], lead: str) -> ChoiceItem:
+def choice_item(row: dict[str, Any], lead: str) -> ChoiceItem:
     choices = _choices(row)
     return ChoiceItem(context=build_prompt(row["instruction"], row["input"]) + lead, choices=choices, gold=choices.index(row["answer"]))
 
 
-def _judge(row: dict[str, Any], text: str) -> dict[str, Any]:
+def judge(row: dict[str, Any], text: str) -> dict[str, Any]:
     """The extracted answer of one generated text and whether it is correct."""
     if row["answer_kind"] == "number":
         value = extraction.last_number(text)

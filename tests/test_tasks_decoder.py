@@ -1,0 +1,92 @@
+"""Decoder evaluation parts on the real SmolLM2 and real slices: the pinned template and its training encoding,
+batched generation equal to one-at-a-time generation, and lm-eval log-likelihood scoring from the in-memory model
+(one commonsense task and one GLUE-style task), offline."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.models import LoadedModel, load_model
+from tasks import get_task
+from tasks.data_source import DataSource
+from tasks.generation import generate
+from tasks.instruction import choice_item
+from tasks.lm_eval_bridge import score_multiple_choice
+from tasks.prompts import TEMPLATE_HASH, build_prompt, encode_for_training
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def smollm2_model() -> LoadedModel:
+    torch.manual_seed(0)
+    return load_model("smollm2-135m", "causal-lm")
+
+
+def test_training_text_is_prompt_plus_answer_with_prompt_masked(smollm2_model):
+    tokenizer = smollm2_model.tokenizer
+    row = get_task("commonsense/boolq").load("test", DataSource(), limit=1)[0]
+    prompt = build_prompt(row["instruction"])
+    assert prompt.endswith("### Response:\n") and "    " not in prompt  # no stray indentation, unlike LLM-Adapters' strings
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    masked = encode_for_training(prompt, row["output"], tokenizer, max_length=512)
+    assert masked["input_ids"][: len(prompt_ids)] == prompt_ids  # byte-identical prompt in training and evaluation
+    assert masked["labels"][: len(prompt_ids)] == [-100] * len(prompt_ids)
+    assert masked["labels"][len(prompt_ids) :] == masked["input_ids"][len(prompt_ids) :]
+    assert masked["input_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(masked["input_ids"][len(prompt_ids) : -1]) == "the correct answer is false"
+    unmasked = encode_for_training(prompt, row["output"], tokenizer, max_length=512, mask_prompt=False)
+    assert unmasked["labels"] == unmasked["input_ids"]
+    described = get_task("commonsense/all").describe(DataSource())
+    assert described["template_sha256"] == TEMPLATE_HASH and described["prompt_masked"] is True
+    assert described["train_mix"]["name"] == "offline-commonsense-boolq-arc-obqa" and described["train_mix"]["paper_set"] is False
+
+
+def test_batched_generation_equals_one_at_a_time(smollm2_model):
+    source = DataSource()
+    rows = get_task("commonsense/all").load("test", source, limit=1)[:5] + get_task("arithmetic/gsm8k").load("test", source, limit=1)
+    prompts = [build_prompt(row["instruction"]) for row in rows]
+    lengths = {len(smollm2_model.tokenizer(p)["input_ids"]) for p in prompts}
+    assert len(lengths) == len(prompts)  # different lengths, so the batch really is padded
+    batched = generate(smollm2_model.model, smollm2_model.tokenizer, prompts, max_new_tokens=10, batch_size=6)
+    single = [generate(smollm2_model.model, smollm2_model.tokenizer, [prompt], max_new_tokens=10, batch_size=1)[0] for prompt in prompts]
+    assert batched == single
+    assert all(text.strip() for text in batched)
+
+
+def _loglik_choice(model: LoadedModel, context: str, choices: list[str]) -> int:
+    """The argmax of summed continuation log-probabilities, computed by hand the way lm-eval splits context/continuation."""
+    tokenizer, scores = model.tokenizer, []
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    for choice in choices:
+        whole = tokenizer(context + " " + choice, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model.model(torch.tensor([whole])).logits[0].log_softmax(-1)
+        scores.append(sum(logits[position - 1, whole[position]].item() for position in range(len(context_ids), len(whole))))
+    return max(range(len(choices)), key=scores.__getitem__)
+
+
+def test_lm_eval_scores_commonsense_and_glue_style_offline(smollm2_model, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # lm-eval must write nothing where it runs, nor leave its temporary folder behind
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    tempfile.tempdir = None
+    source = DataSource()
+    items = {}
+    for task_name, limit in (("commonsense/boolq", 4), ("glue-lm/sst2", 4), ("commonsense/siqa", 2)):
+        task = get_task(task_name)
+        rows = task.load("test", source, limit=limit)
+        items[task_name] = [choice_item(row, task.benchmarks[0].answer_lead) for row in rows]
+    scored = score_multiple_choice(smollm2_model.model, smollm2_model.tokenizer, items, batch_size=4)
+    for name, task_items in items.items():
+        expected = [_loglik_choice(smollm2_model, item.context, item.choices) for item in task_items]
+        assert scored[name]["choices"] == expected, name
+        assert scored[name]["acc"] == pytest.approx(sum(e == item.gold for e, item in zip(expected, task_items)) / len(task_items))
+    tempfile.tempdir = None
+    assert list((tmp_path / "cwd").iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert not list(REPO.glob("**/peftbench_*"))
