@@ -161,7 +161,9 @@ class RowSFT(PeftMethod):
                 for k, chunk in enumerate(chunks):
                     losses = []
                     for sign in (1.0, -1.0):
-                        perturbed = {f"{name}.weight": w + (sign * epsilon * self._direction(k, i, w)).to(w.dtype) for i, (name, w) in enumerate(weights.items())}
+                        perturbed = {
+                            f"{name}.weight": w + (sign * epsilon * self._direction(k, i, w)).to(w.dtype) for i, (name, w) in enumerate(weights.items())
+                        }
                         losses.append(sum(float(batch_loss(self.model, batch, perturbed)) for batch in chunk) / len(chunk))
                         del perturbed
                     coefficients.append((losses[0] - losses[1]) / (2 * epsilon))

@@ -103,6 +103,7 @@ class _BlockGradLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         columns, weight, block_rows, input_slot = ctx.saved_tensors
+        grad_out = grad_out.to(weight.dtype)  # a no-op unless autocast ran the forward in lower precision
         grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
         grad_blocks = None
         if ctx.needs_input_grad[1]:
