@@ -127,6 +127,15 @@ class SVFit(PeftMethod):
         highest = max(self.rank_limits)
         return (highest, highest) if self.options.rank_rule == "energy" else (1, highest)
 
+    def solve_budget(self, target: int) -> int:
+        knob = self.knob_bounds()[0]
+        if self.options.rank_rule == "energy" and target != self.count_for_knob(knob):
+            raise BenchError(
+                f"svfit's energy rule (energy={self.options.energy}) fixes its count at {self.count_for_knob(knob):,}, not the budget of {target:,}",
+                f"run svfit without a budget, or pass --option rank_rule=budget to solve the rank from the budget (at most {sum(self.full_ranks):,})",
+            )
+        return super().solve_budget(target)
+
     def ranks_for_knob(self, knob: int) -> list[int]:
         return [min(knob, limit) for limit in self.rank_limits]
 

@@ -48,6 +48,8 @@ def test_energy_rule_keeps_99_percent_of_sigma_squared_per_matrix(minilm_classif
     assert low == high == max(expected.values())
     assert method.count_for_knob(low) == sum(expected.values())
     assert method.solve_budget(sum(expected.values())) == low
+    with pytest.raises(BenchError, match="rank_rule=budget"):
+        method.solve_budget(sum(expected.values()) + 1)
     method.apply(low)
     assert method.trainable_count() == sum(expected.values())
     assert method.describe()["ranks"] == expected
