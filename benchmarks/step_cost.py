@@ -1,0 +1,270 @@
+"""Training step time and peak memory of every method on SmolLM2-135M, each method in its own fresh process.
+
+    python benchmarks/step_cost.py [--steps 6] [--warmup 2] [--methods floor,full,lora,svfit] [--json cost.json]
+
+Every process loads the model, builds one batch of 4 × 128 tokens of real text (SST-2 training sentences packed
+back to back), attaches one method and trains it with Lightning for warm-up + measured steps on fp32 CPU threads.
+Step time is the median over the measured steps (warm-up excluded); peak memory is the peak resident set size during
+`fit` (bench.callbacks.CostMeter, the number every run records); the process-wide peak (model loading and
+calibration included) is kept in the JSON too.
+
+Ratios are printed against full fine-tuning, against peft LoRA with EQUAL trainable parameters (default targets, rank
+solved from the method's count; r = 1 when the method trains fewer parameters than LoRA's smallest rank, marked so)
+and against the floor: forward + backward through the frozen network with no trainable weight (the embeddings'
+output requires grad, so backward runs through every layer). Methods come from `methods.registry()`; a listed
+method that is not registered is reported as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+MODEL = "smollm2-135m"
+BATCH, TOKENS = 4, 128
+# How each method is run: the LoRA reference point is r16 on q,k,v,up,down; sparse methods at about 1 % of the model;
+# SVFit at its native budget (the knob its bounds pin); DEFT on that same LoRA r16.
+SPECS: dict[str, dict[str, Any]] = {
+    "floor": {},
+    "full": {},
+    "lora": {"knob": 16},
+    "dora": {"knob": 16},
+    "smt": {"budget": "1%"},
+    "row-sft": {"budget": "1%"},
+    "svfit": {},
+    "deft": {"knob": 16},
+}
+# (method, reference, measure, largest ratio) targets printed next to the numbers.
+TARGETS = [
+    ("smt", "lora_equal", "time", 1.0),
+    ("smt", "lora_equal", "memory", 1.0),
+    ("row-sft", "lora_equal", "time", 1.0),
+    ("row-sft", "lora_equal", "memory", 1.0),
+    ("svfit", "lora_equal", "time", 1.0),
+    ("svfit", "lora_equal", "memory", 1.0),
+    ("smt", "floor", "memory", 1.15),
+    ("svfit", "floor", "memory", 1.15),
+]
+
+
+# ----- the measuring process ---------------------------------------------------------------------------------------
+
+
+def text_batches(tokenizer: Any, count: int) -> list[dict[str, Any]]:
+    """`count` batches of BATCH × TOKENS tokens of real text, labels = inputs (causal LM loss)."""
+    import torch
+
+    from tasks import get_task
+    from tasks.data_source import DataSource
+
+    rows = get_task("glue/sst2").load("train", DataSource())
+    needed = count * BATCH * TOKENS
+    ids: list[int] = []
+    for row in rows:
+        ids.extend(tokenizer(row["sentence"].strip() + " ", add_special_tokens=False)["input_ids"])
+        if len(ids) >= needed:
+            break
+    tokens = torch.tensor(ids[:needed]).view(count, BATCH, TOKENS)
+    return [{"input_ids": chunk, "attention_mask": torch.ones_like(chunk), "labels": chunk.clone()} for chunk in tokens]
+
+
+def floor_method() -> type:
+    """Forward + backward through the frozen model with nothing to train (not a registered method)."""
+    from methods.base import PeftMethod
+
+    class Floor(PeftMethod):
+        name = "floor"
+        knob_name = "none"
+
+        def knob_bounds(self) -> tuple[int, int]:
+            return (0, 0)
+
+        def count_for_knob(self, knob: int) -> int:
+            return 0
+
+        def attach(self, knob: int) -> None:
+            self.model.requires_grad_(False)
+            self.model.get_input_embeddings().register_forward_hook(lambda _module, _inputs, output: output.requires_grad_(True))
+
+        def configure_optimizers(self) -> None:
+            return None
+
+    return Floor
+
+
+def equal_lora_rank(model: Any, count: int) -> tuple[int | None, str]:
+    """peft LoRA rank (default targets) whose count is closest to `count`, and how it was chosen."""
+    from bench.errors import BenchError
+    from methods.lora import LoRA
+
+    lora = LoRA(model)
+    low, high = lora.knob_bounds()
+    if count < lora.count_for_knob(low):
+        return low, f"r={low}: LoRA's smallest ({lora.count_for_knob(low):,}) exceeds {count:,}"
+    try:
+        rank = lora.solve_budget(count)
+    except BenchError:
+        return None, f"above LoRA's largest rank {high}"
+    return rank, f"r={rank} ({lora.count_for_knob(rank):,} params)"
+
+
+def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: int) -> dict[str, Any]:
+    """Build, attach and train one method; its cost and counts."""
+    import lightning as L
+    import torch
+    import transformers
+
+    from bench.budget import parse_budget
+    from bench.callbacks import CostMeter
+    from bench.models import cache_dir, load_model
+    from methods import registry
+    from methods.base import OptimConfig
+
+    torch.set_num_threads(threads)
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")
+    L.seed_everything(0, verbose=False)
+    loaded = load_model(MODEL, "causal-lm")
+    batches = text_batches(loaded.tokenizer, 4)
+    method_cls = floor_method() if name == "floor" else registry()[name]
+    options = method_cls.parse_options(spec.get("options", {}))
+    method = method_cls(loaded.model, options, OptimConfig(lr=method_cls.default_lr, max_steps=warmup + steps), loaded.head_prefixes)
+    method.calibrate(batches, cache_dir() / "calibration", {"model": loaded.fingerprint, "data": "step_cost: SST-2 train sentences packed 4x128", "batches": len(batches)})
+    if "knob" in spec:
+        knob = spec["knob"]
+    elif "budget" in spec:
+        knob = method.solve_budget(parse_budget(spec["budget"]).resolve(loaded.base_params))
+    else:
+        knob = method.knob_bounds()[1]
+    count = method.count_for_knob(knob)
+    lora_rank, lora_note = equal_lora_rank(loaded.model, count) if name not in ("floor", "full") else (None, "n/a")
+    method.apply(knob)
+    meter = CostMeter()
+    trainer = L.Trainer(
+        max_steps=warmup + steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[meter],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(method, train_dataloaders=torch.utils.data.DataLoader([batches[0]] * (warmup + steps), batch_size=None))
+    measured = meter.step_times[warmup:]
+    return {
+        "method": name,
+        "knob": {"name": method.knob_name, "value": knob},
+        "trainable": count,
+        "trainable_pct": 100 * count / loaded.base_params,
+        "step_time_s": statistics.median(measured),
+        "step_times_s": measured,
+        "peak_fit_bytes": meter.peak_bytes,
+        "peak_process_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "lora_equal_rank": lora_rank,
+        "lora_equal_note": lora_note,
+        "threads": threads,
+        "load_average": os.getloadavg(),
+    }
+
+
+# ----- the driver --------------------------------------------------------------------------------------------------
+
+
+def run_worker(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """`measure` in a fresh Python process (so peaks are comparable); the error text if it fails."""
+    command = [sys.executable, __file__, "--worker", json.dumps({"name": name, "spec": spec}), "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    print(f"measuring {name} {spec or ''} ...", file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"method": name, "error": lines[-1] if lines else f"exit code {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ratio(result: dict[str, Any], reference: dict[str, Any] | None, measure_: str) -> float | None:
+    key = "step_time_s" if measure_ == "time" else "peak_fit_bytes"
+    if reference is None or "error" in reference or "error" in result:
+        return None
+    return result[key] / reference[key]
+
+
+def text_of(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str, Any]]) -> list[str]:
+    """The printed table, one row per method, then the targets."""
+    header = f"{'method':<9} {'knob':<14} {'trainable':>11} {'step s':>7} {'peak GB':>8} | {'×full t':>7} {'×full m':>7} | {'LoRA equal':<44} {'×t':>5} {'×m':>5} | {'×floor t':>8} {'×floor m':>8}"
+    lines = [header, "-" * len(header)]
+    for name, result in results.items():
+        if "error" in result:
+            lines.append(f"{name:<9} {result['error']}")
+            continue
+        lora = lora_by_rank.get(result["lora_equal_rank"])
+        knob = f"{result['knob']['name']}={result['knob']['value']}"
+        lines.append(
+            f"{name:<9} {knob:<14} {result['trainable']:>11,} {result['step_time_s']:>7.2f} {result['peak_fit_bytes'] / 1e9:>8.2f} | "
+            f"{text_of(ratio(result, results.get('full'), 'time')):>7} {text_of(ratio(result, results.get('full'), 'memory')):>7} | "
+            f"{result['lora_equal_note'][:44]:<44} {text_of(ratio(result, lora, 'time')):>5} {text_of(ratio(result, lora, 'memory')):>5} | "
+            f"{text_of(ratio(result, results.get('floor'), 'time')):>8} {text_of(ratio(result, results.get('floor'), 'memory')):>8}"
+        )
+    lines.append("")
+    for name, reference, measure_, limit in TARGETS:
+        if name not in results:
+            continue
+        result = results[name]
+        compared = lora_by_rank.get(result.get("lora_equal_rank")) if reference == "lora_equal" else results.get(reference)
+        value = ratio(result, compared, measure_)
+        verdict = "not measured" if value is None else ("met" if value <= limit else "MISSED")
+        lines.append(f"target {name} {measure_} ≤ {limit:.2f}× {reference}: {text_of(value)} {verdict}")
+    loads = [result["load_average"][0] for result in results.values() if "load_average" in result]
+    if loads:
+        lines.append(f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=6, help="measured steps per method (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up steps excluded from the median")
+    parser.add_argument("--methods", default=None, help=f"comma-separated subset of floor and the registered methods (default: {','.join(SPECS)})")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
+    parser.add_argument("--json", type=Path, default=None, help="also write every measurement to this JSON file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        job = json.loads(args.worker)
+        print(json.dumps(measure(job["name"], job["spec"], args.steps, args.warmup, args.threads)))
+        return
+
+    from methods import registry
+
+    registered = registry()
+    wanted = args.methods.split(",") if args.methods else [*SPECS, *(name for name in registered if name not in SPECS)]
+    results: dict[str, dict[str, Any]] = {}
+    for name in wanted:
+        if name != "floor" and name not in registered:
+            results[name] = {"method": name, "error": f"not a registered method (registered: {', '.join(registered)})"}
+            continue
+        results[name] = run_worker(name, SPECS.get(name, {"budget": "1%"}), args)
+    reference = results.get("lora", {"error": "not run"})
+    lora_by_rank = {SPECS["lora"]["knob"]: reference} if "error" not in reference else {}
+    for rank in sorted({r["lora_equal_rank"] for r in results.values() if r.get("lora_equal_rank") is not None} - set(lora_by_rank)):
+        lora_by_rank[rank] = run_worker("lora", {"knob": rank}, args)
+    print("\n".join(report(results, lora_by_rank)))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "lora_equal": {str(rank): value for rank, value in lora_by_rank.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
