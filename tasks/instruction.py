@@ -211,19 +211,12 @@ class InstructionTask(Task):
         for part, indices in choice_rows.items():
             for i, chosen in zip(indices, scored.get(part, {}).get("choices", [])):
                 records[i]["loglik_choice"] = _choices(examples[i])[chosen]
-        metrics = {}
-        for part in _parts(examples):
-            part_records = [record for record in records if record["subtask"] == part]
-            part_metrics = {
-                "accuracy": sum(record["correct"] for record in part_records) / len(part_records),
-                "format_failure_rate": sum(record["extracted"] is None for record in part_records) / len(part_records),
-            }
-            if part in scored:
-                part_metrics |= {"loglik_accuracy": scored[part]["acc"], "loglik_accuracy_norm": scored[part]["acc_norm"]}
-            if any("correct_first_capital" in record for record in part_records):
-                part_metrics["accuracy_first_capital"] = sum(record["correct_first_capital"] for record in part_records) / len(part_records)
-            metrics[part] = part_metrics
-        return EvalResult(metrics=_flatten(metrics), predictions=records)
+        per_part = {part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]} if part in scored else {}) for part in _parts(examples)}
+        if len(self.benchmarks) > 1:
+            metrics = _group_metrics(per_part)
+        else:
+            metrics = _scores(records, scored) | ({f"{part}/{name}": value for part, values in per_part.items() for name, value in values.items()} if len(per_part) > 1 else {})
+        return EvalResult(metrics=metrics, predictions=records)
 
     def _lead(self, row: dict[str, Any]) -> str:
         benchmark = next((b for b in self.benchmarks if b.name == row["subtask"]), None)
@@ -255,16 +248,27 @@ def judge(row: dict[str, Any], text: str) -> dict[str, Any]:
     return {"extracted": label, "correct": label == row["answer"]}
 
 
-def _flatten(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
-    """One part: its metrics as they are. Several: `<part>/<metric>` plus the unweighted averages over parts."""
-    if len(per_part) == 1:
-        return next(iter(per_part.values()))
-    flat = {f"{part}/{name}": value for part, values in per_part.items() for name, value in values.items()}
+def _scores(records: list[dict[str, Any]], scored: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Both protocols' metrics over `records`; `scored` holds lm-eval's results of the parts they come from."""
+    count = len(records)
+    scores = {"accuracy": sum(r["correct"] for r in records) / count, "format_failure_rate": sum(r["extracted"] is None for r in records) / count}
+    with_choices = [r for r in records if "loglik_choice" in r]
+    if with_choices:
+        scores["loglik_accuracy"] = sum(r["loglik_choice"] == r["answer"] for r in with_choices) / len(with_choices)
+        scores["loglik_accuracy_norm"] = sum(part["acc_norm"] * len(part["choices"]) for part in scored.values()) / len(with_choices)
+    if any("correct_first_capital" in r for r in records):
+        scores["accuracy_first_capital"] = sum(r.get("correct_first_capital", False) for r in records) / count
+    return scores
+
+
+def _group_metrics(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The paper-style group report: unweighted averages over parts, then `<part>/<metric>` for each part."""
+    averages = {}
     for name, average in (("accuracy", "average"), ("loglik_accuracy", "average_loglik"), ("format_failure_rate", "average_format_failure_rate")):
         values = [values[name] for values in per_part.values() if name in values]
         if values:
-            flat[average] = sum(values) / len(values)
-    return {**{k: flat[k] for k in ("average", "average_loglik", "average_format_failure_rate") if k in flat}, **flat}
+            averages[average] = sum(values) / len(values)
+    return averages | {f"{part}/{name}": value for part, values in per_part.items() for name, value in values.items()}
 
 
 @dataclass(kw_only=True)

@@ -55,11 +55,13 @@ def _task_config(name: str, data_file: Path) -> dict[str, Any]:
 
 def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int) -> dict[str, dict[str, Any]]:
     """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "choices": [predicted index per item]}}."""
+    import datasets
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
     was_training = model.training
     device = next(model.parameters()).device
     names = {name: _safe_name(name) for name in items}

@@ -29,6 +29,7 @@ def test_family_trains_on_the_mix_and_reports_each_benchmark(task, benchmarks, m
     assert record["task"]["train_mix"]["name"] == mix and record["task"]["train_mix"]["paper_set"] is False
     assert record["task"]["template_sha256"] == TEMPLATE_HASH and record["task"]["prompt_masked"] is True
     test = record["metrics"]["test"]
+    assert "average" in record["metrics"]["validation"] and "average" in test  # the primary metric, used to pick learning rates
     names = record["task"]["benchmarks"]
     assert len(names) == benchmarks
     accuracies = [test[f"{name}/accuracy"] for name in names]

@@ -66,3 +66,20 @@ def test_numeric_tolerance():
 def test_aqua_letter(text, robust, first_capital):
     assert aqua_letter(text) == robust
     assert first_capital_letter(text) == first_capital
+
+
+def test_single_task_scores_pool_parts_and_group_scores_average_them():
+    """A single task validated on a multi-part mix still reports its primary metric; a group averages parts unweighted."""
+    from tasks.instruction import _group_metrics, _scores
+
+    records = [
+        {"subtask": "a", "answer": "true", "correct": True, "extracted": "true", "loglik_choice": "true"},
+        {"subtask": "a", "answer": "false", "correct": False, "extracted": None, "loglik_choice": "true"},
+        {"subtask": "b", "answer": "answer1", "correct": True, "extracted": "answer1", "loglik_choice": "answer1"},
+    ]
+    scored = {"a": {"acc_norm": 0.5, "choices": [0, 0]}, "b": {"acc_norm": 1.0, "choices": [0]}}
+    pooled = _scores(records, scored)
+    assert pooled == {"accuracy": 2 / 3, "format_failure_rate": 1 / 3, "loglik_accuracy": 2 / 3, "loglik_accuracy_norm": 2 / 3}
+    per_part = {part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]}) for part in ("a", "b")}
+    group = _group_metrics(per_part)
+    assert group["average"] == 0.75 and group["average_loglik"] == 0.75 and group["a/format_failure_rate"] == 0.5
