@@ -17,7 +17,7 @@ from tests.test_sweep import TINY, bench_command, sweep_process, tiny_store, wri
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tiny_store(tmp_path_factory.getbasetemp())["store"]
-    return write_baseline(store, tmp_path_factory.mktemp("baselines") / "tiny")
+    return write_baseline(store, tmp_path_factory.mktemp("baselines") / "tiny").parent
 
 
 def test_gate_passes_on_a_rerun_of_the_same_seeds(tmp_path: Path, baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> None:

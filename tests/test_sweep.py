@@ -125,7 +125,7 @@ def test_runs_are_logged_to_wandb_offline_with_tags(built: dict) -> None:
 
 def test_two_workers_on_one_store_never_run_a_cell_twice(tmp_path: Path) -> None:
     """A local sweep and a submitit job array (local cluster) on the same store at the same time."""
-    spec = {**TINY, "seeds": [0], "budgets": ["0.1%", "0.5%"], "slurm": {"cluster": "local", "timeout_min": 20}}
+    spec = {**TINY, "seeds": [0], "budgets": ["0.1%", "0.2%", "0.5%"], "methods": {"lora": {}}, "slurm": {"cluster": "local", "timeout_min": 20}}
     path = write_spec(tmp_path, spec)
     store = tmp_path / "store"
     local = sweep_process(path, store)
