@@ -80,7 +80,7 @@ def _sigma(new: dict[str, Any], base: dict[str, Any]) -> float:
     return math.sqrt((new["std"] ** 2 + base["std"] ** 2) / 2)
 
 
-def _relative(name: str, new: dict[str, Any] | None, base: dict[str, Any] | None, floor: float, k: float, gated: bool, unit: str) -> tuple[str, bool]:
+def _relative(new: dict[str, Any] | None, base: dict[str, Any] | None, floor: float, k: float, gated: bool, unit: str) -> tuple[str, bool]:
     """Text for a lower-is-better quantity and whether it regressed."""
     if not new or not base:
         return "–", False
@@ -138,9 +138,9 @@ def compare_summaries(new: dict[str, Any], baseline: dict[str, Any], tolerances:
         delta = fresh["score"]["mean"] - base["score"]["mean"]
         status = "REGRESSION" if delta < -tolerance else "improved" if delta > tolerance else "ok"
         row = Row(key, status, score=f"{base['score']['mean']:.1f} → {fresh['score']['mean']:.1f} ({delta:+.1f}, tol {tolerance:.1f})")
-        row.memory, memory_regressed = _relative("memory", fresh.get("memory_mb"), base.get("memory_mb"), tolerances.memory_ratio, tolerances.k, True, "MB")
+        row.memory, memory_regressed = _relative(fresh.get("memory_mb"), base.get("memory_mb"), tolerances.memory_ratio, tolerances.k, True, "MB")
         on_gpu = "cuda" in fresh.get("memory_kind", "") and "cuda" in base.get("memory_kind", "")
-        row.time, time_regressed = _relative("time", fresh.get("step_time_s"), base.get("step_time_s"), tolerances.time_ratio, tolerances.k, on_gpu, "s")
+        row.time, time_regressed = _relative(fresh.get("step_time_s"), base.get("step_time_s"), tolerances.time_ratio, tolerances.k, on_gpu, "s")
         if memory_regressed or time_regressed:
             row.status = "REGRESSION"
             row.notes.append("slower" if time_regressed else "more memory")

@@ -1,7 +1,7 @@
 """Statistics for reports: seed aggregates and a paired permutation test on the same test examples.
 
 Ties: two cells are compared on the examples both were scored on. Each example's score is averaged over the
-cell's seeds (1/0 correct for classification; minus the absolute error for regression labels such as STS-B), and a
+cell's seeds (1/0 correct for classification; minus the absolute error for regression outputs such as STS-B), and a
 two-sided paired permutation test (random sign flips of the per-example differences) gives the p-value of
 "same mean score". A cell is marked tied with the best when p >= ALPHA. For MCC/F1/correlation-scored tasks
 the test runs on per-example correctness (or error), which approximates the primary metric.
@@ -30,12 +30,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def example_score(row: dict[str, Any]) -> float:
-    """One example's score: `correct` if the task wrote it, else 1/0 exact match, or -|error| for real-valued labels."""
+    """One example's score: `correct` if the task wrote it, else -|error| for a real-valued prediction (regression),
+    else 1/0 exact match of the predicted class."""
     if "correct" in row:
         return float(row["correct"])
     label, prediction = row["label"], row["prediction"]
-    if isinstance(label, float) and not label.is_integer():
-        return -abs(float(prediction) - label)
+    if isinstance(prediction, float):
+        return -abs(prediction - float(label))
     return float(prediction == label)
 
 

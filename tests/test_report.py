@@ -70,6 +70,8 @@ def test_paired_permutation_test_separates_different_systems() -> None:
     weak = {i: float(rng.random() < 0.5) for i in range(300)}
     assert stats.paired_permutation_p(strong, weak) < 0.001
     assert stats.paired_permutation_p(strong, dict(strong)) == 1.0
+    assert stats.example_score({"label": 3.0, "prediction": 2.5}) == -0.5  # STS-B: a real-valued prediction
+    assert stats.example_score({"label": 1, "prediction": 1}) == 1.0 and stats.example_score({"correct": False, "answer": "A"}) == 0.0
 
 
 def test_plateau_fit_recovers_a_known_curve_and_refuses_too_few_points() -> None:
