@@ -139,7 +139,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"baseline written: {write_baseline(Path(args.new), Path(args.baseline))}")
         return 0
     comparison = compare_stores(
-        Path(args.new), Path(args.baseline), Tolerances(k=args.k, score_points=args.score_floor, memory_ratio=args.memory_floor, time_ratio=args.time_floor)
+        Path(args.new),
+        Path(args.baseline),
+        Tolerances(k=args.k, score_points=args.score_floor, memory_ratio=args.memory_floor, cpu_memory_ratio=args.cpu_memory_floor, time_ratio=args.time_floor),
     )
     print(comparison.markdown())
     return 1 if comparison.regressed else 0
@@ -180,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("baseline", help="a baseline folder holding summary.json (or a summary.json, or a store folder)")
     compare.add_argument("--k", type=float, default=2.0, help="tolerance in seed standard deviations (default: 2)")
     compare.add_argument("--score-floor", type=float, default=1.0, help="smallest score tolerance, in points (default: 1)")
-    compare.add_argument("--memory-floor", type=float, default=0.10, help="smallest peak-memory tolerance, as a fraction (default: 0.10)")
+    compare.add_argument("--memory-floor", type=float, default=0.10, help="smallest GPU peak-memory tolerance, as a fraction (default: 0.10)")
+    compare.add_argument("--cpu-memory-floor", type=float, default=0.25, help="smallest CPU peak-RSS tolerance, as a fraction (default: 0.25)")
     compare.add_argument(
         "--time-floor", type=float, default=0.10, help="smallest step-time tolerance on GPUs, as a fraction (default: 0.10; CPU step time is not gated)"
     )
