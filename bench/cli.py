@@ -119,7 +119,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for path in write_wandb_sweeps(spec, Path(args.emit_wandb_sweep), Path(args.out)):
             print(f"wrote {path}  (start it with: wandb sweep {path})")
         return 0
-    result = run_sweep(spec, args.out, executor=args.executor, workers=args.workers, progress=not args.quiet)
+    result = run_sweep(spec, args.out, executor=args.executor, workers=args.workers, progress=not args.quiet, isolate=args.isolate)
     print(summary_text(result))
     return 0 if result.ok else 1
 
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor", choices=("local", "slurm"), default="local", help="local processes, or a SLURM job array via submitit (settings: `slurm:` in the spec)"
     )
     sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1, in this process)")
+    sweep.add_argument(
+        "--isolate", action="store_true", help="run every cell in a fresh process (CPU peak memory of that run alone; costs start-up time per run)"
+    )
     sweep.add_argument("--emit-wandb-sweep", metavar="DIR", help="write an equivalent W&B sweep YAML per method into DIR and exit (for online users)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(handler=cmd_sweep)

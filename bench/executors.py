@@ -27,22 +27,31 @@ def _limit_threads(threads: int) -> None:
 
 
 class LocalExecutor:
-    """Sequential in this process (workers=1), or a pool of spawned worker processes sharing the cores."""
+    """Sequential in this process (workers=1), or a pool of spawned worker processes sharing the cores.
 
-    def __init__(self, workers: int = 1) -> None:
+    `isolate` runs every cell in a fresh process: CPU peak memory is the process's peak RSS, so in a long-lived
+    process it also holds what earlier runs left in the allocator; a fresh process per run measures each run alone,
+    at the cost of the start-up (imports) per run.
+    """
+
+    def __init__(self, workers: int = 1, isolate: bool = False) -> None:
         if workers < 1:
             raise BenchError(f"--workers must be at least 1, got {workers}", "pass --workers 1 or more")
         self.workers = workers
+        self.isolate = isolate
 
     def map(self, function: Callable[[Any], Any], items: list[Any], crashed: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
         """Yield `function(item)` per item; `crashed(item, error)` for a worker process that died."""
-        if self.workers == 1:
+        if self.workers == 1 and not self.isolate:
             for item in items:
                 yield function(item)
             return
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_limit_threads, initargs=(threads,), max_tasks_per_child=1 if self.isolate else None
+        )
+        with pool:
             order = {pool.submit(function, item): index for index, item in enumerate(items)}
             pending = set(order)
             try:
@@ -99,9 +108,9 @@ class SlurmExecutor:
             time.sleep(1.0)
 
 
-def make_executor(name: str, workers: int, store: Path, slurm: dict[str, Any], devices_per_run: int) -> LocalExecutor | SlurmExecutor:
+def make_executor(name: str, workers: int, store: Path, slurm: dict[str, Any], devices_per_run: int, isolate: bool = False) -> LocalExecutor | SlurmExecutor:
     if name == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, isolate)
     if name == "slurm":
         return SlurmExecutor(store / "submitit", slurm, devices_per_run)
     raise BenchError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")

@@ -177,7 +177,7 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: list[Cell]) -> dict[str, A
     }
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers: int = 1, progress: bool = True) -> SweepResult:
+def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers: int = 1, progress: bool = True, isolate: bool = False) -> SweepResult:
     """Run `spec` into the store at `out` (see the module docstring); returns what happened."""
     from bench.record import check_writable
 
@@ -189,11 +189,11 @@ def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers
         "group": spec.name,
         "wandb": spec.wandb,
         "sweep_started": now(),
-        "progress": progress and workers == 1 and executor == "local",
+        "progress": progress and workers == 1 and executor == "local" and not isolate,
     }
     phase1, tuned_groups = expand(spec, common)
     devices = spec.training.get("devices", "1")
-    runner = make_executor(executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1)
+    runner = make_executor(executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1, isolate)
     result = SweepResult(store=store.root)
     remaining_seeds = tuple(seed for seed in spec.seeds if seed != spec.tuning_seed)
     total = len(phase1) + len(tuned_groups) * len(remaining_seeds)

@@ -159,7 +159,7 @@ def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) ->
     assert not first.ok and first.counts() == Counter(failed=1)
     (record,) = read_records(tmp_path)
     assert record["status"] == "failed" and "unreachable" in record["error"] and record["config"]["budget"] == "90%"
-    second = run_sweep(spec, tmp_path, progress=False)
+    second = run_sweep(spec, tmp_path, progress=False, isolate=True)  # in a fresh worker process this time
     assert second.counts() == Counter(failed=1)
     assert sum(event["event"] == "started" for event in Store(tmp_path).events()) == 2
 
