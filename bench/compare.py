@@ -6,9 +6,10 @@ a results store, a folder holding summary.json, or a summary.json file.
 
 Tolerances (per cell, σ = sqrt((std_new² + std_base²) / 2), the seed standard deviation of either side):
 - score: a drop larger than max(k·σ, `score_points`) points is a regression (default k=2, 1 point);
-- peak memory: a rise larger than max(k·σ / base, floor) of the baseline; the floor is `memory_ratio` (10 %) for CUDA
-  peak allocation, `cpu_memory_ratio` (25 %) for CPU peak RSS, which is process-wide and so also holds allocator
-  caches left by earlier runs in the same worker (it moves with run order and worker count, not with the method);
+- peak memory: a rise larger than max(k·σ / base, `memory_ratio`) (10 %) of the baseline, gated when both sides
+  measured CUDA peak allocation. CPU peak RSS is process-wide: it also holds what earlier runs left in the same
+  worker, so it moves with run order and worker count (measured: ±50 % between a sequential and a two-worker sweep
+  of the same cells); it is shown against a `cpu_memory_ratio` (25 %) tolerance but does not fail the check;
 - step time: the same with `time_ratio` (10 %), gated only when both sides measured on a GPU; on a CPU the step time
   of a shared machine swings several-fold, so it is shown but never fails the check.
 A baseline cell missing from NEW fails the check (a method that stopped producing results is a regression); a new
@@ -110,8 +111,8 @@ class Comparison:
         lines = [
             f"## Regression check: {self.new_source} vs baseline {self.baseline_source}",
             "",
-            f"Tolerance: score drop > max({t.k:g}·σ, {t.score_points:g} point); peak-memory rise > max({t.k:g}·σ, {t.memory_ratio:.0%} GPU / {t.cpu_memory_ratio:.0%} CPU RSS); "
-            f"step-time rise > max({t.k:g}·σ, {t.time_ratio:.0%}) on GPUs; σ = seed standard deviation; CPU step time is informational.",
+            f"Tolerance: score drop > max({t.k:g}·σ, {t.score_points:g} point); on GPUs, peak-memory rise > max({t.k:g}·σ, {t.memory_ratio:.0%}) and "
+            f"step-time rise > max({t.k:g}·σ, {t.time_ratio:.0%}); σ = seed standard deviation. CPU peak RSS (vs {t.cpu_memory_ratio:.0%}) and CPU step time are informational.",
             "",
             "| Cell | Status | Score (points) | Peak memory | Step time | Notes |",
             "|---|---|---|---|---|---|",
@@ -143,7 +144,7 @@ def compare_summaries(new: dict[str, Any], baseline: dict[str, Any], tolerances:
         row = Row(key, status, score=f"{base['score']['mean']:.1f} → {fresh['score']['mean']:.1f} ({delta:+.1f}, tol {tolerance:.1f})")
         on_gpu = "cuda" in fresh.get("memory_kind", "") and "cuda" in base.get("memory_kind", "")
         memory_floor = tolerances.memory_ratio if on_gpu else tolerances.cpu_memory_ratio
-        row.memory, memory_regressed = _relative(fresh.get("memory_mb"), base.get("memory_mb"), memory_floor, tolerances.k, True, "MB")
+        row.memory, memory_regressed = _relative(fresh.get("memory_mb"), base.get("memory_mb"), memory_floor, tolerances.k, on_gpu, "MB")
         row.time, time_regressed = _relative(fresh.get("step_time_s"), base.get("step_time_s"), tolerances.time_ratio, tolerances.k, on_gpu, "s")
         if memory_regressed or time_regressed:
             row.status = "REGRESSION"
