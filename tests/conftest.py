@@ -9,12 +9,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from bench.models import LoadedModel, load_model  # noqa: E402
-from tasks import get_task  # noqa: E402
-from tasks.data_source import DataSource  # noqa: E402
+from bench.models import LoadedModel, load_model
+from tasks import get_task
+from tasks.data_source import DataSource
 
 
 @pytest.fixture
