@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,12 +125,22 @@ def test_runs_are_logged_to_wandb_offline_with_tags(built: dict) -> None:
 
 
 def test_two_workers_on_one_store_never_run_a_cell_twice(tmp_path: Path) -> None:
-    """A local sweep and a submitit job array (local cluster) on the same store at the same time."""
+    """A local sweep and a submitit job array (local cluster) on the same store at the same time.
+
+    The local sweep is paused (SIGSTOP) while it holds its first cell, so the array must run the other cells and
+    meet a cell that is locked: both workers run cells whatever the machine's speed.
+    """
     spec = {**TINY, "seeds": [0], "budgets": ["0.1%", "0.2%", "0.5%"], "methods": {"lora": {}}, "slurm": {"cluster": "local", "timeout_min": 20}}
     path = write_spec(tmp_path, spec)
     store = tmp_path / "store"
     local = sweep_process(path, store)
+    wait_for(lambda: any(event["event"] == "started" for event in Store(store).events()), local)
+    os.killpg(local.pid, signal.SIGSTOP)
     array = sweep_process(path, store, "--executor", "slurm")
+    try:
+        wait_for(lambda: len(ok_records(store)) >= 2, array)
+    finally:
+        os.killpg(local.pid, signal.SIGCONT)
     outputs = [process.communicate(timeout=900)[0] for process in (local, array)]
     assert [process.returncode for process in (local, array)] == [0, 0], outputs
     events = Store(store).events()
@@ -137,6 +148,15 @@ def test_two_workers_on_one_store_never_run_a_cell_twice(tmp_path: Path) -> None
     assert len(ok_records(store)) == 3
     assert set(started) == set(ok_records(store)) and set(started.values()) == {1}, started
     assert len({event["pid"] for event in events if event["event"] == "started"}) >= 2, "both sweeps ran cells"
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, seconds: float = 600) -> None:
+    """Poll `condition` until it holds; fail if `process` exits first or time runs out."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> None:
