@@ -2,7 +2,7 @@
 
 Schema version 1 (documented in README.md, "Result records"). The record's file name is its `run_key`, a
 sha256 over everything that determines the run: resolved config, method options, data file hashes, the source
-code of the method and task used, library versions and the model fingerprint.
+code of every project module the method and task use, library versions and the model fingerprint.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from bench.errors import BenchError
@@ -20,18 +21,46 @@ from bench.errors import BenchError
 SCHEMA_VERSION = 1
 
 
+PROJECT_PACKAGES = ("bench", "methods", "tasks")
+
+
+def project_modules(*objects: Any) -> list[ModuleType]:
+    """The project modules defining `objects` (modules, classes, functions or instances) and every project module
+    they reach through their imports, transitively, sorted by name. Packages (`methods`, `tasks`: registries that
+    reach every method and task) are not followed, so a run depends on the code it uses, not on its neighbours'."""
+    found: dict[str, ModuleType] = {}
+    pending = [obj if inspect.ismodule(obj) else inspect.getmodule(obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)) for obj in objects]
+    while pending:
+        module = pending.pop()
+        if module is None or module.__name__ in found or module.__name__.split(".")[0] not in PROJECT_PACKAGES or hasattr(module, "__path__"):
+            continue
+        found[module.__name__] = module
+        for value in vars(module).values():
+            if inspect.ismodule(value):
+                pending.append(value)
+            elif inspect.isclass(value) or inspect.isfunction(value):
+                pending.append(inspect.getmodule(value))
+    return [found[name] for name in sorted(found)]
+
+
 def source_hash(*objects: Any) -> str:
-    """sha256 over the source files that define `objects` (classes or modules), deduplicated and sorted."""
-    files = sorted({inspect.getsourcefile(obj if inspect.ismodule(obj) or inspect.isclass(obj) else type(obj)) for obj in objects})
+    """sha256 over the source of every project module that `objects` depend on (see `project_modules`)."""
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(Path(file).name.encode())
-        digest.update(Path(file).read_bytes())
+    for module in project_modules(*objects):
+        digest.update(module.__name__.encode())
+        digest.update(Path(inspect.getsourcefile(module)).read_bytes())
     return digest.hexdigest()
 
 
+def _stable(value: Any) -> str:
+    """JSON fallback that is the same in every process: functions and classes by qualified name."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value)
+
+
 def content_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_stable).encode()).hexdigest()
 
 
 def check_writable(directory: Path) -> None:
@@ -48,31 +77,25 @@ def check_writable(directory: Path) -> None:
         raise BenchError(f"output directory {directory} is not writable ({probe} is not a writable folder)", "pass --out with a folder you can write to") from None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` through a temporary file in the same folder, so a reader never sees half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, sort_keys=False, default=str)
-            stream.write("\n")
+            stream.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            for row in rows:
-                stream.write(json.dumps(row, default=str) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
 
 
 def read_records(directory: Path) -> list[dict[str, Any]]:
