@@ -16,7 +16,8 @@ class CostMeter(L.Callback):
     """Median step time, tokens per second and peak memory over `fit`.
 
     Peak memory is CUDA's max allocated bytes on a GPU; on a CPU it is the peak resident set size of this process
-    sampled every 5 ms during fit (stated in the record as `memory_kind`).
+    sampled every 5 ms during fit (stated in the record as `memory_kind`), with the resident size when fit started
+    (`fit_start_memory_bytes`), so the rise that training itself caused can be read off even in a shared process.
     """
 
     def __init__(self) -> None:
@@ -24,6 +25,7 @@ class CostMeter(L.Callback):
         self.tokens = 0
         self.train_seconds = 0.0
         self.peak_bytes = 0
+        self.start_bytes: int | None = None
         self.memory_kind = "cpu_rss_peak"
         self._start = 0.0
         self._stop = threading.Event()
@@ -39,7 +41,9 @@ class CostMeter(L.Callback):
         if pl_module.device.type == "cuda":
             self.memory_kind = "cuda_max_allocated"
             torch.cuda.reset_peak_memory_stats(pl_module.device)
+            self.start_bytes = torch.cuda.memory_allocated(pl_module.device)
         else:
+            self.start_bytes = psutil.Process().memory_info().rss
             self._stop.clear()
             self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
             self._sampler.start()
@@ -72,4 +76,5 @@ class CostMeter(L.Callback):
             "train_tokens": self.tokens,
             "peak_memory_bytes": self.peak_bytes,
             "memory_kind": self.memory_kind,
+            "fit_start_memory_bytes": self.start_bytes,
         }

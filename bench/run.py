@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from bench.budget import Budget, parse_budget
 from bench.callbacks import CostMeter
+from bench.density import activation_density
 from bench.environment import environment, library_versions
 from bench.errors import BenchError
 from bench.models import cache_dir, load_model
@@ -33,6 +34,8 @@ from tasks import get_task
 from tasks.base import Task
 from tasks.data_source import DataSource
 from tasks.leakage import leakage_report
+
+DENSITY_EXAMPLES = 256  # test examples the MLP activation density is measured on (every run, DEFT's measure)
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,17 @@ def plan(config: RunConfig) -> RunPlan:
         "schema_version": SCHEMA_VERSION,
         "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options)},
         "data": source.files,
-        "code": source_hash(method_cls, PeftMethod, type(task), Task, sys.modules[__name__]),
+        "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
+        "code": source_hash(method_cls, type(task), sys.modules[__name__]),
         "libraries": library_versions(),
     }
     return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, key=content_key(identity))
+
+
+def _batches(plan_: RunPlan, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """`rows` encoded as in training, in order, `batch_size` at a time."""
+    features = [plan_.task.encode(row, tokenizer, plan_.config.max_length) for row in rows]
+    return [plan_.task.collate(features[i : i + batch_size], tokenizer) for i in range(0, len(features), batch_size)]
 
 
 def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
@@ -169,6 +179,7 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
 
     model = module.model.to(module.device)
     evaluations = {split: run.task.evaluate(model, loaded.tokenizer, run.splits[split], config.eval_batch_size, config.max_length) for split in ("validation", "test")}
+    density = activation_density(model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size))
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_key": run.key,
@@ -197,13 +208,15 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         },
         "metrics": {split: result.metrics for split, result in evaluations.items()},
         "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
+        "density": density,
         "cost": {**meter.summary(), "adapter_bytes": module.adapter_bytes()},
         "data": {"source": run.source.kind, "root": str(run.source.root), "files": run.source.files},
         "env": environment(),
         "wall_time_s": time.perf_counter() - started,
     }
-    write_jsonl_atomic(out_dir / f"{run.key}.predictions.jsonl", [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions])
-    write_json_atomic(out_dir / f"{run.key}.json", record)
+    if trainer.is_global_zero:  # under DDP/FSDP every rank runs this function; rank 0 writes
+        write_jsonl_atomic(out_dir / f"{run.key}.predictions.jsonl", [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions])
+        write_json_atomic(out_dir / f"{run.key}.json", record)
     return record
 
 

@@ -39,6 +39,9 @@ def test_record_describes_the_run(lora_record: dict) -> None:
     assert record["eval"]["test"]["examples"] == 64
     assert record["cost"]["steps"] == 6 and record["cost"]["step_time_median_s"] > 0 and record["cost"]["peak_memory_bytes"] > 0
     assert record["cost"]["adapter_bytes"] >= 4 * (params["achieved"] + params["head"])
+    assert 0 < record["cost"]["fit_start_memory_bytes"] <= record["cost"]["peak_memory_bytes"]
+    density = record["density"]
+    assert density["kind"] == "exact_zero" and density["samples"] == 64 and density["layers"] == 6 and 0 < density["density"] < 100
     assert record["data"]["files"] and all(len(digest) == 64 for digest in record["data"]["files"].values())
     assert record["env"]["libraries"]["peft"] and record["env"]["git"]["commit"]
     assert record["method"]["choices"]["peft_version"] == record["env"]["libraries"]["peft"]
@@ -50,6 +53,17 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path, lora_record: dict) ->
     assert again["metrics"] == lora_record["metrics"]
     other_seed = _run(tmp_path / "other", "--method", "lora", "--budget", "0.5%", "--seed", "1")
     assert other_seed["run_key"] != lora_record["run_key"]
+
+
+def test_run_key_covers_the_code_the_run_uses_and_not_its_neighbours() -> None:
+    import bench.run
+    from bench.record import project_modules
+    from methods import get_method
+    from tasks import get_task
+
+    names = {module.__name__ for module in project_modules(get_method("smt"), type(get_task("glue/sst2")), bench.run)}
+    assert {"bench.run", "bench.models", "methods.base", "methods.smt", "methods.sparse_update", "methods.targets", "tasks.glue", "tasks.metrics"} <= names
+    assert not names & {"methods.svfit", "methods.lora", "tasks.instruction", "methods", "tasks"}
 
 
 def test_full_fine_tuning_needs_no_budget(tmp_path: Path) -> None:
