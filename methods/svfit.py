@@ -2,7 +2,8 @@
 
 Each target `W = U Σ Vᵀ` (thin SVD in fp32, computed once as calibration and cached on disk) keeps its weight and
 gains a frozen delta in the principal subspace: `y = W x + U_r ((s − σ) ⊙ (V_rᵀ x))`. The trainable vector `s` starts
-at the singular values `σ`, so the model is exactly unchanged at step 0; `U_r`, `V_r` and `σ` are frozen buffers.
+at the singular values `σ`, so the model is exactly unchanged at step 0; `σ` and the singular vectors of the
+narrower side are frozen buffers (the delta is computed through that side alone, see `SingularValueLinear`).
 The gradient wrt `s_i` is `u_iᵀ G v_i`, the dense weight gradient `G` projected on `u_i v_iᵀ`.
 
 Knob: the rank cap r. Matrix W trains `r_W = min(r, limit_W)` singular values, where `limit_W` depends on `rank_rule`:
@@ -14,14 +15,16 @@ Knob: the rank cap r. Matrix W trains `r_W = min(r, limit_W)` singular values, w
   target, is the largest reachable budget (a budget above it is an error, never faked).
 
 Targets ([inferred], the paper publishes no code): q, v on encoders (the 16× fewer-parameters-than-LoRA claim matches
-all singular values of W_q, W_v) and all linear roles on decoders. Buffers cost (d_out + d_in)·r_W floats per matrix,
-up to twice the adapted weights near full rank.
+all singular values of W_q, W_v) and all linear roles on decoders. Buffers cost r_W·min(d_out, d_in) floats per matrix
+(one side's singular vectors, see `SingularValueLinear`), at most the adapted weights' own size, except for a kept
+spectrum wider than 1e3, which keeps both sides.
 Export: `s` only; `U`, `V` are recomputed from the base (each term u_i v_iᵀ is invariant to the SVD's sign choices).
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,24 +55,52 @@ class SvfitOptions(MethodOptions):
             raise BenchError(f"svfit energy {self.energy} is outside (0, 1]", "pass a share of the spectrum's energy such as energy=0.99")
 
 
+MAX_ONE_SIDED_CONDITION = 1e3  # σ_1/σ_r above which the one-sided form (it divides by σ_i) loses fp32 digits
+
+
 class SingularValueLinear(nn.Module):
-    """A frozen linear layer plus the trainable top-r singular values: `base(x) + U_r ((s − σ) ⊙ (V_rᵀ x))`."""
+    """A frozen linear layer plus the trainable top-r singular values `s`, added as `U_r diag(s − σ) V_rᵀ`.
+
+    Since `W V_r = U_r Σ_r`, the update also equals `W V_r diag(s/σ − 1) V_rᵀ` and `U_r diag(s/σ − 1) U_rᵀ W`, so
+    one side's singular vectors suffice: `V_r` (side "in", d_in ≤ d_out) rescales the input inside the principal
+    subspace before the frozen weight, `U_r` (side "out") rescales the output after it. That halves the buffers and the
+    extra multiplies. The one-sided form divides by σ_i, so a kept spectrum wider than MAX_ONE_SIDED_CONDITION (a
+    full-rank budget on an ill-conditioned matrix) keeps both bases instead (side "both").
+    """
 
     def __init__(self, base: nn.Linear, u: torch.Tensor, sigma: torch.Tensor, vh: torch.Tensor) -> None:
         super().__init__()
         self.base = base
-        self.register_buffer("u", u.contiguous())  # d_out x r
-        self.register_buffer("vh", vh.contiguous())  # r x d_in
+        if sigma[0] > MAX_ONE_SIDED_CONDITION * sigma[-1]:
+            self.side = "both"
+        else:
+            self.side = "in" if base.in_features <= base.out_features else "out"
+        if self.side != "out":
+            self.register_buffer("vh", vh.contiguous())  # r x d_in
+        if self.side != "in":
+            self.register_buffer("u", u.contiguous())  # d_out x r
         self.register_buffer("sigma", sigma.clone())
         self.s = nn.Parameter(sigma.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coefficients = F.linear(x.to(self.vh.dtype), self.vh) * (self.s - self.sigma)
-        return self.base(x) + F.linear(coefficients, self.u).to(x.dtype)
+        if self.side == "in":
+            ratio = self.s / self.sigma - 1
+            return self.base(x + ((F.linear(x.to(self.vh.dtype), self.vh) * ratio) @ self.vh).to(x.dtype))
+        y = self.base(x)
+        if self.side == "out":
+            ratio = self.s / self.sigma - 1
+            h = (y if self.base.bias is None else y - self.base.bias).to(self.u.dtype)
+            return y + F.linear((h @ self.u) * ratio, self.u).to(y.dtype)
+        return y + F.linear(F.linear(x.to(self.vh.dtype), self.vh) * (self.s - self.sigma), self.u).to(y.dtype)
 
     def delta_weight(self) -> torch.Tensor:
-        """`U_r diag(s − σ) V_rᵀ` in fp32."""
-        return (self.u.float() * (self.s.detach().float() - self.sigma.float())) @ self.vh.float()
+        """`U_r diag(s − σ) V_rᵀ` in fp32, in the same form as the forward pass."""
+        weight, s, sigma = self.base.weight.detach().float(), self.s.detach().float(), self.sigma.float()
+        if self.side == "in":
+            return (weight @ self.vh.float().T * (s / sigma - 1)) @ self.vh.float()
+        if self.side == "out":
+            return (self.u.float() * (s / sigma - 1)) @ (self.u.float().T @ weight)
+        return (self.u.float() * (s - sigma)) @ self.vh.float()
 
 
 class SVFit(PeftMethod):
@@ -172,7 +203,8 @@ class SVFit(PeftMethod):
             "energy_definition": "[inferred] cumulative sigma^2 share >= energy",
             "ranks": {name: rank for (name, _), rank in zip(self.targets, ranks)},
             "ceiling": sum(self.full_ranks),
-            "form": "delta: W x + U_r((s - sigma) * (V_r^T x)), s initialised to sigma",
+            "form": "delta: W x + U_r((s - sigma) * (V_r^T x)), s initialised to sigma, computed through one side, W(x + V_r((s/sigma - 1) * V_r^T x)) or its output-side twin, unless sigma_1/sigma_r > 1e3",
+            "sides": dict(Counter(module.side for module in self.model.modules() if isinstance(module, SingularValueLinear))),
             "default_targets": "[inferred] q,v on encoders; all linear roles on decoders",
         }
 

@@ -95,10 +95,44 @@ def test_gradient_of_each_singular_value_is_the_dense_gradient_projected_on_its_
     wrapped = {name: module for name, module in method.model.named_modules() if isinstance(module, SingularValueLinear)}
     assert wrapped.keys() == dense.keys()
     for name, module in wrapped.items():
-        projected = ((module.u.T @ dense[name]) * module.vh).sum(1)  # u_i^T G v_i
+        with single_thread():  # an SVD of the untouched base weight, independent of the module's buffers
+            u, _, vh = torch.linalg.svd(module.base.weight.detach().float(), full_matrices=False)
+        projected = ((u.T @ dense[name]) * vh).sum(1)  # u_i^T G v_i
         scale = projected.abs().max()
         assert scale > 0
         assert torch.allclose(module.s.grad, projected, atol=1e-4 * scale, rtol=1e-3), name
+
+
+@pytest.mark.parametrize(
+    ("name", "rank", "side"),
+    [
+        ("bert.encoder.layer.0.intermediate.dense", 300, "in"),  # 384 -> 1536: the input-side basis V_r
+        ("bert.encoder.layer.0.output.dense", 300, "out"),  # 1536 -> 384: the output-side basis U_r
+        ("bert.encoder.layer.1.attention.self.value", 384, "both"),  # full rank, sigma_1/sigma_r ~ 1e4: both bases
+    ],
+)
+def test_each_form_is_identity_at_init_projects_the_dense_gradient_and_merges_to_the_svd_update(minilm_classifier, name, rank, side) -> None:
+    base = minilm_classifier.model.get_submodule(name)
+    with single_thread():
+        u, sigma, vh = torch.linalg.svd(base.weight.detach().float(), full_matrices=False)
+    u, sigma, vh = u[:, :rank], sigma[:rank], vh[:rank]
+    module = SingularValueLinear(base, u, sigma, vh)
+    assert module.side == side
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, base.in_features, generator=generator)
+    g = torch.randn(2, 5, base.out_features, generator=generator)
+    with torch.no_grad():
+        assert torch.equal(module(x), base(x))
+    (module(x) * g).sum().backward()
+    dense = g.flatten(0, 1).T @ x.flatten(0, 1)  # dL/dW of the plain layer
+    projected = ((u.T @ dense) * vh).sum(1)
+    assert torch.allclose(module.s.grad, projected, atol=1e-4 * projected.abs().max(), rtol=1e-3)
+    with torch.no_grad():
+        module.s.add_(0.1 * sigma * torch.randn(rank, generator=generator))
+        expected = (u * (module.s - sigma)) @ vh  # U_r diag(s - sigma) V_r^T
+        assert torch.allclose(module.delta_weight(), expected, atol=1e-5 * expected.abs().max(), rtol=0)
+        moved = module(x)
+        assert torch.allclose(moved, base(x) + x @ expected.T, atol=1e-5 * moved.abs().max(), rtol=0)
 
 
 def test_merged_export_is_plain_linear_and_matches_the_trained_logits(minilm_classifier, sst2_rows) -> None:
