@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=offline
-BENCH_OUT ?= results/default
+BENCH_OUT ?= runs/default
 BASELINE ?= results/baselines/default
 
 .PHONY: venv bench test test-slow lint benchmarks clean

@@ -31,7 +31,8 @@ from typing import Any
 MODEL = "smollm2-135m"
 BATCH, TOKENS = 4, 128
 # How each method is run: the LoRA reference point is r16 on q,k,v,up,down; sparse methods at about 1 % of the model;
-# SVFit at its native budget (the knob its bounds pin); DEFT on that same LoRA r16.
+# SVFit at its native budget (the knob its bounds pin); DEFT on that same LoRA r16. A label other than a method name
+# names its method under "method".
 SPECS: dict[str, dict[str, Any]] = {
     "floor": {},
     "full": {},
@@ -41,6 +42,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "row-sft": {"budget": "1%"},
     "svfit": {},
     "deft": {"knob": 16},
+    "svfit-qv": {"method": "svfit", "options": {"targets": "q,v"}},  # the encoders' default targets, for scale
 }
 # (method, reference, measure, largest ratio) targets printed next to the numbers.
 TARGETS = [
@@ -134,7 +136,7 @@ def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: i
     L.seed_everything(0, verbose=False)
     loaded = load_model(MODEL, "causal-lm")
     batches = text_batches(loaded.tokenizer, 4)
-    method_cls = floor_method() if name == "floor" else registry()[name]
+    method_cls = floor_method() if name == "floor" else registry()[spec.get("method", name)]
     options = method_cls.parse_options(spec.get("options", {}))
     method = method_cls(loaded.model, options, OptimConfig(lr=method_cls.default_lr, max_steps=warmup + steps), loaded.head_prefixes)
     method.calibrate(batches, cache_dir() / "calibration", {"model": loaded.fingerprint, "data": "step_cost: SST-2 train sentences packed 4x128", "batches": len(batches)})
@@ -145,7 +147,7 @@ def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: i
     else:
         knob = method.knob_bounds()[1]
     count = method.count_for_knob(knob)
-    lora_rank, lora_note = equal_lora_rank(loaded.model, count) if name not in ("floor", "full") else (None, "n/a")
+    lora_rank, lora_note = equal_lora_rank(loaded.model, count) if method_cls.name not in ("floor", "full") else (None, "n/a")
     method.apply(knob)
     meter = CostMeter()
     trainer = L.Trainer(
@@ -253,7 +255,7 @@ def main() -> None:
     wanted = args.methods.split(",") if args.methods else [*SPECS, *(name for name in registered if name not in SPECS)]
     results: dict[str, dict[str, Any]] = {}
     for name in wanted:
-        if name != "floor" and name not in registered:
+        if name != "floor" and SPECS.get(name, {}).get("method", name) not in registered:
             results[name] = {"method": name, "error": f"not a registered method (registered: {', '.join(registered)})"}
             continue
         results[name] = run_worker(name, SPECS.get(name, {"budget": "1%"}), args)
