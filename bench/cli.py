@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run a sweep spec (methods × budgets × tasks × seeds) into a results store, skipping stored runs")
     sweep.add_argument("spec", help="a sweep spec YAML, e.g. profiles/default.yaml")
-    sweep.add_argument("--out", default="results/default", help="the results store folder (default: results/default)")
+    sweep.add_argument("--out", default="runs/sweep", help="the results store folder (default: runs/sweep)")
     sweep.add_argument(
         "--executor", choices=("local", "slurm"), default="local", help="local processes, or a SLURM job array via submitit (settings: `slurm:` in the spec)"
     )

@@ -114,8 +114,8 @@ def plan(config: RunConfig) -> RunPlan:
 
 
 def _batches(plan_: RunPlan, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, torch.Tensor]]:
-    """`rows` encoded as in training, in order, `batch_size` at a time."""
-    features = [plan_.task.encode(row, tokenizer, plan_.config.max_length) for row in rows]
+    """`rows` encoded as in training, `batch_size` at a time, sorted by length (less padding)."""
+    features = sorted((plan_.task.encode(row, tokenizer, plan_.config.max_length) for row in rows), key=lambda feature: len(feature["input_ids"]))
     return [plan_.task.collate(features[i : i + batch_size], tokenizer) for i in range(0, len(features), batch_size)]
 
 

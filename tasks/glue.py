@@ -92,12 +92,15 @@ class GlueTask(Task):
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        predictions: list[Any] = []
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            batch = self.collate([self.encode(example, tokenizer, max_length) for example in chunk], tokenizer)
+        features = [self.encode(example, tokenizer, max_length) for example in examples]
+        order = sorted(range(len(features)), key=lambda index: len(features[index]["input_ids"]))  # batches of similar length pad less
+        predictions: list[Any] = [None] * len(features)
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = self.collate([features[index] for index in indices], tokenizer)
             logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits.float()
-            predictions.extend(logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist())
+            for index, prediction in zip(indices, logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist()):
+                predictions[index] = prediction
         model.train(was_training)
         scores = {}
         for split in self.test_splits:
