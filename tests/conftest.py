@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -41,3 +43,33 @@ def batch_of(task_name: str, rows: list[dict], tokenizer, max_length: int = 64) 
     """One padded batch of `rows` encoded by the task."""
     task = get_task(task_name)
     return task.collate([task.encode(row, tokenizer, max_length) for row in rows], tokenizer)
+
+
+def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Eval-mode logits of `batch`, without gradients."""
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def train_steps(method, batch: dict[str, torch.Tensor], steps: int = 3) -> None:
+    """A few optimizer steps of `method` on one batch, through its own training_step and optimizer."""
+    optimizer = method.configure_optimizers()["optimizer"]
+    method.model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        method.training_step(batch, 0).backward()
+        optimizer.step()
+
+
+def recorded_run(method: str, out: Path) -> dict:
+    """A short real run of `method` at 0.5 % on SST-2 with MiniLM, through `execute`; the record it wrote."""
+    from bench.run import RunConfig, execute, plan
+
+    config = RunConfig(
+        method=method, task="glue/sst2", model="minilm-l6", budget="0.5%", max_steps=3, batch_size=8, train_examples=32, validation_examples=16, test_examples=16, calibration_batches=2
+    )
+    record = execute(plan(config), out, progress=False)
+    written = json.loads((out / f"{record['run_key']}.json").read_text())
+    assert written["params"] == record["params"] and written["method"]["knob"] == record["method"]["knob"]
+    return written

@@ -7,24 +7,9 @@ import torch
 
 from methods.full import FullFineTuning
 from methods.lora import DoRA, LoRA, LoraOptions
-from tests.conftest import batch_of
+from tests.conftest import batch_of, logits, train_steps
 
 MERGE_ATOL = 1e-5  # fp32 logits of a merged vs unmerged adapter on MiniLM
-
-
-def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-
-def _train(method, batch: dict[str, torch.Tensor], steps: int = 3) -> None:
-    optimizer = method.configure_optimizers()["optimizer"]
-    method.model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        method.training_step(batch, 0).backward()
-        optimizer.step()
 
 
 @pytest.mark.parametrize("method_cls", [LoRA, DoRA])
@@ -60,23 +45,23 @@ def test_only_trainable_parameters_reach_the_optimizer(minilm_classifier, method
 
 
 @pytest.mark.parametrize("method_cls", [LoRA, DoRA])
-def test_adapter_at_init_gives_the_base_logits(minilm_classifier, sst2_rows, method_cls) -> None:
+def test_adapter_at_init_gives_the_baselogits(minilm_classifier, sst2_rows, method_cls) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
-    base = _logits(minilm_classifier.model, batch)
+    base = logits(minilm_classifier.model, batch)
     method = method_cls(minilm_classifier.model, head_prefixes=minilm_classifier.head_prefixes)
     method.apply(8)
-    assert torch.allclose(_logits(method.model, batch), base, atol=1e-6, rtol=0)
+    assert torch.allclose(logits(method.model, batch), base, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("method_cls", [LoRA, DoRA])
-def test_merged_export_matches_unmerged_logits(minilm_classifier, sst2_rows, method_cls) -> None:
+def test_merged_export_matches_unmergedlogits(minilm_classifier, sst2_rows, method_cls) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
-    base = _logits(minilm_classifier.model, batch).clone()
+    base = logits(minilm_classifier.model, batch).clone()
     method = method_cls(minilm_classifier.model, LoraOptions(targets=("q", "k", "v", "up")), head_prefixes=minilm_classifier.head_prefixes)
     method.apply(8)
-    _train(method, batch)
-    unmerged = _logits(method.model, batch)
+    train_steps(method, batch)
+    unmerged = logits(method.model, batch)
     assert not torch.allclose(unmerged, base, atol=1e-4), "training changed nothing; the merge check would be vacuous"
     merged = method.merged_model()
     assert not any("lora" in name for name, _ in merged.named_parameters())
-    assert torch.allclose(_logits(merged, batch), unmerged, atol=MERGE_ATOL, rtol=0)
+    assert torch.allclose(logits(merged, batch), unmerged, atol=MERGE_ATOL, rtol=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 
 import pytest
@@ -11,11 +10,10 @@ import torch
 
 from bench.errors import BenchError
 from bench.models import CACHE_ENV
-from bench.run import RunConfig, execute, plan
 from methods.base import OptimConfig
 from methods.row_sft import RowDeltaLinear, RowSFT, RowSftOptions
-from tests.conftest import batch_of
-from tests.test_smt import calibration_batches, logits, train_steps
+from tests.conftest import batch_of, logits, recorded_run, train_steps
+from tests.test_smt import calibration_batches
 
 GRAD_ATOL = 1e-6  # fp32: delta gradients vs the same rows of the dense weight (and bias) gradient
 MERGE_ATOL = 1e-5  # fp32 logits: W + ΔW summed once vs W x + ΔW x summed per forward
@@ -166,21 +164,7 @@ def test_zo_taylor_is_seeded_and_cached_across_budgets(minilm_classifier, sst2_r
 
 def test_bench_run_records_the_analytic_count(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    config = RunConfig(
-        method="row-sft",
-        task="glue/sst2",
-        model="minilm-l6",
-        budget="0.5%",
-        max_steps=3,
-        batch_size=8,
-        train_examples=32,
-        validation_examples=16,
-        test_examples=16,
-        calibration_batches=2,
-    )
-    record = execute(plan(config), tmp_path / "out", progress=False)
+    record = recorded_run("row-sft", tmp_path / "out")
     rows = record["method"]["knob"]["value"]
     assert record["params"]["achieved"] == rows * 6 * (5 * 385 + 1537)
     assert record["method"]["choices"]["importance"] == "zo-taylor" and record["method"]["calibration"]["loaded_from_cache"] is False
-    written = json.loads((tmp_path / "out" / f"{record['run_key']}.json").read_text())
-    assert written["params"]["achieved"] == record["params"]["achieved"]

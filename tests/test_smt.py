@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 
 import pytest
@@ -11,28 +10,12 @@ import torch
 
 from bench.errors import BenchError
 from bench.models import CACHE_ENV
-from bench.run import RunConfig, execute, plan
 from methods.base import OptimConfig
 from methods.smt import SMT, BlockSparseLinear, SmtOptions
-from tests.conftest import batch_of
+from tests.conftest import batch_of, logits, recorded_run, train_steps
 
 GRAD_ATOL = 1e-6  # fp32: block gradients vs the same blocks of the dense weight gradient
 MERGE_ATOL = 1e-6  # fp32 logits, merged vs unmerged (the merged weight holds the very same values)
-
-
-def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-
-def train_steps(method, batch: dict[str, torch.Tensor], steps: int = 3) -> None:
-    optimizer = method.configure_optimizers()["optimizer"]
-    method.model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        method.training_step(batch, 0).backward()
-        optimizer.step()
 
 
 def calibration_batches(loaded, rows: list[dict], count: int = 2, size: int = 8) -> list[dict[str, torch.Tensor]]:
@@ -217,22 +200,8 @@ def test_full_warmup_moves_the_weights_and_caches_them(minilm_classifier, sst2_r
 
 def test_bench_run_records_the_analytic_count(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    config = RunConfig(
-        method="smt",
-        task="glue/sst2",
-        model="minilm-l6",
-        budget="0.5%",
-        max_steps=3,
-        batch_size=8,
-        train_examples=32,
-        validation_examples=16,
-        test_examples=16,
-        calibration_batches=2,
-    )
-    record = execute(plan(config), tmp_path / "out", progress=False)
+    record = recorded_run("smt", tmp_path / "out")
     blocks = record["method"]["knob"]["value"]
     assert record["params"]["achieved"] == blocks * 128**2 and blocks == round(record["params"]["requested"] / 128**2)
     assert record["method"]["choices"]["block_size"] == 128 and record["method"]["calibration"]["loaded_from_cache"] is False
     assert record["cost"]["adapter_bytes"] >= 4 * (record["params"]["achieved"] + record["params"]["head"])
-    written = json.loads((tmp_path / "out" / f"{record['run_key']}.json").read_text())
-    assert written["params"]["achieved"] == record["params"]["achieved"]

@@ -8,13 +8,7 @@ import torch
 from bench.errors import BenchError
 from methods.svfit import SingularValueLinear, SVFit, SvfitOptions, single_thread
 from methods.targets import ROLES, find_linears
-from tests.conftest import batch_of
-
-
-def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+from tests.conftest import batch_of, logits
 
 
 def _calibrated(loaded, options: SvfitOptions | None = None, cache_dir=None) -> SVFit:
@@ -74,10 +68,10 @@ def test_decoder_default_targets_every_linear_role(smollm2) -> None:
 
 def test_model_is_unchanged_at_init(minilm_classifier, sst2_rows) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
-    base = _logits(minilm_classifier.model, batch).clone()
+    base = logits(minilm_classifier.model, batch).clone()
     method = _calibrated(minilm_classifier)
     method.apply(method.knob_bounds()[0])
-    assert torch.equal(_logits(method.model, batch), base)
+    assert torch.equal(logits(method.model, batch), base)
 
 
 def test_gradient_of_each_singular_value_is_the_dense_gradient_projected_on_its_direction(minilm_classifier, sst2_rows) -> None:
@@ -135,9 +129,9 @@ def test_each_form_is_identity_at_init_projects_the_dense_gradient_and_merges_to
         assert torch.allclose(moved, base(x) + x @ expected.T, atol=1e-5 * moved.abs().max(), rtol=0)
 
 
-def test_merged_export_is_plain_linear_and_matches_the_trained_logits(minilm_classifier, sst2_rows) -> None:
+def test_merged_export_is_plain_linear_and_matches_the_trainedlogits(minilm_classifier, sst2_rows) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
-    base = _logits(minilm_classifier.model, batch).clone()
+    base = logits(minilm_classifier.model, batch).clone()
     method = _calibrated(minilm_classifier, SvfitOptions(rank_rule="budget"))
     method.apply(64)
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-2)
@@ -146,13 +140,13 @@ def test_merged_export_is_plain_linear_and_matches_the_trained_logits(minilm_cla
         optimizer.zero_grad()
         method.model(**batch).loss.backward()
         optimizer.step()
-    trained = _logits(method.model, batch)
+    trained = logits(method.model, batch)
     assert not torch.allclose(trained, base, atol=1e-4), "training changed nothing; the merge check would be vacuous"
     merged = method.merged_model()
     assert not any(isinstance(module, SingularValueLinear) for module in merged.modules())
     assert {type(module) for _, module in find_linears(merged, ("q", "v"))} == {torch.nn.Linear}
     assert not any(name.endswith((".u", ".vh", ".sigma")) for name, _ in merged.named_buffers())
-    assert torch.allclose(_logits(merged, batch), trained, atol=1e-5, rtol=0)
+    assert torch.allclose(logits(merged, batch), trained, atol=1e-5, rtol=0)
 
 
 def test_svd_is_cached_and_reused_across_budgets(minilm_classifier, tmp_path) -> None:
