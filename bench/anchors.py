@@ -52,11 +52,6 @@ ANCHORS: list[Anchor] = [
         ("LoRA r8", "0.21%", 40.74),
         ("LoRA r16", "0.42%", 70.9),
         ("LoRA r64", "1.64%", 65.8),
-    ),
-    *_rows(
-        "llama-7b",
-        "commonsense-8",
-        "DoRA paper Table 15",
         ("DoRA r4", "0.11%", 61.89),
         ("DoRA r8", "0.22%", 77.96),
         ("DoRA r16", "0.43%", 77.5),
