@@ -28,13 +28,14 @@ def library_versions() -> dict[str, str]:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit of the project checkout and whether the tree differs from it."""
+    """The commit of the project checkout, whether tracked files differ from it, and which."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        changed = sorted(line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines())
+        return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(changed), "changed_files": changed}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown (not a git checkout)", "dirty": None}
 
