@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(OFFLINE) $(BIN)/bench sweep profiles/default.yaml --out $(BENCH_OUT)
+	$(OFFLINE) $(BIN)/bench sweep profiles/default.yaml --out $(BENCH_OUT) --workers 2
 	$(OFFLINE) $(BIN)/bench report $(BENCH_OUT)
 	$(OFFLINE) $(BIN)/bench compare $(BENCH_OUT) $(BASELINE)
 
