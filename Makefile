@@ -34,7 +34,11 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+
+# Speed targets, measured from one run each on a quiet machine (minutes; not part of the tests).
+benchmarks: $(STAMP)
+	$(OFFLINE) $(BIN)/python benchmarks/step_cost.py
+	$(OFFLINE) $(BIN)/python benchmarks/generation_batching.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

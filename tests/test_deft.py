@@ -1,5 +1,6 @@
-"""DEFT and the activation-density measure: the loss formula, capture only in training, identity at init, the
-density drop on a short real run, and density with padding excluded on GELU (exact zeros) and SiLU (threshold)."""
+"""DEFT and the activation-density measure: the loss formula, capture only in training, identity at init, a frozen
+backbone and an exact merge after training, the density drop on a short real run, and density with padding excluded
+on GELU (exact zeros) and SiLU (threshold)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from bench.errors import BenchError
 from methods.deft import Deft, DeftOptions, density_loss
 from methods.lora import LoRA, LoraOptions
 from methods.targets import find_activations
-from tests.conftest import batch_of
+from tests.conftest import batch_of, logits, train_steps
+
+MERGE_ATOL = 1e-5  # fp32 logits of a merged vs unmerged LoRA base on MiniLM
 
 
 def _naive_density_loss(layers: list[torch.Tensor], mask: torch.Tensor, epsilon: float) -> float:
@@ -71,6 +74,21 @@ def test_deft_with_lora_starts_as_the_base_model_and_counts_as_lora(minilm_class
     with torch.no_grad():
         assert torch.equal(method.model(**batch).logits, base)
     assert method.describe()["base_choices"]["targets"] == ["q", "v", "up"]
+
+
+def test_after_training_with_the_density_loss_the_backbone_is_untouched_and_the_merge_matches(minilm_classifier, sst2_rows) -> None:
+    batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
+    base = logits(minilm_classifier.model, batch).clone()
+    method = Deft(minilm_classifier.model, DeftOptions(base_options="targets=q,v,up"), head_prefixes=minilm_classifier.head_prefixes)
+    method.apply(8)
+    frozen = {name: p.detach().clone() for name, p in method.model.named_parameters() if not p.requires_grad}
+    train_steps(method, batch)
+    unmerged = logits(method.model, batch)
+    assert not torch.allclose(unmerged, base, atol=1e-4), "training changed nothing; the merge check would be vacuous"
+    assert all(torch.equal(p, frozen[name]) for name, p in method.model.named_parameters() if not p.requires_grad)
+    merged = method.merged_model()
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert torch.allclose(logits(merged, batch), unmerged, atol=MERGE_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize(("options", "message"), [({"base": "deft"}, "own base"), ({"base": "nope"}, "unknown method"), ({"base_options": "targets"}, "key=value")])
