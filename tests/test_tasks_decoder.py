@@ -48,14 +48,16 @@ def test_training_text_is_prompt_plus_answer_with_prompt_masked(smollm2_model):
 
 def test_batched_generation_equals_one_at_a_time(smollm2_model):
     source = DataSource()
-    rows = get_task("commonsense/all").load("test", source, limit=1)[:3] + get_task("arithmetic/gsm8k").load("test", source, limit=1)
-    prompts = [build_prompt(row["instruction"]) for row in rows]
-    lengths = {len(smollm2_model.tokenizer(p)["input_ids"]) for p in prompts}
-    assert len(lengths) == len(prompts)  # different lengths, so the batch really is padded
-    batched = generate(smollm2_model.model, smollm2_model.tokenizer, prompts, max_new_tokens=8, batch_size=4)
-    single = [generate(smollm2_model.model, smollm2_model.tokenizer, [prompt], max_new_tokens=8, batch_size=1)[0] for prompt in prompts]
+    rows = get_task("commonsense/all").load("test", source, limit=1)[:5] + get_task("arithmetic/gsm8k").load("test", source, limit=1)
+    prompts = [build_prompt(row["instruction"], row["input"]) for row in rows]
+    tokenizer = smollm2_model.tokenizer
+    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) == len(prompts)  # different lengths, so the batch really is padded
+    batched = generate(smollm2_model.model, tokenizer, prompts, max_new_tokens=24, batch_size=2)
+    single = [generate(smollm2_model.model, tokenizer, [prompt], max_new_tokens=24, batch_size=1)[0] for prompt in prompts]
     assert batched == single
     assert all(text.strip() for text in batched)
+    # rows end at different steps, so prompts joined a batch that was still decoding
+    assert len({len(tokenizer(text)["input_ids"]) for text in batched}) > 1
 
 
 def _loglik_choice(model: LoadedModel, context: str, choices: list[str]) -> int:
