@@ -197,7 +197,7 @@ class InstructionTask(Task):
             "template_sha256": TEMPLATE_HASH,
             "prompt_masked": self.mask_prompt,
             "protocols": {
-                "generation": f"greedy, batched with left padding, max_new_tokens={self.max_new_tokens}, extraction rules of tasks/extraction.py",
+                "generation": f"greedy, continuous batching with left padding (equal to one-at-a-time), max_new_tokens={self.max_new_tokens}, extraction rules of tasks/extraction.py",
                 "loglikelihood": "lm-eval multiple_choice over the label words / letters A-E (acc, acc_norm); not applicable to open numeric answers",
             },
         }
