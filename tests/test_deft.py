@@ -97,8 +97,11 @@ def test_bad_options_are_refused(options: dict[str, str], message: str) -> None:
         Deft.parse_options(options)
 
 
-def _density_after_training(loaded, rows, deft: bool, steps: int = 10) -> float:
-    torch.manual_seed(0)
+def _density_after_training(rows, deft: bool, steps: int = 10) -> float:
+    from bench.models import load_model
+
+    torch.manual_seed(0)  # the same classification head and dropout masks for both runs
+    loaded = load_model("minilm-l6", "sequence-classification", num_labels=2)
     options = LoraOptions(targets=("q", "v"))
     method = Deft(loaded.model, DeftOptions(base_options="targets=q,v"), head_prefixes=loaded.head_prefixes) if deft else LoRA(loaded.model, options, head_prefixes=loaded.head_prefixes)
     method.apply(8)
@@ -113,28 +116,31 @@ def _density_after_training(loaded, rows, deft: bool, steps: int = 10) -> float:
 
 
 def test_deft_lowers_measured_density_against_the_same_run_without_it(sst2_rows) -> None:
-    from bench.models import load_model
-
-    densities = {deft: _density_after_training(load_model("minilm-l6", "sequence-classification", num_labels=2), sst2_rows, deft) for deft in (False, True)}
+    densities = {deft: _density_after_training(sst2_rows, deft) for deft in (False, True)}
     print(f"density after 10 steps: lora {densities[False]:.3f} %, deft+lora {densities[True]:.3f} %")
     assert densities[True] < densities[False] - 0.02
 
 
 def test_density_excludes_padding_and_counts_exact_zeros_on_gelu(minilm_classifier, sst2_rows) -> None:
-    model, tokenizer = minilm_classifier.model, minilm_classifier.tokenizer
+    model, tokenizer = minilm_classifier.model.eval(), minilm_classifier.tokenizer
     rows = sst2_rows[:4]
-    padded = activation_density(model, [batch_of("glue/sst2", rows, tokenizer)])
-    alone = [activation_density(model, [batch_of("glue/sst2", [row], tokenizer)]) for row in rows]
+    batch = batch_of("glue/sst2", rows, tokenizer)
+    mask = batch["attention_mask"].bool()
+    assert not mask.all()  # the batch really is padded
+    padded = activation_density(model, [batch])
     assert padded["kind"] == "exact_zero" and padded["threshold"] is None and padded["samples"] == 4
-    assert padded["density"] == pytest.approx(sum(result["density"] for result in alone) / 4, rel=1e-9)
-    batch = batch_of("glue/sst2", rows[:1], tokenizer)
     outputs: list[torch.Tensor] = []
-    for _, module in find_activations(model):
-        module.register_forward_hook(lambda _m, _i, output: outputs.append(output))
+    handles = [module.register_forward_hook(lambda _m, _i, output: outputs.append(output)) for _, module in find_activations(model)]
     with torch.no_grad():
         model(**batch)
-    expected = 100 * sum(torch.count_nonzero(a).item() / a.numel() for a in outputs) / len(outputs)
-    assert alone[0]["density"] == pytest.approx(expected, rel=1e-9)
+    for handle in handles:
+        handle.remove()
+    per_sentence = [sum(torch.count_nonzero(a[i][mask[i]]).item() / a[i][mask[i]].numel() for a in outputs) / len(outputs) for i in range(len(rows))]
+    assert padded["density"] == pytest.approx(100 * sum(per_sentence) / len(rows), rel=1e-12)
+    # each sentence alone gives the same density, up to the few activations at GELU's exact-zero edge (x below about
+    # -5.5) that round differently when the matrix shapes change
+    alone = [activation_density(model, [batch_of("glue/sst2", [row], tokenizer)])["density"] for row in rows]
+    assert padded["density"] == pytest.approx(sum(alone) / len(rows), abs=0.01)
 
 
 def test_density_on_silu_is_thresholded(smollm2, sst2_rows) -> None:
