@@ -81,7 +81,10 @@ def _decode_step(model: nn.Module, batch: _Batch, tokens: Tensor) -> _Batch:
 
 
 def _join(running: _Batch | None, joining: _Batch) -> _Batch:
-    """One batch holding both, the shorter cache left-padded to the longer one's length."""
+    """One batch holding both, the shorter cache left-padded to the longer one's length.
+
+    Edits the `keys`/`values` tensors of the cache's `DynamicLayer`s in place, as `_keep` does (transformers 5).
+    """
     if running is None:
         return joining
     width = max(running.mask.shape[-1], joining.mask.shape[-1])
