@@ -75,10 +75,11 @@ class SingularValueLinear(nn.Module):
             self.side = "both"
         else:
             self.side = "in" if base.in_features <= base.out_features else "out"
+        # Copies, not views: a top-r slice of the full factors would keep all of them alive.
         if self.side != "out":
-            self.register_buffer("vh", vh.contiguous())  # r x d_in
+            self.register_buffer("vh", vh.clone(memory_format=torch.contiguous_format))  # r x d_in
         if self.side != "in":
-            self.register_buffer("u", u.contiguous())  # d_out x r
+            self.register_buffer("u", u.clone(memory_format=torch.contiguous_format))  # d_out x r
         self.register_buffer("sigma", sigma.clone())
         self.s = nn.Parameter(sigma.clone())
 
@@ -140,7 +141,8 @@ class SVFit(PeftMethod):
         if missing:
             raise RuntimeError(f"svfit calibration lacks the SVD of {missing[:3]}")
         self._factors = state
-        self.spectra = [state[f"{name}.sigma"] for name, _ in self.targets]
+        # Copies: a cached state is memory-mapped, and one view into it keeps every page read from it resident.
+        self.spectra = [state[f"{name}.sigma"].clone() for name, _ in self.targets]
 
     def calibration_settings(self) -> dict:
         return {"targets": list(self.roles), "decomposition": "torch.linalg.svd(float32, full_matrices=False)", "torch": torch.__version__}

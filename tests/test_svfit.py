@@ -149,10 +149,13 @@ def test_merged_export_is_plain_linear_and_matches_the_trainedlogits(minilm_clas
     assert torch.allclose(logits(merged, batch), trained, atol=1e-5, rtol=0)
 
 
-def test_svd_is_cached_and_reused_across_budgets(minilm_classifier, tmp_path) -> None:
+def test_svd_is_cached_reused_across_budgets_and_sliced_without_keeping_the_full_factors(minilm_classifier, tmp_path) -> None:
     first = _calibrated(minilm_classifier, SvfitOptions(rank_rule="budget"), tmp_path)
     second = _calibrated(minilm_classifier, SvfitOptions(rank_rule="budget"), tmp_path)
     assert not first.calibration_info["loaded_from_cache"] and second.calibration_info["loaded_from_cache"]
     assert len(list(tmp_path.glob("svfit-*.safetensors"))) == 1
     for a, b in zip(first.spectra, second.spectra):
         assert torch.equal(a, b)
+    second.apply(100)  # the cached factors load row-major, where a top-r row slice is a view of the full matrix
+    kept = [buffer for module in second.model.modules() if isinstance(module, SingularValueLinear) for buffer in module.buffers(recurse=False)]
+    assert all(buffer.untyped_storage().nbytes() == buffer.numel() * buffer.element_size() for buffer in kept), "buffers must hold only the kept singular vectors"
