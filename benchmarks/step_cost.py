@@ -10,10 +10,10 @@ calibration included) is kept in the JSON too.
 
 Ratios are printed against full fine-tuning, against peft LoRA with EQUAL trainable parameters (default targets, rank
 solved from the method's count; r = 1 when the method trains fewer parameters than LoRA's smallest rank, marked so)
-and against the floor: forward + backward through the frozen network with no trainable weight (the embeddings'
-output requires grad, so backward runs through every layer). For SVFit it also prints the multiply-adds per token its
-exact delta adds, as a share of the floor's frozen-matmul ones, next to its measured overhead. Methods come from `methods.registry()`; a listed
-method that is not registered is reported as missing.
+and against the floor: forward + backward through the frozen network with no trainable weight (the embeddings' output
+requires grad, so backward runs through every layer). For SVFit it also prints the multiply-adds per token its exact
+delta adds, as a share of the floor's frozen-matmul ones, next to its measured overhead. Methods come from
+`methods.registry()`; a listed method that is not registered is reported as missing.
 """
 
 from __future__ import annotations
