@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 # Speed targets, measured from one run each on a quiet machine (minutes; not part of the tests).
 benchmarks: $(STAMP)
-	$(OFFLINE) $(BIN)/python benchmarks/step_cost.py
+	$(OFFLINE) $(BIN)/python benchmarks/step_cost.py --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/generation_batching.py
 
 clean:

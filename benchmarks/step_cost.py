@@ -1,12 +1,13 @@
 """Training step time and peak memory of every method on SmolLM2-135M, each method in its own fresh process.
 
-    python benchmarks/step_cost.py [--steps 6] [--warmup 2] [--methods floor,full,lora,svfit] [--json cost.json]
+    python benchmarks/step_cost.py [--steps 6] [--warmup 2] [--repeats 1] [--methods floor,full,lora,svfit] [--json cost.json]
 
 Every process loads the model, builds one batch of 4 × 128 tokens of real text (SST-2 training sentences packed
 back to back), attaches one method and trains it with Lightning for warm-up + measured steps on fp32 CPU threads.
 Step time is the median over the measured steps (warm-up excluded); peak memory is the peak resident set size during
 `fit` (bench.callbacks.CostMeter, the number every run records); the process-wide peak (model loading and
-calibration included) is kept in the JSON too.
+calibration included) is kept in the JSON too. With `--repeats N` every method is measured N times, round-robin, each
+time in a fresh process, and the medians are reported (step-time ratios move by a few percent between single runs).
 
 Ratios are printed against full fine-tuning, against peft LoRA with EQUAL trainable parameters (default targets, rank
 solved from the method's count; r = 1 when the method trains fewer parameters than LoRA's smallest rank, marked so)
@@ -225,6 +226,18 @@ def run_worker(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's repeated measurements as one: median step time and peak memory, each round's kept; a failure wins."""
+    failed = next((run for run in runs if "error" in run), None)
+    if failed is not None:
+        return failed
+    return runs[0] | {
+        "step_time_s": statistics.median(run["step_time_s"] for run in runs),
+        "peak_fit_bytes": statistics.median(run["peak_fit_bytes"] for run in runs),
+        "rounds": [{key: run[key] for key in ("step_time_s", "peak_fit_bytes", "load_average")} for run in runs],
+    }
+
+
 def ratio(result: dict[str, Any], reference: dict[str, Any] | None, measure_: str) -> float | None:
     key = "step_time_s" if measure_ == "time" else "peak_fit_bytes"
     if reference is None or "error" in reference or "error" in result:
@@ -269,7 +282,7 @@ def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str,
                 f"{name}: its exact delta adds {result['delta_macs_per_token'] / 1e6:.1f} M multiply-adds per token, {100 * share:.0f} % of the floor's "
                 f"{floor_macs / 1e6:.1f} M frozen-matmul ones; measured step time over the floor: +{100 * (slower - 1):.0f} %"
             )
-    loads = [result["load_average"][0] for result in results.values() if "load_average" in result]
+    loads = [run["load_average"][0] for result in results.values() for run in result.get("rounds", [result]) if "load_average" in run]
     if loads:
         lines.append(f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs")
     return lines
@@ -280,6 +293,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="measured steps per method (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps excluded from the median")
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of floor and the registered methods (default: {','.join(SPECS)})")
+    parser.add_argument("--repeats", type=int, default=1, help="measure every method this many times, round-robin, and report the medians")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -293,16 +307,20 @@ def main() -> None:
 
     registered = registry()
     wanted = args.methods.split(",") if args.methods else [*SPECS, *(name for name in registered if name not in SPECS)]
-    results: dict[str, dict[str, Any]] = {}
-    for name in wanted:
-        if name != "floor" and SPECS.get(name, {}).get("method", name) not in registered:
-            results[name] = {"method": name, "error": f"not a registered method (registered: {', '.join(registered)})"}
-            continue
-        results[name] = run_worker(name, SPECS.get(name, {"budget": "1%"}), args)
-    reference = results.get("lora", {"error": "not run"})
-    lora_by_rank = {SPECS["lora"]["knob"]: reference} if "error" not in reference else {}
-    for rank in sorted({r["lora_equal_rank"] for r in results.values() if r.get("lora_equal_rank") is not None} - set(lora_by_rank)):
-        lora_by_rank[rank] = run_worker("lora", {"knob": rank}, args)
+    unknown = [name for name in wanted if name != "floor" and SPECS.get(name, {}).get("method", name) not in registered]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted if name not in unknown}
+    lora_runs: dict[int, list[dict[str, Any]]] = {}
+    for _ in range(args.repeats):  # round-robin, so a slow spell of the machine hits every method alike
+        for name in runs:
+            runs[name].append(run_worker(name, SPECS.get(name, {"budget": "1%"}), args))
+        ranks = {run["lora_equal_rank"] for method_runs in runs.values() for run in method_runs if run.get("lora_equal_rank") is not None}
+        for rank in sorted(ranks - ({SPECS["lora"]["knob"]} if "lora" in runs else set())):
+            lora_runs.setdefault(rank, []).append(run_worker("lora", {"knob": rank}, args))
+    results = {name: median_of(method_runs) for name, method_runs in runs.items()}
+    results |= {name: {"method": name, "error": f"not a registered method (registered: {', '.join(registered)})"} for name in unknown}
+    lora_by_rank = {rank: median_of(rank_runs) for rank, rank_runs in lora_runs.items()}
+    if "lora" in results and "error" not in results["lora"]:
+        lora_by_rank[SPECS["lora"]["knob"]] = results["lora"]
     print("\n".join(report(results, lora_by_rank)))
     if args.json:
         args.json.write_text(json.dumps({"results": results, "lora_equal": {str(rank): value for rank, value in lora_by_rank.items()}}, indent=2))
