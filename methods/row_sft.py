@@ -1,8 +1,9 @@
 """row-SFT ("PruFT", Li & Bhaskara, arXiv 2502.11439): train a dense delta on the r most important rows of each linear.
 
 Each eligible layer's output rows (neurons) are scored with a structured-pruning importance before training; the top r
-rows R get a trainable ΔW_R (r × d_in), and the layer computes y = W x + b + scatter_R(ΔW_R x + Δb_R) with an
-index_add into the rows (no one-hot matmul). W stays frozen: the only weight gradient is the delta's.
+rows R get a trainable ΔW_R (r × d_in). Before every forward the rows W_R⁰ + ΔW_R are written into W, so the layer is
+one dense matmul, and a custom backward computes dL/dx and the r rows' gradient only: no dense weight gradient exists
+and the other rows of W are never written.
 Knob: r rows per layer; trainable = Σ_layers r·d_in, plus r per layer with a bias (Δb_R, `train_bias`, default on as
 in the reference code).
 
@@ -65,27 +66,60 @@ class RowSftOptions(MethodOptions):
             )
 
 
+class _RowGradLinear(torch.autograd.Function):
+    """y = x Wᵀ + b with W's rows `rows` already holding base + ΔW_R; backward gives dL/dx, dL/dΔW_R and dL/dΔb_R only."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, delta: torch.Tensor, delta_bias: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight, rows)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, rows = ctx.saved_tensors
+        grad_out = grad_out.to(weight.dtype)  # a no-op unless autocast ran the forward in lower precision
+        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+        out_rows = grad_out.reshape(-1, grad_out.shape[-1]).index_select(1, rows)  # [tokens, r]
+        grad_delta = out_rows.T @ x.reshape(-1, x.shape[-1]).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_delta_bias = out_rows.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_delta, grad_delta_bias, None, None, None
+
+
 class RowDeltaLinear(nn.Module):
-    """An nn.Linear plus a trainable dense delta on its output rows `rows`: y = base(x) + scatter_rows(ΔW x + Δb)."""
+    """An nn.Linear whose output rows `rows` train a dense delta: W_R = W_R⁰ + ΔW_R (and b_R = b_R⁰ + Δb_R).
+
+    The rows are written into W before every forward, so the forward is one dense matmul and backward one matmul for
+    dL/dx plus the r rows' gradient; the other rows of W are never written.
+    """
 
     def __init__(self, base: nn.Linear, rows: torch.Tensor, init: str, train_bias: bool) -> None:
         super().__init__()
         self.base = base
-        self.register_buffer("rows", rows)
         weight = base.weight
+        self.register_buffer("rows", rows)
+        self.register_buffer("base_rows", weight.detach()[rows].clone())
         self.delta = nn.Parameter(torch.zeros(len(rows), base.in_features, dtype=weight.dtype, device=weight.device))
         if init == "kaiming":
             nn.init.kaiming_uniform_(self.delta, a=math.sqrt(5))
-        self.delta_bias = nn.Parameter(torch.zeros(len(rows), dtype=weight.dtype, device=weight.device)) if train_bias and base.bias is not None else None
+        self.delta_bias = None
+        if train_bias and base.bias is not None:
+            self.register_buffer("base_bias_rows", base.bias.detach()[rows].clone())
+            self.delta_bias = nn.Parameter(torch.zeros(len(rows), dtype=weight.dtype, device=weight.device))
+
+    def write_rows(self) -> None:
+        with torch.no_grad():
+            self.base.weight.index_copy_(0, self.rows, self.base_rows + self.delta)
+            if self.delta_bias is not None:
+                self.base.bias.index_copy_(0, self.rows, self.base_bias_rows + self.delta_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x).index_add_(-1, self.rows, F.linear(x, self.delta, self.delta_bias))
+        self.write_rows()
+        return _RowGradLinear.apply(x, self.delta, self.delta_bias, self.base.weight, self.base.bias, self.rows)
 
     def merge_into_base(self) -> nn.Linear:
-        with torch.no_grad():
-            self.base.weight.index_add_(0, self.rows, self.delta)
-            if self.delta_bias is not None:
-                self.base.bias.index_add_(0, self.rows, self.delta_bias)
+        self.write_rows()
         return self.base
 
 
