@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import site
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("torch", "lightning", "transformers", "peft", "datasets", "lm_eval", "wandb", "tokenizers", "safetensors", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "gguf")
@@ -42,6 +42,8 @@ def git_state() -> dict[str, Any]:
 
 @cache
 def hardware() -> dict[str, Any]:
+    import torch
+
     info: dict[str, Any] = {
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
@@ -57,6 +59,30 @@ def hardware() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
+
+
+def version() -> str:
+    """`peft-bench <version> (<commit>)`, what `bench --version` prints."""
+    try:
+        number = importlib.metadata.version("peft-bench")
+    except importlib.metadata.PackageNotFoundError:
+        number = "unknown (not installed)"
+    state = git_state()
+    return f"peft-bench {number} ({state['commit']}{', modified' if state['dirty'] else ''})"
+
+
+def portable(text: str) -> str:
+    """`text` with this machine's folders named instead of spelled out: `<cache>` (the model and calibration cache),
+    `<data-dir>` (PEFT_BENCH_DATA), `<site-packages>`, `<python>`, `<project>` (this checkout) and `~` (home), so a
+    record says where a file came from without telling where the machine keeps it."""
+    from bench.models import cache_dir
+    from tasks.data_source import DATA_ENV
+
+    roots = {str(cache_dir()): "<cache>", **({os.environ[DATA_ENV]: "<data-dir>"} if os.environ.get(DATA_ENV) else {})}
+    roots |= {folder: "<site-packages>" for folder in site.getsitepackages()} | {sys.prefix: "<python>", str(PROJECT_ROOT): "<project>", str(Path.home()): "~"}
+    for root in sorted(roots, key=len, reverse=True):  # the most specific folder first: the venv lives in the project
+        text = text.replace(str(Path(root).resolve()), roots[root]).replace(root, roots[root])
+    return text
 
 
 def environment() -> dict[str, Any]:

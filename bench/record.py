@@ -19,6 +19,7 @@ from typing import Any
 from bench.errors import BenchError
 
 SCHEMA_VERSION = 1
+FILE_MODE = 0o644
 
 
 PROJECT_PACKAGES = ("bench", "methods", "tasks")
@@ -78,10 +79,13 @@ def check_writable(directory: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, so a reader never sees half a file."""
+    """Write `text` to `path` through a temporary file in the same folder, so a reader never sees half a file.
+
+    The file is readable by everyone (0644), like any file the project writes, not private as mkstemp makes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
+        os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)
@@ -94,15 +98,55 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a run record (ok or failed) with this machine's folders named, not spelled out (see `portable`): a model
+    source reads `<site-packages>/...` or `<cache>/models/...`, a traceback `<project>/bench/...`."""
+    from bench.environment import portable
+
+    write_text_atomic(path, portable(json.dumps(record, indent=2, default=str)) + "\n")
+
+
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
 
 
+def read_json(path: Path) -> Any:
+    """The JSON content of `path`; BenchError naming the file if it is not UTF-8 JSON (truncated, overwritten, binary)."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptFile(path, f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+
+
+class CorruptFile(BenchError):
+    """A store, baseline or spec file that cannot be read as what it claims to be; `path` names it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is corrupt ({reason})", "restore it, or delete it to recompute its run (a sweep moves such files to <store>/quarantine/)")
+        self.path = Path(path)
+
+
+def is_record(data: Any) -> bool:
+    return isinstance(data, dict) and "schema_version" in data and "run_key" in data
+
+
+def check_record(path: Path, data: Any) -> dict[str, Any]:
+    """`data` read from `path`, if it is a record this code can read; BenchError naming the file otherwise."""
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise BenchError(
+            f"record {path} has schema version {data.get('schema_version')!r}; this peft-bench reads version {SCHEMA_VERSION} only",
+            "read it with the peft-bench version that wrote it, or move it out of the store and rerun its cell",
+        )
+    if data.get("status") not in ("ok", "failed") or not isinstance(data.get("config"), dict):
+        raise CorruptFile(path, "a record without a known status or a config")
+    return data
+
+
 def read_records(directory: Path) -> list[dict[str, Any]]:
-    """Every run record (`*.json` with a `schema_version`) directly under `directory`."""
+    """Every run record (`*.json` with a `schema_version`) directly under `directory`; BenchError naming a corrupt one."""
     records = []
     for path in sorted(Path(directory).glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and "schema_version" in data and "run_key" in data:
-            records.append(data)
+        data = read_json(path)
+        if is_record(data):
+            records.append(check_record(path, data))
     return records

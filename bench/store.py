@@ -3,6 +3,7 @@
 Layout of a store folder:
 
     <run_key>.json                   one record per run (status "ok", or "failed" with its error and config)
+    quarantine/                      files a sweep found corrupt, moved aside (an event names each)
     <run_key>.predictions.jsonl      per-example predictions of an ok run
     sweep.json                       the last sweep's spec and cells (key, role, config)
     tuning.json                      learning-rate grids and the chosen values (tuned sweeps)
@@ -11,13 +12,16 @@ Layout of a store folder:
     logs/<run_key[:16]>/             Lightning CSV logs;  wandb/  W&B runs;  report/  what `bench report` writes
 
 A run is done when its record has status "ok". A failed record is retried by the next sweep; within one sweep it
-counts as done, so a second worker does not repeat a failure the first one just recorded.
+counts as done, so a second worker does not repeat a failure the first one just recorded. A failure is never
+written over an ok record. Reading a corrupt file (truncated, not JSON, an unknown schema version) raises a
+BenchError naming it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import traceback
 from datetime import UTC, datetime
@@ -27,7 +31,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from bench.environment import environment
-from bench.record import SCHEMA_VERSION, read_records, write_json_atomic
+from bench.record import SCHEMA_VERSION, CorruptFile, check_record, is_record, read_json, read_records, write_json_atomic, write_record
 
 
 def now() -> str:
@@ -50,7 +54,10 @@ class Store:
         path = self.record_path(key)
         if not path.is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
+        if not is_record(data):
+            raise CorruptFile(path, "not a run record")
+        return check_record(path, data)
 
     def is_done(self, key: str, sweep_started: str | None = None) -> bool:
         """An ok record exists, or a failed one was written after `sweep_started` (by this sweep)."""
@@ -74,7 +81,11 @@ class Store:
             return None
         return lock
 
-    def write_failure(self, key: str, config: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    def write_failure(self, key: str, config: dict[str, Any], error: BaseException, **details: Any) -> dict[str, Any] | None:
+        """Record `error` (and `details`, such as a divergence) as the key's failed run, unless the key already has an ok
+        record: then nothing is written and None is returned."""
+        if (self.read(key) or {}).get("status") == "ok":
+            return None
         record = {
             "schema_version": SCHEMA_VERSION,
             "run_key": key,
@@ -84,9 +95,29 @@ class Store:
             "created_at": now(),
             "config": config,
             "env": environment(),
+            **details,
         }
-        write_json_atomic(self.record_path(key), record)
-        return record
+        write_record(self.record_path(key), record)
+        return json.loads(self.record_path(key).read_text(encoding="utf-8"))
+
+    def quarantine(self) -> list[Path]:
+        """Move every corrupt JSON file of the store (records, sweep.json, tuning.json) to quarantine/; their new paths.
+
+        A readable record with another schema version is left in place: it is not corrupt, and its key (which hashes
+        the schema version) never collides with this version's records."""
+        moved = []
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                data = read_json(path)
+                if is_record(data) and data["schema_version"] == SCHEMA_VERSION:
+                    check_record(path, data)
+            except CorruptFile as error:
+                target = self.root / "quarantine" / path.name
+                target.parent.mkdir(exist_ok=True)
+                shutil.move(path, target)
+                self.log_event(path.stem, "quarantined", file=path.name, reason=error.problem)
+                moved.append(target)
+        return moved
 
     def log_event(self, key: str, event: str, **details: Any) -> None:
         """Append one line to events.jsonl (a single write on an O_APPEND file: lines never interleave)."""
@@ -111,5 +142,11 @@ class Store:
         return path
 
     def read_meta(self, name: str) -> Any:
+        """The content of store file `name` (None if absent); BenchError naming it if it is corrupt."""
         path = self.root / name
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise CorruptFile(path, f"expected a JSON object, found {type(data).__name__}")
+        return data
