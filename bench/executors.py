@@ -2,12 +2,20 @@
 
 Every executor maps one picklable function over a list of items and yields results as they finish; the locking
 and skipping happen inside the function (bench.sweep.run_cell), so executors only dispatch.
+
+A local worker that dies (killed, out of memory) breaks its process pool and every cell running in it; the cells
+that had not finished go to a fresh pool, up to `POOL_RETRIES` times, then are reported `interrupted` (left for the
+next sweep, never recorded as failed). Local workers die with the sweep that started them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -18,12 +26,32 @@ from typing import Any
 from bench.errors import BenchError
 
 EXECUTORS = ("local", "slurm")
+POOL_RETRIES = 2
+PR_SET_PDEATHSIG = 1
 
 
-def _limit_threads(threads: int) -> None:
+def _start_worker(threads: int, parent: int) -> None:
+    """A worker's set-up: die with the sweep process `parent`, and share the cores with the other workers."""
+    _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when `parent` dies: the kernel's parent-death signal on Linux, a watchdog thread elsewhere."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LocalExecutor:
@@ -40,32 +68,49 @@ class LocalExecutor:
         self.workers = workers
         self.isolate = isolate
 
-    def map(self, function: Callable[[Any], Any], items: list[Any], crashed: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
-        """Yield `function(item)` per item; `crashed(item, error)` for a worker process that died."""
+    def map(self, function: Callable[[Any], Any], items: list[Any], crashed: Callable[[Any, BaseException], Any], interrupted: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
+        """Yield `function(item)` per item; `interrupted(item, error)` for an item a dying worker kept from finishing
+        `POOL_RETRIES` times (`crashed` is for executors that know which item's process died; a pool does not)."""
         if self.workers == 1 and not self.isolate:
             for item in items:
                 yield function(item)
             return
+        pending = list(range(len(items)))
+        for _ in range(POOL_RETRIES + 1):
+            broken: list[int] = []
+            yield from self._map_pool(function, items, pending, broken)
+            if not broken:
+                return
+            pending = broken
+        error = BrokenProcessPool(f"a worker process died {POOL_RETRIES + 1} times while this cell was running or queued")
+        for index in pending:
+            yield interrupted(items[index], error)
+
+    def _map_pool(self, function: Callable[[Any], Any], items: list[Any], indices: list[int], broken: list[int]) -> Iterator[Any]:
+        """Run `items[indices]` in one fresh pool; the indices a broken pool kept from finishing go to `broken`."""
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_limit_threads, initargs=(threads,), max_tasks_per_child=1 if self.isolate else None
+            self.workers, mp_context=context, initializer=_start_worker, initargs=(threads, os.getpid()), max_tasks_per_child=1 if self.isolate else None
         )
         with pool:
-            order = {pool.submit(function, item): index for index, item in enumerate(items)}
+            order = {pool.submit(function, items[index]): index for index in indices}
             pending = set(order)
             try:
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
                         try:
-                            yield future.result()
-                        except BrokenProcessPool as error:
-                            yield crashed(items[order[future]], error)
+                            result = future.result()
+                        except BrokenProcessPool:
+                            broken.append(order[future])
+                            continue
+                        yield result
             except BaseException:
                 for future in pending:
                     future.cancel()
                 raise
+        broken.sort()
 
 
 class SlurmExecutor:
@@ -92,8 +137,9 @@ class SlurmExecutor:
         except (ValueError, TypeError) as error:
             raise BenchError(f"bad slurm parameter ({error})", "use submitit's parameter names, e.g. timeout_min, slurm_partition, gpus_per_node") from None
 
-    def map(self, function: Callable[[Any], Any], items: list[Any], crashed: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
-        """Yield `function(item)` per item; `crashed(item, error)` for a job that died without returning."""
+    def map(self, function: Callable[[Any], Any], items: list[Any], crashed: Callable[[Any, BaseException], Any], interrupted: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
+        """Yield `function(item)` per item; `crashed(item, error)` for a job that died without returning (one job runs one
+        item, so the death is that item's own; `interrupted` is unused)."""
         if not items:
             return
         jobs = self.executor.map_array(function, items)

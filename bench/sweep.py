@@ -9,7 +9,9 @@ Order of work:
 4. phase 2 runs the remaining seeds at the chosen lr (the tuning seed's run at that lr is already stored).
 
 Each cell runs under its key's file lock and re-checks the store after acquiring it, so two sweeps on one store never
-run a cell twice. A failed run is recorded (status "failed") and retried by the next sweep.
+run a cell twice. A failed run is recorded (status "failed") and retried by the next sweep. A cell whose worker died
+is retried in a fresh pool, then left for the next sweep (`interrupted`); a failure is never written over an ok record.
+Corrupt files found in the store when a sweep starts are moved to `<store>/quarantine/`, and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ def run_cell(cell: Cell) -> dict[str, Any]:
             store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
             wandb_logging.finish_run(logger, None, error)
             return {"key": cell.key, "status": "failed", "error": f"{type(error).__name__}: {error}", "seconds": time.perf_counter() - started}
+        if record["status"] != "ok":  # diverged: execute recorded the failure and its cause
+            store.log_event(cell.key, "failed", error=record["error"], divergence=record.get("divergence"))
+            wandb_logging.finish_run(logger, None, RuntimeError(record["error"]))
+            return {"key": cell.key, "status": "failed", "error": record["error"], "seconds": time.perf_counter() - started}
         wandb_logging.finish_run(logger, record)
         store.log_event(cell.key, "done", seconds=round(time.perf_counter() - started, 2))
         return {"key": cell.key, "status": "done", "seconds": time.perf_counter() - started}
@@ -115,7 +121,7 @@ class SweepResult:
 
     @property
     def failed(self) -> list[str]:
-        return [key for key, outcome in self.outcomes.items() if outcome["status"] in ("failed", "crashed")]
+        return [key for key, outcome in self.outcomes.items() if outcome["status"] in ("failed", "crashed", "interrupted")]
 
 
 def _groups(spec: SweepSpec, tuned: bool) -> list[tuple[MethodSpec, str, str, str | None]]:
@@ -130,11 +136,19 @@ def group_key(method: str, model: str, task: str, budget: str | None) -> tuple[s
 def _plan_cells(spec: SweepSpec, lrs_by_group: dict[tuple, list[float | None]], role: str, common: dict[str, Any]) -> list[Cell]:
     """Cells of each group for each of its lrs: at the tuning seed for role "tuning", at every seed otherwise."""
     cells = []
+    budgets: dict[tuple[Any, ...], str | None] = {}  # (method, model, task, seed, lr, parameter count) -> budget
     for method, model, task, budget in _groups(spec, tuned=True) + _groups(spec, tuned=False):
         for lr in lrs_by_group.get(group_key(method.name, model, task, budget), []):
             for seed in (spec.tuning_seed,) if role == "tuning" else spec.seeds:
                 config = spec.run_config(method, model, task, budget, seed, lr)
-                cells.append(Cell(key=plan(config).key, config=config.to_dict(), role=role, **common))
+                run = plan(config)
+                same = budgets.setdefault((method.name, model, task, seed, lr, run.requested), budget)
+                if run.requested is not None and same != budget:
+                    raise BenchError(
+                        f"budgets {same} and {budget} of {method.name} resolve to the same count on {model} ({run.requested:,} parameters)",
+                        "list each budget once (a percentage and a count can name the same budget)",
+                    )
+                cells.append(Cell(key=run.key, config=config.to_dict(), role=role, **common))
     return cells
 
 
@@ -194,6 +208,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers
     phase1, tuned_groups = expand(spec, common)
     devices = spec.training.get("devices", "1")
     runner = make_executor(executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1, isolate)
+    for moved in store.quarantine():
+        print(f"bench: warning: {moved.name} in {store.root} is corrupt; moved to {moved} (its cell is recomputed)", file=sys.stderr)
     result = SweepResult(store=store.root)
     remaining_seeds = tuple(seed for seed in spec.seeds if seed != spec.tuning_seed)
     total = len(phase1) + len(tuned_groups) * len(remaining_seeds)
@@ -231,7 +247,7 @@ def _run_phase(runner: Any, cells: list[Cell], result: SweepResult, bar: tqdm) -
     for attempt in (cells, None):
         if attempt is None:
             attempt = [dataclasses.replace(by_key[key], wait=True) for key, outcome in result.outcomes.items() if outcome["status"] == "busy" and key in by_key]
-        for outcome in runner.map(run_cell, attempt, _crashed):
+        for outcome in runner.map(run_cell, attempt, _crashed, _interrupted):
             result.outcomes[outcome["key"]] = outcome
             result.labels[outcome["key"]] = by_key[outcome["key"]].label
             if outcome["status"] != "busy":
@@ -240,11 +256,20 @@ def _run_phase(runner: Any, cells: list[Cell], result: SweepResult, bar: tqdm) -
 
 
 def _crashed(cell: Cell, error: BaseException) -> dict[str, Any]:
-    """A worker that died without returning: record the failure so the next sweep retries the cell."""
+    """The cell's own process died without returning: record the failure (never over an ok record) for the next sweep."""
     store = Store(cell.store)
-    store.write_failure(cell.key, cell.config, error)
+    if store.write_failure(cell.key, cell.config, error) is None:
+        return {"key": cell.key, "status": "skipped"}
     store.log_event(cell.key, "failed", error=f"worker died: {type(error).__name__}: {error}")
     return {"key": cell.key, "status": "crashed", "error": f"{type(error).__name__}: {error}"}
+
+
+def _interrupted(cell: Cell, error: BaseException) -> dict[str, Any]:
+    """A cell that dying workers kept from finishing: nothing is recorded, the next sweep runs it."""
+    if Store(cell.store).is_done(cell.key):
+        return {"key": cell.key, "status": "skipped"}
+    Store(cell.store).log_event(cell.key, "interrupted", error=f"{type(error).__name__}: {error}")
+    return {"key": cell.key, "status": "interrupted", "error": f"{type(error).__name__}: {error}"}
 
 
 def summary_text(result: SweepResult) -> str:
@@ -253,15 +278,16 @@ def summary_text(result: SweepResult) -> str:
     store = result.store
     lines = [
         f"sweep finished in {result.seconds:.0f}s: {counts['done']} run, {counts['skipped']} already stored, {counts['failed'] + counts['crashed']} failed"
+        + (f", {counts['interrupted']} interrupted by a dying worker" if counts["interrupted"] else "")
         + (f", {len(result.untuned)} cell(s) without a usable learning rate" if result.untuned else ""),
         f"records: {store}/<run_key>.json (+ .predictions.jsonl); cells: {store / 'sweep.json'}; events: {store / 'events.jsonl'}",
     ]
     if (store / "tuning.json").is_file():
         lines.append(f"learning-rate grids and choices: {store / 'tuning.json'}")
     for key in result.failed:
-        lines.append(
-            f"FAILED {result.labels.get(key, key)}: {result.outcomes[key].get('error', '')[:300]} (record {store / (key + '.json')}; a rerun retries it)"
-        )
+        outcome = result.outcomes[key]
+        where = "not recorded" if outcome["status"] == "interrupted" else f"record {store / (key + '.json')}"
+        lines.append(f"{outcome['status'].upper()} {result.labels.get(key, key)}: {outcome.get('error', '')[:300]} ({where}; a rerun retries it)")
     for cell in result.untuned:
         lines.append(f"NOT RUN {cell}: every learning rate of its grid failed, so its other seeds were not run")
     hint = wandb_logging.sync_hint(store)
