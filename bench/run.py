@@ -1,7 +1,10 @@
 """One run: fine-tune one method at one budget on one task and seed, evaluate, and write its record.
 
-`plan` checks the input and computes the run key without touching a model, so a sweep can skip stored runs;
-`execute` does the work. Bad input raises BenchError before anything is written.
+`plan` checks the input (settings, method options, and the budget solved on a weightless meta-device model) and
+computes the run key without loading weights, so a sweep can skip stored runs; `execute` does the work. Bad input
+raises BenchError before anything is written. A run whose loss, gradient or metric turns non-finite stops at once
+and is recorded as failed, with the step and the quantity that diverged. This module imports torch and Lightning
+only when a run is planned, so the command line answers `--help` at once.
 """
 
 from __future__ import annotations
@@ -15,25 +18,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-import torch
-from torch.utils.data import DataLoader
-
+from bench import models
 from bench.budget import Budget, parse_budget
-from bench.callbacks import CostMeter
-from bench.density import activation_density
 from bench.environment import environment, library_versions
 from bench.errors import BenchError
-from bench.models import cache_dir, load_model
-from bench.record import SCHEMA_VERSION, check_writable, content_key, source_hash, write_json_atomic, write_jsonl_atomic
-from methods import get_method
-from methods.base import OptimConfig, PeftMethod
-from tasks import get_task
-from tasks.base import Task
+from bench.record import SCHEMA_VERSION, check_writable, content_key, source_hash, write_jsonl_atomic, write_record
+from bench.settings import check_settings
 from tasks.data_source import DataSource
-from tasks.leakage import leakage_report
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from methods.base import PeftMethod
+    from tasks.base import Task
 
 DENSITY_EXAMPLES = 256  # test examples the MLP activation density is measured on (every run, DEFT's measure)
 
@@ -67,6 +68,9 @@ class RunConfig:
     threads: int | None = None
     data_dir: str | None = None
 
+    def __post_init__(self) -> None:
+        check_settings(dataclasses.asdict(self))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -82,6 +86,7 @@ class RunPlan:
     source: DataSource
     splits: dict[str, list[dict[str, Any]]]
     key: str
+    requested: int | None  # the budget as a parameter count of this model (None: no budget)
 
     @property
     def lr(self) -> float:
@@ -89,11 +94,15 @@ class RunPlan:
 
 
 def plan(config: RunConfig) -> RunPlan:
-    """Check `config` and read the task data; BenchError on bad input. Loads no model."""
+    """Check `config` and read the task data; BenchError on bad input. Loads no weights."""
+    from methods import get_method
+    from tasks import get_task
+
     method_cls = get_method(config.method)
     task = get_task(config.task)
     budget = parse_budget(config.budget) if config.budget is not None else None
     options = method_cls.parse_options(config.options)
+    models.check_model_name(config.model)
     source = DataSource(config.data_dir)
     splits = {
         "train": task.load("train", source, config.train_examples),
@@ -102,15 +111,41 @@ def plan(config: RunConfig) -> RunPlan:
     }
     if not splits["train"]:
         raise BenchError(f"task {task.name} has no training examples", "check the data files")
+    skeleton = models.model_skeleton(config.model, task.model_kind, task.num_labels)
+    requested = budget.resolve(skeleton.base_params) if budget else None
+    module = method_cls(skeleton.model, options, head_prefixes=skeleton.head_prefixes)
+    if module.counts_before_calibration():
+        solve_knob(module, requested, config.method)
     identity = {
         "schema_version": SCHEMA_VERSION,
         "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options)},
         "data": source.files,
         "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
-        "code": source_hash(method_cls, type(task), sys.modules[__name__]),
+        "code": source_hash(method_cls, type(task), *_run_modules()),
         "libraries": library_versions(),
     }
-    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, key=content_key(identity))
+    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, key=content_key(identity), requested=requested)
+
+
+def _run_modules() -> tuple[ModuleType, ...]:
+    """This module and those `execute` imports when it runs: their code is part of every run key."""
+    from bench import callbacks, density, divergence
+    from tasks import leakage
+
+    return (sys.modules[__name__], callbacks, density, divergence, leakage)
+
+
+def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
+    """The knob for a budget of `requested` parameters (None: the method's single value); BenchError if none fits."""
+    if requested is not None:
+        return module.solve_budget(requested)
+    low, high = module.knob_bounds()
+    if low != high:
+        raise BenchError(
+            f"method {method} needs a budget (its {module.knob_name} ranges over {low}..{high})",
+            "pass --budget (bench run) or give it budgets (sweep spec), e.g. 0.5% or 120k",
+        )
+    return low
 
 
 def _batches(plan_: RunPlan, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, torch.Tensor]]:
@@ -120,6 +155,9 @@ def _batches(plan_: RunPlan, tokenizer: Any, rows: list[dict[str, Any]], batch_s
 
 
 def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
+    import torch
+    from torch.utils.data import DataLoader
+
     config = plan_.config
     features = [plan_.task.encode(row, tokenizer, config.max_length) for row in plan_.splits["train"]]
     generator = torch.Generator().manual_seed(seed)
@@ -127,7 +165,19 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
 
 
 def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions); returns the record."""
+    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions); returns the record.
+
+    A diverged run (non-finite loss, gradient or metric) writes a failed record with its `divergence` and returns it."""
+    import lightning as L
+    import torch
+
+    from bench.callbacks import CostMeter
+    from bench.density import activation_density
+    from bench.divergence import Diverged, DivergenceGuard, check_metrics
+    from bench.store import Store
+    from methods.base import OptimConfig
+    from tasks.leakage import leakage_report
+
     config = run.config
     check_writable(out_dir)
     started = time.perf_counter()
@@ -135,22 +185,16 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         torch.set_num_threads(config.threads)
     _quiet_libraries()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    loaded = load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
+    loaded = models.load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
     module = run.method_cls(loaded.model, run.method_cls.parse_options(config.options), OptimConfig(lr=run.lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, max_steps=config.max_steps), loaded.head_prefixes)
     base_params = loaded.base_params
     requested = run.budget.resolve(base_params) if run.budget else None
 
     calibration_batches = [batch for _, batch in zip(range(config.calibration_batches), _loader(run, loaded.tokenizer, config.seed + 10_000))]
     context = {"model": loaded.fingerprint, "data": run.source.files, "seed": config.seed, "batches": config.calibration_batches, "batch_size": config.batch_size, "max_length": config.max_length, "train_examples": config.train_examples}
-    module.calibrate(calibration_batches, cache_dir() / "calibration", context)
+    module.calibrate(calibration_batches, models.cache_dir() / "calibration", context)
 
-    if requested is None:
-        low, high = module.knob_bounds()
-        if low != high:
-            raise BenchError(f"method {config.method} needs a budget", "pass --budget, e.g. --budget 0.5% or --budget 120k")
-        knob = low
-    else:
-        knob = module.solve_budget(requested)
+    knob = solve_knob(module, requested, config.method)
     module.apply(knob)
     achieved = module.trainable_count()
     if achieved != module.count_for_knob(knob):
@@ -166,7 +210,7 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         strategy=config.strategy,
         precision=config.precision,
         logger=loggers if loggers is not None else L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
-        callbacks=[meter],
+        callbacks=[meter, DivergenceGuard()],
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -175,10 +219,14 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         default_root_dir=run_dir,
         deterministic="warn",
     )
-    trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
-
-    model = module.model.to(module.device)
-    evaluations = {split: run.task.evaluate(model, loaded.tokenizer, run.splits[split], config.eval_batch_size, config.max_length) for split in ("validation", "test")}
+    try:
+        trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
+        model = module.model.to(module.device)
+        evaluations = {split: run.task.evaluate(model, loaded.tokenizer, run.splits[split], config.eval_batch_size, config.max_length) for split in ("validation", "test")}
+        check_metrics({split: result.metrics for split, result in evaluations.items()})
+    except Diverged as diverged:
+        failure = Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=diverged.cause()) if trainer.is_global_zero else None
+        return failure or {"status": "failed", "error": str(diverged), "divergence": diverged.cause()}
     density = activation_density(model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size))
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -186,7 +234,7 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         "status": "ok",
         "error": None,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {**config.to_dict(), "lr": run.lr},
+        "config": _record_config(run),
         "method": {
             "name": config.method,
             "knob": {"name": module.knob_name, "value": knob},
@@ -210,14 +258,19 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
         "density": density,
         "cost": {**meter.summary(), "adapter_bytes": module.adapter_bytes()},
-        "data": {"source": run.source.kind, "root": str(run.source.root), "files": run.source.files},
+        "data": {"source": run.source.kind, "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root), "files": run.source.files},
         "env": environment(),
         "wall_time_s": time.perf_counter() - started,
     }
     if trainer.is_global_zero:  # under DDP/FSDP every rank runs this function; rank 0 writes
         write_jsonl_atomic(out_dir / f"{run.key}.predictions.jsonl", [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions])
-        write_json_atomic(out_dir / f"{run.key}.json", record)
+        write_record(out_dir / f"{run.key}.json", record)
     return record
+
+
+def _record_config(run: RunPlan) -> dict[str, Any]:
+    """The config as a record stores it: the learning rate used, and a data folder of the user's as `<data-dir>`."""
+    return {**run.config.to_dict(), "lr": run.lr, "data_dir": None if run.config.data_dir is None else "<data-dir>"}
 
 
 def _quiet_libraries() -> None:

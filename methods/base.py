@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -46,9 +47,26 @@ class OptimConfig:
     max_steps: int = 100
 
 
+def bounded(default: float, low: float, high: float = math.inf) -> Any:
+    """An option field whose value must lie in [low, high]: `dropout: float = bounded(0.0, 0.0, 1.0)`."""
+    return dataclasses.field(default=default, metadata={"range": (low, high)})
+
+
 @dataclass(frozen=True)
 class MethodOptions:
-    """Base of every method's options; subclasses add fields with defaults."""
+    """Base of every method's options; subclasses add fields with defaults (`bounded` ones carry their range)."""
+
+    def check(self, method: str) -> None:
+        """BenchError for a value out of range: every number must be finite, every count at least 0, and a `bounded`
+        field within its range. Override to add a method's own rules (call super)."""
+        for option in dataclasses.fields(self):
+            value = getattr(self, option.name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            low, high = option.metadata.get("range", (0 if isinstance(value, int) else -math.inf, math.inf))
+            if not math.isfinite(value) or not low <= value <= high:
+                accepted = f"[{low:g}, {high:g}]" if math.isfinite(high) else f"at least {low:g}" if math.isfinite(low) else "finite"
+                raise BenchError(f"{method} option {option.name}={value!r} is out of range", f"pass a value that is {accepted}")
 
 
 class PeftMethod(L.LightningModule):
@@ -124,7 +142,14 @@ class PeftMethod(L.LightningModule):
             if key not in fields:
                 raise BenchError(f"method {cls.name!r} has no option {key!r}", f"use one of: {', '.join(fields) or 'none'}")
             values[key] = _convert(text, hints[key], f"option {key} of {cls.name}")
-        return cls.Options(**values)
+        options = cls.Options(**values)
+        options.check(cls.name)
+        return options
+
+    def counts_before_calibration(self) -> bool:
+        """Whether `knob_bounds` and `count_for_knob` are known before calibration (on a weightless model), so a budget
+        can be checked before any weight loads. Methods whose counts come from calibration statistics return False."""
+        return True
 
     def solve_budget(self, target: int) -> int:
         """The knob whose trainable count is closest to `target`; BenchError if outside the reachable range."""

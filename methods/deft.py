@@ -89,6 +89,9 @@ class Deft(PeftMethod):
 
     # ----- the base method's budget, calibration, injection and export -----------------------------------------
 
+    def counts_before_calibration(self) -> bool:
+        return self.inner.counts_before_calibration()
+
     def knob_bounds(self) -> tuple[int, int]:
         return self.inner.knob_bounds()
 

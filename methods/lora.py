@@ -14,7 +14,7 @@ from functools import cached_property
 import peft
 from torch import nn
 
-from methods.base import MethodOptions, PeftMethod
+from methods.base import MethodOptions, PeftMethod, bounded
 from methods.targets import find_linears, role_regex
 
 ENCODER_ROLES = ("q", "v")
@@ -30,7 +30,7 @@ def default_roles(model: nn.Module) -> tuple[str, ...]:
 class LoraOptions(MethodOptions):
     targets: tuple[str, ...] | None = None  # roles; None = the paper default for the model family
     alpha_per_rank: float = 2.0  # lora_alpha = alpha_per_rank * r
-    dropout: float = 0.0
+    dropout: float = bounded(0.0, 0.0, 1.0)
     rslora: bool = False
 
 

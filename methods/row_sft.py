@@ -144,6 +144,9 @@ class RowSFT(PeftMethod):
 
     # ----- budget ------------------------------------------------------------------------------------------------
 
+    def counts_before_calibration(self) -> bool:
+        return self.options.ranking == "per-layer"  # a global ranking's count depends on which layers win rows
+
     def knob_bounds(self) -> tuple[int, int]:
         if self.options.ranking == "global":
             return (1, sum(linear.out_features for linear in self.layers.values()) // len(self.layers))

@@ -156,6 +156,9 @@ class SVFit(PeftMethod):
             raise RuntimeError("svfit needs calibrate() before its ranks are known")
         return [energy_rank(sigma, self.options.energy) for sigma in self.spectra]
 
+    def counts_before_calibration(self) -> bool:
+        return self.options.rank_rule == "budget"  # the energy rule reads the spectra
+
     def knob_bounds(self) -> tuple[int, int]:
         highest = max(self.rank_limits)
         return (highest, highest) if self.options.rank_rule == "energy" else (1, highest)

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
-from tasks.base import Task
+
+if TYPE_CHECKING:
+    from tasks.base import Task
 
 _INFRASTRUCTURE = {"base", "data_source", "metrics", "prompts", "extraction", "generation", "lm_eval_bridge", "leakage", "instruction"}
 
 
 def registry() -> dict[str, Task]:
-    """All tasks by name."""
+    """All tasks by name (imports every task module, and torch with them)."""
+    from tasks.base import Task
+
     found: dict[str, Task] = {}
     for module_info in pkgutil.iter_modules(__path__):
         if module_info.name in _INFRASTRUCTURE or module_info.name.startswith("_"):

@@ -72,8 +72,14 @@ class DataSource:
         return _check_objects([dict(row) for row in loaded], Path(f"hub:{dataset}/{config}/{split}"))
 
     def read_records(self, relative: str) -> list[dict[str, Any]]:
-        """Rows of a `.jsonl`, `.json` (a list of objects) or `.tsv` file; malformed rows are named."""
+        """Rows of a `.jsonl`, `.json` (a list of objects) or `.tsv` file; malformed rows and non-UTF-8 files are named."""
         path = self.path(relative)
+        try:
+            return self._rows(path)
+        except UnicodeDecodeError as error:
+            raise BenchError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})", "save the file as UTF-8") from None
+
+    def _rows(self, path: Path) -> list[dict[str, Any]]:
         if path.suffix == ".jsonl":
             rows = []
             with open(path, encoding="utf-8") as handle:

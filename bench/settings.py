@@ -1,0 +1,94 @@
+"""The settings of a run, checked before any model loads: numbers in range, machine settings torch and Lightning accept.
+
+The accepted names live here without importing torch or Lightning, so `bench --help` lists them at once;
+tests/test_bad_input.py checks them against Lightning's own registries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.errors import BenchError
+
+DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = ("32-true", "64-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "transformer-engine", "transformer-engine-float16")
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps", "tpu")
+STRATEGIES = (
+    "auto",
+    "single_device",
+    "ddp",
+    "ddp_spawn",
+    "ddp_fork",
+    "ddp_notebook",
+    "ddp_find_unused_parameters_false",
+    "ddp_find_unused_parameters_true",
+    "ddp_spawn_find_unused_parameters_false",
+    "ddp_spawn_find_unused_parameters_true",
+    "ddp_fork_find_unused_parameters_false",
+    "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook_find_unused_parameters_false",
+    "ddp_notebook_find_unused_parameters_true",
+    "deepspeed",
+    "deepspeed_stage_1",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme",
+    "fsdp",
+    "fsdp_cpu_offload",
+    "xla",
+    "xla_debug",
+    "single_xla",
+    "single_tpu",
+)
+COUNTS = ("max_steps", "batch_size", "eval_batch_size", "max_length", "calibration_batches")  # at least 1
+LIMITS = ("train_examples", "validation_examples", "test_examples", "threads")  # None (all / default) or at least 1
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+CHOICES = {"dtype": DTYPES, "precision": PRECISIONS, "accelerator": ACCELERATORS, "strategy": STRATEGIES}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_settings(values: dict[str, Any]) -> None:
+    """BenchError (naming the setting and its accepted range) for the first out-of-range run setting in `values`."""
+    for name in COUNTS:
+        if not _integer(values[name]) or values[name] < 1:
+            raise BenchError(f"{name} must be a whole number of at least 1, got {values[name]!r}", f"pass {_flag(name)} 1 or more")
+    for name in LIMITS:
+        if values[name] is not None and (not _integer(values[name]) or values[name] < 1):
+            raise BenchError(f"{name} must be at least 1, got {values[name]!r}", f"omit {_flag(name)} to use the default (all examples, all threads)")
+    if not _integer(values["seed"]) or not 0 <= values["seed"] <= MAX_SEED:
+        raise BenchError(f"seed must be a whole number in 0..{MAX_SEED}, got {values['seed']!r}", "pass e.g. --seed 0")
+    if values["lr"] is not None and (not _number(values["lr"]) or values["lr"] <= 0):
+        raise BenchError(f"learning rate must be a finite number above 0, got {values['lr']!r}", "pass e.g. --lr 3e-4, or omit it for the method's default")
+    if not _number(values["weight_decay"]) or values["weight_decay"] < 0:
+        raise BenchError(f"weight_decay must be a finite number of at least 0, got {values['weight_decay']!r}", "pass e.g. --weight-decay 0.01")
+    if not _number(values["warmup_ratio"]) or not 0 <= values["warmup_ratio"] <= 1:
+        raise BenchError(f"warmup_ratio must be a fraction in [0, 1], got {values['warmup_ratio']!r}", "pass e.g. --warmup-ratio 0.06")
+    for name, allowed in CHOICES.items():
+        if values[name] not in allowed:
+            raise BenchError(f"{name} {values[name]!r} is not one torch/Lightning accepts", f"use one of: {', '.join(allowed)}")
+    if not _devices_ok(str(values["devices"])):
+        raise BenchError(f"devices {values['devices']!r} is not a device count or list", "pass auto, a count such as 1, -1 (all), or device indices such as 0,1")
+
+
+def _devices_ok(text: str) -> bool:
+    """Lightning's forms: auto, a count (-1: all), or a comma-separated list of device indices."""
+    if text in ("auto", "-1"):
+        return True
+    if text.isdigit():
+        return int(text) >= 1
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    return bool(parts) and "," in text and all(part.isdigit() for part in parts) and len(set(parts)) == len(parts)
