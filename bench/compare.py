@@ -18,14 +18,13 @@ cell is listed. Cells whose settings differ (config fingerprint) are compared an
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.record import write_json_atomic
+from bench.record import read_json, write_json_atomic
 from bench.store import Store
 
 CELL = ("model", "task", "method", "budget")
@@ -33,11 +32,21 @@ CELL = ("model", "task", "method", "budget")
 
 @dataclass(frozen=True)
 class Tolerances:
+    """How far a cell may move before it fails the gate; each a finite number of at least 0 (NaN or inf would switch
+    the gate off, a negative value would fail every cell)."""
+
     k: float = 2.0
     score_points: float = 1.0
     memory_ratio: float = 0.10
     cpu_memory_ratio: float = 0.25
     time_ratio: float = 0.10
+
+    def __post_init__(self) -> None:
+        flags = {"k": "--k", "score_points": "--score-floor", "memory_ratio": "--memory-floor", "cpu_memory_ratio": "--cpu-memory-floor", "time_ratio": "--time-floor"}
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise BenchError(f"tolerance {flag} {value!r} would switch the regression gate off or break it", f"pass {flag} as a finite number of at least 0")
 
 
 def load_summary(path: Path) -> dict[str, Any]:
@@ -45,9 +54,9 @@ def load_summary(path: Path) -> dict[str, Any]:
     from bench import report
 
     if path.is_file():
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     elif (path / "summary.json").is_file():
-        data = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        data = read_json(path / "summary.json")
     elif path.is_dir():
         store = Store(path)
         records = report.final_records(store)
@@ -58,8 +67,9 @@ def load_summary(path: Path) -> dict[str, Any]:
         data = report.summary(report.cells_frame(report.runs_frame(records)), str(path), store.read_meta("sweep.json"))
     else:
         raise BenchError(f"{path} does not exist", "pass a results store, a baseline folder (e.g. results/baselines/default) or a summary.json")
-    if data.get("schema") != report.SUMMARY_SCHEMA:
-        raise BenchError(f"{path} is not a peft-bench summary (schema {data.get('schema')!r})", f"write one with: bench compare STORE {path} --update")
+    if not isinstance(data, dict) or data.get("schema") != report.SUMMARY_SCHEMA or not isinstance(data.get("cells"), list):
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise BenchError(f"{path} is not a peft-bench summary (schema {found!r})", f"write one with: bench compare STORE {path} --update")
     return data
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ import yaml
 
 from bench.budget import parse_budget
 from bench.errors import BenchError
+from bench.models import check_model_name
 from bench.run import RunConfig
+from bench.settings import MAX_SEED
 
 CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr")
 TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in CELL_FIELDS)
@@ -94,10 +97,23 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise BenchError(f"sweep spec {path} does not exist", "pass a YAML file such as profiles/default.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as error:
+        raise BenchError(f"sweep spec {path} is not UTF-8 text ({error.reason} at byte {error.start})", "save the spec as UTF-8") from None
     except yaml.YAMLError as error:
-        raise BenchError(f"sweep spec {path} is not valid YAML ({str(error).splitlines()[0]})", "fix the YAML syntax") from None
+        raise BenchError(f"sweep spec {path} is not valid YAML ({' '.join(str(error).split())})", "fix the YAML syntax") from None
     return parse_spec(data, where=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=True) for key, _ in node.value]
+        repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(None, None, f"key(s) {repeated} repeated in one mapping", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
@@ -111,11 +127,15 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         if required not in data:
             raise BenchError(f"{where} has no {required!r}", f"add `{required}:` (see profiles/default.yaml)")
     pairs, model_training = _models(data, where)
+    for model in dict.fromkeys(model for model, _ in pairs):
+        check_model_name(model)
     for task in dict.fromkeys(task for _, task in pairs):
         get_task(task)
     seeds = tuple(_ints(data["seeds"], f"{where}: seeds"))
     if len(set(seeds)) != len(seeds):
         raise BenchError(f"{where}: seeds {list(seeds)} repeat a value", "list each seed once")
+    if not all(0 <= seed <= MAX_SEED for seed in seeds):
+        raise BenchError(f"{where}: seeds {list(seeds)} must lie in 0..{MAX_SEED}", "write seeds as [0, 1, 2]")
     default_budgets = tuple(_budgets(data.get("budgets", []), f"{where}: budgets"))
     training = _training(data.get("training", {}), f"{where}: training")
     tuning = data.get("tuning") or {}
@@ -125,7 +145,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
 
     raw_methods = data["methods"]
     if isinstance(raw_methods, list):
-        raw_methods = {name: {} for name in _strings(raw_methods, f"{where}: methods")}
+        raw_methods = {name: {} for name in _unique(_strings(raw_methods, f"{where}: methods"), f"{where}: methods")}
     _mapping(raw_methods, f"{where}: methods")
     if not raw_methods:
         raise BenchError(f"{where}: methods is empty", "list at least one method (see `bench list`)")
@@ -171,8 +191,8 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         )
     tuning_seed = None
     if grid_sizes:
-        tuning_seed = int(tuning.get("seed", seeds[0]))
-        if tuning_seed not in seeds:
+        tuning_seed = tuning.get("seed", seeds[0])
+        if isinstance(tuning_seed, bool) or not isinstance(tuning_seed, int) or tuning_seed not in seeds:
             raise BenchError(f"{where}: tuning seed {tuning_seed} is not one of the seeds {list(seeds)}", "pick a tuning seed from `seeds`")
     elif "seed" in tuning:
         raise BenchError(f"{where}: tuning.seed is set but no method has a learning-rate grid", "add `tuning.lrs` or per-method `lrs`")
@@ -210,7 +230,7 @@ def _models(data: dict[str, Any], where: str) -> tuple[tuple[tuple[str, str], ..
     if "model" in data:
         if "tasks" not in data:
             raise BenchError(f"{where} has no 'tasks'", "add `tasks:` (see profiles/default.yaml)")
-        return tuple((str(data["model"]), task) for task in _strings(data["tasks"], f"{where}: tasks")), {}
+        return tuple((str(data["model"]), task) for task in _unique(_strings(data["tasks"], f"{where}: tasks"), f"{where}: tasks")), {}
     if "tasks" in data:
         raise BenchError(f"{where} sets top-level tasks next to `models`", "list tasks under each model: `models: {name: {tasks: [...]}}`")
     _mapping(data["models"], f"{where}: models")
@@ -221,7 +241,7 @@ def _models(data: dict[str, Any], where: str) -> tuple[tuple[tuple[str, str], ..
         _known(settings, MODEL_KEYS, what)
         if "tasks" not in settings:
             raise BenchError(f"{what} has no tasks", f"add `tasks: [...]` under {model}")
-        pairs += [(str(model), task) for task in _strings(settings["tasks"], f"{what}.tasks")]
+        pairs += [(str(model), task) for task in _unique(_strings(settings["tasks"], f"{what}.tasks"), f"{what}.tasks")]
         training[str(model)] = _training(settings.get("training", {}), f"{what}.training")
     return tuple(pairs), training
 
@@ -240,6 +260,13 @@ def _known(values: dict[str, Any], allowed: set[str], what: str) -> None:
     unknown = sorted(set(map(str, values)) - allowed)
     if unknown:
         raise BenchError(f"{what} has unknown key(s) {unknown}", f"use only: {', '.join(sorted(allowed))}")
+
+
+def _unique(items: list[Any], what: str) -> list[Any]:
+    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+    if repeated:
+        raise BenchError(f"{what} repeats {', '.join(repeated)}", "list each entry once")
+    return items
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -262,12 +289,14 @@ def _ints(value: Any, what: str) -> list[int]:
 def _floats(value: Any, what: str) -> list[float]:
     items = _list(value, what) if value != [] else []
     try:
-        numbers = [float(item) for item in items]
+        numbers = [float(item) for item in items if not isinstance(item, bool)]
     except (TypeError, ValueError):
-        raise BenchError(f"{what} must be numbers, got {items!r}", "write learning rates as [1e-4, 3e-4]") from None
-    if any(number <= 0 for number in numbers):
-        raise BenchError(f"{what} must be positive, got {items!r}", "use learning rates above zero")
-    return numbers
+        numbers = []
+    if len(numbers) != len(items):
+        raise BenchError(f"{what} must be numbers, got {items!r}", "write learning rates as [1e-4, 3e-4]")
+    if not all(math.isfinite(number) and number > 0 for number in numbers):
+        raise BenchError(f"{what} must be finite and positive, got {items!r}", "use learning rates above zero, such as 3e-4")
+    return _unique(numbers, what)
 
 
 def _budgets(value: Any, what: str) -> list[str]:
