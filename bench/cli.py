@@ -1,6 +1,8 @@
 """The `bench` command line: `run`, `list`, `sweep`, `report`, `compare`.
 
-Every user error is one line on stderr, `bench: error: <problem>. Fix: <fix>`, with exit status 2.
+Every user error is one line on stderr, `bench: error: <problem>. Fix: <fix>`, with exit status 2, and every
+setting is checked before any model loads. Commands import torch and Lightning only when they run, so `--help`,
+`--version` and `bench list` answer at once.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError
 from bench.run import RunConfig
+from bench.settings import CHOICES
 
 Command = Callable[[argparse.Namespace], int]
+CHOICE_HELP = {"method": "methods", "task": "tasks", "model": "models"}
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +31,38 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + config_field.name.replace("_", "-")
         if config_field.name == "options":
             parser.add_argument(
-                "--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help="a method option, repeatable (see `bench list`)"
+                "--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help="a method option, repeatable (options and defaults below)"
             )
             continue
         hint = hints[config_field.name]
         base = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
         required = config_field.name in ("method", "task", "model")
         default = None if required else config_field.default
-        parser.add_argument(flag, type=base, default=default, required=required, help=f"default: {default}" if not required else None)
+        if required:
+            text = f"see the {CHOICE_HELP[config_field.name]} below"
+        elif config_field.name in CHOICES:
+            text = f"one of {', '.join(CHOICES[config_field.name])} (default: {default})"
+        else:
+            text = f"default: {default}"
+        parser.add_argument(flag, type=base, default=default, required=required, help=text)
+
+
+def _choices_text() -> str:
+    """The methods (knob, options), tasks and models a run may name: the epilog of `bench run --help` and `bench list`."""
+    from bench.models import MODELS
+    from methods import catalogue
+    from tasks import registry as task_registry
+
+    lines = ["methods:"]
+    for name, method in catalogue().items():
+        lines.append(f"  {name:<10} knob: {method.knob_name:<9} {method.summary}")
+        if method.options:
+            lines.append(f"  {'':<10} options: {', '.join(f'{option}={default}' for option, default in method.options)}")
+    lines.append("tasks:")
+    lines += [f"  {name:<24} {task.model_kind:<24} metric: {task.primary_metric}" for name, task in task_registry().items()]
+    lines.append("models (or a local model folder, or a hub id org/name):")
+    lines += [f"  {name:<16} {spec.description}" for name, spec in MODELS.items()]
+    return "\n".join(lines)
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
@@ -59,6 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         logger = wandb_logging.run_logger(Path(args.out), {"project": DEFAULT_PROJECT}, "bench-run", run.config, run.key, "final")
     record = execute(run, Path(args.out), loggers=None if logger is None else [logger], progress=not args.quiet)
+    if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
+        if logger is not None:
+            wandb_logging.finish_run(logger, None, RuntimeError(record["error"]))
+        print(f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} -> {Path(args.out) / (run.key + '.json')}")
+        return 1
     if logger is not None:
         wandb_logging.finish_run(logger, record)
     params = record["params"]
@@ -71,41 +105,47 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.models import MODELS
-    from methods import registry as method_registry
-    from tasks import registry as task_registry
-
-    print("methods:")
-    for name, method in method_registry().items():
-        options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(method.Options))
-        print(
-            f"  {name:<10} knob: {method.knob_name:<8} {(method.__doc__ or '').strip().splitlines()[0]}"
-            + (f"\n  {'':<10} options: {options}" if options else "")
-        )
-    print("tasks:")
-    for name, task in task_registry().items():
-        print(f"  {name:<24} {task.model_kind:<24} metric: {task.primary_metric}")
-    print("models:")
-    for name, spec in MODELS.items():
-        print(f"  {name:<16} {spec.description}")
+    print(_choices_text())
+    print("machine settings:")
+    for name, allowed in CHOICES.items():
+        print(f"  {name:<12} {', '.join(allowed)}")
     return 0
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors in the same form as every other `bench` error."""
+    """argparse with one-line errors in the same form as every other `bench` error, and an epilog computed only when
+    help is shown (`epilog_text`: listing the tasks imports them)."""
+
+    def __init__(self, *args: Any, epilog_text: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epilog_text = epilog_text
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"bench: error: {message}. Fix: see `{self.prog} --help`\n")
 
+    def format_help(self) -> str:
+        if self.epilog_text is not None:
+            self.epilog = self.epilog_text()
+        return super().format_help()
+
 
 def _join_dash_values(argv: Sequence[str]) -> list[str]:
-    """`--budget -1%` -> `--budget=-1%`, so a negative-looking value reaches the budget parser instead of argparse."""
-    joined: list[str] = []
-    tokens = iter(argv)
-    for token in tokens:
-        value = next(tokens, None) if token == "--budget" else None
-        joined.append(f"{token}={value}" if value is not None else token)
+    """`--budget -1%` -> `--budget=-1%`, `--lr -1e-4` -> `--lr=-1e-4`: a negative value reaches its check (and its
+    one-line error) instead of argparse, which reads `-1e-4` as an unknown option."""
+    joined: list[str] = list(argv)
+    for index in range(len(joined) - 1, 0, -1):
+        flag, value = joined[index - 1], joined[index]
+        if flag.startswith("--") and "=" not in flag and value.startswith("-") and (flag == "--budget" or _is_number(value)):
+            joined[index - 1 : index + 1] = [f"{flag}={value}"]
     return joined
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -147,11 +187,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if comparison.regressed else 0
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`: print the package version and git commit (read only when asked), then exit."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the package version and git commit, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        from bench.environment import version
+
+        print(version())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.")
+    parser.add_argument("--version", action=_PrintVersion)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("run", help="fine-tune and evaluate one method at one budget on one task and seed")
+    run = commands.add_parser(
+        "run",
+        help="fine-tune and evaluate one method at one budget on one task and seed",
+        epilog_text=_choices_text,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_run_arguments(run)
     run.add_argument("--out", default="runs", help="folder for the result record (default: runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
