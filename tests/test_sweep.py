@@ -174,11 +174,11 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
 
 
 def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) -> None:
-    spec = parse_spec({**TINY, "seeds": [0], "budgets": ["90%"], "methods": {"lora": {}}})  # above LoRA's largest rank
+    spec = parse_spec({**TINY, "seeds": [0], "training": {**TRAINING, "max_steps": 8}, "methods": {"full": {"lr": 1e4}}})  # diverges
     first = run_sweep(spec, tmp_path, progress=False)
     assert not first.ok and first.counts() == Counter(failed=1)
     (record,) = read_records(tmp_path)
-    assert record["status"] == "failed" and "unreachable" in record["error"] and record["config"]["budget"] == "90%"
+    assert record["status"] == "failed" and record["divergence"]["step"] >= 1 and record["config"]["lr"] == 1e4
     second = run_sweep(spec, tmp_path, progress=False, isolate=True)  # in a fresh worker process this time
     assert second.counts() == Counter(failed=1)
     assert sum(event["event"] == "started" for event in Store(tmp_path).events()) == 2
@@ -198,6 +198,9 @@ def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) ->
         ({"training": {"max_steps": "many"}}, "training.max_steps must be int"),
         ({"methods": {"lora": {"options": {"rank": 4}}}}, "has no option 'rank'"),
         ({"seeds": [0, 0]}, "repeat"),
+        ({"model": "nosuch"}, "unknown model 'nosuch'"),
+        ({"tasks": ["glue/sst2", "glue/sst2"]}, "repeats glue/sst2"),
+        ({"training": {"max_steps": 0}}, "max_steps must be"),
     ],
 )
 def test_bad_specs_fail_before_anything_runs(change: dict, message: str) -> None:
