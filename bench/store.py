@@ -3,12 +3,12 @@
 Layout of a store folder:
 
     <run_key>.json                   one record per run (status "ok", or "failed" with its error and config)
-    quarantine/                      files a sweep found corrupt, moved aside (an event names each)
     <run_key>.predictions.jsonl      per-example predictions of an ok run
     sweep.json                       the last sweep's spec and cells (key, role, config)
     tuning.json                      learning-rate grids and the chosen values (tuned sweeps)
-    events.jsonl                     started / done / failed / skipped, one line per event (host, pid, time)
+    events.jsonl                     started / done / failed / interrupted / quarantined, one line per event (host, pid, time)
     locks/<run_key>.lock             held while a worker runs that key
+    quarantine/                      files a sweep found corrupt, moved aside (an event names each)
     logs/<run_key[:16]>/             Lightning CSV logs;  wandb/  W&B runs;  report/  what `bench report` writes
 
 A run is done when its record has status "ok". A failed record is retried by the next sweep; within one sweep it

@@ -98,3 +98,29 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "bench.cli", "run", *SMALL_RUN, "--method", "lora", "--budget", "abc", "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.strip().startswith("bench: error: malformed budget")
+
+
+def test_help_and_version_import_neither_torch_nor_lightning() -> None:
+    probe = (
+        "import contextlib, io, sys\n"
+        "from bench.cli import main\n"
+        "for argv in (['--help'], ['sweep', '--help'], ['--version']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "print(sorted(name for name in ('torch', 'lightning', 'transformers') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_run_help_lists_the_choices_and_version_names_the_commit(capsys) -> None:
+    from bench.environment import git_state
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for choice in ("lora", "alpha_per_rank=2.0", "block_size=None", "glue/sst2", "smollm2-135m", "bfloat16", "bf16-mixed", "fsdp", "cuda"):
+        assert choice in text, choice
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("peft-bench 0.1.0 (" + git_state()["commit"])
