@@ -17,7 +17,7 @@ import yaml
 
 from bench.cli import main
 from bench.models import model_skeleton
-from bench.settings import ACCELERATORS, PRECISIONS, STRATEGIES
+from bench.settings import ACCELERATORS, DTYPES, PRECISIONS, STRATEGIES
 from bench.store import Store
 from tasks.data_source import COMMITTED_DATA
 from tests.test_sweep import TINY
@@ -244,7 +244,8 @@ def test_catalogue_has_at_least_60_distinct_cases() -> None:
 
 
 def test_machine_setting_names_are_lightnings() -> None:
-    """The names the command line offers without importing Lightning are exactly those Lightning accepts."""
+    """The names the command line offers without importing torch or Lightning are exactly those they accept."""
+    import torch
     from lightning.fabric.connector import _PRECISION_INPUT_STR
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
@@ -252,6 +253,7 @@ def test_machine_setting_names_are_lightnings() -> None:
     assert set(PRECISIONS) == set(typing.get_args(_PRECISION_INPUT_STR))
     assert set(ACCELERATORS) == {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
     assert set(STRATEGIES) == {"auto", *StrategyRegistry.available_strategies()}
+    assert all(isinstance(getattr(torch, name), torch.dtype) for name in DTYPES)
 
 
 def test_method_catalogue_matches_the_imported_methods() -> None:
