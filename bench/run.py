@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.budget import Budget, parse_budget
-from bench.callbacks import CostMeter
+from bench.callbacks import CostMeter, LearningCurves, StepProgressBar
 from bench.density import activation_density
 from bench.environment import environment, library_versions
 from bench.errors import BenchError
@@ -40,7 +40,11 @@ DENSITY_EXAMPLES = 256  # test examples the MLP activation density is measured o
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a user chooses for one run. `None` learning rate means the method's default."""
+    """Everything a user chooses for one run. `None` learning rate means the method's default.
+
+    `eval_every`: steps between validation evaluations during training, recorded as the run's learning curve
+    (`curves.validation`); None evaluates only at the end. It does not change what the run trains.
+    """
 
     method: str
     task: str
@@ -57,6 +61,7 @@ class RunConfig:
     validation_examples: int | None = 200
     test_examples: int | None = None
     eval_batch_size: int = 64
+    eval_every: int | None = None
     calibration_batches: int = 8
     options: dict[str, str] = field(default_factory=dict)
     dtype: str = "float32"
@@ -102,6 +107,8 @@ def plan(config: RunConfig) -> RunPlan:
     }
     if not splits["train"]:
         raise BenchError(f"task {task.name} has no training examples", "check the data files")
+    if config.eval_every is not None and config.eval_every < 1:
+        raise BenchError(f"eval_every is {config.eval_every}", "pass a positive number of steps, or leave it unset to evaluate only at the end")
     identity = {
         "schema_version": SCHEMA_VERSION,
         "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options)},
@@ -126,8 +133,11 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
     return DataLoader(features, batch_size=config.batch_size, shuffle=True, generator=generator, collate_fn=partial(plan_.task.collate, tokenizer=tokenizer), drop_last=len(features) > config.batch_size)
 
 
-def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions); returns the record."""
+def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions); returns the record.
+
+    `progress` shows bars on stderr: training steps, then evaluation or generation.
+    """
     config = run.config
     check_writable(out_dir)
     started = time.perf_counter()
@@ -158,6 +168,8 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
 
     run_dir = out_dir / "logs" / run.key[:16]
     meter = CostMeter()
+    evaluate = partial(run.task.evaluate, tokenizer=loaded.tokenizer, batch_size=config.eval_batch_size, max_length=config.max_length, progress=progress)
+    curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
     L.seed_everything(config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
     trainer = L.Trainer(
         max_steps=config.max_steps,
@@ -165,8 +177,8 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         devices=config.devices,
         strategy=config.strategy,
         precision=config.precision,
-        logger=loggers if loggers is not None else L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
-        callbacks=[meter],
+        logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
+        callbacks=[meter, curves, *([StepProgressBar()] if progress else [])],  # the meter first: its step time excludes the curve's evaluations
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -178,7 +190,7 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
     trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
 
     model = module.model.to(module.device)
-    evaluations = {split: run.task.evaluate(model, loaded.tokenizer, run.splits[split], config.eval_batch_size, config.max_length) for split in ("validation", "test")}
+    evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
     density = activation_density(model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size))
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -210,6 +222,7 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
         "density": density,
         "cost": {**meter.summary(), "adapter_bytes": module.adapter_bytes()},
+        "curves": curves.curves(trainer.global_step, evaluations["validation"].metrics),
         "data": {"source": run.source.kind, "root": str(run.source.root), "files": run.source.files},
         "env": environment(),
         "wall_time_s": time.perf_counter() - started,
