@@ -270,3 +270,17 @@ def test_tags_use_the_budget_labels_of_the_report(reported: dict) -> None:
         tagged.add((DISPLAY[record["config"]["method"]], budget_tag.removeprefix("budget:")))
     assert tagged == in_report
     assert ("Full FT", "100%") in tagged and ("SVFit", "native") in tagged
+
+
+def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
+    from bench.spec import parse_spec
+    from bench.wandb_sweep import wandb_sweep
+
+    spec = {"name": "tiny", "model": "minilm-l6", "tasks": ["glue/sst2"], "seeds": [0], "budgets": ["0.5%"], "methods": ["lora"]}
+    parsed = parse_spec(spec | {"training": {"eval_every": 5}, "wandb": {"mode": "online"}})
+    assert parsed.wandb["mode"] == "online" and parsed.run_config(parsed.methods[0], "minilm-l6", "glue/sst2", "0.5%", 0, None).eval_every == 5
+    with pytest.raises(BenchError, match=r"wandb\.mode"):
+        parse_spec(spec | {"wandb": {"mode": "sometimes"}})
+    emitted = wandb_sweep(parsed, 0, logged["store"])
+    assert emitted["command"][:2] == ["${env}", "WANDB_MODE=online"]  # a W&B sweep needs its runs online
+    assert emitted["metric"]["name"] in final_summary(logged["records"])
