@@ -13,6 +13,8 @@ line per method) and the score-against-peak-memory scatter as native W&B charts,
 figures. Its run id is derived from the store's path, so a store has one report run that each `bench report`
 updates (offline: the previous offline copy is replaced).
 
+A run is logged once its record is written; a sweep killed in between leaves that record without a W&B run.
+
 Mode: offline unless asked, whatever credentials the machine holds. `WANDB_MODE` (online, offline, disabled)
 decides when set; otherwise the spec's `wandb: {mode: ...}`; otherwise offline, under `<store>/wandb/`, to upload
 later with `wandb sync`. `wandb: {enabled: false}` turns logging off.
