@@ -127,7 +127,7 @@ class LearningCurves(L.Callback):
             if states[3] is not None:
                 torch.cuda.set_rng_state_all(states[3])
             for module, training in modes.items():
-                module.train(training)
+                module.training = training  # not train(): it recurses, and a module reached twice would reset its children
 
     def curves(self, final_step: int, final_validation: dict[str, float]) -> dict[str, list[dict[str, float]]]:
         """The record's `curves`: the validation curve ends with the run's final validation scores."""
