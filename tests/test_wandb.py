@@ -31,6 +31,7 @@ from bench.run import RunConfig, execute, plan
 
 BLOCK = 32 * 1024
 TINY = dict(task="glue/sst2", model="minilm-l6", budget="0.5%", max_steps=4, batch_size=8, train_examples=32, validation_examples=16, test_examples=24, calibration_batches=2)
+METHOD = "deft"  # LoRA plus a density loss that amplifies any change in the activations: the strictest check that curves change nothing
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "default"
 
 
@@ -91,14 +92,14 @@ def offline_runs(store: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> dict:
-    """A real LoRA run on SST-2 with a validation curve every 2 steps, logged to W&B with credentials in the environment."""
+    """A real DEFT run on SST-2 with a validation curve every 2 steps, logged to W&B with credentials in the environment."""
     store = tmp_path_factory.mktemp("store")
     with pytest.MonkeyPatch.context() as env:
         env.delenv("WANDB_MODE", raising=False)
         env.setenv("WANDB_API_KEY", "0" * 40)  # a key a default run must not use
         stderr = io.StringIO()
         with redirect_stderr(stderr):
-            record = execute(plan(RunConfig(method="lora", eval_every=2, **TINY)), store, progress=True)
+            record = execute(plan(RunConfig(method=METHOD, eval_every=2, **TINY)), store, progress=True)
         group = wandb_logging.sweep_group("tiny", "2026-12-01T08:30:00.123456+00:00")
         mode = wandb_logging.log_record(store, {"project": "peft-bench"}, record, group, "final", "tiny")
     (folder,) = offline_runs(store)
@@ -110,7 +111,7 @@ def plain(tmp_path_factory) -> dict:
     """The same run without a validation curve and without progress bars, with what it wrote to stderr."""
     stderr = io.StringIO()
     with redirect_stderr(stderr):
-        record = execute(plan(RunConfig(method="lora", **TINY)), tmp_path_factory.mktemp("plain"), progress=False)
+        record = execute(plan(RunConfig(method=METHOD, **TINY)), tmp_path_factory.mktemp("plain"), progress=False)
     return {"record": record, "stderr": stderr.getvalue()}
 
 
@@ -158,7 +159,7 @@ def test_summary_tags_group_and_prediction_table(logged: dict) -> None:
     assert summary["cost/steps"] == 4 and summary["params/achieved"] == record["params"]["achieved"]
     run = run_info(records)
     assert run.run_group == logged["group"] == "tiny-20261201T083000"
-    assert set(run.tags) == {"lora", "budget:0.5%", "glue/sst2", "minilm-l6", "seed:0", "final", "spec:tiny"}
+    assert set(run.tags) == {"deft", "budget:0.5%", "glue/sst2", "minilm-l6", "seed:0", "final", "spec:tiny"}
     table_ref = summary["predictions/test/path"]
     table = json.loads((logged["folder"] / "files" / table_ref).read_text())
     predictions = [json.loads(line) for line in (logged["store"] / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()]
@@ -201,7 +202,7 @@ def test_a_validation_curve_does_not_change_the_run(plain: dict, logged: dict) -
     assert plain["curves"]["train_loss"] == curved["curves"]["train_loss"]
     assert plain["curves"]["validation"] == [{"step": 4, **plain["metrics"]["validation"]}]
     with pytest.raises(BenchError, match="eval_every"):
-        plan(RunConfig(method="lora", eval_every=0, **TINY))
+        plan(RunConfig(method=METHOD, eval_every=0, **TINY))
 
 
 def test_progress_bars_count_steps_and_examples(logged: dict, plain: dict) -> None:
