@@ -46,3 +46,11 @@ def parse_budget(text: str) -> Budget:
     if count < 1:
         raise BenchError(f"budget {text!r} is less than one parameter", _FIX)
     return Budget(text=str(text).strip(), count=count)
+
+
+def budget_label(budget: str | None, knob_name: str) -> str:
+    """How reports and W&B name a run's budget: "100%" for full fine-tuning (knob "all"), "native" for a method run
+    without a budget at its own count (e.g. SVFit's energy rule), the budget as written otherwise."""
+    if knob_name == "all":
+        return "100%"
+    return budget or "native"

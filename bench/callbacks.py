@@ -1,15 +1,22 @@
-"""Lightning callbacks that measure a run's cost: step time, token throughput and peak memory."""
+"""Lightning callbacks of a run: its cost (step time, token throughput, peak memory), its learning curves, its
+training progress bar."""
 
 from __future__ import annotations
 
+import random
 import statistics
+import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import psutil
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 
 class CostMeter(L.Callback):
@@ -78,3 +85,76 @@ class CostMeter(L.Callback):
             "memory_kind": self.memory_kind,
             "fit_start_memory_bytes": self.start_bytes,
         }
+
+
+class LearningCurves(L.Callback):
+    """The training loss and learning rate of every optimizer step, and validation scores every `every` steps.
+
+    `evaluate` scores the model on the validation split. It runs between steps with the RNG states (Python, NumPy,
+    torch, CUDA) saved and restored and every submodule's train/eval mode put back, so a run with curves trains
+    exactly as one without: the same config and seed reach the same final numbers. The final step is not evaluated
+    here: the run's own validation evaluation closes the curve.
+    """
+
+    def __init__(self, evaluate: Callable[[torch.nn.Module], dict[str, float]], every: int | None) -> None:
+        self.evaluate = evaluate
+        self.every = every
+        self.train_loss: list[dict[str, float]] = []
+        self.lr: list[dict[str, float]] = []
+        self.validation: list[dict[str, float]] = []
+        self._lr = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses; the scheduler steps before batch end
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.train_loss.append({"step": step, "loss": float(loss)})
+        self.lr.append({"step": step, "lr": self._lr})
+        if self.every and step % self.every == 0 and step < trainer.max_steps:
+            self.validation.append({"step": step, **self._evaluate_between_steps(pl_module)})
+
+    def _evaluate_between_steps(self, pl_module: L.LightningModule) -> dict[str, float]:
+        modes = {module: module.training for module in pl_module.modules()}
+        states = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        try:
+            return self.evaluate(pl_module.model)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+            if states[3] is not None:
+                torch.cuda.set_rng_state_all(states[3])
+            for module, training in modes.items():
+                module.training = training  # not train(): it recurses, and a module reached twice would reset its children
+
+    def curves(self, final_step: int, final_validation: dict[str, float]) -> dict[str, list[dict[str, float]]]:
+        """The record's `curves`: the validation curve ends with the run's final validation scores."""
+        return {"validation": [*self.validation, {"step": final_step, **final_validation}], "train_loss": self.train_loss, "lr": self.lr}
+
+
+class StepProgressBar(TQDMProgressBar):
+    """One training bar over optimizer steps (`train 37/100 step`) on stderr, instead of a bar per epoch."""
+
+    def on_train_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self.train_progress_bar = Tqdm(
+            total=trainer.max_steps, desc="train", unit="step", disable=self.is_disabled, leave=False, dynamic_ncols=True, file=sys.stderr, smoothing=0
+        )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        """One bar for the whole fit: nothing to reset per epoch."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if self._should_update(trainer.global_step, trainer.max_steps) and not bar.disable:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The bar spans epochs: it is closed when training ends."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

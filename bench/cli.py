@@ -81,20 +81,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.run import execute, plan
 
     run = plan(_run_config(args))
-    logger = None
+    record = execute(run, Path(args.out), progress=not args.quiet)
     if args.wandb:
         from bench import wandb_logging
         from bench.spec import DEFAULT_PROJECT
 
-        logger = wandb_logging.run_logger(Path(args.out), {"project": DEFAULT_PROJECT}, "bench-run", run.config, run.key, "final")
-    record = execute(run, Path(args.out), loggers=None if logger is None else [logger], progress=not args.quiet)
+        wandb_logging.log_record(Path(args.out), {"project": DEFAULT_PROJECT}, record, "bench-run", "final")
     if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
-        if logger is not None:
-            wandb_logging.finish_run(logger, None, RuntimeError(record["error"]))
         print(f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} -> {Path(args.out) / (run.key + '.json')}")
         return 1
-    if logger is not None:
-        wandb_logging.finish_run(logger, record)
     params = record["params"]
     print(
         f"{record['method']['name']} {record['method']['knob']['name']}={record['method']['knob']['value']} "
@@ -214,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(run)
     run.add_argument("--out", default="runs", help="folder for the result record (default: runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--wandb", action="store_true", help="also log to W&B (offline without credentials; files under --out)")
+    run.add_argument("--wandb", action="store_true", help="also log the record to W&B (offline unless WANDB_MODE=online; files under --out)")
     run.set_defaults(handler=cmd_run)
 
     listing = commands.add_parser("list", help="the methods, tasks and models available")

@@ -454,7 +454,7 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
         settings = manifest["spec"].get("wandb", {}) if manifest else {}
         settings = {"project": DEFAULT_PROJECT, "enabled": True} | settings
         frames = {f"table/{t.model}": t.frame() for t in tables} | {"cells": cells.drop(columns=["keys", "seeds", "lr"])}
-        report.wandb_mode = wandb_logging.log_report(store.root, settings, title, frames, {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"})
+        report.wandb_mode = wandb_logging.log_report(store.root, settings, title, records, frames, {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"})
     return report
 
 

@@ -41,7 +41,11 @@ DENSITY_EXAMPLES = 256  # test examples the MLP activation density is measured o
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a user chooses for one run. `None` learning rate means the method's default."""
+    """Everything a user chooses for one run. `None` learning rate means the method's default.
+
+    `eval_every`: steps between validation evaluations during training, recorded as the run's learning curve
+    (`curves.validation`); None evaluates only at the end. It does not change what the run trains.
+    """
 
     method: str
     task: str
@@ -58,6 +62,7 @@ class RunConfig:
     validation_examples: int | None = 200
     test_examples: int | None = None
     eval_batch_size: int = 64
+    eval_every: int | None = None
     calibration_batches: int = 8
     options: dict[str, str] = field(default_factory=dict)
     dtype: str = "float32"
@@ -164,14 +169,15 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
     return DataLoader(features, batch_size=config.batch_size, shuffle=True, generator=generator, collate_fn=partial(plan_.task.collate, tokenizer=tokenizer), drop_last=len(features) > config.batch_size)
 
 
-def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progress: bool = True) -> dict[str, Any]:
+def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions); returns the record.
 
-    A diverged run (non-finite loss, gradient or metric) writes a failed record with its `divergence` and returns it."""
+    `progress` shows bars on stderr: training steps, then evaluation or generation. A diverged run (non-finite loss,
+    gradient or metric) writes a failed record with its `divergence` and returns it."""
     import lightning as L
     import torch
 
-    from bench.callbacks import CostMeter
+    from bench.callbacks import CostMeter, LearningCurves, StepProgressBar
     from bench.density import activation_density
     from bench.divergence import Diverged, DivergenceGuard, check_metrics
     from bench.store import Store
@@ -202,6 +208,8 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
 
     run_dir = out_dir / "logs" / run.key[:16]
     meter = CostMeter()
+    evaluate = partial(run.task.evaluate, tokenizer=loaded.tokenizer, batch_size=config.eval_batch_size, max_length=config.max_length, progress=progress)
+    curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
     L.seed_everything(config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
     trainer = L.Trainer(
         max_steps=config.max_steps,
@@ -209,8 +217,8 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         devices=config.devices,
         strategy=config.strategy,
         precision=config.precision,
-        logger=loggers if loggers is not None else L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
-        callbacks=[meter, DivergenceGuard()],
+        logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
+        callbacks=[meter, curves, DivergenceGuard(), *([StepProgressBar()] if progress else [])],  # the meter first: its step time excludes the curve's evaluations
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -222,7 +230,7 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
     try:
         trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
         model = module.model.to(module.device)
-        evaluations = {split: run.task.evaluate(model, loaded.tokenizer, run.splits[split], config.eval_batch_size, config.max_length) for split in ("validation", "test")}
+        evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
         check_metrics({split: result.metrics for split, result in evaluations.items()})
     except Diverged as diverged:
         failure = Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=diverged.cause()) if trainer.is_global_zero else None
@@ -258,6 +266,7 @@ def execute(run: RunPlan, out_dir: Path, loggers: list[Any] | None = None, progr
         "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
         "density": density,
         "cost": {**meter.summary(), "adapter_bytes": module.adapter_bytes()},
+        "curves": curves.curves(trainer.global_step, evaluations["validation"].metrics),
         "data": {"source": run.source.kind, "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root), "files": run.source.files},
         "env": environment(),
         "wall_time_s": time.perf_counter() - started,

@@ -44,7 +44,7 @@ STRATEGIES = (
     "single_tpu",
 )
 COUNTS = ("max_steps", "batch_size", "eval_batch_size", "max_length", "calibration_batches")  # at least 1
-LIMITS = ("train_examples", "validation_examples", "test_examples", "threads")  # None (all / default) or at least 1
+LIMITS = ("train_examples", "validation_examples", "test_examples", "threads", "eval_every")  # None (all / default / at the end only) or at least 1
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 CHOICES = {"dtype": DTYPES, "precision": PRECISIONS, "accelerator": ACCELERATORS, "strategy": STRATEGIES}
 
@@ -68,7 +68,7 @@ def check_settings(values: dict[str, Any]) -> None:
             raise BenchError(f"{name} must be a whole number of at least 1, got {values[name]!r}", f"pass {_flag(name)} 1 or more")
     for name in LIMITS:
         if values[name] is not None and (not _integer(values[name]) or values[name] < 1):
-            raise BenchError(f"{name} must be at least 1, got {values[name]!r}", f"omit {_flag(name)} to use the default (all examples, all threads)")
+            raise BenchError(f"{name} must be at least 1, got {values[name]!r}", f"omit {_flag(name)} to use the default (all examples, all threads, validation at the end only)")
     if not _integer(values["seed"]) or not 0 <= values["seed"] <= MAX_SEED:
         raise BenchError(f"seed must be a whole number in 0..{MAX_SEED}, got {values['seed']!r}", "pass e.g. --seed 0")
     if values["lr"] is not None and (not _number(values["lr"]) or values["lr"] <= 0):

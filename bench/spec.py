@@ -11,7 +11,7 @@ A spec (see profiles/*.yaml) has these top-level keys:
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed); every tuned method
   gets a grid of the same size, so every method has the same tuning budget;
-- `wandb` (optional): project, entity, enabled; `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
+- `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
 
 Methods without a knob range (full fine-tuning) run once per task and seed whatever the budgets.
 """
@@ -41,7 +41,8 @@ TOP_KEYS = {"name", "description", "model", "models", "tasks", "seeds", "budgets
 METHOD_KEYS = {"budgets", "options", "training", "lrs", "lr"}
 MODEL_KEYS = {"tasks", "training"}
 TUNING_KEYS = {"lrs", "seed"}
-WANDB_KEYS = {"project", "entity", "enabled"}
+WANDB_KEYS = {"project", "entity", "enabled", "mode"}
+WANDB_MODES = ("offline", "online", "disabled")  # `mode`: W&B stays offline unless the spec or WANDB_MODE says otherwise
 DEFAULT_PROJECT = "peft-bench"
 NATIVE = "native"  # `budgets: native`: run without a budget, at the method's own fixed count (e.g. SVFit's energy rule)
 
@@ -200,6 +201,8 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     wandb = data.get("wandb") or {}
     _mapping(wandb, f"{where}: wandb")
     _known(wandb, WANDB_KEYS, f"{where}: wandb")
+    if wandb.get("mode", "offline") not in WANDB_MODES:
+        raise BenchError(f"{where}: wandb.mode is {wandb['mode']!r}", f"use one of {', '.join(WANDB_MODES)}")
     slurm = data.get("slurm") or {}
     _mapping(slurm, f"{where}: slurm")
     spec = SweepSpec(

@@ -43,7 +43,7 @@ class Cell:
     key: str
     config: dict[str, Any]
     role: str  # "final" (reported) or "tuning" (a grid point; the chosen one is also final)
-    group: str
+    group: str  # the spec's name; W&B groups by spec name and sweep start
     wandb: dict[str, Any]
     sweep_started: str
     wait: bool = False
@@ -70,36 +70,25 @@ def run_cell(cell: Cell) -> dict[str, Any]:
             return {"key": cell.key, "status": "skipped"}
         store.log_event(cell.key, "started", label=cell.label)
         config = RunConfig(**cell.config)
-        logger = None
         try:
             run = plan(config)
             if run.key != cell.key:
                 raise BenchError(f"the run key of {cell.label} changed since the sweep was planned", "the code or data changed during the sweep; rerun it")
-            logger = wandb_logging.run_logger(store.root, cell.wandb, cell.group, config, cell.key, cell.role)
-            loggers = None if logger is None else [_csv_logger(store, cell.key), logger]
-            record = execute(run, store.root, loggers=loggers, progress=cell.progress)
+            record = execute(run, store.root, progress=cell.progress)
         except Exception as error:
-            store.write_failure(cell.key, config.to_dict(), error)
+            failure = store.write_failure(cell.key, config.to_dict(), error)
             store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
-            wandb_logging.finish_run(logger, None, error)
+            wandb_logging.log_record(store.root, cell.wandb, failure, wandb_logging.sweep_group(cell.group, cell.sweep_started), cell.role, cell.group)
             return {"key": cell.key, "status": "failed", "error": f"{type(error).__name__}: {error}", "seconds": time.perf_counter() - started}
+        wandb_logging.log_record(store.root, cell.wandb, record, wandb_logging.sweep_group(cell.group, cell.sweep_started), cell.role, cell.group)
         if record["status"] != "ok":  # diverged: execute recorded the failure and its cause
             store.log_event(cell.key, "failed", error=record["error"], divergence=record.get("divergence"))
-            wandb_logging.finish_run(logger, None, RuntimeError(record["error"]))
             return {"key": cell.key, "status": "failed", "error": record["error"], "seconds": time.perf_counter() - started}
-        wandb_logging.finish_run(logger, record)
         store.log_event(cell.key, "done", seconds=round(time.perf_counter() - started, 2))
         return {"key": cell.key, "status": "done", "seconds": time.perf_counter() - started}
     finally:
         if lock is not None:
             lock.release()
-
-
-def _csv_logger(store: Store, key: str) -> Any:
-    """The local CSV log execute() writes by default, kept next to the W&B logger."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    return CSVLogger(store.root / "logs" / key[:16], name="", version="")
 
 
 @dataclass

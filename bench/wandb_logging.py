@@ -1,94 +1,227 @@
-"""Weights & Biases as a sink: one W&B run per benchmark run (through Lightning's WandbLogger), one per report.
+"""Weights & Biases as a sink for records: one W&B run per result record, one W&B run per store for its report.
 
-Runs are online when an API key is available (`WANDB_API_KEY`, or a `wandb login`) and `WANDB_MODE` is not
-`offline`; otherwise offline under `<store>/wandb/`, to upload later with `wandb sync`. `WANDB_MODE=disabled` or
-`wandb: {enabled: false}` in the spec turns logging off. Runs are grouped by sweep and tagged with method, budget,
-task and seed.
+Everything W&B shows is built from what the store holds. A run's history is its record's `curves` at their
+optimizer steps (`train/loss` and `train/lr` every step, `validation/<metric>` at every evaluation), its summary
+holds every metric of both splits (`validation/<metric>`, `test/<metric>`), every cost field (`cost/<field>`) and
+the parameter counts (`params/<field>`), and `predictions/test` is a table of the first PREDICTION_ROWS test
+predictions. Tags: method, `budget:<label>` (the label the report prints: "100%", "native" or the budget), task,
+model, `seed:<n>`, the sweep role and `spec:<name>`. A sweep's runs share one group per invocation,
+`<spec name>-<start time>`; `bench run --wandb` runs go to the group `bench-run`.
+
+The report run (`bench report`) holds the plateau curves (seed-mean score against log10 trainable parameters, one
+line per method) and the score-against-peak-memory scatter as native W&B charts, the report's tables, and its
+figures. Its run id is derived from the store's path, so a store has one report run that each `bench report`
+updates (offline: the previous offline copy is replaced).
+
+A run is logged once its record is written; a sweep killed in between leaves that record without a W&B run.
+
+Mode: offline unless asked, whatever credentials the machine holds. `WANDB_MODE` (online, offline, disabled)
+decides when set; otherwise the spec's `wandb: {mode: ...}`; otherwise offline, under `<store>/wandb/`, to upload
+later with `wandb sync`. `wandb: {enabled: false}` turns logging off.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
+import re
+import shutil
+from collections import defaultdict
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
-from bench.run import RunConfig
+from bench.budget import budget_label
+from bench.errors import BenchError
+
+PREDICTION_ROWS = 200  # rows of the per-example prediction table (test split)
+MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline", "run": "online"}
 
 
-def mode() -> str:
-    """`online`, `offline` or `disabled`, from WANDB_MODE and the presence of credentials."""
-    requested = os.environ.get("WANDB_MODE", "").lower()
-    if requested in ("disabled", "offline", "dryrun"):
-        return "offline" if requested == "dryrun" else requested
-    netrc = Path.home() / ".netrc"
-    if os.environ.get("WANDB_API_KEY") or (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")):
-        return "online"
-    return "offline"
+def mode(settings: dict[str, Any]) -> str:
+    """`online`, `offline` or `disabled`: WANDB_MODE if set, else the spec's `mode`, else offline. Credentials never decide."""
+    if not settings.get("enabled", True):
+        return "disabled"
+    requested = (os.environ.get("WANDB_MODE") or settings.get("mode") or "offline").lower()
+    if requested not in MODES:
+        raise BenchError(f"WANDB_MODE is {requested!r}", "set it to offline, online or disabled, or unset it (offline)")
+    return MODES[requested]
 
 
-def run_name(config: RunConfig) -> str:
-    return f"{config.method}-{config.budget or 'all'}-{config.task.replace('/', '-')}-s{config.seed}" + (f"-lr{config.lr:g}" if config.lr is not None else "")
+def sweep_group(spec_name: str, started: str) -> str:
+    """The W&B group of one sweep invocation: `<spec name>-<UTC start, YYYYMMDDTHHMMSS>`."""
+    return f"{spec_name}-{re.sub(r'[^0-9T]', '', started)[:15]}"
 
 
-def run_logger(store: Path, settings: dict[str, Any], group: str, config: RunConfig, key: str, role: str) -> Any | None:
-    """A WandbLogger for one run, or None when logging is off."""
-    current = mode()
-    if not settings.get("enabled", True) or current == "disabled":
+def _label(config: dict[str, Any]) -> str:
+    from methods import get_method
+
+    return budget_label(config["budget"], get_method(config["method"]).knob_name)
+
+
+def run_name(config: dict[str, Any]) -> str:
+    lr = f"-lr{config['lr']:g}" if config.get("lr") is not None else ""
+    return f"{config['method']}-{_label(config)}-{config['task'].replace('/', '-')}-s{config['seed']}{lr}"
+
+
+def run_tags(config: dict[str, Any], role: str, spec_name: str | None) -> list[str]:
+    tags = [config["method"], f"budget:{_label(config)}", config["task"], config["model"], f"seed:{config['seed']}", role]
+    return tags + ([f"spec:{spec_name}"] if spec_name else [])
+
+
+def history(curves: dict[str, list[dict[str, float]]]) -> list[tuple[int, dict[str, float]]]:
+    """A record's curves as W&B history rows, (step, values) by increasing step."""
+    rows: dict[int, dict[str, float]] = defaultdict(dict)
+    for point in curves.get("train_loss", []):
+        rows[point["step"]]["train/loss"] = point["loss"]
+    for point in curves.get("lr", []):
+        rows[point["step"]]["train/lr"] = point["lr"]
+    for point in curves.get("validation", []):
+        rows[point["step"]] |= {f"validation/{name}": value for name, value in point.items() if name != "step"}
+    return sorted(rows.items())
+
+
+def run_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """Every metric of both splits, every cost field, the parameter counts, knob and wall time of an ok record."""
+    summary = {f"{split}/{name}": value for split, metrics in record["metrics"].items() for name, value in metrics.items()}
+    summary |= {f"cost/{name}": value for name, value in record["cost"].items()}
+    summary |= {f"params/{name}": value for name, value in record["params"].items()}
+    return summary | {"knob": record["method"]["knob"]["value"], "wall_time_s": record["wall_time_s"]}
+
+
+def predictions_table(path: Path, rows: int = PREDICTION_ROWS) -> Any:
+    """The first `rows` test predictions of a predictions file as a wandb.Table (nested values as JSON text)."""
+    import wandb
+
+    with path.open(encoding="utf-8") as lines:
+        predictions = [p for p in map(json.loads, lines) if p["split"] == "test"][:rows]
+    columns = list(dict.fromkeys(name for p in predictions for name in p if name != "split"))
+    return wandb.Table(columns=columns, data=[[_cell(p.get(name)) for name in columns] for p in predictions])
+
+
+def _cell(value: Any) -> Any:
+    return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value)
+
+
+def log_record(store: Path, settings: dict[str, Any], record: dict[str, Any], group: str, role: str, spec_name: str | None = None) -> str | None:
+    """One W&B run from a result record, ok or failed (see the module docstring); the mode, or None when off."""
+    current = mode(settings)
+    if current == "disabled":
         return None
     import wandb
-    from lightning.pytorch.loggers import WandbLogger
 
-    tags = [config.method, f"budget:{config.budget or 'all'}", config.task, f"seed:{config.seed}", role]
-    return WandbLogger(
+    config = record["config"]
+    run = wandb.init(
         project=settings.get("project"),
         entity=settings.get("entity"),
         group=group,
         job_type="run",
         name=run_name(config),
-        tags=tags,
-        save_dir=str(store),
-        offline=current == "offline",
-        config={**config.to_dict(), "run_key": key, "role": role},
-        settings=wandb.Settings(silent=True),
-    )
-
-
-def finish_run(logger: Any | None, record: dict[str, Any] | None, error: BaseException | None = None) -> None:
-    """Put the final metrics and cost into the run's summary (or the error), then close it."""
-    if logger is None:
-        return
-    import wandb
-
-    run = logger.experiment
-    if record is not None:
-        summary = {f"{split}/{name}": value for split, metrics in record["metrics"].items() for name, value in metrics.items()}
-        summary |= {f"params/{name}": value for name, value in record["params"].items() if isinstance(value, int | float)}
-        summary |= {f"cost/{name}": value for name, value in record["cost"].items() if isinstance(value, int | float)}
-        summary |= {"knob": record["method"]["knob"]["value"], "wall_time_s": record["wall_time_s"]}
-        run.summary.update(summary)
-    if error is not None:
-        run.summary.update({"error": f"{type(error).__name__}: {error}"})
-    wandb.finish(exit_code=0 if error is None else 1)
-
-
-def log_report(store: Path, settings: dict[str, Any], group: str, tables: dict[str, Any], images: dict[str, Path]) -> str | None:
-    """Log the report's tables (pandas DataFrames) and figures as one W&B run of job type "report"."""
-    current = mode()
-    if not settings.get("enabled", True) or current == "disabled":
-        return None
-    import wandb
-
-    run = wandb.init(
-        project=settings.get("project"),
-        entity=settings.get("entity"),
-        group=group,
-        job_type="report",
-        name=f"{group}-report",
+        tags=run_tags(config, role, spec_name),
+        config={**config, "run_key": record["run_key"], "role": role, "spec": spec_name, "budget_label": _label(config)},
         dir=str(store),
         mode=current,
         settings=wandb.Settings(silent=True),
     )
-    run.log({name: wandb.Table(dataframe=frame) for name, frame in tables.items()} | {name: wandb.Image(str(path)) for name, path in images.items()})
+    if record["status"] != "ok":
+        run.summary.update({"error": record["error"]})
+        run.finish(exit_code=1)
+        return current
+    rows = history(record.get("curves", {})) or [(0, {})]
+    predictions = store / f"{record['run_key']}.predictions.jsonl"
+    if predictions.is_file():
+        rows[-1][1]["predictions/test"] = predictions_table(predictions)
+    for step, values in rows:
+        run.log(values, step=step)
+    run.summary.update(run_summary(record))
+    run.finish()
+    return current
+
+
+def report_run_id(store: Path) -> str:
+    """The report run's id: the same for every report of one store (by its resolved path)."""
+    return "report-" + hashlib.sha256(str(store.resolve()).encode()).hexdigest()[:16]
+
+
+def _chart_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": r["config"]["model"],
+            "task": r["task"]["name"],
+            "method": r["config"]["method"],
+            "budget": budget_label(r["params"]["budget"], r["method"]["knob"]["name"]),
+            "seed": r["config"]["seed"],
+            "params": r["params"]["achieved"],
+            "score": 100 * r["metrics"]["test"][r["task"]["primary_metric"]],
+            "memory_mb": r["cost"]["peak_memory_bytes"] / 2**20,
+        }
+        for r in records
+    ]
+
+
+def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dict[str, Any]:
+    """Native W&B charts built from ok records: per (model, task) a plateau line series and a score/memory scatter."""
+    import wandb
+
+    points = _chart_points(records)
+    by_view: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for point in points:
+        by_view[point["model"], point["task"]].append(point)
+    charts: dict[str, Any] = {}
+    for (model, task), view in sorted(by_view.items()):
+        by_method: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for point in view:
+            by_method[point["method"]][point["params"]].append(point["score"])
+        swept = sorted({params for method, scores in by_method.items() if method != reference for params in scores}) or sorted(by_method[reference])
+        xs, ys, keys = [], [], []
+        for method, scores in sorted(by_method.items()):
+            params = sorted(scores)
+            if method == reference:  # a horizontal line at the seed mean across the swept range, as in the paper's figures
+                params, means = [swept[0], swept[-1]], [fmean([s for values in scores.values() for s in values])] * 2
+            else:
+                means = [fmean(scores[p]) for p in params]
+            xs.append([math.log10(p) for p in params])
+            ys.append(means)
+            keys.append(method)
+        title = f"{model} · {task}"
+        charts[f"plateau/{model}/{task.replace('/', '-')}"] = wandb.plot.line_series(xs=xs, ys=ys, keys=keys, title=f"{title}: test score (points) vs log10 trainable parameters", xname="log10 trainable parameters")
+        cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for point in view:
+            cells[point["method"], point["budget"]].append(point)
+        table = wandb.Table(
+            columns=["method", "budget", "peak memory (MB)", "score"],
+            data=[[method, budget, fmean([p["memory_mb"] for p in group]), fmean([p["score"] for p in group])] for (method, budget), group in sorted(cells.items())],
+        )
+        charts[f"pareto/{model}/{task.replace('/', '-')}"] = wandb.plot.scatter(table, "peak memory (MB)", "score", title=f"{title}: test score (points) vs peak memory")
+    charts["points"] = wandb.Table(columns=list(points[0]), data=[list(point.values()) for point in points]) if points else None
+    return {name: chart for name, chart in charts.items() if chart is not None}
+
+
+def log_report(store: Path, settings: dict[str, Any], title: str, records: list[dict[str, Any]], tables: dict[str, Any], images: dict[str, Path]) -> str | None:
+    """Log the report as the store's one report run: native charts from `records`, `tables` (DataFrames), `images`."""
+    current = mode(settings)
+    if current == "disabled":
+        return None
+    import wandb
+
+    run_id = report_run_id(store)
+    for previous in (store / "wandb").glob(f"offline-run-*-{run_id}"):  # one offline copy per store: the newest report
+        shutil.rmtree(previous)
+    run = wandb.init(
+        project=settings.get("project"),
+        entity=settings.get("entity"),
+        id=run_id,
+        resume="allow",
+        job_type="report",
+        name=f"{title}-report",
+        tags=["report", f"spec:{title}"],
+        dir=str(store),
+        mode=current,
+        settings=wandb.Settings(silent=True),
+    )
+    run.log(report_charts(records) | {name: wandb.Table(dataframe=frame) for name, frame in tables.items()} | {name: wandb.Image(str(path)) for name, path in images.items()})
     run.finish()
     return current
 

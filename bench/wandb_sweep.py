@@ -3,7 +3,8 @@
 W&B sweeps need the W&B server, so the offline harness schedules its own grid; this writes one grid sweep per
 method (methods differ in budgets and options, which one W&B grid cannot express), each running `bench run` for
 every task × seed × budget (× lr of the method's grid: W&B runs every lr at every seed, unlike the harness, which
-tunes on one seed). Start one with `wandb sweep DIR/<method>.yaml`, then `wandb agent <id>` per GPU.
+tunes on one seed). Start one with `wandb sweep DIR/<method>.yaml`, then `wandb agent <id>` per GPU. The command sets
+`WANDB_MODE=online`, since `bench` logs offline unless asked and a sweep needs its runs on the server.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def wandb_sweep(spec: SweepSpec, method_index: int, store: Path) -> dict[str, An
         "method": "grid",
         "metric": {"name": f"validation/{get_task(spec.tasks[0]).primary_metric}", "goal": "maximize"},
         "parameters": parameters,
-        "command": ["${env}", "bench", "run", "--wandb", "--out", str(store), *options, "${args}"],
+        "command": ["${env}", "WANDB_MODE=online", "bench", "run", "--wandb", "--out", str(store), *options, "${args}"],
     }
 
 

@@ -14,12 +14,14 @@ a `subtask` key; a `limit` then keeps the first `limit` rows of each part.
 from __future__ import annotations
 
 import random
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from tasks.data_source import DataSource
 
@@ -38,6 +40,11 @@ class EvalResult:
     @property
     def n_examples(self) -> int:
         return len(self.predictions)
+
+
+def progress_bar(total: int, description: str, enabled: bool, unit: str = "example") -> tqdm:
+    """The bar of an evaluation or generation loop, on stderr, removed when done; silent unless `enabled`."""
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def hold_out(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -85,8 +92,8 @@ class Task(ABC):
         """Token ids and label(s) of one example."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
-        """Score `model` on `examples` with the task's official metric(s)."""
+    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int, progress: bool = False) -> EvalResult:
+        """Score `model` on `examples` with the task's official metric(s); `progress` shows a bar on stderr."""
 
     def load(self, split: Split, source: DataSource, limit: int | None = None) -> list[dict[str, Any]]:
         """The examples of `split`, the first `limit` of them if given."""

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from tasks.base import progress_bar
+
 
 @dataclass
 class _Batch:
@@ -30,8 +32,8 @@ class _Batch:
 
 
 @torch.inference_mode()
-def generate(model: nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy continuations of `prompts` (the generated text only, special tokens removed)."""
+def generate(model: nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False) -> list[str]:
+    """Greedy continuations of `prompts` (the generated text only, special tokens removed); `progress` counts finished answers on stderr."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) and batch_size ({batch_size}) must be at least 1")
     was_training = model.training
@@ -42,21 +44,23 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], max_new_token
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     generated: dict[int, list[int]] = {index: [] for index in range(len(prompts))}
     batch: _Batch | None = None
-    while queue or batch is not None:
-        free = batch_size - (len(batch.rows) if batch else 0)
-        if free and queue:
-            admitted, queue = queue[:free], queue[free:]
-            batch = _join(batch, _prefill(model, admitted, [encoded[index] for index in admitted], pad_id, device))
-        tokens = batch.logits.argmax(-1)
-        still_running = []
-        for row, (index, token) in enumerate(zip(batch.rows, tokens.tolist())):
-            if token != tokenizer.eos_token_id:
-                generated[index].append(token)
-                if len(generated[index]) < max_new_tokens:
-                    still_running.append(row)
-        batch = _keep(batch, still_running)
-        if batch is not None:
-            batch = _decode_step(model, batch, tokens[still_running])
+    with progress_bar(len(prompts), "generate", progress, unit="answer") as bar:
+        while queue or batch is not None:
+            free = batch_size - (len(batch.rows) if batch else 0)
+            if free and queue:
+                admitted, queue = queue[:free], queue[free:]
+                batch = _join(batch, _prefill(model, admitted, [encoded[index] for index in admitted], pad_id, device))
+            tokens = batch.logits.argmax(-1)
+            still_running = []
+            for row, (index, token) in enumerate(zip(batch.rows, tokens.tolist())):
+                if token != tokenizer.eos_token_id:
+                    generated[index].append(token)
+                    if len(generated[index]) < max_new_tokens:
+                        still_running.append(row)
+            bar.update(len(batch.rows) - len(still_running))
+            batch = _keep(batch, still_running)
+            if batch is not None:
+                batch = _decode_step(model, batch, tokens[still_running])
     model.train(was_training)
     return [tokenizer.decode(generated[index], skip_special_tokens=True) for index in range(len(prompts))]
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from bench.errors import BenchError
 from tasks import metrics
-from tasks.base import EvalResult, Task
+from tasks.base import EvalResult, Task, progress_bar
 from tasks.data_source import DataSource
 
 Metric = Callable[[list[Any], list[Any]], float]
@@ -88,19 +88,21 @@ class GlueTask(Task):
         return {"input_ids": ids, "labels": label}
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
+    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int, progress: bool = False) -> EvalResult:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         features = [self.encode(example, tokenizer, max_length) for example in examples]
         order = sorted(range(len(features)), key=lambda index: len(features[index]["input_ids"]))  # batches of similar length pad less
         predictions: list[Any] = [None] * len(features)
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
-            batch = self.collate([features[index] for index in indices], tokenizer)
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits.float()
-            for index, prediction in zip(indices, logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist()):
-                predictions[index] = prediction
+        with progress_bar(len(order), f"evaluate {self.name}", progress) as bar:
+            for start in range(0, len(order), batch_size):
+                indices = order[start : start + batch_size]
+                batch = self.collate([features[index] for index in indices], tokenizer)
+                logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits.float()
+                for index, prediction in zip(indices, logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist()):
+                    predictions[index] = prediction
+                bar.update(len(indices))
         model.train(was_training)
         scores = {}
         for split in self.test_splits:

@@ -202,12 +202,13 @@ class InstructionTask(Task):
             },
         }
 
-    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
-        outputs = generate(model, tokenizer, [build_prompt(row["instruction"], row["input"]) for row in examples], self.max_new_tokens, batch_size)
+    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int, progress: bool = False) -> EvalResult:
+        prompts = [build_prompt(row["instruction"], row["input"]) for row in examples]
+        outputs = generate(model, tokenizer, prompts, self.max_new_tokens, batch_size, progress=progress)
         records = [{"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **judge(row, text)} for i, (row, text) in enumerate(zip(examples, outputs))]
         choice_rows = {part: [i for i, row in enumerate(examples) if row["subtask"] == part and row["answer_kind"] != "number"] for part in _parts(examples)}
         items = {part: [choice_item(examples[i], self._lead(examples[i])) for i in indices] for part, indices in choice_rows.items() if indices}
-        scored = score_multiple_choice(model, tokenizer, items, batch_size) if items else {}
+        scored = score_multiple_choice(model, tokenizer, items, batch_size, progress=progress) if items else {}
         for part, indices in choice_rows.items():
             for i, chosen in zip(indices, scored.get(part, {}).get("choices", [])):
                 records[i]["loglik_choice"] = _choices(examples[i])[chosen]

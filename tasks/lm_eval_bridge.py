@@ -17,6 +17,7 @@ import logging
 import re
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,11 @@ def _task_config(name: str, data_file: Path) -> dict[str, Any]:
     }
 
 
-def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int) -> dict[str, dict[str, Any]]:
-    """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "choices": [predicted index per item]}}."""
+def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "choices": [predicted index per item]}}.
+
+    `progress` keeps lm-eval's own bar over its log-likelihood requests; without it the bar is off.
+    """
     import datasets
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -71,6 +75,7 @@ def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, lis
             data_file.write_text(json.dumps([{"context": item.context, "choices": item.choices, "gold": item.gold} for item in items[name]]), encoding="utf-8")
             (Path(folder) / f"{task_name}.yaml").write_text(yaml.safe_dump(_task_config(task_name, data_file), sort_keys=False), encoding="utf-8")
         lm = HFLM(pretrained=model.eval(), tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+        lm.loglikelihood = partial(lm.loglikelihood, disable_tqdm=not progress)  # lm-eval's evaluator has no switch for it
         results = lm_eval.simple_evaluate(
             model=lm,
             tasks=list(names.values()),

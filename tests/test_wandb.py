@@ -1,0 +1,288 @@
+"""W&B runs read back from their offline `.wandb` files, learning curves in records, and progress bars.
+
+wandb 0.31 writes a run's transaction log with its Go core and ships no Python reader for it any more (the old
+`wandb.sdk.internal.datastore` is gone). `read_run` undoes the file's framing, which is LevelDB's log format (a
+7-byte `:W&B` header, then 32 KiB blocks of chunks with a 7-byte header: CRC, length, type), and parses every
+payload with wandb's own protobuf `wandb.proto.wandb_internal_pb2.Record`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+import struct
+from collections import defaultdict
+from contextlib import redirect_stderr
+from pathlib import Path
+from statistics import fmean
+
+import numpy as np
+import pytest
+import torch
+import wandb
+from wandb.proto import wandb_internal_pb2
+
+from bench import wandb_logging
+from bench.callbacks import LearningCurves
+from bench.errors import BenchError
+from bench.run import RunConfig, execute, plan
+
+BLOCK = 32 * 1024
+TINY = dict(task="glue/sst2", model="minilm-l6", budget="0.5%", max_steps=4, batch_size=8, train_examples=32, validation_examples=16, test_examples=24, calibration_batches=2)
+METHOD = "deft"  # LoRA plus a density loss that amplifies any change in the activations: the strictest check that curves change nothing
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "default"
+
+
+def read_run(folder: Path) -> list[wandb_internal_pb2.Record]:
+    """Every record of the run's `.wandb` file, in order."""
+    wandb.teardown()  # `run.finish()` returns before the core has written the log; shutting the core down flushes it
+    (path,) = folder.glob("*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, chunks, position = [], [], 7
+    while position + 7 <= len(data):
+        left = BLOCK - position % BLOCK
+        if left < 7:  # a block's tail too short for a header is padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        chunks.append(data[position + 7 : position + 7 + length])
+        position += 7 + length
+        if kind in (1, 4):  # FULL, or LAST of FIRST/MIDDLE.../LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            records.append(record)
+            chunks = []
+        elif kind == 0:
+            chunks = []
+    return records
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def history_rows(records: list) -> dict[int, dict]:
+    """{step: {key: value}} of the run's history (JSON-decoded values)."""
+    rows = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {_key(item): json.loads(item.value_json) for item in record.history.item}
+            rows[row["_step"]] = row
+    return rows
+
+
+def final_summary(records: list) -> dict:
+    summary = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "summary":
+            summary |= {_key(item): json.loads(item.value_json) for item in record.summary.update}
+    return summary
+
+
+def run_info(records: list):
+    return next(record.run for record in records if record.WhichOneof("record_type") == "run")
+
+
+def offline_runs(store: Path) -> list[Path]:
+    return sorted((store / "wandb").glob("offline-run-*"))
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> dict:
+    """A real DEFT run on SST-2 with a validation curve every 2 steps, logged to W&B with credentials in the environment."""
+    store = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("WANDB_MODE", raising=False)
+        env.setenv("WANDB_API_KEY", "0" * 40)  # a key a default run must not use
+        stderr = io.StringIO()
+        with redirect_stderr(stderr):
+            record = execute(plan(RunConfig(method=METHOD, eval_every=2, **TINY)), store, progress=True)
+        group = wandb_logging.sweep_group("tiny", "2026-12-01T08:30:00.123456+00:00")
+        mode = wandb_logging.log_record(store, {"project": "peft-bench"}, record, group, "final", "tiny")
+    (folder,) = offline_runs(store)
+    return {"store": store, "record": record, "mode": mode, "folder": folder, "records": read_run(folder), "group": group, "stderr": stderr.getvalue()}
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> dict:
+    """The same run without a validation curve and without progress bars, with what it wrote to stderr."""
+    stderr = io.StringIO()
+    with redirect_stderr(stderr):
+        record = execute(plan(RunConfig(method=METHOD, **TINY)), tmp_path_factory.mktemp("plain"), progress=False)
+    return {"record": record, "stderr": stderr.getvalue()}
+
+
+def test_credentials_do_not_switch_a_default_run_online(logged: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert logged["mode"] == "offline" and logged["folder"].name.startswith("offline-run-")
+    assert not list((logged["store"] / "wandb").glob("run-*")), "an online run folder was created"
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_logging.mode({}) == "offline"
+    assert wandb_logging.mode({"mode": "online"}) == "online"  # asked for in the spec
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_logging.mode({}) == "online"  # asked for by the user
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_logging.mode({"mode": "online"}) == "offline"  # the environment decides when set
+    assert wandb_logging.mode({"enabled": False}) == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(BenchError, match="WANDB_MODE"):
+        wandb_logging.mode({})
+
+
+def test_history_holds_lr_train_loss_and_the_validation_curve(logged: dict) -> None:
+    record, rows = logged["record"], history_rows(logged["records"])
+    curves = record["curves"]
+    assert [point["step"] for point in curves["train_loss"]] == [1, 2, 3, 4] == [point["step"] for point in curves["lr"]]
+    assert [point["step"] for point in curves["validation"]] == [2, 4]
+    assert curves["validation"][-1] == {"step": 4, **record["metrics"]["validation"]}
+    assert sorted(rows) == [1, 2, 3, 4]
+    for point in curves["train_loss"]:
+        assert rows[point["step"]]["train/loss"] == pytest.approx(point["loss"])
+    warmup, total, lr = int(0.06 * 4), 4, record["config"]["lr"]
+    for point in curves["lr"]:  # the schedule's rate at each step: linear decay after warm-up
+        step = point["step"] - 1
+        assert rows[point["step"]]["train/lr"] == pytest.approx(lr * ((step + 1) / (warmup + 1) if step < warmup else (total - step) / (total - warmup)))
+    assert {step for step, row in rows.items() if "validation/accuracy" in row} == {2, 4}
+    assert rows[2]["validation/accuracy"] == curves["validation"][0]["accuracy"]
+
+
+def test_summary_tags_group_and_prediction_table(logged: dict) -> None:
+    record, records = logged["record"], logged["records"]
+    summary = final_summary(records)
+    for split in ("validation", "test"):
+        for name, value in record["metrics"][split].items():
+            assert summary[f"{split}/{name}"] == pytest.approx(value)
+    assert {f"cost/{name}" for name in record["cost"]} <= set(summary)
+    assert summary["cost/steps"] == 4 and summary["params/achieved"] == record["params"]["achieved"]
+    run = run_info(records)
+    assert run.run_group == logged["group"] == "tiny-20261201T083000"
+    assert set(run.tags) == {"deft", "budget:0.5%", "glue/sst2", "minilm-l6", "seed:0", "final", "spec:tiny"}
+    table_ref = summary["predictions/test/path"]
+    table = json.loads((logged["folder"] / "files" / table_ref).read_text())
+    predictions = [json.loads(line) for line in (logged["store"] / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()]
+    test_rows = [{k: v for k, v in p.items() if k != "split"} for p in predictions if p["split"] == "test"]
+    assert table["columns"] == list(test_rows[0]) and len(table["data"]) == len(test_rows) == 24
+    assert [dict(zip(table["columns"], row)) for row in table["data"]] == test_rows
+
+
+def test_sweep_invocations_get_their_own_group() -> None:
+    first = wandb_logging.sweep_group("default", "2026-12-01T08:30:00.1+00:00")
+    assert first != wandb_logging.sweep_group("default", "2026-12-01T09:00:00.1+00:00") and first.startswith("default-")
+
+
+def test_curve_evaluation_restores_rng_state_and_train_modes() -> None:
+    module = torch.nn.Module()
+    module.model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+    module.inner = torch.nn.Module()
+    module.inner.model = module.model  # reached twice, as DEFT's inner method holds the same model
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        model.eval()
+        torch.manual_seed(0)  # as lm-eval's simple_evaluate does
+        return {"draws": random.random() + float(np.random.rand()) + float(torch.rand(1))}
+
+    curves = LearningCurves(evaluate, every=1)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    module.train()
+    module.model[0].eval()  # a frozen part kept in eval mode must stay so
+    assert "draws" in curves._evaluate_between_steps(module)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    assert module.training and module.model.training and module.model[1].training and not module.model[0].training
+
+
+def test_a_validation_curve_does_not_change_the_run(plain: dict, logged: dict) -> None:
+    plain = plain["record"]
+    curved = logged["record"]
+    assert plain["metrics"] == curved["metrics"]
+    assert plain["curves"]["train_loss"] == curved["curves"]["train_loss"]
+    assert plain["curves"]["validation"] == [{"step": 4, **plain["metrics"]["validation"]}]
+    with pytest.raises(BenchError, match="eval_every"):
+        plan(RunConfig(method=METHOD, eval_every=0, **TINY))
+
+
+def test_progress_bars_count_steps_and_examples(logged: dict, plain: dict) -> None:
+    text = logged["stderr"].replace("\r", "\n")
+    assert "train" in text and "4/4" in text and "Epoch" not in text
+    assert "evaluate glue/sst2" in text and "16/16" in text and "24/24" in text
+    assert "evaluate" not in plain["stderr"] and "step/s" not in plain["stderr"]
+
+
+def test_generation_shows_answers_done(smollm2) -> None:
+    from tasks.generation import generate
+
+    stderr = io.StringIO()
+    with redirect_stderr(stderr):
+        generate(smollm2.model, smollm2.tokenizer, ["1 + 1 =", "The capital of France is", "Red, green and"], max_new_tokens=3, batch_size=2, progress=True)
+    assert "generate" in stderr.getvalue() and "3/3" in stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory) -> dict:
+    """The committed default store, copied, reported twice with W&B logging."""
+    from bench.report import write_report
+
+    store = tmp_path_factory.mktemp("report") / "default"
+    shutil.copytree(RESULTS, store, ignore=shutil.ignore_patterns("wandb", "report", "logs", "locks"))
+    write_report(store, log_to_wandb=True)
+    report = write_report(store, log_to_wandb=True)
+    return {"store": store, "report": report}
+
+
+def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
+    from bench.report import final_records
+    from bench.store import Store
+
+    store = reported["store"]
+    runs = offline_runs(store)
+    assert [run.name.rsplit("-", 2)[-2:] for run in runs] == [wandb_logging.report_run_id(store).split("-")], "a report run per report, not per store"
+    records = read_run(runs[0])
+    updates = [record.config if record.WhichOneof("record_type") == "config" else record.run.config for record in records if record.WhichOneof("record_type") in ("config", "run")]
+    config = {_key(item) for update in updates for item in update.update}
+    assert {"_wandb/visualize/plateau/minilm-l6/glue-sst2", "_wandb/visualize/pareto/minilm-l6/glue-sst2"} <= config
+    summary = final_summary(records)
+    table = json.loads((runs[0] / "files" / summary["plateau/minilm-l6/glue-sst2_table/path"]).read_text())
+    lines = defaultdict(dict)
+    for row in table["data"]:
+        point = dict(zip(table["columns"], row))
+        lines[point["lineKey"]][round(point["step"], 9)] = point["lineVal"]
+    scores = defaultdict(list)  # the seed means, computed here from the records
+    for record in final_records(Store(store)):
+        scores[record["config"]["method"], record["params"]["achieved"]].append(100 * record["metrics"]["test"]["accuracy"])
+    for (method, params), values in scores.items():
+        if method != "full":
+            assert lines[method][round(np.log10(params), 9)] == pytest.approx(fmean(values))
+    (full,) = [values for (method, _), values in scores.items() if method == "full"]
+    assert list(lines["full"].values()) == pytest.approx([fmean(full)] * 2)  # a horizontal reference line
+
+
+def test_tags_use_the_budget_labels_of_the_report(reported: dict) -> None:
+    from bench.report import DISPLAY, final_records
+    from bench.store import Store
+
+    frame = reported["report"].tables[0].frame()
+    in_report = set(zip(frame["Method"], frame["Budget"]))
+    tagged = set()
+    for record in final_records(Store(reported["store"])):
+        (budget_tag,) = [tag for tag in wandb_logging.run_tags(record["config"], "final", "default") if tag.startswith("budget:")]
+        tagged.add((DISPLAY[record["config"]["method"]], budget_tag.removeprefix("budget:")))
+    assert tagged == in_report
+    assert ("Full FT", "100%") in tagged and ("SVFit", "native") in tagged
+
+
+def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
+    from bench.spec import parse_spec
+    from bench.wandb_sweep import wandb_sweep
+
+    spec = {"name": "tiny", "model": "minilm-l6", "tasks": ["glue/sst2"], "seeds": [0], "budgets": ["0.5%"], "methods": ["lora"]}
+    parsed = parse_spec(spec | {"training": {"eval_every": 5}, "wandb": {"mode": "online"}})
+    assert parsed.wandb["mode"] == "online" and parsed.run_config(parsed.methods[0], "minilm-l6", "glue/sst2", "0.5%", 0, None).eval_every == 5
+    with pytest.raises(BenchError, match=r"wandb\.mode"):
+        parse_spec(spec | {"wandb": {"mode": "sometimes"}})
+    emitted = wandb_sweep(parsed, 0, logged["store"])
+    assert emitted["command"][:2] == ["${env}", "WANDB_MODE=online"]  # a W&B sweep needs its runs online
+    assert emitted["metric"]["name"] in final_summary(logged["records"])
