@@ -1,12 +1,13 @@
 """The result record: one self-describing JSON per run, its content key, and atomic writes.
 
 Schema version 1 (documented in README.md, "Result records"). The record's file name is its `run_key`, a
-sha256 over everything that determines the run: resolved config, method options, data file hashes, the source
-code of every project module the method and task use, library versions and the model fingerprint.
+sha256 over everything that determines the run: resolved config, method options, data file hashes, the code
+(syntax tree, docstrings excluded) of every project module the method and task use, library versions and the model fingerprint.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -44,12 +45,21 @@ def project_modules(*objects: Any) -> list[ModuleType]:
     return [found[name] for name in sorted(found)]
 
 
+def code_digest(source: str) -> str:
+    """sha256 of Python source by its syntax tree without docstrings: comments, docstrings and formatting do not count."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node, clean=False) is not None:
+            node.body = node.body[1:]
+    return hashlib.sha256(ast.dump(tree, annotate_fields=True, include_attributes=False).encode()).hexdigest()
+
+
 def source_hash(*objects: Any) -> str:
-    """sha256 over the source of every project module that `objects` depend on (see `project_modules`)."""
+    """sha256 over the code (`code_digest`) of every project module that `objects` depend on (see `project_modules`)."""
     digest = hashlib.sha256()
     for module in project_modules(*objects):
         digest.update(module.__name__.encode())
-        digest.update(Path(inspect.getsourcefile(module)).read_bytes())
+        digest.update(code_digest(Path(inspect.getsourcefile(module)).read_text(encoding="utf-8")).encode())
     return digest.hexdigest()
 
 
