@@ -1,14 +1,15 @@
-"""GLUE: metric parity with scikit-learn/scipy, every offline task loads real data, a short real fine-tune of the
-regression task, and the hub-only tasks failing offline with an error naming the file to provide."""
+"""GLUE: metrics against hand counts and textbook formulas (non-finite predictions give a failed correlation), every
+offline task loads real data, a short real fine-tune of the regression task, and the hub-only tasks failing offline
+with an error naming the file to provide."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import statistics
 
 import pytest
-from scipy import stats
-from sklearn import metrics as sk
 
 from bench.errors import BenchError
 from bench.run import RunConfig, execute, plan
@@ -23,25 +24,63 @@ def noisy(labels: list, rng: random.Random, flip: float) -> list:
     return [(1 - label) if rng.random() < flip else label for label in labels]
 
 
+def naive_confusion(predictions: list[int], labels: list[int]) -> tuple[int, int, int, int]:
+    """(tp, fp, fn, tn) counted one example at a time, label 1 positive."""
+    tp = sum(p == 1 and r == 1 for p, r in zip(predictions, labels))
+    fp = sum(p == 1 and r != 1 for p, r in zip(predictions, labels))
+    fn = sum(p != 1 and r == 1 for p, r in zip(predictions, labels))
+    return tp, fp, fn, len(labels) - tp - fp - fn
+
+
+def naive_pearson(x: list[float], y: list[float]) -> float:
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y))
+
+
+def naive_ranks(values: list[float]) -> list[float]:
+    """1-based ranks, tied values at the mean of the positions they occupy."""
+    ordered = sorted(values)
+    return [statistics.mean(i + 1 for i, v in enumerate(ordered) if v == value) for value in values]
+
+
+def test_label_metrics_on_a_hand_counted_case():
+    # tp=3, fp=1, fn=2, tn=4: F1 = 2·3/(2·3+1+2) = 2/3; MCC = (3·4 − 1·2)/sqrt(4·5·5·6) = 10/sqrt(600)
+    predictions = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    labels = [1, 1, 1, 0, 1, 1, 0, 0, 0, 0]
+    assert metrics.accuracy(predictions, labels) == pytest.approx(0.7, abs=1e-15)
+    assert metrics.f1(predictions, labels) == pytest.approx(2 / 3, abs=1e-15)
+    assert metrics.matthews_corrcoef(predictions, labels) == pytest.approx(10 / math.sqrt(600), abs=1e-15)
+    assert metrics.f1([0] * 10, labels) == 0.0 and metrics.matthews_corrcoef([1] * 10, labels) == 0.0
+
+
 @pytest.mark.parametrize("task_name", ["glue/cola", "glue/mrpc", "glue/rte"])
-def test_classification_metrics_match_sklearn(task_name):
+def test_label_metrics_match_naive_counts_on_real_labels(task_name):
     labels = [row["label"] for row in get_task(task_name).load("test", DataSource())]
     rng = random.Random(0)
     for flip in (0.1, 0.35, 0.5):
         predictions = noisy(labels, rng, flip)
-        assert metrics.accuracy(predictions, labels) == pytest.approx(sk.accuracy_score(labels, predictions), abs=1e-12)
-        assert metrics.f1(predictions, labels) == pytest.approx(sk.f1_score(labels, predictions), abs=1e-12)
-        assert metrics.matthews_corrcoef(predictions, labels) == pytest.approx(sk.matthews_corrcoef(labels, predictions), abs=1e-12)
-    constant = [1] * len(labels)
-    assert metrics.matthews_corrcoef(constant, labels) == sk.matthews_corrcoef(labels, constant) == 0.0
+        tp, fp, fn, tn = naive_confusion(predictions, labels)
+        assert metrics.accuracy(predictions, labels) == pytest.approx((tp + tn) / len(labels), abs=1e-12)
+        assert metrics.f1(predictions, labels) == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)
+        mcc = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        assert metrics.matthews_corrcoef(predictions, labels) == pytest.approx(mcc, abs=1e-12)
 
 
-def test_regression_metrics_match_scipy():
+def test_correlations_match_the_textbook_formulas_on_real_labels():
     labels = [row["label"] for row in get_task("glue/stsb").load("test", DataSource())]
     rng = random.Random(1)
     predictions = [round(label + rng.gauss(0, 1.2), 1) for label in labels]  # rounding makes ties, which ranks must average
-    assert metrics.pearson(predictions, labels) == pytest.approx(stats.pearsonr(predictions, labels).statistic, abs=1e-12)
-    assert metrics.spearman(predictions, labels) == pytest.approx(stats.spearmanr(predictions, labels).statistic, abs=1e-12)
+    assert metrics.pearson(predictions, labels) == pytest.approx(naive_pearson(predictions, labels), abs=1e-12)
+    assert metrics.spearman(predictions, labels) == pytest.approx(naive_pearson(naive_ranks(predictions), naive_ranks(labels)), abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_correlations_of_non_finite_predictions_are_failed_not_numbers(bad):
+    labels = [row["label"] for row in get_task("glue/stsb").load("test", DataSource())]
+    predictions = [label + 0.1 * (i % 7) for i, label in enumerate(labels)]
+    predictions[5] = bad
+    assert math.isnan(metrics.pearson(predictions, labels)) and math.isnan(metrics.spearman(predictions, labels))
+    assert math.isnan(metrics.pearson([2.5] * len(labels), labels))  # a constant head: no correlation to report
 
 
 @pytest.mark.parametrize("task_name", OFFLINE_GLUE)
