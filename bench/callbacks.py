@@ -25,7 +25,12 @@ class CostMeter(L.Callback):
     Peak memory is CUDA's max allocated bytes on a GPU; on a CPU it is the peak resident set size of this process
     sampled every 5 ms during fit (stated in the record as `memory_kind`), with the resident size when fit started
     (`fit_start_memory_bytes`), so the rise that training itself caused can be read off even in a shared process.
+    `memory_isolated` says whether the peak belongs to this run alone: always for CUDA (its peak is reset at fit
+    start), for the CPU only in the first fit of a fresh process, since a long-lived process keeps what earlier runs
+    left in its allocator.
     """
+
+    fits_in_process = 0  # fits started in this process, by any meter
 
     def __init__(self) -> None:
         self.step_times: list[float] = []
@@ -34,6 +39,7 @@ class CostMeter(L.Callback):
         self.peak_bytes = 0
         self.start_bytes: int | None = None
         self.memory_kind = "cpu_rss_peak"
+        self.memory_isolated = False
         self._start = 0.0
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
@@ -45,6 +51,8 @@ class CostMeter(L.Callback):
             self._stop.wait(0.005)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.memory_isolated = pl_module.device.type == "cuda" or CostMeter.fits_in_process == 0
+        CostMeter.fits_in_process += 1
         if pl_module.device.type == "cuda":
             self.memory_kind = "cuda_max_allocated"
             torch.cuda.reset_peak_memory_stats(pl_module.device)
@@ -83,6 +91,7 @@ class CostMeter(L.Callback):
             "train_tokens": self.tokens,
             "peak_memory_bytes": self.peak_bytes,
             "memory_kind": self.memory_kind,
+            "memory_isolated": self.memory_isolated,
             "fit_start_memory_bytes": self.start_bytes,
         }
 
