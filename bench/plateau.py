@@ -2,10 +2,12 @@
 
 Model: y(x) = a − b·exp(−c·(x − x0)), x = log10(params), x0 = the smallest x of the sweep, b ≥ 0, c > 0.
 `a` is the asymptote. The onset of the plateau is the smallest parameter count where the curve is within
-ONSET_TOLERANCE points of its asymptote (x0 if it already is at the smallest budget; "beyond the sweep" if the curve
-only gets there past the largest budget). CIs: 2.5–97.5 percentiles over BOOTSTRAP refits, each on per-budget means
-of seeds drawn with replacement within every budget. A fit needs at least MIN_BUDGETS distinct budgets (three
-parameters plus one degree of freedom); with fewer the method is reported as having too few points.
+ONSET_TOLERANCE points of its asymptote, clipped to the measured range: the smallest budget if the curve is already
+there, and "not reached" (None) if it only gets there past the largest budget, since an extrapolated count says
+nothing measured. CIs: percentile intervals of scipy.stats.bootstrap over BOOTSTRAP refits, each on per-budget means
+of seeds drawn with replacement within every budget (needs two seeds at every budget); an upper onset bound past the
+largest budget is "not reached" too. A fit needs at least MIN_BUDGETS distinct budgets (three parameters plus one
+degree of freedom); with fewer the method is reported as having too few points.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.stats import DegenerateDataWarning
 
 ONSET_TOLERANCE = 1.0  # points
 MIN_BUDGETS = 4
@@ -31,9 +35,8 @@ class PlateauFit:
     budgets: int
     asymptote: float | None = None
     asymptote_ci: tuple[float, float] | None = None
-    onset_params: float | None = None
-    onset_ci: tuple[float, float] | None = None
-    onset_beyond_sweep: bool = False
+    onset_params: float | None = None  # None when the fit is ok but the onset is not reached within the sweep
+    onset_ci: tuple[float, float | None] | None = None  # upper bound None: not reached within the sweep
     peak_params: float | None = None
     peak_score: float | None = None
     declines_after_peak: bool = False
@@ -64,10 +67,10 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in coefficients)
 
 
-def _onset(a: float, b: float, c: float, x0: float, x_max: float) -> tuple[float, bool]:
-    """log10 params of the onset, and whether it lies beyond the largest budget of the sweep."""
-    dx = math.log(b / ONSET_TOLERANCE) / c if b > ONSET_TOLERANCE else 0.0
-    return x0 + dx, x0 + dx > x_max
+def _onset(a: float, b: float, c: float, x0: float, x_max: float) -> float | None:
+    """log10 params of the onset within [x0, x_max], or None when the curve reaches it only past x_max."""
+    x = x0 + (math.log(b / ONSET_TOLERANCE) / c if b > ONSET_TOLERANCE else 0.0)
+    return x if x <= x_max else None
 
 
 def fit_plateau(points: dict[float, list[float]], seed: int = 0) -> PlateauFit:
@@ -85,7 +88,7 @@ def fit_plateau(points: dict[float, list[float]], seed: int = 0) -> PlateauFit:
         fit.notes.append(f"{len(budgets)} budget(s); a plateau fit needs at least {MIN_BUDGETS}")
         return fit
     x = np.log10(np.array(budgets, dtype=float))
-    x0 = float(x[0])
+    x0, x_max = float(x[0]), float(x[-1])
     coefficients = _fit(x - x0, means)
     if coefficients is None:
         fit.status = "fit failed"
@@ -94,22 +97,33 @@ def fit_plateau(points: dict[float, list[float]], seed: int = 0) -> PlateauFit:
     a, b, c = coefficients
     fit.coefficients = (a, b, c, x0)
     fit.asymptote = a
-    onset_x, fit.onset_beyond_sweep = _onset(a, b, c, x0, float(x[-1]))
-    fit.onset_params = 10**onset_x
+    onset = _onset(a, b, c, x0, x_max)
+    fit.onset_params = None if onset is None else 10**onset
+    if onset is None:
+        fit.notes.append("onset not reached within the sweep")
 
-    rng = np.random.default_rng(seed)
-    asymptotes, onsets = [], []
-    for _ in range(BOOTSTRAP):
-        resampled = np.array([np.mean(rng.choice(points[p], size=len(points[p]), replace=True)) for p in budgets])
-        refit = _fit(x - x0, resampled)
-        if refit is not None:
-            asymptotes.append(refit[0])
-            onsets.append(_onset(*refit, x0, float(x[-1]))[0])
-    if len(asymptotes) >= BOOTSTRAP // 2:
-        fit.asymptote_ci = tuple(float(v) for v in np.percentile(asymptotes, [2.5, 97.5]))
-        fit.onset_ci = tuple(float(10**v) for v in np.percentile(onsets, [2.5, 97.5]))
-    else:
-        fit.notes.append(f"only {len(asymptotes)}/{BOOTSTRAP} bootstrap refits converged; no CI")
-    if all(len(points[p]) == 1 for p in budgets):
-        fit.notes.append("one seed per budget: the bootstrap CI is degenerate")
+    if any(len(points[p]) < 2 for p in budgets):
+        fit.notes.append("a budget has one seed: no bootstrap CI")
+        return fit
+    beyond = x_max + 1.0  # stands for "not reached" in the bootstrap distribution: any value past x_max would do
+
+    def refit(*samples: np.ndarray) -> np.ndarray:
+        refitted = _fit(x - x0, np.array([sample.mean() for sample in samples]))
+        if refitted is None:
+            return np.array([np.nan, np.nan])
+        onset = _onset(*refitted, x0, x_max)
+        return np.array([refitted[0], beyond if onset is None else onset])
+
+    samples = tuple(np.asarray(points[p], dtype=float) for p in budgets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)  # identical seeds: a zero-width interval is the answer
+        result = stats.bootstrap(samples, refit, vectorized=False, n_resamples=BOOTSTRAP, method="percentile", rng=seed)
+    failed = int(np.isnan(result.bootstrap_distribution[0]).sum())
+    if failed:
+        fit.notes.append(f"{failed}/{BOOTSTRAP} bootstrap refits did not converge; no CI")
+        return fit
+    (asymptote_low, onset_low), (asymptote_high, onset_high) = result.confidence_interval
+    fit.asymptote_ci = (float(asymptote_low), float(asymptote_high))
+    if onset_low <= x_max:
+        fit.onset_ci = (float(10**onset_low), float(10**onset_high) if onset_high <= x_max else None)
     return fit

@@ -1,12 +1,16 @@
 """Figures of a report: plateau curves (score against trainable parameters) and score against peak memory.
 
-Each figure is written as PNG and PDF. Plateau curves: one line per method through the seed means, a band from the
-seed minimum to maximum, the fitted saturating curve (dashed) with its onset marked when the fit succeeded, and full
-fine-tuning as a horizontal reference line with its seed band.
+Each figure is written as PNG and PDF. Every figure and table names a method by `display_name` and every figure
+draws it in `color`, so a method looks the same everywhere. Plateau curves: one line per method through the seed
+means, a band from the seed minimum to maximum (its legend entry says over how many seeds), the fitted saturating
+curve (dashed) with its onset marked when it is reached within the sweep, and full fine-tuning as a horizontal
+reference line with its seed band. The Pareto plot shows only cells whose peak memory was measured in isolation and
+says below the axes which cells it leaves out.
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -15,10 +19,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
 
 from bench.plateau import PlateauFit
 
 FORMATS = ("png", "pdf")
+REFERENCE = "full"
+DISPLAY = {"full": "Full FT", "lora": "LoRA", "dora": "DoRA", "smt": "SMT", "row-sft": "row-SFT", "svfit": "SVFit", "deft": "DEFT"}
+_TAB10 = plt.get_cmap("tab10").colors
+COLORS = {"full": "black", "lora": _TAB10[0], "dora": _TAB10[1], "smt": _TAB10[2], "row-sft": _TAB10[3], "svfit": _TAB10[4], "deft": _TAB10[6]}
+_SPARE = plt.get_cmap("Dark2").colors
+
+
+def display_name(method: str) -> str:
+    return DISPLAY.get(method, method)
+
+
+def color(method: str) -> tuple[float, float, float] | str:
+    """The method's colour in every figure (a stable pick from a spare palette for methods not listed in COLORS)."""
+    return COLORS.get(method, _SPARE[zlib.crc32(method.encode()) % len(_SPARE)])
 
 
 def _save(figure: plt.Figure, stem: Path) -> list[Path]:
@@ -32,55 +51,77 @@ def _save(figure: plt.Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def plateau_figure(runs: pd.DataFrame, fits: dict[str, PlateauFit], title: str, metric: str, stem: Path, reference: str = "full") -> list[Path]:
+def _seed_counts(runs: pd.DataFrame) -> str:
+    counts = sorted(set(runs.groupby(["method", "params"])["score"].count()))
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def plateau_figure(runs: pd.DataFrame, fits: dict[str, PlateauFit], title: str, metric: str, stem: Path) -> list[Path]:
     """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
-    for method, group in runs[runs["method"] != reference].groupby("method", sort=True):
-        color = next(colors)
+    onset_drawn = False
+    for method, group in runs[runs["method"] != REFERENCE].groupby("method", sort=True):
         by_params = group.groupby("params")["score"]
         params = np.array(sorted(by_params.groups))
-        axes.plot(params, by_params.mean().loc[params], marker="o", color=color, label=method)
-        axes.fill_between(params, by_params.min().loc[params], by_params.max().loc[params], color=color, alpha=0.2, linewidth=0)
+        axes.plot(params, by_params.mean().loc[params], marker="o", color=color(method), label=display_name(method))
+        axes.fill_between(params, by_params.min().loc[params], by_params.max().loc[params], color=color(method), alpha=0.2, linewidth=0)
         fit = fits.get(method)
         if fit is not None and fit.status == "ok":
             grid = np.logspace(np.log10(params.min()), np.log10(params.max()), 100)
-            axes.plot(grid, fit.curve(grid), linestyle="--", color=color, linewidth=1)
-            if not fit.onset_beyond_sweep:
-                axes.axvline(fit.onset_params, color=color, linestyle=":", linewidth=1)
-    full = runs[runs["method"] == reference]["score"]
+            axes.plot(grid, fit.curve(grid), linestyle="--", color=color(method), linewidth=1)
+            if fit.onset_params is not None:
+                axes.axvline(fit.onset_params, color=color(method), linestyle=":", linewidth=1)
+                onset_drawn = True
+    full = runs[runs["method"] == REFERENCE]["score"]
     if len(full):
-        axes.axhline(full.mean(), color="black", linewidth=1.2, label="full fine-tuning")
-        axes.axhspan(full.min(), full.max(), color="black", alpha=0.08, linewidth=0)
+        axes.axhline(full.mean(), color=color(REFERENCE), linewidth=1.2, label=f"{display_name(REFERENCE)} (mean)")
+        axes.axhspan(full.min(), full.max(), color=color(REFERENCE), alpha=0.08, linewidth=0)
+    handles, labels = axes.get_legend_handles_labels()
+    handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
+    labels.append(f"bands: min–max over {_seed_counts(runs)} seeds")
+    if any(fit.status == "ok" for fit in fits.values()):
+        handles.append(plt.Line2D([], [], color="grey", linestyle="--", linewidth=1))
+        labels.append("saturating fit")
+    if onset_drawn:
+        handles.append(plt.Line2D([], [], color="grey", linestyle=":", linewidth=1))
+        labels.append("plateau onset")
     axes.set_xscale("log")
     axes.set_xlabel("trainable parameters (log scale)")
     axes.set_ylabel(f"{metric} (points)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, stem)
 
 
 def pareto_figure(cells: pd.DataFrame, title: str, metric: str, stem: Path) -> list[Path]:
-    """`cells`: one row per (method, budget) with score_mean and memory_mb_mean; the Pareto frontier is drawn."""
+    """`cells`: one row per (method, budget) with score_mean, memory_isolated_mb_mean (NaN: not measured in isolation)
+    and memory_kind; draws the isolated cells and their Pareto frontier, nothing when no cell was isolated."""
+    measured = cells[cells["memory_isolated_mb_mean"].notna()]
+    if measured.empty:
+        return []
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for method, group in cells.groupby("method", sort=True):
-        axes.scatter(group["memory_mb_mean"], group["score_mean"], label=method, s=30)
+    for method, group in measured.groupby("method", sort=True):
+        axes.scatter(group["memory_isolated_mb_mean"], group["score_mean"], label=display_name(method), color=color(method), s=30)
         for _, row in group.iterrows():
-            axes.annotate(row["budget"], (row["memory_mb_mean"], row["score_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    frontier = pareto_frontier(cells)
-    axes.step(frontier["memory_mb_mean"], frontier["score_mean"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto frontier")
-    axes.set_xlabel(f"peak memory (MB, {', '.join(sorted(set(cells['memory_kind'])))})")
+            axes.annotate(row["budget"], (row["memory_isolated_mb_mean"], row["score_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    frontier = pareto_frontier(measured)
+    axes.step(frontier["memory_isolated_mb_mean"], frontier["score_mean"], where="post", color="grey", linewidth=1, alpha=0.8, label="Pareto frontier")
+    axes.set_xlabel(f"peak memory measured in isolation (MB, {', '.join(sorted(set(measured['memory_kind'])))})")
     axes.set_ylabel(f"{metric} (points)")
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    left_out = cells[cells["memory_isolated_mb_mean"].isna()]
+    if len(left_out):
+        names = ", ".join(f"{display_name(row['method'])} {row['budget']}" for _, row in left_out.iterrows())
+        figure.text(0.01, -0.02, f"Left out, memory not measured in isolation: {names}.", fontsize=7, wrap=True, va="top")
     return _save(figure, stem)
 
 
 def pareto_frontier(cells: pd.DataFrame) -> pd.DataFrame:
-    """Cells no other cell beats on both score (higher) and memory (lower), by increasing memory."""
-    ordered = cells.sort_values(["memory_mb_mean", "score_mean"], ascending=[True, False])
+    """Cells no other cell beats on both score (higher) and isolated memory (lower), by increasing memory."""
+    ordered = cells.sort_values(["memory_isolated_mb_mean", "score_mean"], ascending=[True, False])
     best, keep = -np.inf, []
     for index, row in ordered.iterrows():
         if row["score_mean"] > best:

@@ -1,4 +1,10 @@
-"""Statistics for reports: seed aggregates and a paired permutation test on the same test examples.
+"""Statistics for reports (scipy.stats): seed aggregates with t-intervals and a paired permutation test on the same
+test examples.
+
+Intervals: a cell's 95 % CI is the Student-t interval of its mean over seeds. Seeds are the unit of replication (data
+order, initialisation, calibration draws); with 2-3 seeds the interval is wide, and that width is the honest
+uncertainty of a cell mean. A bootstrap over seeds cannot resample 2-3 values meaningfully, and a bootstrap over test
+examples would leave the seed-to-seed spread out.
 
 Ties: two cells are compared on the examples both were scored on. Each example's score is averaged over the
 cell's seeds (1/0 correct for classification; minus the absolute error for regression outputs such as STS-B), and a
@@ -16,17 +22,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 ALPHA = 0.05
+CONFIDENCE = 0.95
 RESAMPLES = 10_000
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     """Mean, sample standard deviation (ddof=1; 0 for one value) and count."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std, n
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+def t_interval(mean: float, std: float, n: int, level: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Student-t confidence interval of a mean over n seeds (None for one seed)."""
+    if n < 2:
+        return None
+    if std == 0:
+        return mean, mean
+    low, high = stats.t.interval(level, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return float(low), float(high)
 
 
 def example_score(row: dict[str, Any]) -> float:
@@ -58,15 +74,18 @@ def seed_averaged(runs: Iterable[dict[Any, float]]) -> dict[Any, float]:
     return {index: sum(run[index] for run in runs) / len(runs) for index in common}
 
 
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean(a - b, axis=axis)
+
+
 def paired_permutation_p(a: dict[Any, float], b: dict[Any, float], resamples: int = RESAMPLES, seed: int = 0) -> float:
-    """Two-sided p-value that `a` and `b` have the same mean score on their shared examples."""
+    """Two-sided p-value that `a` and `b` have the same mean score on their shared examples (scipy's paired
+    permutation test: exact over every swap when 2^n <= `resamples`, else `resamples` random swaps)."""
     shared = sorted(set(a) & set(b), key=str)
     if not shared:
         raise ValueError("the two cells share no scored example")
-    differences = np.array([a[i] - b[i] for i in shared])
-    observed = abs(differences.mean())
-    if not np.any(differences):
-        return 1.0
-    signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(resamples, len(differences)))
-    extreme = np.count_nonzero(np.abs(signs @ differences) / len(differences) >= observed - 1e-12)
-    return (extreme + 1) / (resamples + 1)
+    first, second = np.array([a[i] for i in shared]), np.array([b[i] for i in shared])
+    result = stats.permutation_test(
+        (first, second), _mean_difference, permutation_type="samples", vectorized=True, n_resamples=resamples, alternative="two-sided", rng=seed
+    )
+    return float(result.pvalue)

@@ -3,16 +3,19 @@ plateau fits, figures, LaTeX, and the store folder layout."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
+import shutil
 import statistics
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 
-from bench import plateau, stats
+from bench import plateau, plots, stats
 from bench.record import read_records
 from bench.report import write_report
 from tests.test_sweep import tiny_store
@@ -33,18 +36,30 @@ def expected_cells(store: Path) -> dict[tuple[str, str], tuple[float, float, int
     return {cell: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for cell, v in scores.items()}
 
 
-def test_table_numbers_equal_the_aggregates_of_the_stored_records(report) -> None:
+T_975 = {1: 12.706204736174707, 2: 4.302652729749464}  # Student-t 97.5 % quantiles for 1 and 2 degrees of freedom (printed tables)
+
+
+def table_row(markdown: str, *first: str) -> list[str]:
+    """The cells of the Markdown table row whose leading cells are `first`."""
+    for line in markdown.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[: len(first)] == list(first):
+            return cells
+    raise AssertionError(f"no row {first} in\n{markdown}")
+
+
+def test_table_numbers_and_intervals_equal_the_aggregates_of_the_stored_records(report) -> None:
     expected = expected_cells(report.folder.parent)
     assert len(expected) == 2
     for _, row in report.cells.iterrows():
         mean, std, n = expected[(row["method"], row["budget"])]
         assert row["score_mean"] == pytest.approx(mean, abs=1e-9) and row["score_std"] == pytest.approx(std, abs=1e-9) and row["score_n"] == n
     markdown = (report.folder / "results.md").read_text()
-    for (method, budget), (mean, std, _) in expected.items():
-        label = {"full": "Full FT", "lora": "LoRA"}[method]
-        shown = "100%" if method == "full" else budget
-        line = next(line for line in markdown.splitlines() if line.startswith(f"| {label} | {shown} |"))
-        assert f"{mean:.1f} ± {std:.1f}" in line, line
+    for (method, budget), (mean, std, n) in expected.items():
+        cells = table_row(markdown, {"full": "Full FT", "lora": "LoRA"}[method], "100%" if method == "full" else budget)
+        half = T_975[n - 1] * std / math.sqrt(n)
+        low, high = max(mean - half, 0.0), min(mean + half, 100.0)
+        assert cells[3].strip("*†") == f"{mean:.1f} ± {std:.1f} [{low:.1f}, {high:.1f}]", cells
 
 
 def test_best_is_bold_and_ties_come_from_a_paired_test(report) -> None:
@@ -64,7 +79,14 @@ def test_best_is_bold_and_ties_come_from_a_paired_test(report) -> None:
     assert ("†" in markdown) == (p >= stats.ALPHA)
 
 
-def test_paired_permutation_test_separates_different_systems() -> None:
+def test_paired_permutation_test_equals_exact_enumeration_and_separates_different_systems() -> None:
+    a = [1.0, 0.0, 1.0, 1.0, -0.5, 1.0, 0.0, 1.0, 1.0, 1.0]
+    b = [0.0, 0.0, 1.0, 0.0, -1.5, 1.0, 1.0, 0.0, 0.0, 1.0]
+    differences = [x - y for x, y in zip(a, b)]
+    observed = abs(sum(differences))
+    flips = list(itertools.product((1, -1), repeat=len(differences)))
+    extreme = sum(abs(sum(sign * d for sign, d in zip(signs, differences))) >= observed - 1e-12 for signs in flips)
+    assert stats.paired_permutation_p(dict(enumerate(a)), dict(enumerate(b))) == pytest.approx(extreme / len(flips), abs=1e-12)
     rng = np.random.default_rng(0)
     strong = {i: float(rng.random() < 0.9) for i in range(300)}
     weak = {i: float(rng.random() < 0.5) for i in range(300)}
@@ -83,24 +105,138 @@ def test_plateau_fit_recovers_a_known_curve_and_refuses_too_few_points() -> None
     assert fit.asymptote_ci[0] <= fit.asymptote <= fit.asymptote_ci[1]
     onset = 10 ** (4 + math.log(30 / plateau.ONSET_TOLERANCE) / 1.5)
     assert fit.onset_params == pytest.approx(onset, rel=0.5)
+    assert fit.onset_ci[0] <= fit.onset_params <= fit.onset_ci[1] <= params[-1]
     assert plateau.fit_plateau({p: [truth(p)] for p in params[:3]}).status == "too few points"
 
 
-def test_report_files_figures_and_honest_anchor_note(report) -> None:
+def test_plateau_onset_is_never_past_the_largest_budget() -> None:
+    # still rising at the largest budget (22.7M-parameter model, budgets up to 1 %): the onset is "not reached"
+    params = [2.3e4, 6.8e4, 1.1e5, 2.3e5]
+    rng = np.random.default_rng(2)
+    rising = plateau.fit_plateau({p: [50 + 8 * math.log10(p / 2.3e4) + rng.normal(0, 0.5) for _ in range(3)] for p in params})
+    assert rising.status == "ok" and rising.onset_params is None and (rising.onset_ci is None or rising.onset_ci[1] is None)
+    assert "onset not reached within the sweep" in rising.notes
+    flat = plateau.fit_plateau({p: [70 + rng.normal(0, 0.2) for _ in range(2)] for p in params})
+    assert flat.onset_params == pytest.approx(params[0])  # already on the plateau: clipped to the smallest budget
+
+
+def test_report_files_figures_latex_tables_and_honest_anchor_note(report) -> None:
     folder = report.folder
-    for name in ("results.md", "tables.tex", "cells.csv", "runs.csv", "summary.json", "plateau.json"):
+    for name in ("results.md", "tables.tex", "cells.csv", "metrics.csv", "runs.csv", "summary.json", "plateau.json"):
         assert (folder / name).is_file(), name
-    for stem in ("plateau_minilm-l6_glue-sst2", "pareto_minilm-l6_glue-sst2"):
-        for suffix in (".png", ".pdf"):
-            assert (folder / "figures" / f"{stem}{suffix}").stat().st_size > 1000
+    for suffix in (".png", ".pdf"):
+        assert (folder / "figures" / f"plateau_minilm-l6_glue-sst2{suffix}").stat().st_size > 1000
     markdown = (folder / "results.md").read_text()
     assert "No published anchor matches minilm-l6" in markdown
     assert "too few points" in markdown  # one budget per method cannot support a plateau fit
     latex = (folder / "tables.tex").read_text()
-    assert r"\textbf{" in latex and r"\begin{tabular}" in latex
+    for table in ("results-minilm-l6", "cost-minilm-l6"):
+        block = next(block for block in latex.split(r"\end{table}") if f"tab:{table}" in block)
+        assert block.strip().startswith(r"\begin{table}") and r"\caption{" in block and rf"\label{{tab:{table}}}" in block and r"\toprule" in block and r"\bottomrule" in block
+    assert r"\bfseries" in latex and r"Trainable \%" in latex and "100\\%" in latex
     summary = json.loads((folder / "summary.json").read_text())
     assert {(c["method"], c["budget"]) for c in summary["cells"]} == {("full", "all"), ("lora", "0.5%")}
     assert report.wandb_mode == "offline"
     assert any(
         re.search("report", path.read_text(errors="ignore")) for path in (folder.parent / "wandb").glob("offline-run-*/files/wandb-metadata.json")
     ) or list((folder.parent / "wandb").glob("offline-run-*"))
+
+
+def test_cost_table_and_pareto_use_only_memory_measured_in_isolation(report) -> None:
+    records = [record for record in read_records(report.folder.parent) if record["status"] == "ok"]
+    isolated = {(r["config"]["method"], r["config"]["seed"]): r["cost"]["memory_isolated"] for r in records}
+    assert sum(isolated.values()) >= 1  # each sweep process's first run; the restarted sweep runs more in the same process
+    assert not all(isolated.values())
+    cost = next(table for table in report.tables if table.name == "cost-minilm-l6").markdown()
+    for method, label in (("full", "Full FT"), ("lora", "LoRA")):
+        memories = [r["cost"]["peak_memory_bytes"] / 2**20 for r in records if r["config"]["method"] == method and r["cost"]["memory_isolated"]]
+        shown = table_row(cost, "sst2", label)[-1]
+        assert shown == "not isolated" if not memories else shown.startswith(f"{statistics.mean(memories):,.0f}"), shown
+    pareto = report.folder / "figures" / "pareto_minilm-l6_glue-sst2.png"
+    assert pareto.is_file() == any(isolated.values())
+
+
+def derived_store(tiny: Path, folder: Path, edit) -> Path:
+    """A copy of the tiny store's records, predictions and sweep.json with `edit(records, manifest)` applied."""
+    folder.mkdir()
+    for path in tiny.glob("*.predictions.jsonl"):
+        shutil.copy(path, folder / path.name)
+    records = [record for record in read_records(tiny) if record["status"] == "ok"]
+    manifest = json.loads((tiny / "sweep.json").read_text())
+    edit(records, manifest)
+    for record in records:
+        (folder / f"{record['run_key']}.json").write_text(json.dumps(record))
+    (folder / "sweep.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_failed_and_missing_runs_are_listed_and_never_ranked(report, tmp_path: Path) -> None:
+    def edit(records: list[dict], manifest: dict) -> None:
+        for record in records:
+            if record["config"]["method"] == "full":
+                record["metrics"]["test"]["accuracy"] = math.nan  # a diverged run: its metric is not a number
+            record["cost"]["memory_isolated"] = False
+        missing = json.loads(json.dumps(manifest["cells"][0]))
+        missing |= {"key": "0" * 64, "label": "lora 0.5% seed=7"}
+        missing["config"] |= {"method": "lora", "budget": "0.5%", "seed": 7}
+        manifest["cells"].append(missing)
+
+    store = derived_store(report.folder.parent, tmp_path / "store", edit)
+    derived = write_report(store, log_to_wandb=False)
+    markdown = (derived.folder / "results.md").read_text()
+    section = markdown[markdown.index("## Failed and missing runs") :]
+    assert table_row(section, "minilm-l6", "glue/sst2", "LoRA", "0.5%", "7", "missing")
+    for seed in ("0", "1"):
+        assert table_row(section, "minilm-l6", "glue/sst2", "Full FT", "all", seed, "metric failed")[-1] == "accuracy is nan"
+    results = derived.tables[0].markdown()
+    assert table_row(results, "Full FT", "100%")[3] == "failed"
+    assert table_row(results, "LoRA", "0.5%")[3].startswith("**") and "†" not in results  # the only ranked cell is the best
+    summary = json.loads((derived.folder / "summary.json").read_text())
+    assert [c["method"] for c in summary["cells"]] == ["lora"]
+    assert "full" not in {row["method"] for row in json.loads((derived.folder / "plateau.json").read_text())}
+    assert not (derived.folder / "figures" / "pareto_minilm-l6_glue-sst2.png").exists()
+    assert "No Pareto plot for minilm-l6 · glue/sst2: no cell's peak memory was measured in isolation" in markdown
+    assert table_row(next(t for t in derived.tables if t.name == "cost-minilm-l6").markdown(), "sst2", "LoRA")[-1] == "not isolated"
+
+
+def test_every_metric_of_a_task_is_a_column(report, tmp_path: Path) -> None:
+    def edit(records: list[dict], manifest: dict) -> None:
+        for record in records:
+            shift = 0.01 * record["config"]["seed"] + (0.1 if record["config"]["method"] == "lora" else 0.0)
+            record["task"] |= {"name": "glue/mrpc", "primary_metric": "f1"}
+            record["metrics"]["test"] = {"f1": 0.7 + shift, "accuracy": 0.6 + shift}
+            record["metrics"]["validation"] = dict(record["metrics"]["test"])
+            record["config"]["task"] = "glue/mrpc"
+
+    derived = write_report(derived_store(report.folder.parent, tmp_path / "store", edit), log_to_wandb=False)
+    results = derived.tables[0].markdown()
+    assert table_row(results, "Method", "Budget", "Trainable %")[3:] == ["mrpc F1", "mrpc Acc"]
+    lora = table_row(results, "LoRA", "0.5%")
+    assert lora[3].startswith("**80.5 ± 0.7") and lora[4].startswith("**70.5 ± 0.7")
+    assert set(derived.metrics["metric"]) == {"f1", "accuracy"}
+
+
+def test_methods_have_one_display_name_and_colour_in_every_figure(report, monkeypatch: pytest.MonkeyPatch) -> None:
+    from methods import registry
+
+    names = list(registry())
+    assert len({plots.display_name(m) for m in names}) == len({plots.color(m) for m in names}) == len(names)
+    drawn: dict[str, dict[str, object]] = {}
+
+    def capture(figure, stem: Path) -> list[Path]:
+        axes = figure.axes[0]
+        legend = axes.get_legend()
+        drawn[stem.name] = {
+            "labels": [text.get_text() for text in legend.get_texts()],
+            "colors": {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in axes.get_lines()}
+            | {collection.get_label(): matplotlib.colors.to_hex(collection.get_facecolor()[0]) for collection in axes.collections if collection.get_label()[:1] != "_"},
+        }
+        return []
+
+    monkeypatch.setattr(plots, "_save", capture)
+    cells = report.cells.assign(memory_isolated_mb_mean=[500.0 + i for i in range(len(report.cells))])
+    plots.pareto_figure(cells, "t", "accuracy", Path("pareto"))
+    plots.plateau_figure(report.runs, {}, "t", "accuracy", Path("plateau"))
+    assert "LoRA" in drawn["pareto"]["labels"] and "LoRA" in drawn["plateau"]["labels"] and "lora" not in drawn["plateau"]["labels"]
+    assert drawn["pareto"]["colors"]["LoRA"] == drawn["plateau"]["colors"]["LoRA"] == matplotlib.colors.to_hex(plots.color("lora"))
+    assert "bands: min–max over 2 seeds" in drawn["plateau"]["labels"]
