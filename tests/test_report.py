@@ -1,5 +1,8 @@
-"""`bench report` on the tiny real store: table numbers equal aggregates computed here from the records, ties,
-plateau fits, figures, LaTeX, and the store folder layout."""
+"""`bench report` on the tiny real store: table numbers and t-intervals equal aggregates computed here from the
+records, ties from scipy's permutation test checked against exact enumeration, plateau fits whose onset stays within the
+sweep, LaTeX table environments, the cost table and Pareto plot from isolated memory only, failed and missing runs
+listed and never ranked, every metric of a task as a column (copies of the tiny store with edited metrics stand in for
+MRPC and a decoder group), and one name and colour per method across figures."""
 
 from __future__ import annotations
 
@@ -240,3 +243,28 @@ def test_methods_have_one_display_name_and_colour_in_every_figure(report, monkey
     assert "LoRA" in drawn["pareto"]["labels"] and "LoRA" in drawn["plateau"]["labels"] and "lora" not in drawn["plateau"]["labels"]
     assert drawn["pareto"]["colors"]["LoRA"] == drawn["plateau"]["colors"]["LoRA"] == matplotlib.colors.to_hex(plots.color("lora"))
     assert "bands: min–max over 2 seeds" in drawn["plateau"]["labels"]
+
+
+def test_decoder_tables_show_both_protocols_and_format_failures_per_test_set(report, tmp_path: Path) -> None:
+    def edit(records: list[dict], manifest: dict) -> None:
+        for record in records:
+            better = 0.1 if record["config"]["method"] == "lora" else 0.0
+            parts = {
+                part: {"accuracy": 0.5 + better + offset, "format_failure_rate": 0.2 - better, "loglik_accuracy": 0.6 + offset}
+                for part, offset in (("boolq", 0.0), ("piqa", 0.1))
+            }
+            average = {name: statistics.mean(values[name] for values in parts.values()) for name in ("accuracy", "loglik_accuracy", "format_failure_rate")}
+            test = {"average": average["accuracy"], "average_loglik": average["loglik_accuracy"], "average_format_failure_rate": average["format_failure_rate"]}
+            record["metrics"]["test"] = test | {f"{part}/{name}": value for part, values in parts.items() for name, value in values.items()}
+            record["metrics"]["validation"] = dict(record["metrics"]["test"])
+            record["task"] |= {"name": "commonsense/all", "primary_metric": "average", "protocols": {"generation": "...", "loglikelihood": "..."}}
+            record["config"]["task"] = "commonsense/all"
+
+    derived = write_report(derived_store(report.folder.parent, tmp_path / "store", edit), log_to_wandb=False)
+    main, per_set = derived.tables[0].markdown(), derived.tables[1].markdown()
+    assert table_row(main, "Method", "Budget", "Trainable %")[3:] == ["all Gen acc avg", "all LL acc avg", "all Format fail % avg"]
+    assert table_row(main, "LoRA", "0.5%")[3:] == ["**65.0 ± 0.0 [65.0, 65.0]**", "**65.0 ± 0.0 [65.0, 65.0]**", "10.0 ± 0.0 [10.0, 10.0]"]
+    assert table_row(main, "Full FT", "100%")[4] == "**65.0 ± 0.0 [65.0, 65.0]**"  # both at the best LL accuracy
+    assert table_row(per_set, "Method", "Budget") == ["Method", "Budget", *(f"{p} {m}" for p in ("boolq", "piqa") for m in ("Gen acc", "Format fail %", "LL acc"))]
+    assert table_row(per_set, "LoRA", "0.5%")[2:5] == ["**60.0 ± 0.0 [60.0, 60.0]**", "10.0 ± 0.0 [10.0, 10.0]", "**60.0 ± 0.0 [60.0, 60.0]**"]
+    assert "**" not in "".join(table_row(per_set, "Full FT", "100%")[3::3])  # format-failure rates are never bold
