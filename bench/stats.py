@@ -45,6 +45,23 @@ def t_interval(mean: float, std: float, n: int, level: float = CONFIDENCE) -> tu
     return float(low), float(high)
 
 
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a metric can take, in points: correlations and MCC span [-100, 100], the rest [0, 100]."""
+    signed = any(name in metric for name in ("mcc", "pearson", "spearman"))
+    return (-100.0, 100.0) if signed else (0.0, 100.0)
+
+
+def aggregate(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
+    """Mean, std, n and 95 % t-interval over seeds, clipped to `bounds` (the metric's range: with two seeds the
+    interval easily spills past it); `failed` (and no numbers) when a seed's value is not finite."""
+    values = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(values)):
+        return {"mean": math.nan, "std": math.nan, "n": len(values), "ci_low": math.nan, "ci_high": math.nan, "failed": True}
+    mean, std, n = mean_std(values)
+    low, high = t_interval(mean, std, n) or (math.nan, math.nan)
+    return {"mean": mean, "std": std, "n": n, "ci_low": max(low, bounds[0]), "ci_high": min(high, bounds[1]), "failed": False}
+
+
 def example_score(row: dict[str, Any]) -> float:
     """One example's score: `correct` if the task wrote it, else -|error| for a real-valued prediction (regression),
     else 1/0 exact match of the predicted class."""

@@ -1,0 +1,267 @@
+"""Report tables: text cells with a style per cell, written by pandas as Markdown and as LaTeX `table` environments
+with caption and label, and the tables a report holds.
+
+- paper table (per model): rows (method, budget); trainable %, every top-level test metric of every task as mean ±
+  std [95 % t-interval] over seeds, and the average of the primary metrics when there are several tasks; bold: best
+  per column (format-failure rates are diagnostics and never bold); †: tied with the best on the primary metric;
+  italic rows: published anchors where the setting matches (bench.anchors);
+- test-set tables: tasks with several test sets (decoder groups) per test set, both protocols and the format-failure
+  rate;
+- cost table: trainable %, adapter size, median step time and peak memory measured in isolation;
+- failed and missing runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from bench import anchors, stats
+from bench.plots import REFERENCE, display_name
+
+CELL = ["model", "task", "method", "budget"]
+METRIC_LABELS = {
+    "accuracy": "Acc",
+    "f1": "F1",
+    "mcc": "MCC",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "loglik_accuracy": "LL acc",
+    "loglik_accuracy_norm": "LL acc norm",
+    "format_failure_rate": "Format fail %",
+    "accuracy_first_capital": "Acc (first capital)",
+    "average": "Gen acc avg",
+    "average_loglik": "LL acc avg",
+    "average_format_failure_rate": "Format fail % avg",
+}
+
+
+def _row_order(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """Full fine-tuning first, then methods by name, budgets by trainable parameters."""
+    order = frame.groupby(["method", "budget"])["params"].mean().reset_index()
+    order["first"] = order["method"] != REFERENCE
+    return [tuple(row) for row in order.sort_values(["first", "method", "params"])[["method", "budget"]].itertuples(index=False)]
+
+
+def _average_column(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """Per (method, budget): `aggregate` over seeds of the unweighted primary-metric average over tasks (seeds present
+    on every task)."""
+    rows = []
+    for (method, budget), group in runs.groupby(["method", "budget"]):
+        per_seed = group.pivot_table(index="seed", columns="task", values="score", dropna=False)
+        if set(per_seed.columns) != set(tasks):
+            continue
+        averages = per_seed.dropna(how="all").mean(axis=1, skipna=False)
+        if len(averages):
+            bounds = (min(stats.metric_range(metric)[0] for metric in group["metric"]), 100.0)
+            rows.append({"method": method, "budget": budget, **stats.aggregate(averages, bounds)})
+    return pd.DataFrame(rows, columns=["method", "budget", "mean", "std", "n", "ci_low", "ci_high", "failed"])
+
+
+def format_score(entry: pd.Series | dict[str, Any]) -> str:
+    """Mean ± std [95 % CI] over seeds as text; the mean alone for one seed; "failed" for a failed metric."""
+    if entry["failed"]:
+        return "failed"
+    if entry["n"] < 2:
+        return f"{entry['mean']:.1f}"
+    return f"{entry['mean']:.1f} ± {entry['std']:.1f} [{entry['ci_low']:.1f}, {entry['ci_high']:.1f}]"
+
+
+def metric_label(metric: str, decoder: bool) -> str:
+    """Column label of a metric: `accuracy_matched` -> "Acc matched"; a decoder's accuracy is its generation accuracy."""
+    if decoder and metric == "accuracy":
+        return "Gen acc"
+    base = next((name for name in sorted(METRIC_LABELS, key=len, reverse=True) if metric == name or metric.startswith(f"{name}_")), None)
+    return metric if base is None else f"{METRIC_LABELS[base]}{metric[len(base) :].replace('_', ' ')}"
+
+
+@dataclass
+class Table:
+    """One table: text cells, a style per cell ("", "bold" or "italic"), a title and caption, a LaTeX label, notes."""
+
+    name: str
+    title: str
+    caption: str
+    label: str
+    frame: pd.DataFrame
+    style: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        marked = self.frame.copy()
+        for column in marked.columns:
+            marked[column] = [_markdown_cell(text, style) for text, style in zip(self.frame[column], self.style[column])]
+        return marked.to_markdown(index=False, disable_numparse=True)
+
+    def latex(self) -> str:
+        css = {"bold": "font-weight: bold;", "italic": "font-style: italic;", "": ""}
+        styler = self.frame.style.hide(axis="index").apply(lambda _: self.style.replace(css), axis=None)
+        styler = styler.format(escape="latex").format_index(escape="latex", axis=1)
+        columns = "".join("l" if column in ("Method", "Budget", "Task", "Seed", "Status", "Detail") else "r" for column in self.frame.columns)
+        caption = _latex_text(f"{self.title}: {self.caption}")
+        return styler.to_latex(environment="table", caption=caption, label=self.label, hrules=True, convert_css=True, column_format=columns)
+
+    def section(self, level: str = "###") -> list[str]:
+        """The table as a Markdown section: title, caption, table, notes."""
+        return [f"{level} {self.title}", "", self.caption, "", self.markdown(), *(["", *self.notes] if self.notes else [])]
+
+
+def _markdown_cell(text: str, style: str) -> str:
+    if not text or style == "":
+        return text
+    marker = "**" if style == "bold" else "*"
+    core, tie = (text[:-1], "†") if text.endswith("†") else (text, "")
+    return f"{marker}{core}{marker}{tie}"
+
+
+def _latex_text(text: str) -> str:
+    """`text` escaped for LaTeX by pandas, as the table cells are (a one-cell table's only row)."""
+    one_cell = pd.DataFrame([[text]]).style.format(escape="latex").hide(axis="index").hide(axis="columns")
+    return one_cell.to_latex().splitlines()[1].removesuffix(r" \\")
+
+
+def _ranked_metric(metric: str) -> bool:
+    """Format-failure rates are diagnostics (lower is better), not scores: never bold."""
+    return "format_failure" not in metric
+
+
+def _table(name: str, title: str, caption: str, rows: list[list[str]], styles: list[list[str]], header: list[str]) -> Table:
+    return Table(
+        name=name,
+        title=title,
+        caption=caption,
+        label=f"tab:{slug(name)}",
+        frame=pd.DataFrame(rows, columns=header),
+        style=pd.DataFrame(styles, columns=header) if rows else pd.DataFrame(columns=header),
+    )
+
+
+def _short(task: str) -> str:
+    return task.split("/", 1)[-1]
+
+
+def paper_table(model: str, runs: pd.DataFrame, cells: pd.DataFrame, marks: pd.DataFrame, metric_rows: pd.DataFrame) -> Table:
+    """Rows (method, budget); columns: trainable %, every top-level test metric of every task, and the average of the
+    primary metrics when there are several tasks."""
+    tasks = sorted(set(cells["task"]))
+    top = metric_rows[~metric_rows["metric"].str.contains("/")]
+    columns = top.groupby(["task", "metric"], as_index=False).agg(order=("order", "min"), primary=("primary", "any"), decoder=("decoder", "any"))
+    columns = columns.sort_values(["task", "primary", "order"], ascending=[True, False, True])
+    average = _average_column(runs, tasks) if len(tasks) > 1 else None
+    header = ["Method", "Budget", "Trainable %", *(f"{_short(t)} {metric_label(m, d)}" for t, m, d in columns[["task", "metric", "decoder"]].itertuples(index=False))]
+    header += ["Avg"] if average is not None else []
+    best = {
+        (task, metric): group.loc[~group["failed"].astype(bool), "mean"].max()
+        for (task, metric), group in top.groupby(["task", "metric"])
+        if _ranked_metric(metric)
+    }
+    ties = cells.merge(marks, on=CELL).set_index(["task", "method", "budget"])["tied"]
+    rows, styles = [], []
+    for method, budget in _row_order(cells):
+        in_row = cells[(cells["method"] == method) & (cells["budget"] == budget)]
+        texts = [display_name(method), budget if method != REFERENCE else "100%", f"{in_row['trainable_pct'].mean():.3f}"]
+        style = ["", "", ""]
+        for task, metric, primary in columns[["task", "metric", "primary"]].itertuples(index=False):
+            match = top[(top["method"] == method) & (top["budget"] == budget) & (top["task"] == task) & (top["metric"] == metric)]
+            if match.empty:
+                texts.append("–")
+                style.append("")
+                continue
+            entry = match.iloc[0]
+            tied = primary and not entry["failed"] and bool(ties.get((task, method, budget), False))
+            texts.append(format_score(entry) + ("†" if tied else ""))
+            style.append("bold" if not entry["failed"] and entry["mean"] == best.get((task, metric)) else "")
+        if average is not None:
+            match = average[(average["method"] == method) & (average["budget"] == budget)]
+            texts.append("–" if match.empty else format_score(match.iloc[0]))
+            usable = average[~average["failed"].astype(bool)]
+            style.append("bold" if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == usable["mean"].max() else "")
+        rows.append(texts)
+        styles.append(style)
+    task_set, matched = anchors.matching(model, set(tasks))
+    for anchor in matched:
+        scores = [""] * (len(header) - 3)
+        scores[-1] = f"{anchor.score:.1f}"  # the task-set average: the Avg column, or the single (group) task's column
+        rows.append([f"{anchor.method} (paper)", "", anchor.trainable, *scores])
+        styles.append(["italic"] * len(header))
+    table = _table(
+        f"results-{model}",
+        model,
+        "test metrics in points, mean ± std [95 % t-interval] over seeds; bold: best per column; †: tied with the best on the primary metric.",
+        rows,
+        styles,
+        header,
+    )
+    if matched:
+        table.notes.append(
+            f"Italic rows: published numbers for {model} on {task_set} ({'; '.join(sorted({a.source for a in matched}))}); other protocols and hyperparameters, shown for orientation."
+        )
+    else:
+        table.notes.append(
+            f"No published anchor matches {model} on {', '.join(tasks)} (anchors exist for LLaMA/RoBERTa/DeBERTa on the full commonsense, arithmetic and GLUE sets), so no reference rows are shown."
+        )
+    return table
+
+
+def test_set_tables(model: str, cells: pd.DataFrame, metric_rows: pd.DataFrame) -> list[Table]:
+    """Per task with several test sets (`<set>/<metric>` metrics): rows (method, budget), a column per test set and
+    metric, so both decoder protocols and the format-failure rate show per test set next to the averages."""
+    tables = []
+    for task, per_task in metric_rows[metric_rows["metric"].str.contains("/")].groupby("task"):
+        columns = per_task.groupby("metric", as_index=False)["order"].min().sort_values("order")["metric"].tolist()
+        header = ["Method", "Budget", *(f"{part} {metric_label(name, True)}" for part, name in (column.split("/", 1) for column in columns))]
+        best = {
+            metric: group.loc[~group["failed"].astype(bool), "mean"].max() for metric, group in per_task.groupby("metric") if _ranked_metric(metric)
+        }
+        rows, styles = [], []
+        for method, budget in _row_order(cells[cells["task"] == task]):
+            texts, style = [display_name(method), budget if method != REFERENCE else "100%"], ["", ""]
+            for metric in columns:
+                match = per_task[(per_task["method"] == method) & (per_task["budget"] == budget) & (per_task["metric"] == metric)]
+                texts.append("–" if match.empty else format_score(match.iloc[0]))
+                style.append("bold" if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == best.get(metric) else "")
+            rows.append(texts)
+            styles.append(style)
+        caption = "every test set, both protocols (Gen: generation with answer extraction; LL: lm-eval log-likelihood), points, mean ± std [95 % t-interval] over seeds."
+        tables.append(_table(f"test-sets-{model}-{task}", f"{model} · {task} per test set", caption, rows, styles, header))
+    return tables
+
+
+def cost_table(model: str, cells: pd.DataFrame) -> Table:
+    """Rows (task, method, budget): trainable %, adapter size, median step time and peak memory measured in isolation."""
+    header = ["Task", "Method", "Budget", "Trainable %", "Adapter MB", "Step time ms", "Peak memory MB (isolated)"]
+    rows = []
+    for task in sorted(set(cells["task"])):
+        in_task = cells[cells["task"] == task]
+        for method, budget in _row_order(in_task):
+            cell = in_task[(in_task["method"] == method) & (in_task["budget"] == budget)].iloc[0]
+            step = f"{1000 * cell['step_time_s_mean']:.0f} ± {1000 * cell['step_time_s_std']:.0f}" if pd.notna(cell["step_time_s_mean"]) else "–"
+            if pd.isna(cell["memory_isolated_mb_mean"]):
+                memory = "not isolated"
+            else:
+                memory = f"{cell['memory_isolated_mb_mean']:,.0f}" + (f" ± {cell['memory_isolated_mb_std']:,.0f}" if cell["memory_isolated_mb_n"] > 1 else "")
+                memory += f" ({int(cell['memory_isolated_mb_n'])}/{len(cell['seeds'])} seeds)" if cell["memory_isolated_mb_n"] < len(cell["seeds"]) else ""
+            rows.append([_short(task), display_name(method), budget if method != REFERENCE else "100%", f"{cell['trainable_pct']:.3f}", f"{cell['adapter_mb']:.3f}", step, memory])
+    kinds = ", ".join(sorted(set(",".join(cells["memory_kind"]).split(","))))
+    caption = (
+        f"cost per cell, mean ± std over seeds. Step time: each run's median training step. Peak memory ({kinds}) only from runs measured in isolation "
+        "(CUDA, or the first run of a fresh process); a long-lived worker's peak also holds earlier runs' memory, so those cells read not isolated."
+    )
+    return _table(f"cost-{model}", f"{model} cost", caption, rows, [[""] * len(header) for _ in rows], header)
+
+
+def unfinished_table(unfinished: pd.DataFrame) -> Table:
+    header = ["Model", "Task", "Method", "Budget", "Seed", "Status", "Detail"]
+    rows = [
+        [row["model"], row["task"], display_name(row["method"]), row["budget"], str(row["seed"]), row["status"], row["detail"]]
+        for _, row in unfinished.sort_values([*CELL, "seed"]).iterrows()
+    ]
+    caption = "runs the sweep names without an ok record, and runs with a failed metric; none of them is ranked, fitted or plotted."
+    return _table("failed-and-missing", "Failed and missing runs", caption, rows, [[""] * len(header) for _ in rows], header)
+
+
+def slug(text: str) -> str:
+    """`text` with every character but letters, digits, "-" and "." replaced by "-" (file names, LaTeX labels)."""
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in text)
