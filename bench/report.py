@@ -278,7 +278,7 @@ class Report:
     def console_text(self) -> str:
         lines = [f"report: {self.markdown_path}  (LaTeX: {self.folder / 'tables.tex'}; figures: {self.folder / 'figures'})"]
         for table in self.tables:
-            lines += ["", f"{table.title}: {table.caption}", table.markdown()]
+            lines += ["", f"{table.title}. {table.caption}", table.markdown()]
         if self.wandb_mode:
             lines.append(f"\nreport logged to W&B ({self.wandb_mode})")
         return "\n".join(lines)

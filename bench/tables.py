@@ -100,7 +100,7 @@ class Table:
         styler = self.frame.style.hide(axis="index").apply(lambda _: self.style.replace(css), axis=None)
         styler = styler.format(escape="latex").format_index(escape="latex", axis=1)
         columns = "".join("l" if column in ("Method", "Budget", "Task", "Seed", "Status", "Detail") else "r" for column in self.frame.columns)
-        caption = _latex_text(f"{self.title}: {self.caption}")
+        caption = _latex_text(f"{self.title}. {self.caption}")
         return styler.to_latex(environment="table", caption=caption, label=self.label, hrules=True, convert_css=True, column_format=columns)
 
     def section(self, level: str = "###") -> list[str]:
@@ -189,7 +189,7 @@ def paper_table(model: str, runs: pd.DataFrame, cells: pd.DataFrame, marks: pd.D
     table = _table(
         f"results-{model}",
         model,
-        "test metrics in points, mean ± std [95 % t-interval] over seeds; bold: best per column; †: tied with the best on the primary metric.",
+        "Test metrics in points, mean ± std [95 % t-interval] over seeds; bold: best per column; †: tied with the best on the primary metric.",
         rows,
         styles,
         header,
@@ -224,7 +224,7 @@ def test_set_tables(model: str, cells: pd.DataFrame, metric_rows: pd.DataFrame) 
                 style.append("bold" if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == best.get(metric) else "")
             rows.append(texts)
             styles.append(style)
-        caption = "every test set, both protocols (Gen: generation with answer extraction; LL: lm-eval log-likelihood), points, mean ± std [95 % t-interval] over seeds."
+        caption = "Every test set, both protocols (Gen: generation with answer extraction; LL: lm-eval log-likelihood), points, mean ± std [95 % t-interval] over seeds."
         tables.append(_table(f"test-sets-{model}-{task}", f"{model} · {task} per test set", caption, rows, styles, header))
     return tables
 
@@ -246,7 +246,7 @@ def cost_table(model: str, cells: pd.DataFrame) -> Table:
             rows.append([_short(task), display_name(method), budget if method != REFERENCE else "100%", f"{cell['trainable_pct']:.3f}", f"{cell['adapter_mb']:.3f}", step, memory])
     kinds = ", ".join(sorted(set(",".join(cells["memory_kind"]).split(","))))
     caption = (
-        f"cost per cell, mean ± std over seeds. Step time: each run's median training step. Peak memory ({kinds}) only from runs measured in isolation "
+        f"Cost per cell, mean ± std over seeds. Step time: each run's median training step. Peak memory ({kinds}) only from runs measured in isolation "
         "(CUDA, or the first run of a fresh process); a long-lived worker's peak also holds earlier runs' memory, so those cells read not isolated."
     )
     return _table(f"cost-{model}", f"{model} cost", caption, rows, [[""] * len(header) for _ in rows], header)
@@ -258,7 +258,7 @@ def unfinished_table(unfinished: pd.DataFrame) -> Table:
         [row["model"], row["task"], display_name(row["method"]), row["budget"], str(row["seed"]), row["status"], row["detail"]]
         for _, row in unfinished.sort_values([*CELL, "seed"]).iterrows()
     ]
-    caption = "runs the sweep names without an ok record, and runs with a failed metric; none of them is ranked, fitted or plotted."
+    caption = "Runs the sweep names without an ok record, and runs with a failed metric; none of them is ranked, fitted or plotted."
     return _table("failed-and-missing", "Failed and missing runs", caption, rows, [[""] * len(header) for _ in rows], header)
 
 
