@@ -155,14 +155,18 @@ def _chart_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seed": r["config"]["seed"],
             "params": r["params"]["achieved"],
             "score": 100 * r["metrics"]["test"][r["task"]["primary_metric"]],
-            "memory_mb": r["cost"]["peak_memory_bytes"] / 2**20,
+            "memory_mb": r["cost"]["peak_memory_bytes"] / 2**20 if r["cost"].get("memory_isolated") else None,
         }
         for r in records
+        if math.isfinite(r["metrics"]["test"][r["task"]["primary_metric"]])
     ]
 
 
 def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dict[str, Any]:
-    """Native W&B charts built from ok records: per (model, task) a plateau line series and a score/memory scatter."""
+    """Native W&B charts built from ok records: per (model, task) a plateau line series and a score/memory scatter.
+
+    Records with a failed (non-finite) metric are left out, and the scatter holds only cells whose peak memory was
+    measured in isolation (`cost.memory_isolated`), as in the report's Pareto figure."""
     import wandb
 
     points = _chart_points(records)
@@ -192,7 +196,11 @@ def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dic
             cells[point["method"], point["budget"]].append(point)
         table = wandb.Table(
             columns=["method", "budget", "peak memory (MB)", "score"],
-            data=[[method, budget, fmean([p["memory_mb"] for p in group]), fmean([p["score"] for p in group])] for (method, budget), group in sorted(cells.items())],
+            data=[
+                [method, budget, fmean([p["memory_mb"] for p in group]), fmean([p["score"] for p in group])]
+                for (method, budget), group in sorted(cells.items())
+                if all(p["memory_mb"] is not None for p in group)
+            ],
         )
         charts[f"pareto/{model}/{task.replace('/', '-')}"] = wandb.plot.scatter(table, "peak memory (MB)", "score", title=f"{title}: test score (points) vs peak memory")
     charts["points"] = wandb.Table(columns=list(points[0]), data=[list(point.values()) for point in points]) if points else None

@@ -286,3 +286,15 @@ def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
     emitted = wandb_sweep(parsed, 0, logged["store"])
     assert emitted["command"][:2] == ["${env}", "WANDB_MODE=online"]  # a W&B sweep needs its runs online
     assert emitted["metric"]["name"] in final_summary(logged["records"])
+
+
+def test_pareto_chart_holds_only_memory_measured_in_isolation(reported: dict) -> None:
+    store = reported["store"]
+    summary = final_summary(read_run(offline_runs(store)[0]))
+    table = json.loads((offline_runs(store)[0] / "files" / summary["pareto/minilm-l6/glue-sst2_table/path"]).read_text())
+    assert table["data"] == [], "the committed records ran in long-lived workers: none has isolated memory"
+    record = json.loads(next(path for path in sorted(store.glob("*.json")) if len(path.stem) == 64).read_text())
+    isolated = json.loads(json.dumps(record))
+    isolated["cost"]["memory_isolated"] = True
+    points = wandb_logging._chart_points([record, isolated])
+    assert [point["memory_mb"] for point in points] == [None, pytest.approx(record["cost"]["peak_memory_bytes"] / 2**20)]
