@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from methods.base import PeftMethod
+    from methods.recipes import Resolved
     from tasks.base import Task
 
 DENSITY_EXAMPLES = 256  # test examples the MLP activation density is measured on (every run, DEFT's measure)
@@ -41,7 +42,7 @@ DENSITY_EXAMPLES = 256  # test examples the MLP activation density is measured o
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a user chooses for one run. `None` learning rate means the method's default.
+    """Everything a user chooses for one run. `None` learning rate, weight decay or warm-up means the recipe's.
 
     `eval_every`: steps between validation evaluations during training, recorded as the run's learning curve
     (`curves.validation`); None evaluates only at the end. It does not change what the run trains.
@@ -54,9 +55,10 @@ class RunConfig:
     seed: int = 0
     max_steps: int = 100
     batch_size: int = 16
+    recipe: str = "default"  # "default" (the project's) or "paper" (methods/recipes.py)
     lr: float | None = None
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
+    weight_decay: float | None = None
+    warmup_ratio: float | None = None
     max_length: int = 128
     train_examples: int | None = None
     validation_examples: int | None = 200
@@ -92,21 +94,24 @@ class RunPlan:
     splits: dict[str, list[dict[str, Any]]]
     key: str
     requested: int | None  # the budget as a parameter count of this model (None: no budget)
+    recipe: Resolved  # the effective options and optimiser settings
 
     @property
     def lr(self) -> float:
-        return self.config.lr if self.config.lr is not None else self.method_cls.default_lr
+        return self.recipe.optim.lr
 
 
 def plan(config: RunConfig) -> RunPlan:
     """Check `config` and read the task data; BenchError on bad input. Loads no weights."""
     from methods import get_method
+    from methods.recipes import resolve
     from tasks import get_task
 
     method_cls = get_method(config.method)
     task = get_task(config.task)
     budget = parse_budget(config.budget) if config.budget is not None else None
-    options = method_cls.parse_options(config.options)
+    recipe = resolve(method_cls, config.recipe, task.model_kind, config.options, config.max_steps, config.lr, config.weight_decay, config.warmup_ratio)
+    options = recipe.options
     models.check_model_name(config.model)
     source = DataSource(config.data_dir)
     splits = {
@@ -123,13 +128,13 @@ def plan(config: RunConfig) -> RunPlan:
         solve_knob(module, requested, config.method)
     identity = {
         "schema_version": SCHEMA_VERSION,
-        "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options)},
+        "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options), "optim": dataclasses.asdict(recipe.optim)},
         "data": source.files,
         "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
         "code": source_hash(method_cls, type(task), *_run_modules()),
         "libraries": library_versions(),
     }
-    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, key=content_key(identity), requested=requested)
+    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, key=content_key(identity), requested=requested, recipe=recipe)
 
 
 def _run_modules() -> tuple[ModuleType, ...]:
@@ -181,7 +186,6 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     from bench.density import activation_density
     from bench.divergence import Diverged, DivergenceGuard, check_metrics
     from bench.store import Store
-    from methods.base import OptimConfig
     from tasks.leakage import leakage_report
 
     config = run.config
@@ -192,7 +196,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     _quiet_libraries()
     L.seed_everything(config.seed, workers=True, verbose=False)
     loaded = models.load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
-    module = run.method_cls(loaded.model, run.method_cls.parse_options(config.options), OptimConfig(lr=run.lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, max_steps=config.max_steps), loaded.head_prefixes)
+    module = run.method_cls(loaded.model, run.recipe.options, run.recipe.optim, loaded.head_prefixes)
     base_params = loaded.base_params
     requested = run.budget.resolve(base_params) if run.budget else None
 
@@ -247,6 +251,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
             "name": config.method,
             "knob": {"name": module.knob_name, "value": knob},
             "options": dataclasses.asdict(module.options),
+            "recipe": run.recipe.record,
             "choices": module.describe(),
             "calibration": module.calibration_info,
         },

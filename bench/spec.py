@@ -6,8 +6,11 @@ A spec (see profiles/*.yaml) has these top-level keys:
 - `model` (a name from `bench list`) and `tasks`, or `models`: a mapping model -> {tasks, training} for sweeps over
   several models (each with its own tasks and training overrides);
 - `seeds`: a list; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
-- `training`: any RunConfig field except method/task/model/budget/seed/options (max_steps, batch_size, devices, ...);
-- `methods`: a list of names, or a mapping name -> {budgets, options, training, lr | lrs}; `budgets: native` runs a
+- `training`: any RunConfig field except method/task/model/budget/seed/options/recipe (max_steps, batch_size, devices, ...);
+- `recipe` (optional): the hyperparameter recipe of every method, `default` (the project's) or `paper` (each method's
+  published settings, see methods/recipes.py); a method's own `recipe:` wins, and its `lr`, `options` and `training`
+  values win over the recipe's;
+- `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs}; `budgets: native` runs a
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed); every tuned method
   gets a grid of the same size, so every method has the same tuning budget;
@@ -35,15 +38,16 @@ from bench.models import check_model_name
 from bench.run import RunConfig
 from bench.settings import MAX_SEED
 
-CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr")
+CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr", "recipe")
 TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in CELL_FIELDS)
-TOP_KEYS = {"name", "description", "model", "models", "tasks", "seeds", "budgets", "training", "methods", "tuning", "wandb", "slurm"}
-METHOD_KEYS = {"budgets", "options", "training", "lrs", "lr"}
+TOP_KEYS = {"name", "description", "model", "models", "tasks", "seeds", "budgets", "training", "recipe", "methods", "tuning", "wandb", "slurm"}
+METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr"}
 MODEL_KEYS = {"tasks", "training"}
 TUNING_KEYS = {"lrs", "seed"}
 WANDB_KEYS = {"project", "entity", "enabled", "mode"}
 WANDB_MODES = ("offline", "online", "disabled")  # `mode`: W&B stays offline unless the spec or WANDB_MODE says otherwise
 DEFAULT_PROJECT = "peft-bench"
+DEFAULT_RECIPE = "default"  # methods.recipes.DEFAULT (imported only where a spec is parsed, as the method registry)
 NATIVE = "native"  # `budgets: native`: run without a budget, at the method's own fixed count (e.g. SVFit's energy rule)
 
 
@@ -57,6 +61,7 @@ class MethodSpec:
     training: dict[str, Any] = field(default_factory=dict)
     lr: float | None = None
     lrs: tuple[float, ...] = ()
+    recipe: str = DEFAULT_RECIPE
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class SweepSpec:
     def run_config(self, method: MethodSpec, model: str, task: str, budget: str | None, seed: int, lr: float | None) -> RunConfig:
         """Training settings: the spec's, then the model's, then the method's (later ones win)."""
         training = {**self.training, **self.model_training.get(model, {}), **method.training}
-        return RunConfig(method=method.name, task=task, model=model, budget=budget, seed=seed, lr=lr, options=dict(method.options), **training)
+        return RunConfig(method=method.name, task=task, model=model, budget=budget, seed=seed, lr=lr, options=dict(method.options), recipe=method.recipe, **training)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -120,6 +125,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     """Check a spec given as a mapping (see the module docstring)."""
     from methods import get_method
+    from methods.recipes import check_recipe
     from tasks import get_task
 
     _mapping(data, where)
@@ -176,7 +182,9 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         if lrs and "lr" in settings:
             raise BenchError(f"{what} sets both lr and a tuning grid", "keep `lr` (fixed) or `lrs`/`tuning.lrs` (tuned), not both")
         lr = _floats([settings["lr"]], f"{what}.lr")[0] if "lr" in settings else None
-        methods.append(MethodSpec(str(name), budgets if has_knob else None, options, _training(settings.get("training", {}), f"{what}.training"), lr, lrs))
+        recipe = str(settings.get("recipe", data.get("recipe", DEFAULT_RECIPE)))
+        check_recipe(method_cls, recipe)
+        methods.append(MethodSpec(str(name), budgets if has_knob else None, options, _training(settings.get("training", {}), f"{what}.training"), lr, lrs, recipe))
 
     grid_sizes = {len(m.lrs) for m in methods if m.lrs}
     untuned = [m.name for m in methods if not m.lrs]

@@ -33,7 +33,7 @@ def wandb_sweep(spec: SweepSpec, method_index: int, store: Path) -> dict[str, An
         parameters["lr"] = {"values": list(method.lrs)}
     elif method.lr is not None:
         parameters["lr"] = {"value": method.lr}
-    for name, value in {**spec.training, **method.training}.items():
+    for name, value in {**spec.training, **method.training, "recipe": method.recipe}.items():
         parameters[name.replace("_", "-")] = {"value": value}
     options = [part for key, value in method.options.items() for part in ("--option", f"{key}={value}")]
     return {

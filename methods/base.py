@@ -11,6 +11,7 @@ and LR schedule over the trainable parameters only. A method subclass fills in a
 - `merged_model`: a plain dense model equivalent to the trained one.
 
 The lifecycle is `calibrate` (if the method needs it) -> `solve_budget` -> `apply(knob)` -> `Trainer.fit`.
+Hyperparameters come from a recipe (`methods.recipes`): the project's defaults or a paper's, chosen by `--recipe`.
 The task head (a classifier, if any) is always trainable and counted separately from the method's parameters.
 """
 
@@ -32,19 +33,42 @@ import lightning as L
 import torch
 from safetensors.torch import load_file, save, save_file
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 from bench.errors import BenchError
+
+if typing.TYPE_CHECKING:
+    from methods.recipes import Recipe
+
+
+SCHEDULES = ("linear", "step")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then linear decay to zero over `max_steps`."""
+    """AdamW over the trainable parameters and its LR schedule over `max_steps`.
+
+    - "linear": transformers' `get_linear_schedule_with_warmup`, the schedule of the LoRA, DoRA, LLM-Adapters, DEFT and
+      SMT reference code: from 0 up to `lr` over the warm-up steps, then linearly down to 0 at `max_steps`;
+    - "step": `lr` multiplied by `step_gamma` after each of `step_periods` equal parts of the run, no warm-up (the
+      row-SFT reference's `StepLR(gamma=0.85)` once per epoch over 3 epochs).
+
+    Warm-up: `warmup_steps` if set (recipes quoting a step count), else `warmup_ratio · max_steps`.
+    """
 
     lr: float = 5e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
     betas: tuple[float, float] = (0.9, 0.999)
     max_steps: int = 100
+    warmup_steps: int | None = None
+    schedule: str = "linear"
+    step_gamma: float = 0.85
+    step_periods: int = 3
+
+    @property
+    def num_warmup_steps(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_ratio * max(1, self.max_steps))
 
 
 def bounded(default: float, low: float, high: float = math.inf) -> Any:
@@ -76,7 +100,11 @@ class PeftMethod(L.LightningModule):
     knob_name: ClassVar[str]
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     needs_calibration: ClassVar[bool] = False
+    # The project's own optimiser defaults (the "default" recipe); named recipes (methods.recipes) live in `recipes`.
     default_lr: ClassVar[float] = 5e-4
+    default_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+    default_warmup_ratio: ClassVar[float] = 0.06
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {}  # recipe name -> model family ("encoder", "decoder") -> Recipe
 
     def __init__(self, model: nn.Module, options: MethodOptions | None = None, optim: OptimConfig | None = None, head_prefixes: tuple[str, ...] = ()) -> None:
         super().__init__()
@@ -229,16 +257,14 @@ class PeftMethod(L.LightningModule):
         parameters = self.trainable_parameters()
         if not parameters:
             raise BenchError(f"{self.name} left no trainable parameters", "check the method's targets and budget")
-        optimizer = torch.optim.AdamW(parameters, lr=self.optim.lr, betas=self.optim.betas, weight_decay=self.optim.weight_decay)
-        total = max(1, self.optim.max_steps)
-        warmup = int(self.optim.warmup_ratio * total)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        optim = self.optim
+        optimizer = torch.optim.AdamW(parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        total = max(1, optim.max_steps)
+        if optim.schedule == "step":
+            period = max(1, math.ceil(total / optim.step_periods))
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=period, gamma=optim.step_gamma)
+        else:
+            scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=optim.num_warmup_steps, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -10,6 +10,14 @@ over the activation output `a` of every layer ℓ (`methods.targets.find_activat
 attention mask ([inferred]: DEFT's GLUE scripts pad to 128 and count padding; excluding it keeps the loss and the
 measured density independent of the padding length). λ = 1.0 and ε = 1e-7 as in the reference code.
 
+The project's defaults: LoRA with its own defaults as the base, lr 5e-4, AdamW (0.9, 0.999), no weight decay, linear
+schedule with 6 % warm-up. The "paper" recipe, encoder (IBM/DEFT GLUE/lora.py and glue.sh, RoBERTa-large): LoRA
+r 8 with α 16 (alpha = 2r), dropout 0.1, on W_q, W_v (adapter-transformers' LoRAConfig defaults); λ 1.0, ε 1e-7;
+AdamW lr 3e-4; linear schedule with 6 % warm-up; weight decay 0 and betas (0.9, 0.999) [inferred: the scripts set
+neither, HF's defaults]. Decoder: [inferred] DEFT publishes no decoder recipe (its SQuAD runs use Flan-T5 with
+adapters): the LLM-Adapters LoRA recipe (q, k, v, up, down, alpha = 2r, dropout 0.05, lr 3e-4, 100 warm-up steps)
+with λ 1.0, ε 1e-7.
+
 Activations are captured only during the training forward (hooks live for one `training_step`), and dropped
 every step. Everything else (knob, budget, calibration, attach, merge, export) is the base method's, through an
 inner instance of it on the same model; `base_options` passes options to it as `key=value;key=value`.
@@ -21,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -30,6 +38,7 @@ from bench.density import per_sample_mean
 from bench.errors import BenchError
 from methods.base import MethodOptions, OptimConfig, PeftMethod
 from methods.lora import LoRA
+from methods.recipes import Recipe
 from methods.targets import ACTIVATION_PATTERNS, find_activations
 
 
@@ -75,6 +84,21 @@ class Deft(PeftMethod):
     knob_name = "base knob"  # replaced per instance by the base method's knob name
     Options = DeftOptions
     default_lr = LoRA.default_lr  # the default base; pass --lr for another base
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
+        "paper": {
+            "encoder": Recipe(
+                source="IBM/DEFT GLUE/lora.py and glue.sh (RoBERTa-large)",
+                lr=3e-4,
+                options={"base": "lora", "base_options": "targets=q,v;alpha_per_rank=2.0;dropout=0.1", "weight": "1.0", "epsilon": "1e-7"},
+            ),
+            "decoder": Recipe(
+                source="[inferred] DEFT's density loss on the LLM-Adapters LoRA recipe",
+                lr=3e-4,
+                options={"base": "lora", "base_options": "targets=q,k,v,up,down;alpha_per_rank=2.0;dropout=0.05", "weight": "1.0", "epsilon": "1e-7"},
+                warmup_steps=100,
+            ),
+        }
+    }
 
     def __init__(self, model: nn.Module, options: DeftOptions | None = None, optim: OptimConfig | None = None, head_prefixes: tuple[str, ...] = ()) -> None:
         super().__init__(model, options, optim, head_prefixes)

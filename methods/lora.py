@@ -1,20 +1,39 @@
 """LoRA and DoRA through Hugging Face peft, the field's reference implementation.
 
 Knob: the rank r. Trainable per adapted matrix: r (d_in + d_out) for LoRA, plus d_out magnitudes for DoRA.
-Defaults follow the papers: W_q, W_v with alpha = 2r on encoders (GLUE); q, k, v, up, down with alpha = 2r on
-decoders (commonsense/arithmetic recipes). DoRA uses peft's norm-detach, as in every DoRA result.
+DoRA uses peft's norm-detach, as in every DoRA result.
+
+The project's defaults ("default" recipe): targets W_q, W_v on encoders and q, k, v, up, down on decoders (the
+papers' target sets); alpha = 2r and dropout 0 on both (the project's choice, tuned for short runs); lr 5e-4, AdamW
+betas (0.9, 0.999), no weight decay, linear schedule with 6 % warm-up.
+
+The "paper" recipe (`--recipe paper`), value by value:
+- LoRA, encoder (LoRA paper, Hu et al. 2021, Table 9, RoBERTa-base on GLUE): targets W_q, W_v; alpha = r (α 8 at
+  r 8; microsoft/LoRA's examples/NLU/roberta_base_mnli.sh passes 16, the paper's table is followed); dropout 0 (none
+  in the paper, loralib's default); lr 5e-4 (Table 9: MNLI, SST-2, QQP, RTE; 4e-4 on MRPC, CoLA, QNLI, STS-B); AdamW
+  with torch's betas (0.9, 0.999); weight decay 0.1 (roberta_base_mnli.sh); linear schedule, warm-up ratio 0.06.
+- LoRA, decoder (LLM-Adapters commonsense/math recipe, as quoted by DoRA's Table 1 baselines): targets q, k, v, up,
+  down; alpha = 2r (α 64 at r 32); dropout 0.05; lr 3e-4; HF Trainer's AdamW (betas (0.9, 0.999), weight decay 0);
+  linear schedule with 100 warm-up steps.
+- DoRA, decoder (DoRA paper, Liu et al. 2024, Table 8; NVlabs/DoRA llama_7B_Dora.sh): targets q, k, v, up, down;
+  alpha = 2r; dropout 0.05; lr 1e-4 (LLaMA-7B r 32 and LLaMA-3-8B); AdamW (0.9, 0.999), weight decay 0; linear
+  schedule with 100 warm-up steps.
+- DoRA, encoder: [inferred] the paper has no GLUE experiment; the LoRA paper's GLUE recipe above.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import peft
 from torch import nn
 
 from methods.base import MethodOptions, PeftMethod, bounded
+from methods.recipes import Recipe
 from methods.targets import find_linears, role_regex
 
 ENCODER_ROLES = ("q", "v")
@@ -28,10 +47,20 @@ def default_roles(model: nn.Module) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class LoraOptions(MethodOptions):
-    targets: tuple[str, ...] | None = None  # roles; None = the paper default for the model family
-    alpha_per_rank: float = 2.0  # lora_alpha = alpha_per_rank * r
-    dropout: float = bounded(0.0, 0.0, 1.0)
+    targets: tuple[str, ...] | None = None  # roles; None = the papers' set for the model family (q,v or q,k,v,up,down)
+    alpha_per_rank: float = 2.0  # lora_alpha = alpha_per_rank * r; the project's choice (LoRA's GLUE paper: 1)
+    dropout: float = bounded(0.0, 0.0, 1.0)  # the project's choice (LLM-Adapters, DoRA: 0.05; DEFT's reference: 0.1)
     rslora: bool = False
+
+
+LORA_GLUE = Recipe(
+    source="LoRA paper Table 9 (RoBERTa-base, GLUE); weight decay from microsoft/LoRA examples/NLU/roberta_base_mnli.sh",
+    lr=5e-4,
+    options={"targets": "q,v", "alpha_per_rank": "1.0", "dropout": "0.0"},
+    weight_decay=0.1,
+    warmup_ratio=0.06,
+)
+LLM_ADAPTERS_OPTIONS = {"targets": "q,k,v,up,down", "alpha_per_rank": "2.0", "dropout": "0.05"}
 
 
 class LoRA(PeftMethod):
@@ -41,6 +70,12 @@ class LoRA(PeftMethod):
     knob_name = "rank"
     Options = LoraOptions
     use_dora = False
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
+        "paper": {
+            "encoder": LORA_GLUE,
+            "decoder": Recipe(source="LLM-Adapters commonsense/math recipe (finetune.py; DoRA Table 1 baselines)", lr=3e-4, options=LLM_ADAPTERS_OPTIONS, warmup_steps=100),
+        }
+    }
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -81,3 +116,9 @@ class DoRA(LoRA):
 
     name = "dora"
     use_dora = True
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
+        "paper": {
+            "encoder": dataclasses.replace(LORA_GLUE, source="[inferred] DoRA has no GLUE recipe: " + LORA_GLUE.source),
+            "decoder": Recipe(source="DoRA paper Table 8 (LLaMA-7B r32, LLaMA-3-8B); NVlabs/DoRA llama_7B_Dora.sh", lr=1e-4, options=LLM_ADAPTERS_OPTIONS, warmup_steps=100),
+        }
+    }

@@ -4,8 +4,10 @@ Each eligible layer's output rows (neurons) are scored with a structured-pruning
 rows R get a trainable ΔW_R (r × d_in). Before every forward the rows W_R⁰ + ΔW_R are written into W, so the layer is
 one dense matmul, and a custom backward computes dL/dx and the r rows' gradient only: no dense weight gradient exists
 and the other rows of W are never written.
-Knob: r rows per layer; trainable = Σ_layers r·d_in, plus r per layer with a bias (Δb_R, `train_bias`, default on as
-in the reference code).
+Knob: r rows per layer; trainable = Σ_layers r·d_in, plus r per layer with a trainable bias (Δb_R, `train_bias`,
+default on as in the reference code). A bias whose gradient is identically zero is never trained nor counted: the
+key projection's on BERT/RoBERTa (`methods.targets.zero_gradient_bias_roles`), whose Δb_R the reference code would
+train without effect.
 
 Choices (options; all recorded by `describe`):
 - eligible layers (`targets`): default every linear role of the model (q, k, v, o, up, down, and gate on LLaMA), as the
@@ -20,7 +22,13 @@ Choices (options; all recorded by `describe`):
   threshold, so r is the average rows per layer and the count is the sum of d_in (+1) over the chosen rows.
 - init (`init`): "zero" (default, the model equals the base at init) or "kaiming" (reference code: kaiming-uniform
   a=√5 on ΔW_R, Δb_R zero).
-- default_lr 1e-4: the reference runs' AdamW learning rate.
+
+The project's defaults: zero init, lr 1e-4 (the reference runs' AdamW learning rate) with the shared linear schedule
+and 6 % warm-up. The "paper" recipe (CenjhihLi/sparsity_finetuning README command and finetune script defaults):
+importance zo-taylor with `--n_estimate 2`, per-layer top-r, kaiming init, every linear role; AdamW lr 1e-4, weight
+decay 0, torch's betas (0.9, 0.999); `StepLR(gamma=0.85)` stepped once per epoch over 3 epochs, no warm-up (here:
+three equal parts of the run). The same values on encoders and decoders ([inferred]: the repository's GLUE scripts
+were not read).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +45,20 @@ from torch import nn
 
 from bench.errors import BenchError
 from methods.base import MethodOptions, PeftMethod
+from methods.recipes import Recipe
 from methods.sparse_update import accumulate_gradients, batch_loss, merged_copy, roles_present, swap_module
-from methods.targets import ROLES, find_linears, role_of
+from methods.targets import ROLES, find_linears, role_of, zero_gradient_bias_roles
 
 IMPORTANCES = ("l2", "taylor", "zo-taylor")
 RANKINGS = ("per-layer", "global")
 INITS = ("zero", "kaiming")
+PAPER = Recipe(
+    source="CenjhihLi/sparsity_finetuning README command and finetune defaults; encoder values [inferred] from them",
+    lr=1e-4,
+    options={"importance": "zo-taylor", "zo_estimates": "2", "ranking": "per-layer", "init": "kaiming"},
+    warmup_ratio=0.0,
+    schedule="step",
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,7 @@ class RowSFT(PeftMethod):
     Options = RowSftOptions
     needs_calibration = True
     default_lr = 1e-4
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {"paper": dict.fromkeys(("encoder", "decoder"), PAPER)}
 
     @cached_property
     def layers(self) -> dict[str, nn.Linear]:
@@ -138,9 +155,15 @@ class RowSFT(PeftMethod):
         roles = self.options.targets or roles_present(self.model, ROLES)
         return dict(find_linears(self.model, roles))
 
-    def _row_size(self, linear: nn.Linear) -> int:
-        """Trainable parameters per selected row of `linear`."""
-        return linear.in_features + (1 if self.options.train_bias and linear.bias is not None else 0)
+    @cached_property
+    def biased_layers(self) -> set[str]:
+        """Eligible layers that train a Δb_R: those with a bias whose gradient is not identically zero."""
+        frozen = zero_gradient_bias_roles(self.model)
+        return {name for name, linear in self.layers.items() if self.options.train_bias and linear.bias is not None and role_of(self.model, name) not in frozen}
+
+    def _row_size(self, name: str) -> int:
+        """Trainable parameters per selected row of layer `name`."""
+        return self.layers[name].in_features + (name in self.biased_layers)
 
     # ----- budget ------------------------------------------------------------------------------------------------
 
@@ -154,8 +177,8 @@ class RowSFT(PeftMethod):
 
     def count_for_knob(self, knob: int) -> int:
         if self.options.ranking == "global":
-            return sum(len(rows) * self._row_size(self.layers[name]) for name, rows in self.select(knob).items())
-        return sum(knob * self._row_size(linear) for linear in self.layers.values())
+            return sum(len(rows) * self._row_size(name) for name, rows in self.select(knob).items())
+        return sum(knob * self._row_size(name) for name in self.layers)
 
     # ----- calibration ---------------------------------------------------------------------------------------------
 
@@ -240,7 +263,7 @@ class RowSFT(PeftMethod):
         chosen = self.select(knob)
         self.model.requires_grad_(False)
         for name, rows in chosen.items():
-            swap_module(self.model, name, RowDeltaLinear(self.layers[name], rows, self.options.init, self.options.train_bias))
+            swap_module(self.model, name, RowDeltaLinear(self.layers[name], rows, self.options.init, name in self.biased_layers))
         self.rows_per_role = {}
         for name, rows in chosen.items():
             role = role_of(self.model, name)
@@ -273,6 +296,7 @@ class RowSFT(PeftMethod):
             "ranking": options.ranking,
             "init": "zero (identity at init)" if options.init == "zero" else "kaiming-uniform a=sqrt(5), bias delta zero",
             "bias_delta": options.train_bias,
+            "bias_delta_never_on": list(zero_gradient_bias_roles(self.model)),  # roles whose bias gradient is identically zero
             "calibration_mode": "eval (dropout off)",
             "rows_per_role": getattr(self, "rows_per_role", {}),
         }

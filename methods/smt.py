@@ -21,14 +21,22 @@ Choices (options; all recorded by `describe`):
   forward, so the forward is one dense matmul, the frozen entries of W never change and the model equals the base at
   init exactly. The autograd function computes weight gradients for the selected blocks only, from the input column
   slices it saved; no dense weight gradient exists.
-- default_lr 1e-4: the reference code's comment that smt_lr = 1e-4 beats the paper's 9.65e-6.
+
+Optimiser (both recipes): AdamW over the blocks with betas (0.9, 0.95), no weight decay and a linear schedule with no
+warm-up, restarted at selection: the reference's SMT phase (deepspeed/smt: FusedAdam betas (0.9, 0.95), weight decay
+0, `smt_lr_warmup_steps = 0`). The accumulate warm-up takes no optimizer step, so the run's step 0 is that restart.
+Weight decay, if passed, acts on the block values themselves (they are W's entries), as in full fine-tuning.
+- lr, "default" recipe: 1e-4, the reference code's comment that smt_lr = 1e-4 beats the paper's value;
+- lr, "paper" recipe: 9.65e-6, the learning rate of every published SMT result (reference scripts' ft_lr = smt_lr),
+  with the paper's options (q, k, v candidates, abs_mean score, global selection, which are also the defaults).
+  The paper's recipe is for decoders; on encoders the same values are used [inferred: SMT has no GLUE recipe].
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +44,7 @@ from torch import nn
 
 from bench.errors import BenchError
 from methods.base import MethodOptions, PeftMethod
+from methods.recipes import Recipe
 from methods.sparse_update import accumulate_gradients, merged_copy, roles_present, swap_module
 from methods.targets import find_linears, role_of
 
@@ -64,6 +73,15 @@ class SmtOptions(MethodOptions):
             raise BenchError(f"smt option mlp_share={self.mlp_share} is outside [0, 1]", "pass a fraction, e.g. mlp_share=0.5")
         if self.block_size is not None and self.block_size < 1:
             raise BenchError(f"smt option block_size={self.block_size} is not positive", "pass e.g. block_size=64")
+
+
+PAPER = Recipe(
+    source="SMT reference code HectorHHZ/Sparse_Matrix_Tuning (deepspeed/smt, run scripts); encoder values [inferred] from the decoder recipe",
+    lr=9.65e-6,
+    options={"roles": "q,k,v", "score": "abs_mean", "selection": "global"},
+    betas=(0.9, 0.95),
+    warmup_ratio=0.0,
+)
 
 
 def block_scores(gradient: torch.Tensor, block_size: int, score: str) -> torch.Tensor:
@@ -154,6 +172,9 @@ class SMT(PeftMethod):
     Options = SmtOptions
     needs_calibration = True
     default_lr = 1e-4
+    default_betas = (0.9, 0.95)
+    default_warmup_ratio = 0.0
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {"paper": dict.fromkeys(("encoder", "decoder"), PAPER)}
 
     # ----- candidates and block size (read from the base model before any wrapping) -----------------------------
 

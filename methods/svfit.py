@@ -1,9 +1,11 @@
 """SVFit: train only the top singular values of each target matrix (Sun et al., arXiv 2409.05926).
 
 Each target `W = U Σ Vᵀ` (thin SVD in fp32, computed once as calibration and cached on disk) keeps its weight and
-gains a frozen delta in the principal subspace: `y = W x + U_r ((s − σ) ⊙ (V_rᵀ x))`. The trainable vector `s` starts
-at the singular values `σ`, so the model is exactly unchanged at step 0; `σ` and the singular vectors of the
-narrower side are frozen buffers (the delta is computed through that side alone, see `SingularValueLinear`).
+gains a frozen delta in the principal subspace: `y = W x + U_r ((s − σ) ⊙ (V_rᵀ x))`. The trainable singular values
+`s` start at `σ`, so the model is exactly unchanged at step 0; `σ` and the singular vectors of the narrower side are
+frozen buffers (the delta is computed through that side alone, see `SingularValueLinear`). The parameter is the
+difference `Δs = s − σ` (zero at init): Adam's steps are the same as on `s`, but AdamW's weight decay pulls `s` back
+toward `σ`, the base model, rather than toward 0, which would delete the principal subspace.
 The gradient wrt `s_i` is `u_iᵀ G v_i`, the dense weight gradient `G` projected on `u_i v_iᵀ`.
 
 Knob: the rank cap r. Matrix W trains `r_W = min(r, limit_W)` singular values, where `limit_W` depends on `rank_rule`:
@@ -18,7 +20,12 @@ Targets ([inferred], the paper publishes no code): q, v on encoders (the 16× fe
 all singular values of W_q, W_v) and all linear roles on decoders. Buffers cost r_W·min(d_out, d_in) floats per matrix
 (one side's singular vectors, see `SingularValueLinear`), at most the adapted weights' own size, except for a kept
 spectrum wider than 1e3, which keeps both sides.
-Export: `s` only; `U`, `V` are recomputed from the base (each term u_i v_iᵀ is invariant to the SVD's sign choices).
+Export: `Δs` only; `U`, `V` are recomputed from the base (each term u_i v_iᵀ is invariant to the SVD's sign choices).
+
+Recipes: the paper publishes no code and its hyperparameters were not read, so both the project's defaults and the
+"paper" recipe are [inferred]: the energy rule at τ = 0.99 (the paper's rule), q, v targets on encoders and every
+linear role on decoders, lr 2e-3 (METHODS.md's suggested 1e-3..5e-3, not from the paper), AdamW (0.9, 0.999), no
+weight decay, and the matched LoRA baseline's linear schedule with 6 % warm-up.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +45,7 @@ from torch import nn
 from bench.errors import BenchError
 from methods.base import MethodOptions, PeftMethod
 from methods.lora import DECODER_ROLES, ENCODER_ROLES, default_roles
+from methods.recipes import Recipe
 from methods.targets import ROLES, find_linears
 
 RANK_RULES = ("energy", "budget")
@@ -59,7 +68,7 @@ MAX_ONE_SIDED_CONDITION = 1e3  # σ_1/σ_r above which the one-sided form (it di
 
 
 class SingularValueLinear(nn.Module):
-    """A frozen linear layer plus the trainable top-r singular values `s`, added as `U_r diag(s − σ) V_rᵀ`.
+    """A frozen linear layer plus the trainable top-r singular values `s = σ + Δs`, added as `U_r diag(Δs) V_rᵀ`.
 
     Since `W V_r = U_r Σ_r`, the update also equals `W V_r diag(s/σ − 1) V_rᵀ` and `U_r diag(s/σ − 1) U_rᵀ W`, so
     one side's singular vectors suffice: `V_r` (side "in", d_in ≤ d_out) rescales the input inside the principal
@@ -81,27 +90,32 @@ class SingularValueLinear(nn.Module):
         if self.side != "in":
             self.register_buffer("u", u.clone(memory_format=torch.contiguous_format))  # d_out x r
         self.register_buffer("sigma", sigma.clone())
-        self.s = nn.Parameter(sigma.clone())
+        self.delta = nn.Parameter(torch.zeros_like(sigma))  # Δs = s − σ
+
+    @property
+    def s(self) -> torch.Tensor:
+        """The trained singular values σ + Δs."""
+        return self.sigma + self.delta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.side == "in":
-            ratio = self.s / self.sigma - 1
+            ratio = self.delta / self.sigma
             return self.base(x + ((F.linear(x.to(self.vh.dtype), self.vh) * ratio) @ self.vh).to(x.dtype))
         y = self.base(x)
         if self.side == "out":
-            ratio = self.s / self.sigma - 1
+            ratio = self.delta / self.sigma
             h = (y if self.base.bias is None else y - self.base.bias).to(self.u.dtype)
             return y + F.linear((h @ self.u) * ratio, self.u).to(y.dtype)
-        return y + F.linear(F.linear(x.to(self.vh.dtype), self.vh) * (self.s - self.sigma), self.u).to(y.dtype)
+        return y + F.linear(F.linear(x.to(self.vh.dtype), self.vh) * self.delta, self.u).to(y.dtype)
 
     def delta_weight(self) -> torch.Tensor:
-        """`U_r diag(s − σ) V_rᵀ` in fp32, in the same form as the forward pass."""
-        weight, s, sigma = self.base.weight.detach().float(), self.s.detach().float(), self.sigma.float()
+        """`U_r diag(Δs) V_rᵀ` in fp32, in the same form as the forward pass."""
+        weight, delta, sigma = self.base.weight.detach().float(), self.delta.detach().float(), self.sigma.float()
         if self.side == "in":
-            return (weight @ self.vh.float().T * (s / sigma - 1)) @ self.vh.float()
+            return (weight @ self.vh.float().T * (delta / sigma)) @ self.vh.float()
         if self.side == "out":
-            return (self.u.float() * (s / sigma - 1)) @ (self.u.float().T @ weight)
-        return (self.u.float() * (s - sigma)) @ self.vh.float()
+            return (self.u.float() * (delta / sigma)) @ (self.u.float().T @ weight)
+        return (self.u.float() * delta) @ self.vh.float()
 
 
 class SVFit(PeftMethod):
@@ -112,6 +126,9 @@ class SVFit(PeftMethod):
     Options = SvfitOptions
     needs_calibration = True
     default_lr = 2e-3  # [not from the paper] METHODS.md suggests 1e-3..5e-3
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {"paper": dict.fromkeys(("encoder", "decoder"), Recipe(
+        source="[inferred] no published code or hyperparameters; see the module docstring", lr=2e-3, options={"rank_rule": "energy", "energy": "0.99"}
+    ))}
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -208,7 +225,7 @@ class SVFit(PeftMethod):
             "energy_definition": "[inferred] cumulative sigma^2 share >= energy",
             "ranks": {name: rank for (name, _), rank in zip(self.targets, ranks)},
             "ceiling": sum(self.full_ranks),
-            "form": "delta: W x + U_r((s - sigma) * (V_r^T x)), s initialised to sigma, computed through one side, W(x + V_r((s/sigma - 1) * V_r^T x)) or its output-side twin, unless sigma_1/sigma_r > 1e3",
+            "form": "delta: W x + U_r(ds * (V_r^T x)) with trainable ds = s - sigma initialised to 0 (weight decay pulls s toward sigma), computed through one side, W(x + V_r((ds/sigma) * V_r^T x)) or its output-side twin, unless sigma_1/sigma_r > 1e3",
             "sides": dict(Counter(module.side for module in self.model.modules() if isinstance(module, SingularValueLinear))),
             "default_targets": "[inferred] q,v on encoders; all linear roles on decoders",
         }

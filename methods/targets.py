@@ -98,6 +98,19 @@ def role_of(model: nn.Module, name: str) -> str:
     raise KeyError(name)
 
 
+def zero_gradient_bias_roles(model: nn.Module) -> tuple[str, ...]:
+    """Roles whose bias has an identically zero gradient, so no method may train (or count) it.
+
+    The key bias of BERT/RoBERTa attention with absolute positions: it adds q_i·b_k to every score of query i, which
+    softmax ignores (its rows sum to one), so dL/db_k = Σ_i Σ_j (dL/ds_ij) q_i = 0 up to rounding (measured ~1e-11).
+    Not on DeBERTa-v2 (its position-to-content term scores keys by position) nor on rotary models (the rotated bias
+    depends on the key's position), whose key biases do learn.
+    """
+    config = model.config
+    absolute = getattr(config, "position_embedding_type", "absolute") == "absolute"
+    return ("k",) if config.model_type in ("bert", "roberta") and absolute else ()
+
+
 def find_activations(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The MLP activation modules of `model`, one per layer, in layer order."""
     model_type = model.config.model_type

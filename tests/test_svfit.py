@@ -94,7 +94,7 @@ def test_gradient_of_each_singular_value_is_the_dense_gradient_projected_on_its_
         projected = ((u.T @ dense[name]) * vh).sum(1)  # u_i^T G v_i
         scale = projected.abs().max()
         assert scale > 0
-        assert torch.allclose(module.s.grad, projected, atol=1e-4 * scale, rtol=1e-3), name
+        assert torch.allclose(module.delta.grad, projected, atol=1e-4 * scale, rtol=1e-3), name
 
 
 @pytest.mark.parametrize(
@@ -120,9 +120,9 @@ def test_each_form_is_identity_at_init_projects_the_dense_gradient_and_merges_to
     (module(x) * g).sum().backward()
     dense = g.flatten(0, 1).T @ x.flatten(0, 1)  # dL/dW of the plain layer
     projected = ((u.T @ dense) * vh).sum(1)
-    assert torch.allclose(module.s.grad, projected, atol=1e-4 * projected.abs().max(), rtol=1e-3)
+    assert torch.allclose(module.delta.grad, projected, atol=1e-4 * projected.abs().max(), rtol=1e-3)
     with torch.no_grad():
-        module.s.add_(0.1 * sigma * torch.randn(rank, generator=generator))
+        module.delta.add_(0.1 * sigma * torch.randn(rank, generator=generator))
         expected = (u * (module.s - sigma)) @ vh  # U_r diag(s - sigma) V_r^T
         assert torch.allclose(module.delta_weight(), expected, atol=1e-5 * expected.abs().max(), rtol=0)
         moved = module(x)
