@@ -107,7 +107,7 @@ def resolve(
     values: dict[str, Any] = {"lr": recipe.lr, "betas": list(recipe.betas), "weight_decay": recipe.weight_decay, "schedule": recipe.schedule}
     values |= {"warmup_steps": recipe.warmup_steps} if recipe.warmup_steps is not None else {"warmup_ratio": recipe.warmup_ratio}
     explicit = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio}
-    overridden = sorted(key for key, value in explicit.items() if value is not None) + sorted(f"options.{key}" for key in options if key in recipe.options)
+    overridden = sorted([key for key, value in explicit.items() if value is not None] + [f"options.{key}" for key in options if key in recipe.options])
     return Resolved(
         options=method_cls.parse_options({**recipe.options, **options}),
         optim=optim,

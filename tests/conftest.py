@@ -53,13 +53,15 @@ def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
 
 
 def train_steps(method, batch: dict[str, torch.Tensor], steps: int = 3) -> None:
-    """A few optimizer steps of `method` on one batch, through its own training_step and optimizer."""
-    optimizer = method.configure_optimizers()["optimizer"]
+    """A few optimizer steps of `method` on one batch, through its own training_step, optimizer and LR schedule."""
+    configured = method.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     method.model.train()
     for _ in range(steps):
         optimizer.zero_grad()
         method.training_step(batch, 0).backward()
         optimizer.step()
+        scheduler.step()
 
 
 def recorded_run(method: str, out: Path) -> dict:

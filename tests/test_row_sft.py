@@ -109,7 +109,7 @@ def test_training_moves_only_the_selected_rows_and_the_merge_matches(minilm_clas
 
 def test_counts_bounds_and_budget_solving(minilm_classifier, sst2_rows) -> None:
     method = RowSFT(minilm_classifier.model, head_prefixes=minilm_classifier.head_prefixes)
-    per_row = 6 * (5 * (384 + 1) + (1536 + 1))  # 6 layers: q, k, v, o, up take 384 inputs, down 1536; all have a bias
+    per_row = 6 * (5 * 384 + 1536 + 5)  # 6 layers: q, k, v, o, up take 384 inputs, down 1536; a bias on all but k (zero gradient)
     assert method.knob_bounds() == (1, 384)
     assert [method.count_for_knob(r) for r in (1, 8, 384)] == [per_row, 8 * per_row, 384 * per_row]
     assert RowSFT(minilm_classifier.model, RowSftOptions(train_bias=False)).count_for_knob(8) == 8 * 6 * (5 * 384 + 1536)
@@ -124,7 +124,7 @@ def test_counts_bounds_and_budget_solving(minilm_classifier, sst2_rows) -> None:
     for r in (1, 8, high):
         chosen = ranked.select(r)
         assert sum(len(rows) for rows in chosen.values()) == 6 * 6 * r
-        assert ranked.count_for_knob(r) == sum(len(rows) * (ranked.layers[name].in_features + 1) for name, rows in chosen.items())
+        assert ranked.count_for_knob(r) == sum(len(rows) * (ranked.layers[name].in_features + (".key" not in name)) for name, rows in chosen.items())
     ranked.apply(8)
     assert ranked.trainable_count() == ranked.count_for_knob(8)
 
