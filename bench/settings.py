@@ -73,9 +73,9 @@ def check_settings(values: dict[str, Any]) -> None:
         raise BenchError(f"seed must be a whole number in 0..{MAX_SEED}, got {values['seed']!r}", "pass e.g. --seed 0")
     if values["lr"] is not None and (not _number(values["lr"]) or values["lr"] <= 0):
         raise BenchError(f"learning rate must be a finite number above 0, got {values['lr']!r}", "pass e.g. --lr 3e-4, or omit it for the method's default")
-    if not _number(values["weight_decay"]) or values["weight_decay"] < 0:
+    if values["weight_decay"] is not None and (not _number(values["weight_decay"]) or values["weight_decay"] < 0):
         raise BenchError(f"weight_decay must be a finite number of at least 0, got {values['weight_decay']!r}", "pass e.g. --weight-decay 0.01")
-    if not _number(values["warmup_ratio"]) or not 0 <= values["warmup_ratio"] <= 1:
+    if values["warmup_ratio"] is not None and (not _number(values["warmup_ratio"]) or not 0 <= values["warmup_ratio"] <= 1):
         raise BenchError(f"warmup_ratio must be a fraction in [0, 1], got {values['warmup_ratio']!r}", "pass e.g. --warmup-ratio 0.06")
     for name, allowed in CHOICES.items():
         if values[name] not in allowed:

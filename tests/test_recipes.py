@@ -77,7 +77,8 @@ def lm_rows() -> list[dict]:
 def test_paper_recipe_sets_the_cited_values(method: str, family: str, request) -> None:
     total = 300
     task, model, fixtures = (ENCODER_TASK, "minilm-l6", ("minilm_classifier", "sst2_rows")) if family == "encoder" else (DECODER_TASK, "smollm2-135m", ("smollm2", "lm_rows"))
-    run = plan(RunConfig(method=method, task=task, model=model, recipe="paper", max_steps=total, **SMALL))
+    budget = None if method == "full" else "0.5%"
+    run = plan(RunConfig(method=method, task=task, model=model, budget=budget, recipe="paper", max_steps=total, **SMALL))
     cited = CITED[method, family]
     loaded, rows = (request.getfixturevalue(name) for name in fixtures)
     module = run.method_cls(loaded.model, run.recipe.options, run.recipe.optim, loaded.head_prefixes)
@@ -126,15 +127,15 @@ def test_explicit_settings_override_the_recipe_and_the_record_shows_the_effectiv
 
 
 def test_default_recipe_is_the_projects_and_bad_recipes_fail_before_anything_runs(tmp_path: Path, capsys) -> None:
-    default = plan(RunConfig(method="lora", task=ENCODER_TASK, model="minilm-l6", **SMALL))
+    default = plan(RunConfig(method="lora", task=ENCODER_TASK, model="minilm-l6", budget="0.5%", **SMALL))
     assert default.recipe.record["name"] == "default"
     assert (default.lr, default.recipe.optim.warmup_ratio, default.recipe.optim.weight_decay) == (5e-4, 0.06, 0.0)
     assert default.recipe.options.alpha_per_rank == 2.0 and default.recipe.options.dropout == 0.0
-    assert plan(RunConfig(method="lora", task=ENCODER_TASK, model="minilm-l6", recipe="paper", **SMALL)).key != default.key
+    assert plan(RunConfig(method="lora", task=ENCODER_TASK, model="minilm-l6", budget="0.5%", recipe="paper", **SMALL)).key != default.key
     with pytest.raises(BenchError, match="warms up for 100 steps, the whole 100-step run"):
-        plan(RunConfig(method="lora", task=DECODER_TASK, model="smollm2-135m", recipe="paper", max_steps=100, **SMALL))
+        plan(RunConfig(method="lora", task=DECODER_TASK, model="smollm2-135m", budget="0.5%", recipe="paper", max_steps=100, **SMALL))
     with pytest.raises(BenchError, match="step schedule"):
-        plan(RunConfig(method="row-sft", task=ENCODER_TASK, model="minilm-l6", recipe="paper", warmup_ratio=0.1, **SMALL))
+        plan(RunConfig(method="row-sft", task=ENCODER_TASK, model="minilm-l6", budget="0.5%", recipe="paper", warmup_ratio=0.1, **SMALL))
     args = ["run", "--method", "smt", "--task", ENCODER_TASK, "--model", "minilm-l6", "--budget", "1%", "--recipe", "papers", "--out", str(tmp_path / "out")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
