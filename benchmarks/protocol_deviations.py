@@ -1,6 +1,7 @@
 """The measured effect of the decoder protocol's documented deviations from LLM-Adapters, on SmolLM2-135M and real slices.
 
     python benchmarks/protocol_deviations.py [--test-examples 8] [--aqua-examples 50] [--max-steps 40] [--batch-size 8] [--seed 0] [--threads 2]
+        [--parts masking,beams,aqua]
 
 Four comparisons, each on the same data, model and seed:
 
@@ -61,7 +62,7 @@ def short_run(task: str, args: argparse.Namespace, out: Path, test_examples: int
         validation_examples=2, test_examples=test_examples, eval_batch_size=16, threads=args.threads,
     )
     run = plan(config)
-    run.task = KeepModel(**{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)}, **task_changes)
+    run.task = KeepModel(**{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)} | task_changes)
     started = time.perf_counter()
     record = execute(run, out, progress=False)
     print(f"  {task} {task_changes or ''}: {time.perf_counter() - started:.0f} s")
@@ -104,22 +105,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parts", default="masking,beams,aqua", help="comparisons to run (the split on '### Response:' is scored on every run's outputs)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     print(f"SmolLM2-135M, LoRA 0.2 %, {args.max_steps} steps of batch {args.batch_size}, seed {args.seed}; each table as soon as its runs end")
     with tempfile.TemporaryDirectory(prefix="peft-bench-deviations-") as folder:
         out = Path(folder)
-        masked, masked_predictions, masked_task = short_run("commonsense/all", args, out, args.test_examples)
-        rows = masked_task.kept["examples"]
-        split_table(rows, masked_predictions, "the masked commonsense run")
-        unmasked = short_run("commonsense/all", args, out, args.test_examples, mask_prompt=False)[0]
-        masking_table(masked, unmasked, len(rows), args.test_examples)
-        started = time.perf_counter()
-        beams = beam_outputs(masked_task.kept["model"], masked_task.kept["tokenizer"], rows, masked_task.max_new_tokens)
-        beam_table(rows, [p["output"] for p in masked_predictions], beams, time.perf_counter() - started)
-        _, aqua_predictions, aqua_task = short_run("arithmetic/aqua", args, out, args.aqua_examples)
-    aqua_table(aqua_predictions)
-    split_table(aqua_task.kept["examples"], aqua_predictions, "the AQuA run")
-
+        if parts & {"masking", "beams"}:
+            masked, masked_predictions, masked_task = short_run("commonsense/all", args, out, args.test_examples)
+            rows = masked_task.kept["examples"]
+            split_table(rows, masked_predictions, "the masked commonsense run")
+        if "masking" in parts:
+            unmasked = short_run("commonsense/all", args, out, args.test_examples, mask_prompt=False)[0]
+            masking_table(masked, unmasked, len(rows), args.test_examples)
+        if "beams" in parts:
+            started = time.perf_counter()
+            beams = beam_outputs(masked_task.kept["model"], masked_task.kept["tokenizer"], rows, masked_task.max_new_tokens)
+            beam_table(rows, [p["output"] for p in masked_predictions], beams, time.perf_counter() - started)
+        if "aqua" in parts:
+            _, aqua_predictions, aqua_task = short_run("arithmetic/aqua", args, out, args.aqua_examples)
+            aqua_table(aqua_predictions)
+            split_table(aqua_task.kept["examples"], aqua_predictions, "the AQuA run")
 
 def masking_table(masked: dict[str, Any], unmasked: dict[str, Any], examples: int, per_set: int) -> None:
     print(f"\n1. Prompt masking, commonsense/all, {examples} test examples ({per_set} per set)\n")
