@@ -12,8 +12,11 @@ every label word):
   deletes every comma, so "3, 4" became 34), and a fraction `a/b` counts as its value (LLM-Adapters read `1/2`
   as 2).
 - AQuA letters: LLM-Adapters takes the first capital A-E anywhere, so "According to ... (C)" reads A. Here the
-  primary rule takes the letter after the LAST "answer is" (optionally in parentheses), else the last
-  parenthesized letter `(A)`..`(E)`; the LLM-Adapters rule is also reported (`accuracy_first_capital`).
+  primary rule takes the option letter after the LAST answer cue ("answer is", "answer:", "option", "choice"),
+  else the last parenthesized letter `(A)`..`(E)`. An option letter is one in parentheses or before ")" (`(c)`,
+  `c)`, any case), a capital standing alone (`B`, `B.`), or a lowercase letter ending the clause (`is d`, `is: b.`);
+  a lowercase letter before a word is English ("the answer is a total of 5"), never an option. The LLM-Adapters
+  rule is also reported (`accuracy_first_capital`).
 
 `None` means no parseable answer: a format failure, counted separately from a wrong answer.
 """
@@ -25,7 +28,9 @@ from collections.abc import Sequence
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|-?\d+\.?")
 THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-ANSWER_LETTER = re.compile(r"answer\s+is\s*:?\s*\(?([A-E])\)?(?![A-Za-z])", re.IGNORECASE)
+ANSWER_CUE = r"(?i:answer\s*(?:is\b|:)|\boption\b|\bchoice\b)\s*:?\s*(?i:option\s+|choice\s+)?"
+OPTION_LETTER = r"(?:\(([A-Ea-e])\)|([A-Ea-e])\)|([A-E])(?![A-Za-z0-9])|([a-e])(?=[ \t]*(?:[.,;:!?\n]|$)))"
+ANSWER_LETTER = re.compile(ANSWER_CUE + OPTION_LETTER)
 PARENTHESIZED_LETTER = re.compile(r"\(([A-E])\)")
 NUMERIC_TOLERANCE = 1e-3
 
@@ -57,12 +62,10 @@ def numbers_match(prediction: float | None, gold: float) -> bool:
 
 
 def aqua_letter(text: str) -> str | None:
-    """The chosen option letter: after the last "answer is", else the last "(X)"; None if neither appears."""
-    for pattern in (ANSWER_LETTER, PARENTHESIZED_LETTER):
-        matches = pattern.findall(text)
-        if matches:
-            return matches[-1].upper()
-    return None
+    """The chosen option letter: after the last answer cue, else the last "(X)"; None if neither appears."""
+    cued = [next(letter for letter in groups if letter) for groups in ANSWER_LETTER.findall(text)]
+    letters = cued or PARENTHESIZED_LETTER.findall(text)
+    return letters[-1].upper() if letters else None
 
 
 def first_capital_letter(text: str) -> str | None:

@@ -5,7 +5,8 @@ token or `max_new_tokens`) it leaves the batch at once and the next prompts are 
 long answer never keeps finished rows busy. Rows are left-padded to a common cache length with an attention mask, and
 each row's position ids count only its own tokens, so padding changes nothing a sequence attends to (LLM-Adapters#61
 shows right padding breaking exactly this); padding columns that no remaining row needs are dropped when rows leave.
-Decoding is greedy (LLM-Adapters uses 4 beams; greedy is the deterministic, batch-invariant choice).
+Decoding is greedy (LLM-Adapters uses 4 beams; greedy is the deterministic, batch-invariant choice). Prompts are
+encoded as in training and lm-eval (`tasks.prompts.encode_text`: the same BOS policy).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from tasks.base import progress_bar
+from tasks.prompts import encode_text
 
 
 @dataclass
@@ -39,7 +41,7 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], max_new_token
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    encoded = [encode_text(prompt, tokenizer) for prompt in prompts]
     queue = sorted(range(len(prompts)), key=lambda index: len(encoded[index]), reverse=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     generated: dict[int, list[int]] = {index: [] for index in range(len(prompts))}

@@ -31,7 +31,7 @@ from tasks.base import EvalResult, Task
 from tasks.data_source import DataSource
 from tasks.generation import generate
 from tasks.lm_eval_bridge import ChoiceItem, score_multiple_choice
-from tasks.prompts import TEMPLATE_HASH, build_prompt, encode_for_training
+from tasks.prompts import BOS_POLICY, TEMPLATE_HASH, build_prompt, encode_for_training
 
 AnswerKind = Literal["label", "number", "letter"]
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
@@ -196,6 +196,7 @@ class InstructionTask(Task):
             "train_mix": {"name": mix.name, "paper_set": mix.paper, "note": mix.note, "files": [file.path for file in mix.files]},
             "template_sha256": TEMPLATE_HASH,
             "prompt_masked": self.mask_prompt,
+            "bos": BOS_POLICY,
             "protocols": {
                 "generation": f"greedy, continuous batching with left padding (equal to one-at-a-time), max_new_tokens={self.max_new_tokens}, extraction rules of tasks/extraction.py",
                 "loglikelihood": "lm-eval multiple_choice over the label words / letters A-E (acc, acc_norm); not applicable to open numeric answers",

@@ -1,11 +1,15 @@
 """Train/test leakage guard: word n-gram overlap between every training set and every test set of a run.
 
-Method: text is lower-cased, every run of characters other than a-z and 0-9 becomes a space, and the words are cut
-into 13-grams (the GPT-3 decontamination length; numbers stay, so two problems with different numbers do not
-match). N-grams found in at least 5% of a set's examples (and at least 3 of them) are template text ("Please
-choose the correct answer to the question ... Answer format: ...") and are ignored. A test example is
-`contaminated` if it shares any remaining 13-gram with the training examples, and a `near_duplicate` if at least
-half of its 13-grams occur there. Texts shorter than 13 words are compared whole.
+Method: text is lower-cased, every run of characters other than a-z and 0-9 becomes a space, and each example is
+reduced to its own content: the words not covered by a template 4-gram. Template 4-grams are those found in at least
+5% (and at least 3) of the DISTINCT examples of the training or the test part: the instruction template ("please
+answer the following question with true or false question ... answer format true false") and any boilerplate
+recurring across examples; copies of one example count once, so duplicated examples never become template. The
+content is cut into 13-grams (the GPT-3 decontamination length; numbers stay, so two problems with different numbers
+do not match); content shorter than 13 words is compared whole. A test example is `contaminated` if it shares any
+content 13-gram with the training examples, and a `near_duplicate` if at least half of its content 13-grams occur
+there. Only content is compared, so a 13-gram spanning the template and a common question stem ("... true or false
+question is there a") matches nothing.
 """
 
 from __future__ import annotations
@@ -17,35 +21,51 @@ from collections.abc import Iterable
 from typing import Any
 
 NGRAM = 13
+TEMPLATE_NGRAM = 4
 TEMPLATE_FRACTION = 0.05
 TEMPLATE_MIN_COUNT = 3
 NEAR_DUPLICATE_SHARE = 0.5
 
 log = logging.getLogger(__name__)
+Gram = tuple[str, ...]
 
 
-def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    words = re.sub(r"[^0-9a-z]+", " ", text.lower()).split()
-    if len(words) < n:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+def words(text: str) -> tuple[str, ...]:
+    return tuple(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
 
 
-def _template_ngrams(grams_per_example: list[set[tuple[str, ...]]]) -> set[tuple[str, ...]]:
-    counts = Counter(gram for grams in grams_per_example for gram in grams)
-    threshold = max(TEMPLATE_MIN_COUNT, TEMPLATE_FRACTION * len(grams_per_example))
+def ngrams(sequence: tuple[str, ...], n: int = NGRAM) -> set[Gram]:
+    """The word n-grams of a sequence; a sequence shorter than n is one gram."""
+    if len(sequence) < n:
+        return {sequence} if sequence else set()
+    return {sequence[i : i + n] for i in range(len(sequence) - n + 1)}
+
+
+def template_grams(texts: Iterable[tuple[str, ...]]) -> set[Gram]:
+    """The 4-grams found in at least 5% (and at least 3) of the distinct texts."""
+    distinct = set(texts)
+    counts = Counter(gram for text in distinct for gram in ngrams(text, TEMPLATE_NGRAM))
+    threshold = max(TEMPLATE_MIN_COUNT, TEMPLATE_FRACTION * len(distinct))
     return {gram for gram, count in counts.items() if count >= threshold}
+
+
+def content(text: tuple[str, ...], template: set[Gram]) -> tuple[str, ...]:
+    """The words of `text` that no template 4-gram covers."""
+    covered = [False] * len(text)
+    for start in range(len(text) - TEMPLATE_NGRAM + 1):
+        if text[start : start + TEMPLATE_NGRAM] in template:
+            covered[start : start + TEMPLATE_NGRAM] = [True] * TEMPLATE_NGRAM
+    return tuple(word for word, is_template in zip(text, covered) if not is_template)
 
 
 def overlap(train_texts: Iterable[str], test_texts: Iterable[str]) -> dict[str, Any]:
     """How much of `test_texts` appears in `train_texts`: counts, fractions, and the first contaminated test indices."""
-    train = [ngrams(text) for text in train_texts]
-    test = [ngrams(text) for text in test_texts]
-    template = _template_ngrams(train) | _template_ngrams(test)
-    seen = set().union(*train) - template if train else set()
+    train, test = [words(text) for text in train_texts], [words(text) for text in test_texts]
+    template = template_grams(train) | template_grams(test)
+    seen = set().union(*(ngrams(content(text, template)) for text in set(train)))
     contaminated, near_duplicates = [], 0
-    for index, grams in enumerate(test):
-        grams = grams - template
+    for index, text in enumerate(test):
+        grams = ngrams(content(text, template))
         shared = len(grams & seen)
         if shared:
             contaminated.append(index)
@@ -73,4 +93,4 @@ def leakage_report(task: Any, splits: dict[str, list[dict[str, Any]]]) -> dict[s
     flagged = {pair: result["contaminated_fraction"] for pair, result in pairs.items() if result["contaminated"]}
     for pair, fraction in flagged.items():
         log.warning("leakage: %.1f%% of test examples share a %d-gram with training data (%s)", 100 * fraction, NGRAM, pair)
-    return {"method": f"word {NGRAM}-grams on normalized text, template n-grams removed (tasks/leakage.py)", "flagged": flagged, "pairs": pairs}
+    return {"method": f"word {NGRAM}-grams of each example's content (words outside template {TEMPLATE_NGRAM}-grams of distinct examples), normalized text (tasks/leakage.py)", "flagged": flagged, "pairs": pairs}

@@ -5,7 +5,9 @@ into a temporary folder together with a generated lm-eval task YAML (`dataset_pa
 `output_type: multiple_choice`); lm-eval then scores them with `HFLM(pretrained=<model>, tokenizer=<tokenizer>)`.
 Nothing touches the hub and nothing is written outside the temporary folder. The prompt strings come from the
 task, so an instruction task is scored with the same pinned template it was trained with (the context ends in
-"the correct answer is" and each choice is the label word after a space, exactly the tokens training saw).
+"the correct answer is" and each choice is the label word after a space). Strings are encoded by
+`tasks.prompts.encode_text`, the encoding of training and generation (`prompt_hflm`): the same BOS policy and the
+prompt tokenized apart from the answer, so lm-eval scores exactly the token ids training saw.
 
 Metrics: `acc` (argmax of summed log-likelihood) and `acc_norm` (per-byte normalized), as lm-eval defines them.
 """
@@ -23,6 +25,8 @@ from typing import Any
 
 import yaml
 from torch import nn
+
+from tasks.prompts import encode_text
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,21 @@ def _task_config(name: str, data_file: Path) -> dict[str, Any]:
     }
 
 
+def prompt_hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
+    """lm-eval's `HFLM` over the in-memory model, encoding strings with `encode_text` instead of the tokenizer's default.
+
+    (lm-eval is imported here, not at module level: it takes seconds and only evaluation needs it.)
+    """
+    from lm_eval.models.huggingface import HFLM
+
+    class PromptHFLM(HFLM):
+        def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None, **kwargs: Any) -> list[int]:
+            ids = encode_text(string, self.tokenizer, with_bos=add_special_tokens is not False)
+            return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    return PromptHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(next(model.parameters()).device))
+
+
 def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int, progress: bool = False) -> dict[str, dict[str, Any]]:
     """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "choices": [predicted index per item]}}.
 
@@ -61,20 +80,18 @@ def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, lis
     """
     import datasets
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     datasets.disable_progress_bars()
     was_training = model.training
-    device = next(model.parameters()).device
     names = {name: _safe_name(name) for name in items}
     with tempfile.TemporaryDirectory(prefix="peft-bench-lm-eval-") as folder:
         for name, task_name in names.items():
             data_file = Path(folder) / f"{task_name}.json"
             data_file.write_text(json.dumps([{"context": item.context, "choices": item.choices, "gold": item.gold} for item in items[name]]), encoding="utf-8")
             (Path(folder) / f"{task_name}.yaml").write_text(yaml.safe_dump(_task_config(task_name, data_file), sort_keys=False), encoding="utf-8")
-        lm = HFLM(pretrained=model.eval(), tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+        lm = prompt_hflm(model.eval(), tokenizer, batch_size)
         lm.loglikelihood = partial(lm.loglikelihood, disable_tqdm=not progress)  # lm-eval's evaluator has no switch for it
         results = lm_eval.simple_evaluate(
             model=lm,

@@ -16,7 +16,7 @@ from tasks.data_source import DataSource
 from tasks.generation import generate
 from tasks.instruction import choice_item
 from tasks.lm_eval_bridge import score_multiple_choice
-from tasks.prompts import TEMPLATE_HASH, build_prompt, encode_for_training
+from tasks.prompts import TEMPLATE_HASH, build_prompt, encode_for_training, encode_text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,12 +27,42 @@ def smollm2_model() -> LoadedModel:
     return load_model("smollm2-135m", "causal-lm")
 
 
+# LLM-Adapters' generate_prompt (commonsense_evaluate.py), both branches, written out by hand with the indentation its
+# f-strings carry: a trailing space after "request." without input, none with input; 16 spaces before each line.
+REFERENCE_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request. \n"
+    "\n"
+    "                ### Instruction:\n"
+    "                Is the sky blue?\n"
+    "\n"
+    "                ### Response:\n"
+    "                "
+)
+REFERENCE_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n"
+    "\n"
+    "                ### Instruction:\n"
+    "                Is the sky blue?\n"
+    "\n"
+    "                ### Input:\n"
+    "                At noon, without clouds.\n"
+    "\n"
+    "                ### Response:\n"
+    "                "
+)
+
+
+def test_template_is_llm_adapters_evaluation_prompt_byte_for_byte():
+    assert build_prompt("Is the sky blue?").encode() == REFERENCE_NO_INPUT.encode()
+    assert build_prompt("Is the sky blue?", "At noon, without clouds.").encode() == REFERENCE_WITH_INPUT.encode()
+
+
 def test_training_text_is_prompt_plus_answer_with_prompt_masked(smollm2_model):
     tokenizer = smollm2_model.tokenizer
     row = get_task("commonsense/boolq").load("test", DataSource(), limit=1)[0]
     prompt = build_prompt(row["instruction"])
-    assert prompt.endswith("### Response:\n") and "    " not in prompt  # no stray indentation, unlike LLM-Adapters' strings
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # SmolLM2's tokenizer adds no BOS
     masked = encode_for_training(prompt, row["output"], tokenizer, max_length=512)
     assert masked["input_ids"][: len(prompt_ids)] == prompt_ids  # byte-identical prompt in training and evaluation
     assert masked["labels"][: len(prompt_ids)] == [-100] * len(prompt_ids)
@@ -48,7 +78,7 @@ def test_training_text_is_prompt_plus_answer_with_prompt_masked(smollm2_model):
 
 def test_batched_generation_equals_one_at_a_time(smollm2_model):
     source = DataSource()
-    rows = get_task("commonsense/all").load("test", source, limit=1)[:5] + get_task("arithmetic/gsm8k").load("test", source, limit=1)
+    rows = get_task("commonsense/all").load("test", source, limit=1)[:4] + [get_task(f"arithmetic/{name}").load("test", source, limit=1)[0] for name in ("svamp", "aqua")]
     prompts = [build_prompt(row["instruction"], row["input"]) for row in rows]
     tokenizer = smollm2_model.tokenizer
     assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) == len(prompts)  # different lengths, so the batch really is padded
@@ -61,11 +91,12 @@ def test_batched_generation_equals_one_at_a_time(smollm2_model):
 
 
 def _loglik_choice(model: LoadedModel, context: str, choices: list[str]) -> int:
-    """The argmax of summed continuation log-probabilities, computed by hand the way lm-eval splits context/continuation."""
+    """The argmax of summed continuation log-probabilities, computed by hand the way lm-eval splits context/continuation,
+    over the ids every protocol feeds (`encode_text`; tests/test_tasks_token_stream.py checks lm-eval feeds those)."""
     tokenizer, scores = model.tokenizer, []
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    context_ids = encode_text(context, tokenizer)
     for choice in choices:
-        whole = tokenizer(context + " " + choice, add_special_tokens=False)["input_ids"]
+        whole = encode_text(context + " " + choice, tokenizer)
         positions = range(len(context_ids), len(whole))
         with torch.no_grad():
             logprobs = model.model(torch.tensor([whole])).logits[0, positions.start - 1 : positions.stop - 1].log_softmax(-1)

@@ -52,19 +52,34 @@ def test_numeric_tolerance():
     assert not numbers_match(None, 0.0)
 
 
-@pytest.mark.parametrize(
-    ("text", "robust", "first_capital"),
-    [
-        ("According to the rationale, the answer is (C).", "C", "A"),  # LLM-Adapters' rule reads the A of "According"
-        ("Options (A) and (B) are too small. The answer is D", "D", "A"),
-        ("Between (B) and (E), I pick (E)", "E", "B"),
-        ("The answer is: b", "B", None),
-        ("Both Alice and Bob ...", None, "B"),  # no option marker: a format failure for the robust rule
-        ("the answer is (e) because", "E", None),
-    ],
-)
-def test_aqua_letter(text, robust, first_capital):
-    assert aqua_letter(text) == robust
+# Realistic AQuA generations: (text, the letter the model chose, what LLM-Adapters' first-capital rule reads). Where the
+# reference rule is right, the two agree; the robust rule never reads an article or a word as an option.
+AQUA_OUTPUTS = [
+    ("The answer is (C).", "C", "C"),
+    ("the answer is C) 24", "C", "C"),
+    ("Answer: B", "B", "A"),
+    ("The answer is a) 12", "A", None),
+    ("so the answer is: E", "E", "E"),
+    ("the answer is d", "D", None),
+    ("the answer is (b) 36 km/hr", "B", None),
+    ("The answer is a total of 5 apples, so (D)", "D", "D"),  # "a total": an article, not option A
+    ("The answer is a number between 3 and 4.", None, None),
+    ("Answer Choices: (A) 5 (B) 6 (C) 7 (D) 8 (E) 9\nThe answer is (C) 7", "C", "A"),  # the options repeated first
+    ("Speed = 45 * 5/18 = 25/2 m/sec. Time = 30 sec. The answer is E", "E", "E"),
+    ("According to the rationale, the answer is (C).", "C", "A"),  # LLM-Adapters' rule reads the A of "According"
+    ("Options (A) and (B) are too small. The answer is D", "D", "A"),
+    ("Between (B) and (E), I pick (E)", "E", "B"),
+    ("The answer is: b", "B", None),
+    ("Both Alice and Bob ...", None, "B"),  # no option marker: a format failure for the robust rule
+    ("the answer is (e) because", "E", None),
+    ("The correct answer is option B.", "B", "B"),
+    ("The answer is B because 12 + 12 = 24", "B", "B"),
+]
+
+
+@pytest.mark.parametrize(("text", "chosen", "first_capital"), AQUA_OUTPUTS)
+def test_aqua_letter(text, chosen, first_capital):
+    assert aqua_letter(text) == chosen
     assert first_capital_letter(text) == first_capital
 
 

@@ -1,4 +1,5 @@
-"""The leakage guard on real data: LLM-Adapters' math training data overlaps the MAWPS-derived test sets."""
+"""The leakage guard on real data: LLM-Adapters' math training data overlaps the MAWPS-derived test sets; a shared
+instruction template or question stem is no leakage; copies of a test example in a small training part are."""
 
 from __future__ import annotations
 
@@ -51,9 +52,58 @@ def test_run_report_flags_offline_math_mix(caplog):
     assert "share a 13-gram" in caplog.text
 
 
-@pytest.mark.skipif(not os.environ.get("PEFT_BENCH_FULL_DATA"), reason="PEFT_BENCH_FULL_DATA (the full data root) is not set")
+def boolq(source: DataSource, split: str) -> list[str]:
+    return instructions(source, f"commonsense/boolq/{split}.json")
+
+
+def test_copies_of_test_examples_in_a_small_training_part_are_flagged():
+    """Copies of one example reach any within-part frequency threshold; they are leakage all the same."""
+    source = DataSource()
+    train, test = boolq(source, "train")[:20], boolq(source, "test")
+    result = overlap(train + [test[0]] * 3 + [test[7]] * 2, test)
+    assert result["contaminated"] == 2 and result["first_contaminated"] == [0, 7], result
+    assert result["near_duplicates"] == 2
+    assert overlap(train + [test[3]] * 4, test[:10])["first_contaminated"] == [3]
+
+
+def test_shared_template_and_question_stems_are_not_leakage_on_slices():
+    """BoolQ train and test share the instruction template and stems ("question: is there a ..."), not questions."""
+    source = DataSource()
+    train, test = boolq(source, "train"), boolq(source, "test")
+    assert not set(train) & set(test)
+    assert overlap(train, test)["contaminated"] == 0
+
+
+def full_data() -> DataSource:
+    return DataSource(Path(os.environ["PEFT_BENCH_FULL_DATA"]))
+
+
+full_data_only = pytest.mark.skipif(not os.environ.get("PEFT_BENCH_FULL_DATA"), reason="PEFT_BENCH_FULL_DATA (the full data root) is not set")
+
+
+@full_data_only
+def test_full_boolq_train_does_not_leak_into_boolq_test():
+    """On the full sets (9,427 train, 3,270 test, no question in both) the template and stems flagged 44 %; what is left
+    (14, 0.4 %) are the same questions with another first verb ("does/can the xbox 1 play xbox 360 games")."""
+    source = full_data()
+    train, test = boolq(source, "train"), boolq(source, "test")
+    assert not set(train) & set(test)
+    assert overlap(train, test)["contaminated_fraction"] < 0.005
+
+
+@full_data_only
+def test_full_boolq_train_with_copied_test_questions_is_flagged():
+    source = full_data()
+    train, test = boolq(source, "train"), boolq(source, "test")
+    copied = [5, 100, 300]
+    alone, with_copies = overlap(train, test), overlap(train + [test[i] for i in copied for _ in range(3)], test)
+    assert with_copies["contaminated"] == alone["contaminated"] + len(copied)
+    assert set(copied) <= set(with_copies["first_contaminated"]) and not set(copied) & set(alone["first_contaminated"])
+
+
+@full_data_only
 def test_full_math_data_overlap():
-    source = DataSource(Path(os.environ["PEFT_BENCH_FULL_DATA"]))
+    source = full_data()
     train = instructions(source, "math/math_data/math_data.json")
     for name in LEAKY:
         test = [row["instruction"] for row in get_task(f"arithmetic/{name}").load("test", source)]

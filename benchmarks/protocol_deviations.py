@@ -1,0 +1,160 @@
+"""The measured effect of the decoder protocol's documented deviations from LLM-Adapters, on SmolLM2-135M and real slices.
+
+    python benchmarks/protocol_deviations.py [--test-examples 8] [--aqua-examples 50] [--max-steps 40] [--batch-size 8] [--seed 0] [--threads 2]
+        [--parts masking,beams,aqua]
+
+Four comparisons, each on the same data, model and seed:
+
+1. prompt masking on vs off: two short LoRA runs (0.2 % budget) on the commonsense offline mix through the harness
+   (`bench.run.execute`), identical except `mask_prompt`, scored with both protocols on the first `--test-examples`
+   of each of the eight commonsense test sets;
+2. greedy vs 4-beam decoding: the masked run's model, its greedy test outputs against transformers'
+   `generate(num_beams=4)` (LLM-Adapters' setting, no sampling) one prompt at a time, on the same prompts;
+3. the AQuA rule: a short run on the arithmetic offline mix scored on the first `--aqua-examples` AQuA problems
+   (256 new tokens), accuracy with the primary rule against LLM-Adapters' first-capital rule on the same outputs;
+4. splitting on "### Response:": LLM-Adapters decodes prompt + generation and keeps the text between the prompt's
+   "### Response:" and the next one (`split(...)[1]`; NVlabs/DoRA keeps the last piece, `[-1]`); here the generated
+   text is used whole. The greedy outputs of the masked commonsense run and of the AQuA run are scored all three ways.
+
+Records go to a temporary folder; nothing is stored. Prints one Markdown table per comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch
+
+from bench.run import RunConfig, execute, plan
+from tasks.base import EvalResult
+from tasks.instruction import InstructionTask, judge
+from tasks.prompts import build_prompt, encode_text
+
+RESPONSE = "### Response:"
+
+
+@dataclasses.dataclass(kw_only=True)
+class KeepModel(InstructionTask):
+    """The task as it is, remembering the model and examples of its last evaluation (the test split's)."""
+
+    kept: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def evaluate(self, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
+        self.kept.update(model=model, tokenizer=tokenizer, examples=examples)
+        return super().evaluate(model, tokenizer, examples, batch_size, max_length)
+
+
+def short_run(task: str, args: argparse.Namespace, out: Path, test_examples: int, **task_changes: Any) -> tuple[dict[str, Any], list[dict[str, Any]], KeepModel]:
+    """One harness run (LoRA at 0.2 %); its record, test predictions and the task holding the trained model."""
+    config = RunConfig(
+        method="lora", budget="0.2%", task=task, model="smollm2-135m", seed=args.seed, max_steps=args.max_steps, batch_size=args.batch_size, max_length=256,
+        validation_examples=2, test_examples=test_examples, eval_batch_size=16, threads=args.threads,
+    )
+    run = plan(config)
+    run.task = KeepModel(**{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)} | task_changes)
+    started = time.perf_counter()
+    record = execute(run, out, progress=False)
+    print(f"  {task} {task_changes or ''}: {time.perf_counter() - started:.0f} s")
+    lines = (out / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()
+    return record, [p for p in map(json.loads, lines) if p["split"] == "test"], run.task
+
+
+def accuracy(rows: list[dict[str, Any]], outputs: list[str]) -> float:
+    return sum(judge(row, text)["correct"] for row, text in zip(rows, outputs)) / len(rows)
+
+
+@torch.inference_mode()
+def beam_outputs(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], max_new_tokens: int) -> list[str]:
+    """transformers' 4-beam search (no sampling), one prompt at a time as LLM-Adapters does, the generated text only."""
+    model.eval()
+    outputs = []
+    for row in rows:
+        ids = torch.tensor([encode_text(build_prompt(row["instruction"], row["input"]), tokenizer)], device=next(model.parameters()).device)
+        sequence = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=4, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+        )[0]
+        outputs.append(tokenizer.decode(sequence[ids.shape[1] :], skip_special_tokens=True))
+    return outputs
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--test-examples", type=int, default=8, help="per commonsense test set (eight sets)")
+    parser.add_argument("--aqua-examples", type=int, default=50)
+    parser.add_argument("--max-steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parts", default="masking,beams,aqua", help="comparisons to run (the split on '### Response:' is scored on every run's outputs)")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    print(f"SmolLM2-135M, LoRA 0.2 %, {args.max_steps} steps of batch {args.batch_size}, seed {args.seed}; each table as soon as its runs end")
+    with tempfile.TemporaryDirectory(prefix="peft-bench-deviations-") as folder:
+        out = Path(folder)
+        if parts & {"masking", "beams"}:
+            masked, masked_predictions, masked_task = short_run("commonsense/all", args, out, args.test_examples)
+            rows = masked_task.kept["examples"]
+            split_table(rows, masked_predictions, "the masked commonsense run")
+        if "masking" in parts:
+            unmasked = short_run("commonsense/all", args, out, args.test_examples, mask_prompt=False)[0]
+            masking_table(masked, unmasked, len(rows), args.test_examples)
+        if "beams" in parts:
+            started = time.perf_counter()
+            beams = beam_outputs(masked_task.kept["model"], masked_task.kept["tokenizer"], rows, masked_task.max_new_tokens)
+            beam_table(rows, [p["output"] for p in masked_predictions], beams, time.perf_counter() - started)
+        if "aqua" in parts:
+            _, aqua_predictions, aqua_task = short_run("arithmetic/aqua", args, out, args.aqua_examples)
+            aqua_table(aqua_predictions)
+            split_table(aqua_task.kept["examples"], aqua_predictions, "the AQuA run")
+
+def masking_table(masked: dict[str, Any], unmasked: dict[str, Any], examples: int, per_set: int) -> None:
+    print(f"\n1. Prompt masking, commonsense/all, {examples} test examples ({per_set} per set)\n")
+    metrics = [("average", "generation accuracy (average of sets)"), ("average_loglik", "log-likelihood accuracy (average)"), ("average_format_failure_rate", "format failures (average)")]
+    print(table(["metric", "masked (default)", "unmasked (LLM-Adapters)"], [[label, percent(masked["metrics"]["test"][key]), percent(unmasked["metrics"]["test"][key])] for key, label in metrics]))
+
+
+def beam_table(rows: list[dict[str, Any]], greedy: list[str], beams: list[str], beam_s: float) -> None:
+    print(f"\n2. Greedy vs 4-beam decoding, the masked run's model, the same {len(rows)} prompts (beam search {beam_s:.0f} s)\n")
+    failures = {name: sum(judge(row, text)["extracted"] is None for row, text in zip(rows, texts)) / len(rows) for name, texts in (("greedy", greedy), ("beams", beams))}
+    print(table(["decoding", "accuracy", "format failures"], [["greedy (here)", percent(accuracy(rows, greedy)), percent(failures["greedy"])], ["4 beams (LLM-Adapters)", percent(accuracy(rows, beams)), percent(failures["beams"])]]))
+    changed = sum(judge(row, a)["extracted"] != judge(row, b)["extracted"] for row, a, b in zip(rows, greedy, beams))
+    print(f"\nextracted answer differs on {changed} of {len(rows)}; generated text differs on {sum(a != b for a, b in zip(greedy, beams))}")
+
+
+def aqua_table(aqua: list[dict[str, Any]]) -> None:
+    print(f"\n3. AQuA rule, arithmetic/aqua, {len(aqua)} problems, the same outputs\n")
+    rules = (("option letter after the last answer cue (here)", "correct", "extracted"), ("first capital A-E (LLM-Adapters)", "correct_first_capital", "extracted_first_capital"))
+    print(table(["rule", "accuracy", "no letter found"], [[name, percent(sum(p[correct] for p in aqua) / len(aqua)), percent(sum(p[found] is None for p in aqua) / len(aqua))] for name, correct, found in rules]))
+    print(f"\nthe two rules read different letters on {sum(p['extracted'] != p['extracted_first_capital'] for p in aqua)} of {len(aqua)}")
+
+
+def split_table(rows: list[dict[str, Any]], predictions: list[dict[str, Any]], source: str) -> None:
+    print(f'\n4. Splitting on "{RESPONSE}", the {len(rows)} greedy test outputs of {source}\n')
+    outputs = [p["output"] for p in predictions]
+    ways = {"whole generated text (here)": lambda text: text, "split [1] (LLM-Adapters)": lambda text: text.split(RESPONSE)[0].strip(), "split [-1] (DoRA)": lambda text: text.split(RESPONSE)[-1].strip()}
+    changed = {name: sum(judge(row, cut(text))["extracted"] != judge(row, text)["extracted"] for row, text in zip(rows, outputs)) for name, cut in ways.items()}
+    print(table(["text scored", "accuracy", "answer differs from whole text"], [[name, percent(accuracy(rows, [cut(text) for text in outputs])), changed[name]] for name, cut in ways.items()]))
+    print(f'\n{sum(RESPONSE in text for text in outputs)} of {len(outputs)} outputs contain "{RESPONSE}"')
+
+if __name__ == "__main__":
+    main()
