@@ -242,6 +242,11 @@ class PeftMethod(L.LightningModule):
     def forward(self, **batch: torch.Tensor) -> Any:
         return self.model(**batch)
 
+    def on_train_start(self) -> None:
+        """Train with every module in train mode (dropout on), as the papers do: `from_pretrained` returns a model in
+        eval mode and Lightning keeps each module's mode, so without this the backbone's dropout would stay off."""
+        self.train()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         outputs = self.model(**batch)
         loss = outputs.loss
