@@ -258,6 +258,8 @@ def _scores(records: list[dict[str, Any]], scored: dict[str, dict[str, Any]]) ->
     if with_choices:
         scores["loglik_accuracy"] = sum(r["loglik_choice"] == r["answer"] for r in with_choices) / len(with_choices)
         scores["loglik_accuracy_norm"] = sum(part["acc_norm"] * len(part["choices"]) for part in scored.values()) / len(with_choices)
+        if len(scored) == 1 and (stderr := next(iter(scored.values()))["acc_stderr"]) is not None:
+            scores["loglik_accuracy_stderr"] = stderr  # lm-eval's own, for one test set (parts are pooled by mean, not here)
     if any("correct_first_capital" in r for r in records):
         scores["accuracy_first_capital"] = sum(r.get("correct_first_capital", False) for r in records) / count
     return scores

@@ -28,6 +28,8 @@ from torch import nn
 
 from tasks.prompts import encode_text
 
+STDERR_BOOTSTRAP_ITERS = 1000  # lm-eval's switch for standard errors; accuracy (a mean) gets its closed form, not a bootstrap
+
 
 @dataclass(frozen=True)
 class ChoiceItem:
@@ -99,7 +101,7 @@ def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, lis
             task_manager=TaskManager(include_path=folder, include_defaults=False),
             num_fewshot=0,
             log_samples=True,
-            bootstrap_iters=0,
+            bootstrap_iters=STDERR_BOOTSTRAP_ITERS,
             random_seed=0,
             numpy_random_seed=0,
             torch_random_seed=0,
@@ -111,5 +113,10 @@ def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, lis
         samples = sorted(results["samples"][task_name], key=lambda sample: sample["doc_id"])
         chosen = [max(range(len(sample["filtered_resps"])), key=lambda i: sample["filtered_resps"][i][0]) for sample in samples]
         task_results = results["results"][task_name]
-        scored[name] = {"acc": task_results["acc,none"], "acc_norm": task_results["acc_norm,none"], "choices": chosen}
+        scored[name] = {"acc": task_results["acc,none"], "acc_norm": task_results["acc_norm,none"], "acc_stderr": _stderr(task_results["acc_stderr,none"]), "choices": chosen}
     return scored
+
+
+def _stderr(value: Any) -> float | None:
+    """lm-eval's standard error, or None where it gives "N/A" (a part of one example)."""
+    return float(value) if isinstance(value, int | float) else None

@@ -26,8 +26,8 @@ from tests.test_sweep import TINY, TRAINING, ok_records, sweep_process, wait_for
 
 
 def test_diverged_run_is_recorded_failed_with_its_step(tmp_path: Path) -> None:
-    """Full fine-tuning at a learning rate of 1e4 turns the weights non-finite within a few steps."""
-    config = RunConfig(method="full", task="glue/sst2", model="minilm-l6", lr=1e4, seed=0, **{**TRAINING, "max_steps": 8, "train_examples": 64})
+    """Full fine-tuning at a learning rate of 1e8 turns the weights non-finite within a few steps."""
+    config = RunConfig(method="full", task="glue/sst2", model="minilm-l6", lr=1e8, seed=0, **{**TRAINING, "max_steps": 8, "train_examples": 64})
     record = execute(plan(config), tmp_path, progress=False)
     written = json.loads((tmp_path / f"{record['run_key']}.json").read_text())
     assert written["status"] == "failed" and "metrics" not in written

@@ -174,11 +174,11 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
 
 
 def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) -> None:
-    spec = parse_spec({**TINY, "seeds": [0], "training": {**TRAINING, "max_steps": 8}, "methods": {"full": {"lr": 1e4}}})  # diverges
+    spec = parse_spec({**TINY, "seeds": [0], "training": {**TRAINING, "max_steps": 8}, "methods": {"full": {"lr": 1e8}}})  # diverges
     first = run_sweep(spec, tmp_path, progress=False)
     assert not first.ok and first.counts() == Counter(failed=1)
     (record,) = read_records(tmp_path)
-    assert record["status"] == "failed" and record["divergence"]["step"] >= 1 and record["config"]["lr"] == 1e4
+    assert record["status"] == "failed" and record["divergence"]["step"] >= 1 and record["config"]["lr"] == 1e8
     second = run_sweep(spec, tmp_path, progress=False, isolate=True)  # in a fresh worker process this time
     assert second.counts() == Counter(failed=1)
     assert sum(event["event"] == "started" for event in Store(tmp_path).events()) == 2

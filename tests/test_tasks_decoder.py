@@ -4,6 +4,8 @@ batched generation equal to one-at-a-time generation, and lm-eval log-likelihood
 
 from __future__ import annotations
 
+import math
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -120,7 +122,10 @@ def test_lm_eval_scores_commonsense_and_glue_style_offline(smollm2_model, tmp_pa
     for name, task_items in items.items():
         expected = [_loglik_choice(smollm2_model, item.context, item.choices) for item in task_items]
         assert scored[name]["choices"] == expected, name
-        assert scored[name]["acc"] == pytest.approx(sum(e == item.gold for e, item in zip(expected, task_items)) / len(task_items))
+        hits = [float(e == item.gold) for e, item in zip(expected, task_items)]
+        assert scored[name]["acc"] == pytest.approx(sum(hits) / len(hits))
+        # lm-eval's standard error of a mean: sample standard deviation / sqrt(n), none for a single example
+        assert scored[name]["acc_stderr"] == (pytest.approx(statistics.stdev(hits) / math.sqrt(len(hits))) if len(hits) > 1 else None)
     tempfile.tempdir = None
     assert list((tmp_path / "cwd").iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == []
     assert not list(REPO.glob("**/peftbench_*"))
