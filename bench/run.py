@@ -92,6 +92,7 @@ class RunPlan:
     budget: Budget | None
     source: DataSource
     splits: dict[str, list[dict[str, Any]]]
+    fingerprint: models.Fingerprint
     key: str
     requested: int | None  # the budget as a parameter count of this model (None: no budget)
     recipe: Resolved  # the effective options and optimiser settings
@@ -126,23 +127,25 @@ def plan(config: RunConfig) -> RunPlan:
     module = method_cls(skeleton.model, options, head_prefixes=skeleton.head_prefixes)
     if module.counts_before_calibration():
         solve_knob(module, requested, config.method)
+    fingerprint = models.model_fingerprint(config.model)
     identity = {
         "schema_version": SCHEMA_VERSION,
+        "model": fingerprint.value,
         "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options), "optim": dataclasses.asdict(recipe.optim)},
         "data": source.files,
         "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
         "code": source_hash(method_cls, type(task), *_run_modules()),
         "libraries": library_versions(),
     }
-    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, key=content_key(identity), requested=requested, recipe=recipe)
+    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, fingerprint=fingerprint, key=content_key(identity), requested=requested, recipe=recipe)
 
 
 def _run_modules() -> tuple[ModuleType, ...]:
     """This module and those `execute` imports when it runs: their code is part of every run key."""
-    from bench import callbacks, density, divergence
+    from bench import artifacts, callbacks, density, divergence
     from tasks import leakage
 
-    return (sys.modules[__name__], callbacks, density, divergence, leakage)
+    return (sys.modules[__name__], artifacts, callbacks, density, divergence, leakage)
 
 
 def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
@@ -175,13 +178,14 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
 
 
 def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions); returns the record.
+    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions, + the trained state); returns the record.
 
     `progress` shows bars on stderr: training steps, then evaluation or generation. A diverged run (non-finite loss,
     gradient or metric) writes a failed record with its `divergence` and returns it."""
     import lightning as L
     import torch
 
+    from bench.artifacts import ADAPTER_SUFFIX, write_state
     from bench.callbacks import CostMeter, LearningCurves, StepProgressBar
     from bench.density import activation_density
     from bench.divergence import Diverged, DivergenceGuard, check_metrics
@@ -193,9 +197,11 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
-    _quiet_libraries()
+    quiet_libraries()
     L.seed_everything(config.seed, workers=True, verbose=False)
     loaded = models.load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
+    if loaded.fingerprint != run.fingerprint.value:
+        raise BenchError(f"the weights of model {config.model} changed since the run was planned", "plan the run again")
     module = run.method_cls(loaded.model, run.recipe.options, run.recipe.optim, loaded.head_prefixes)
     base_params = loaded.base_params
     requested = run.budget.resolve(base_params) if run.budget else None
@@ -257,7 +263,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         },
         "task": {"name": run.task.name, "family": run.task.family, "primary_metric": run.task.primary_metric, **run.task.describe(run.source)},
         "leakage": leakage_report(run.task, run.splits),
-        "model": {"name": loaded.name, "source": loaded.source, "fingerprint": loaded.fingerprint, "dtype": config.dtype},
+        "model": {"name": loaded.name, "source": loaded.source, "fingerprint": loaded.fingerprint, "fingerprint_of": loaded.fingerprint_of, "dtype": config.dtype},
         "params": {
             "base_model": base_params,
             "budget": run.budget.text if run.budget else None,
@@ -277,6 +283,8 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         "wall_time_s": time.perf_counter() - started,
     }
     if trainer.is_global_zero:  # under DDP/FSDP every rank runs this function; rank 0 writes
+        description = {"run_key": run.key, "method": record["method"], "model": record["model"], "task": run.task.name}
+        record["artifacts"] = {"adapter": write_state(module, out_dir / f"{run.key}{ADAPTER_SUFFIX}", description)}
         write_jsonl_atomic(out_dir / f"{run.key}.predictions.jsonl", [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions])
         write_record(out_dir / f"{run.key}.json", record)
     return record
@@ -287,7 +295,7 @@ def _record_config(run: RunPlan) -> dict[str, Any]:
     return {**run.config.to_dict(), "lr": run.lr, "data_dir": None if run.config.data_dir is None else "<data-dir>"}
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep library chatter (Lightning tips, tokenizer notes) out of the run's output."""
     for name in ("lightning.pytorch", "lightning.fabric", "transformers", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)

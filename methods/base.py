@@ -8,9 +8,12 @@ and LR schedule over the trainable parameters only. A method subclass fills in a
   cached on disk by content so a budget sweep computes them once;
 - `attach`: inject into the model for a knob and leave exactly the method's parameters trainable;
 - `extra_loss`: an optional term added to the task loss;
-- `merged_model`: a plain dense model equivalent to the trained one.
+- `merged_model`: a plain dense model equivalent to the trained one;
+- `export_state` / `load_selection`: what is saved after training, and how the selection saved in it (block or row
+  indices) stands in for calibration when a saved run is rebuilt.
 
-The lifecycle is `calibrate` (if the method needs it) -> `solve_budget` -> `apply(knob)` -> `Trainer.fit`.
+The lifecycle is `calibrate` (if the method needs it) -> `solve_budget` -> `apply(knob)` -> `Trainer.fit`; a saved
+run is rebuilt on a fresh base model by `restore(knob, state)`.
 Hyperparameters come from a recipe (`methods.recipes`): the project's defaults or a paper's, chosen by `--recipe`.
 The task head (a classifier, if any) is always trainable and counted separately from the method's parameters.
 """
@@ -157,6 +160,35 @@ class PeftMethod(L.LightningModule):
     def export_state(self) -> dict[str, torch.Tensor]:
         """What must be saved to reproduce the fine-tuned model from the base: trainable tensors by default."""
         return {name: p.detach() for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_selection(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Prepare `attach` from a saved `export_state()` instead of calibrating; returns the tensors left to load.
+
+        Methods that select nothing from data need nothing; selection methods override it.
+        """
+        return state
+
+    def load_trained(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy saved tensors into the attached model; shapes must match, and index tensors equal the re-attached selection."""
+        own = self.model.state_dict()
+        unknown = sorted(set(state) - set(own))
+        if unknown:
+            raise BenchError(f"the saved {self.name} state has tensors the re-attached model lacks ({unknown[:3]})", "evaluate it with the code version that trained it (record env.git)")
+        for name, tensor in state.items():
+            if tensor.shape != own[name].shape:
+                raise BenchError(
+                    f"the saved {self.name} tensor {name} has shape {tuple(tensor.shape)}, the re-attached one {tuple(own[name].shape)}",
+                    "evaluate it with the code version and record that trained it",
+                )
+            if not tensor.is_floating_point() and not torch.equal(tensor.to(own[name].dtype), own[name].cpu()):
+                raise BenchError(f"the saved {self.name} indices {name} differ from the re-attached selection", "evaluate it with the code version that trained it (record env.git)")
+        self.model.load_state_dict(state, strict=False)
+
+    def restore(self, knob: int, state: dict[str, torch.Tensor]) -> None:
+        """Rebuild the trained model on a fresh base: attach at `knob` with the saved selection, then load `state`."""
+        rest = self.load_selection(state)
+        self.apply(knob)
+        self.load_trained(rest)
 
     # ----- shared machinery ------------------------------------------------------------------------------------
 

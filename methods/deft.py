@@ -19,7 +19,7 @@ adapters): the LLM-Adapters LoRA recipe (q, k, v, up, down, alpha = 2r, dropout 
 with λ 1.0, ε 1e-7.
 
 Activations are captured only during the training forward (hooks live for one `training_step`), and dropped
-every step. Everything else (knob, budget, calibration, attach, merge, export) is the base method's, through an
+every step. Everything else (knob, budget, calibration, attach, merge, export, restore) is the base method's, through an
 inner instance of it on the same model; `base_options` passes options to it as `key=value;key=value`.
 """
 
@@ -135,6 +135,12 @@ class Deft(PeftMethod):
 
     def export_state(self) -> dict[str, torch.Tensor]:
         return self.inner.export_state()
+
+    def load_selection(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.inner.load_selection(state)
+
+    def load_trained(self, state: dict[str, torch.Tensor]) -> None:
+        self.inner.load_trained(state)
 
     def describe(self) -> dict:
         return {

@@ -282,6 +282,16 @@ class RowSFT(PeftMethod):
                     state[f"{name}.delta_bias"] = module.delta_bias.detach()
         return state | {name: p.detach() for name, p in self.model.named_parameters() if id(p) in self._head_ids}
 
+    def load_selection(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The saved rows as indicator scores (1 on each saved row), so the ranking picks exactly them."""
+        scores = {}
+        for name, linear in self.layers.items():
+            scores[name] = torch.zeros(linear.out_features)
+            if f"{name}.rows" in state:
+                scores[name][state[f"{name}.rows"].long()] = 1.0
+        self.load_calibration(scores)
+        return state
+
     def describe(self) -> dict[str, Any]:
         options = self.options
         return {

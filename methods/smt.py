@@ -319,6 +319,19 @@ class SMT(PeftMethod):
         heads = {name: p.detach() for name, p in self.model.named_parameters() if id(p) in self._head_ids}
         return state | heads
 
+    def load_selection(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The saved blocks as indicator scores (1 on each saved block), so the selection rule picks exactly them.
+
+        A full warm-up's saved weights become the base first; returns the blocks and head left to load.
+        """
+        scores = {}
+        for name, linear in self.candidates.items():
+            scores[name] = torch.zeros(linear.out_features // self.block_size, linear.in_features // self.block_size)
+            if f"{name}.block_rows" in state:
+                scores[name][state[f"{name}.block_rows"].long(), state[f"{name}.block_cols"].long()] = 1.0
+        self.load_calibration(scores | {key: tensor for key, tensor in state.items() if key.startswith("warmup.")})
+        return {key: tensor for key, tensor in state.items() if not key.startswith("warmup.")}
+
     def describe(self) -> dict[str, Any]:
         options = self.options
         return {

@@ -206,6 +206,11 @@ class SVFit(PeftMethod):
             setattr(self.model.get_submodule(parent), child, wrapped)
         del self._factors  # the full factors are no longer needed; only the top-r slices stay as buffers
 
+    def load_selection(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The SVD of the base (data-free, the same bits on the same machine): the saved state holds only `s`."""
+        self.load_calibration(self.compute_calibration([]))
+        return state
+
     def merged_model(self) -> nn.Module:
         merged = copy.deepcopy(self.model)
         for name, module in list(merged.named_modules()):
