@@ -1,11 +1,13 @@
 """Training step time and peak memory of every method on SmolLM2-135M, each method in its own fresh process.
 
     python benchmarks/step_cost.py [--steps 6] [--warmup 2] [--repeats 1] [--methods floor,full,lora,svfit] [--json cost.json]
+                                   [--model smollm2-135m] [--dtype float32|bfloat16] [--accelerator cpu|gpu]
 
 Every process loads the model, builds one batch of 4 × 128 tokens of real text (SST-2 training sentences packed
 back to back), attaches one method and trains it with Lightning for warm-up + measured steps on fp32 CPU threads.
 Step time is the median over the measured steps (warm-up excluded); peak memory is the peak resident set size during
-`fit` (bench.callbacks.CostMeter, the number every run records); the process-wide peak (model loading and
+`fit` (bench.callbacks.CostMeter, the number every run records; on a GPU, CUDA's peak allocated bytes, with the model
+moved there before calibration); the process-wide peak (model loading and
 calibration included) is kept in the JSON too. With `--repeats N` every method is measured N times, round-robin, each
 time in a fresh process, and the medians are reported (step-time ratios move by a few percent between single runs).
 
@@ -32,6 +34,8 @@ from typing import Any
 
 MODEL = "smollm2-135m"
 BATCH, TOKENS = 4, 128
+PRECISIONS = {"float32": "32-true", "bfloat16": "bf16-true"}  # --dtype: the weights' dtype and Lightning's precision
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # workers of packaged models
 # How each method is run: the LoRA reference point is r16 on q,k,v,up,down; sparse methods at about 1 % of the model;
 # SVFit at its native budget (the energy rule pins the knob), on its decoder default (every linear) and on q,v (the
 # paper's GLUE setting, where its 16x claim is made); DEFT on that same LoRA r16. A label other than a method name
@@ -147,8 +151,10 @@ def equal_lora_rank(model: Any, count: int) -> tuple[int | None, str]:
     return rank, f"r={rank} ({lora.count_for_knob(rank):,} params)"
 
 
-def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: int) -> dict[str, Any]:
-    """Build, attach and train one method; its cost and counts."""
+def measure(
+    name: str, spec: dict[str, Any], steps: int, warmup: int, threads: int, model: str = MODEL, dtype: str = "float32", accelerator: str = "cpu"
+) -> dict[str, Any]:
+    """Build, attach and train one method on `model` in `dtype` on `accelerator` ("cpu" or "gpu"); its cost and counts."""
     import lightning as L
     import torch
     import transformers
@@ -163,7 +169,9 @@ def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: i
     transformers.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
     L.seed_everything(0, verbose=False)
-    loaded = load_model(MODEL, "causal-lm")
+    loaded = load_model(model, "causal-lm", dtype=dtype)
+    if accelerator == "gpu":
+        loaded.model.to("cuda")  # calibration (gradients, SVDs) runs where training will
     batches = text_batches(loaded.tokenizer, 4)
     method_cls = floor_method() if name == "floor" else registry()[spec.get("method", name)]
     options = method_cls.parse_options(spec.get("options", {}))
@@ -184,8 +192,9 @@ def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: i
     meter = CostMeter()
     trainer = L.Trainer(
         max_steps=warmup + steps,
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
+        precision=PRECISIONS[dtype],
         logger=False,
         callbacks=[meter],
         enable_checkpointing=False,
@@ -204,6 +213,9 @@ def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: i
         "step_times_s": measured,
         "peak_fit_bytes": meter.peak_bytes,
         "peak_process_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "memory_kind": meter.memory_kind,
+        "model": model,
+        "dtype": dtype,
         "lora_equal_rank": lora_rank,
         "lora_equal_note": lora_note,
         "threads": threads,
@@ -217,9 +229,13 @@ def measure(name: str, spec: dict[str, Any], steps: int, warmup: int, threads: i
 
 def run_worker(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """`measure` in a fresh Python process (so peaks are comparable); the error text if it fails."""
-    command = [sys.executable, __file__, "--worker", json.dumps({"name": name, "spec": spec}), "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-    print(f"measuring {name} {spec or ''} ...", file=sys.stderr, flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    from bench.models import MODELS
+
+    settings = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads), "--model", args.model, "--dtype", args.dtype, "--accelerator", args.accelerator]
+    command = [sys.executable, __file__, "--worker", json.dumps({"name": name, "spec": spec}), *settings]
+    print(f"measuring {name} {spec or ''} on {args.model} ...", file=sys.stderr, flush=True)
+    packaged = args.model in MODELS and MODELS[args.model].weights is not None
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(OFFLINE_ENV if packaged else {})})
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return {"method": name, "error": lines[-1] if lines else f"exit code {done.returncode}"}
@@ -282,13 +298,16 @@ def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str,
                 f"{name}: its exact delta adds {result['delta_macs_per_token'] / 1e6:.1f} M multiply-adds per token, {100 * share:.0f} % of the floor's "
                 f"{floor_macs / 1e6:.1f} M frozen-matmul ones; measured step time over the floor: +{100 * (slower - 1):.0f} %"
             )
+    kinds = sorted({result["memory_kind"] for result in results.values() if "memory_kind" in result})
+    if kinds:
+        lines.append(f"peak memory: {', '.join(kinds)} during fit")
     loads = [run["load_average"][0] for result in results.values() for run in result.get("rounds", [result]) if "load_average" in run]
     if loads:
         lines.append(f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs")
     return lines
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6, help="measured steps per method (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps excluded from the median")
@@ -296,13 +315,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="measure every method this many times, round-robin, and report the medians")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement to this JSON file")
+    parser.add_argument("--model", default=MODEL, help=f"a causal LM: a bench model name, local folder or hub id (default: {MODEL})")
+    parser.add_argument("--dtype", choices=tuple(PRECISIONS), default="float32", help="weights and training precision (default: float32)")
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="where to train (default: cpu)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        job = json.loads(args.worker)
-        print(json.dumps(measure(job["name"], job["spec"], args.steps, args.warmup, args.threads)))
-        return
+    return parser
 
+
+def measure_methods(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Every wanted method measured `args.repeats` times in fresh processes: (results by method, LoRA runs by rank)."""
     from methods import registry
 
     registered = registry()
@@ -321,6 +342,16 @@ def main() -> None:
     lora_by_rank = {rank: median_of(rank_runs) for rank, rank_runs in lora_runs.items()}
     if "lora" in results and "error" not in results["lora"]:
         lora_by_rank[SPECS["lora"]["knob"]] = results["lora"]
+    return results, lora_by_rank
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.worker:
+        job = json.loads(args.worker)
+        print(json.dumps(measure(job["name"], job["spec"], args.steps, args.warmup, args.threads, args.model, args.dtype, args.accelerator)))
+        return
+    results, lora_by_rank = measure_methods(args)
     print("\n".join(report(results, lora_by_rank)))
     if args.json:
         args.json.write_text(json.dumps({"results": results, "lora_equal": {str(rank): value for rank, value in lora_by_rank.items()}}, indent=2))
