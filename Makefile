@@ -8,7 +8,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_
 BENCH_OUT ?= runs/default
 BASELINE ?= results/baselines/default
 
-.PHONY: venv bench test test-slow lint benchmarks clean
+.PHONY: venv bench test test-slow lint benchmarks gpu-check clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ lint: $(STAMP)
 benchmarks: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/step_cost.py --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/generation_batching.py
+
+# On a GPU host: bf16 step costs (SmolLM2, and TinyLlama-1.1B when the hub answers), a DDP run, CPU/GPU agreement.
+# Without CUDA it prints one line and exits 0.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
