@@ -261,15 +261,16 @@ def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
 
 
 def test_tags_use_the_budget_labels_of_the_report(reported: dict) -> None:
-    from bench.report import DISPLAY, final_records
+    from bench.plots import display_name
+    from bench.report import final_records
     from bench.store import Store
 
-    frame = reported["report"].tables[0].frame()
+    frame = reported["report"].tables[0].frame
     in_report = set(zip(frame["Method"], frame["Budget"]))
     tagged = set()
     for record in final_records(Store(reported["store"])):
         (budget_tag,) = [tag for tag in wandb_logging.run_tags(record["config"], "final", "default") if tag.startswith("budget:")]
-        tagged.add((DISPLAY[record["config"]["method"]], budget_tag.removeprefix("budget:")))
+        tagged.add((display_name(record["config"]["method"]), budget_tag.removeprefix("budget:")))
     assert tagged == in_report
     assert ("Full FT", "100%") in tagged and ("SVFit", "native") in tagged
 
