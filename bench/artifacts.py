@@ -19,8 +19,8 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from bench.errors import BenchError
 from bench.models import LoadedModel, load_model
+from core.errors import BenchError
 from methods import get_method
 from methods.base import PeftMethod
 from tasks import get_task

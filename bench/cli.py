@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
 from bench.run import RunConfig
 from bench.settings import CHOICES
+from core.errors import BenchError
 
 Command = Callable[[argparse.Namespace], int]
 CHOICE_HELP = {"method": "methods", "task": "tasks", "model": "models"}

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
 from bench.record import read_json, write_json_atomic
 from bench.store import Store
+from core.errors import BenchError
 
 CELL = ("model", "task", "method", "budget")
 

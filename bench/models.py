@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock
 
-from bench.errors import BenchError
 from bench.record import write_json_atomic
+from core.errors import BenchError
 from tasks.data_source import sha256_file
 
 if TYPE_CHECKING:

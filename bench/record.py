@@ -17,13 +17,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 SCHEMA_VERSION = 1
 FILE_MODE = 0o644
 
 
-PROJECT_PACKAGES = ("bench", "methods", "tasks")
+PROJECT_PACKAGES = ("bench", "core", "methods", "tasks")
 
 
 def project_modules(*objects: Any) -> list[ModuleType]:

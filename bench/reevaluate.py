@@ -14,9 +14,9 @@ import torch
 
 from bench.artifacts import check_compatible, read_record, restore_run
 from bench.environment import environment
-from bench.errors import BenchError
 from bench.record import check_writable, write_json_atomic
 from bench.run import quiet_libraries
+from core.errors import BenchError
 from tasks import get_task
 from tasks.data_source import DataSource
 

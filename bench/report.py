@@ -32,12 +32,12 @@ from typing import Any
 import pandas as pd
 
 from bench import plateau, plots, stats, wandb_logging
-from bench.errors import BenchError
 from bench.plots import display_name
 from bench.record import write_json_atomic
 from bench.spec import DEFAULT_PROJECT
 from bench.store import Store
 from bench.tables import CELL, Table, cost_table, paper_table, slug, test_set_tables, unfinished_table
+from core.errors import BenchError
 
 REFERENCE = plots.REFERENCE
 NOT_FINGERPRINTED = {"seed", "lr", "threads", "data_dir"}

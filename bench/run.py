@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from bench import models
 from bench.budget import Budget, parse_budget
 from bench.environment import environment, library_versions
-from bench.errors import BenchError
 from bench.record import SCHEMA_VERSION, check_writable, content_key, source_hash, write_jsonl_atomic, write_record
 from bench.settings import check_settings
+from core.errors import BenchError
 from tasks.data_source import DataSource
 
 if TYPE_CHECKING:
@@ -142,7 +142,8 @@ def plan(config: RunConfig) -> RunPlan:
 
 def _run_modules() -> tuple[ModuleType, ...]:
     """This module and those `execute` imports when it runs: their code is part of every run key."""
-    from bench import artifacts, callbacks, density, divergence
+    from bench import artifacts, callbacks, divergence
+    from methods import density
     from tasks import leakage
 
     return (sys.modules[__name__], artifacts, callbacks, density, divergence, leakage)
@@ -187,9 +188,9 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
 
     from bench.artifacts import ADAPTER_SUFFIX, write_state
     from bench.callbacks import CostMeter, LearningCurves, StepProgressBar
-    from bench.density import activation_density
     from bench.divergence import Diverged, DivergenceGuard, check_metrics
     from bench.store import Store
+    from methods.density import activation_density
     from tasks.leakage import leakage_report
 
     config = run.config

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = ("32-true", "64-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "transformer-engine", "transformer-engine-float16")

@@ -33,10 +33,10 @@ from typing import Any
 import yaml
 
 from bench.budget import parse_budget
-from bench.errors import BenchError
 from bench.models import check_model_name
 from bench.run import RunConfig
 from bench.settings import MAX_SEED
+from core.errors import BenchError
 
 CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr", "recipe")
 TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in CELL_FIELDS)

@@ -28,11 +28,11 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import wandb_logging
-from bench.errors import BenchError
 from bench.executors import make_executor
 from bench.run import RunConfig, execute, plan
 from bench.spec import MethodSpec, SweepSpec
 from bench.store import Store, now
+from core.errors import BenchError
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from statistics import fmean
 from typing import Any
 
 from bench.budget import budget_label
-from bench.errors import BenchError
+from core.errors import BenchError
 
 PREDICTION_ROWS = 200  # rows of the per-example prediction table (test split)
 MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline", "run": "online"}

@@ -137,7 +137,7 @@ def svfit_delta_macs(model: Any) -> int:
 
 def equal_lora_rank(model: Any, count: int) -> tuple[int | None, str]:
     """peft LoRA rank (default targets) whose count is closest to `count`, and how it was chosen."""
-    from bench.errors import BenchError
+    from core.errors import BenchError
     from methods.lora import LoRA
 
     lora = LoRA(model)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 if TYPE_CHECKING:
     from methods.base import PeftMethod
 
-_INFRASTRUCTURE = {"base", "targets"}
+_INFRASTRUCTURE = {"base", "density", "recipes", "targets"}
 
 
 def registry() -> dict[str, type[PeftMethod]]:

@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save, save_file
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 if typing.TYPE_CHECKING:
     from methods.recipes import Recipe

@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bench.density import per_sample_mean
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.base import MethodOptions, OptimConfig, PeftMethod
+from methods.density import per_sample_mean
 from methods.lora import LoRA
 from methods.recipes import Recipe
 from methods.targets import ACTIVATION_PATTERNS, find_activations

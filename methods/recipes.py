@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.base import SCHEDULES, MethodOptions, OptimConfig, PeftMethod
 
 DEFAULT = "default"

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.base import MethodOptions, PeftMethod
 from methods.recipes import Recipe
 from methods.sparse_update import accumulate_gradients, batch_loss, merged_copy, roles_present, swap_module

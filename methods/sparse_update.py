@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.targets import ROLE_PATTERNS, role_regex
 
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.base import MethodOptions, PeftMethod
 from methods.lora import DECODER_ROLES, ENCODER_ROLES, default_roles
 from methods.recipes import Recipe

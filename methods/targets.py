@@ -10,7 +10,7 @@ import re
 
 from torch import nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 if TYPE_CHECKING:
     from tasks.base import Task

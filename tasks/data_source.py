@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 COMMITTED_DATA = Path(__file__).resolve().parent / "data"
 DATA_ENV = "PEFT_BENCH_DATA"

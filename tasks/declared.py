@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from tasks import metrics
 from tasks.base import Task
 from tasks.glue import GlueTask

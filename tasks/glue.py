@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from tasks import metrics
 from tasks.base import EvalResult, Task, progress_bar
 from tasks.data_source import DataSource

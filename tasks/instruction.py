@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from tasks import extraction
 from tasks.base import EvalResult, Task
 from tasks.data_source import DataSource

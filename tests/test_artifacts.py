@@ -15,9 +15,9 @@ from transformers import AutoModelForSequenceClassification
 import bench.artifacts
 from bench.artifacts import restore_run, write_state
 from bench.cli import main
-from bench.errors import BenchError
 from bench.models import FINGERPRINT_CACHE, MODELS, model_fingerprint
 from bench.run import RunConfig, execute, plan
+from core.errors import BenchError
 from tasks import get_task
 from tasks.data_source import sha256_file
 from tests.conftest import batch_of, logits

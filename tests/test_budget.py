@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.budget import parse_budget
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.lora import LoRA
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.density import activation_density
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.deft import Deft, DeftOptions, density_loss
+from methods.density import activation_density
 from methods.lora import LoRA, LoraOptions
 from methods.targets import find_activations
 from tests.conftest import batch_of, logits, train_steps

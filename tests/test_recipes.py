@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.errors import BenchError
 from bench.run import RunConfig, plan
 from bench.spec import parse_spec
+from core.errors import BenchError
 from methods import get_method
 from methods.base import OptimConfig
 from methods.row_sft import RowDeltaLinear

@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from bench.errors import BenchError
 from bench.models import CACHE_ENV
+from core.errors import BenchError
 from methods.base import OptimConfig
 from methods.smt import SMT, BlockSparseLinear, SmtOptions
 from tests.conftest import batch_of, logits, recorded_run, train_steps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.svfit import SingularValueLinear, SVFit, SvfitOptions, single_thread
 from methods.targets import ROLES, find_linears
 from tests.conftest import batch_of, logits

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.errors import BenchError
 from bench.record import read_records
 from bench.spec import load_spec, parse_spec
 from bench.store import Store
 from bench.sweep import run_sweep
+from core.errors import BenchError
 
 TRAINING = {"max_steps": 2, "batch_size": 8, "max_length": 32, "train_examples": 16, "validation_examples": 16, "test_examples": 32, "calibration_batches": 1}
 TINY = {

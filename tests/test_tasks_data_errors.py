@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.errors import BenchError
+from core.errors import BenchError
 from tasks import get_task
 from tasks.data_source import COMMITTED_DATA, DataSource
 

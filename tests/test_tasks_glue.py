@@ -11,8 +11,8 @@ import statistics
 
 import pytest
 
-from bench.errors import BenchError
 from bench.run import RunConfig, execute, plan
+from core.errors import BenchError
 from tasks import get_task, metrics
 from tasks.data_source import DataSource
 

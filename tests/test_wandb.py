@@ -26,8 +26,8 @@ from wandb.proto import wandb_internal_pb2
 
 from bench import wandb_logging
 from bench.callbacks import LearningCurves
-from bench.errors import BenchError
 from bench.run import RunConfig, execute, plan
+from core.errors import BenchError
 
 BLOCK = 32 * 1024
 TINY = dict(task="glue/sst2", model="minilm-l6", budget="0.5%", max_steps=4, batch_size=8, train_examples=32, validation_examples=16, test_examples=24, calibration_batches=2)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from methods.targets import find_activations
 
 EXACT_ZERO_ACTIVATIONS = frozenset({"relu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh"})
@@ -42,7 +42,7 @@ def density_kind(model: nn.Module) -> str:
         return "exact_zero"
     if activation in THRESHOLD_ACTIVATIONS:
         return "abs_below_threshold"
-    raise BenchError(f"no density rule for activation {activation!r}", "add it to EXACT_ZERO_ACTIVATIONS or THRESHOLD_ACTIVATIONS in bench/density.py")
+    raise BenchError(f"no density rule for activation {activation!r}", "add it to EXACT_ZERO_ACTIVATIONS or THRESHOLD_ACTIVATIONS in methods/density.py")
 
 
 @torch.no_grad()
