@@ -87,6 +87,7 @@ class CostMeter(L.Callback):
         return {
             "step_time_median_s": statistics.median(self.step_times) if self.step_times else None,
             "steps": len(self.step_times),
+            "train_seconds": self.train_seconds,
             "tokens_per_s": self.tokens / self.train_seconds if self.train_seconds else None,
             "train_tokens": self.tokens,
             "peak_memory_bytes": self.peak_bytes,

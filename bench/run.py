@@ -196,6 +196,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     config = run.config
     check_writable(out_dir)
     started = time.perf_counter()
+    laps = Laps()
     if config.threads:
         torch.set_num_threads(config.threads)
     quiet_libraries()
@@ -206,6 +207,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     module = run.method_cls(loaded.model, run.recipe.options, run.recipe.optim, loaded.head_prefixes)
     base_params = loaded.base_params
     requested = run.budget.resolve(base_params) if run.budget else None
+    laps.lap("load")
 
     calibration_batches = [batch for _, batch in zip(range(config.calibration_batches), _loader(run, loaded.tokenizer, config.seed + 10_000))]
     context = {"model": loaded.fingerprint, "data": run.source.files, "seed": config.seed, "batches": config.calibration_batches, "batch_size": config.batch_size, "max_length": config.max_length, "train_examples": config.train_examples}
@@ -217,6 +219,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     if achieved != module.count_for_knob(knob):
         raise RuntimeError(f"{config.method}: {achieved} trainable parameters, but the analytic count for {module.knob_name}={knob} is {module.count_for_knob(knob)}")
 
+    laps.lap("calibrate")
     run_dir = out_dir / "logs" / run.key[:16]
     meter = CostMeter()
     evaluate = partial(run.task.evaluate, tokenizer=loaded.tokenizer, batch_size=config.eval_batch_size, max_length=config.max_length, progress=progress)
@@ -240,13 +243,16 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     )
     try:
         trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
+        laps.lap("fit")
         model = module.model.to(module.device)
         evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
         check_metrics({split: result.metrics for split, result in evaluations.items()})
     except Diverged as diverged:
         failure = Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=diverged.cause()) if trainer.is_global_zero else None
         return failure or {"status": "failed", "error": str(diverged), "divergence": diverged.cause()}
+    laps.lap("evaluate")
     density = activation_density(model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size))
+    laps.lap("density")
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_key": run.key,
@@ -281,14 +287,29 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         "curves": curves.curves(trainer.global_step, evaluations["validation"].metrics),
         "data": {"source": run.source.kind, "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root), "files": run.source.files},
         "env": environment(),
-        "wall_time_s": time.perf_counter() - started,
     }
     if trainer.is_global_zero:  # under DDP/FSDP every rank runs this function; rank 0 writes
         description = {"run_key": run.key, "method": record["method"], "model": record["model"], "task": run.task.name}
         record["artifacts"] = {"adapter": write_state(module, out_dir / f"{run.key}{ADAPTER_SUFFIX}", description)}
+    laps.lap("record")
+    record |= {"timings": laps.seconds, "wall_time_s": time.perf_counter() - started}
+    if trainer.is_global_zero:
         write_jsonl_atomic(out_dir / f"{run.key}.predictions.jsonl", [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions])
         write_record(out_dir / f"{run.key}.json", record)
     return record
+
+
+class Laps:
+    """Wall seconds of a run's consecutive phases: `lap(name)` ends the phase that began at the previous lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._mark = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._mark, 3)
+        self._mark = now
 
 
 def _record_config(run: RunPlan) -> dict[str, Any]:

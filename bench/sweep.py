@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from tqdm import tqdm
@@ -261,6 +262,20 @@ def _interrupted(cell: Cell, error: BaseException) -> dict[str, Any]:
     return {"key": cell.key, "status": "interrupted", "error": f"{type(error).__name__}: {error}"}
 
 
+def overhead_text(store: Store, keys: list[str]) -> str | None:
+    """Where the time of the runs just done went: medians of wall time, training steps, and every other phase."""
+    records = [record for record in map(store.read, keys) if record and record["status"] == "ok" and "timings" in record]
+    if not records:
+        return None
+    overheads = [record["wall_time_s"] - record["cost"]["train_seconds"] for record in records]
+    phases = {name: median(record["timings"][name] - (record["cost"]["train_seconds"] if name == "fit" else 0) for record in records) for name in records[0]["timings"]}
+    parts = ", ".join(f"{'fit set-up' if name == 'fit' else name} {seconds:.1f}" for name, seconds in phases.items())
+    return (
+        f"per run (median of {len(records)}): {median(r['wall_time_s'] for r in records):.1f}s, of which training steps "
+        f"{median(r['cost']['train_seconds'] for r in records):.1f}s and overhead {median(overheads):.1f}s ({parts}; seconds)"
+    )
+
+
 def summary_text(result: SweepResult) -> str:
     """The closing summary: counts, failures and where everything is."""
     counts = result.counts()
@@ -271,6 +286,9 @@ def summary_text(result: SweepResult) -> str:
         + (f", {len(result.untuned)} cell(s) without a usable learning rate" if result.untuned else ""),
         f"records: {store}/<run_key>.json (+ .predictions.jsonl); cells: {store / 'sweep.json'}; events: {store / 'events.jsonl'}",
     ]
+    overhead = overhead_text(Store(store), [key for key, outcome in result.outcomes.items() if outcome["status"] == "done"])
+    if overhead:
+        lines.append(overhead)
     if (store / "tuning.json").is_file():
         lines.append(f"learning-rate grids and choices: {store / 'tuning.json'}")
     for key in result.failed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import yaml
 from bench.record import read_records
 from bench.spec import load_spec, parse_spec
 from bench.store import Store
-from bench.sweep import run_sweep
+from bench.sweep import run_sweep, summary_text
 from core.errors import BenchError
 
 TRAINING = {"max_steps": 2, "batch_size": 8, "max_length": 32, "train_examples": 16, "validation_examples": 16, "test_examples": 32, "calibration_batches": 1}
@@ -171,6 +172,12 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     assert {r["config"]["lr"] for r in records.values() if r["config"]["seed"] == 1} == {entry["chosen_lr"]}
     final = [cell for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"] if cell["role"] in ("final", "tuning+final")]
     assert sorted(cell["config"]["seed"] for cell in final) == [0, 1]
+    for record in records.values():  # every phase timed, the phases and the training steps add up to the wall time
+        timings, cost = record["timings"], record["cost"]
+        assert list(timings) == ["load", "calibrate", "fit", "evaluate", "density", "record"]
+        assert 0 < cost["train_seconds"] <= timings["fit"] and sum(timings.values()) <= record["wall_time_s"] + 0.01  # laps are rounded to ms
+    overhead = statistics.median(r["wall_time_s"] - r["cost"]["train_seconds"] for r in records.values())
+    assert "per run (median of 3): " in summary_text(result) and f"overhead {overhead:.1f}s (load " in summary_text(result)
 
 
 def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) -> None:
