@@ -27,6 +27,7 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(OFFLINE) $(BIN)/pytest -q
 
 test-slow: $(STAMP)
@@ -34,6 +35,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Speed targets, measured from one run each on a quiet machine (minutes; not part of the tests).
 benchmarks: $(STAMP)

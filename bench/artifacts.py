@@ -57,9 +57,15 @@ def read_record(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or "run_key" not in record or "config" not in record:
         raise BenchError(f"{path} is not a run record", "pass the <run_key>.json of a stored run")
     if record.get("status") != "ok":
-        raise BenchError(f"run {record['run_key'][:12]} did not finish (status {record.get('status')!r})", "rerun it; only finished runs have a saved state")
+        raise BenchError(
+            f"run {record['run_key'][:12]} did not finish (status {record.get('status')!r})",
+            "rerun it; only finished runs have a saved state",
+        )
     if "adapter" not in record.get("artifacts", {}):
-        raise BenchError(f"run {record['run_key'][:12]} has no saved state (recorded before runs saved what they trained)", "rerun it to save its state")
+        raise BenchError(
+            f"run {record['run_key'][:12]} has no saved state (recorded before runs saved what they trained)",
+            "rerun it to save its state",
+        )
     return record
 
 
@@ -68,9 +74,15 @@ def load_state(record_path: Path, record: dict[str, Any]) -> dict[str, Any]:
     entry = record["artifacts"]["adapter"]
     path = record_path.parent / entry["file"]
     if not path.is_file():
-        raise BenchError(f"the saved state {path} is missing", "copy it next to the record (stores under results/ keep records only), or rerun the run")
+        raise BenchError(
+            f"the saved state {path} is missing",
+            "copy it next to the record (stores under results/ keep records only), or rerun the run",
+        )
     if sha256_file(path) != entry["sha256"]:
-        raise BenchError(f"the saved state {path} does not match the sha256 in its record", "restore the original file, or rerun the run")
+        raise BenchError(
+            f"the saved state {path} does not match the sha256 in its record",
+            "restore the original file, or rerun the run",
+        )
     return load_file(path)
 
 
@@ -97,7 +109,12 @@ def restore_run(record_path: Path, task: Task) -> tuple[dict[str, Any], LoadedMo
             "install or point to the model version the record names",
         )
     method_cls = get_method(record["method"]["name"])
-    options = method_cls.Options(**{key: tuple(value) if isinstance(value, list) else value for key, value in record["method"]["options"].items()})
+    options = method_cls.Options(
+        **{
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in record["method"]["options"].items()
+        }
+    )
     module = method_cls(loaded.model, options, head_prefixes=loaded.head_prefixes)
     module.restore(record["method"]["knob"]["value"], state)
     module.eval()

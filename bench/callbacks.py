@@ -70,12 +70,16 @@ class CostMeter(L.Callback):
             self._stop.set()
             self._sampler.join()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         elapsed = time.perf_counter() - self._start
@@ -114,10 +118,16 @@ class LearningCurves(L.Callback):
         self.validation: list[dict[str, float]] = []
         self._lr = 0.0
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses; the scheduler steps before batch end
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._lr = trainer.optimizers[0].param_groups[0][
+            "lr"
+        ]  # the rate this step uses; the scheduler steps before batch end
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.train_loss.append({"step": step, "loss": float(loss)})
@@ -127,7 +137,12 @@ class LearningCurves(L.Callback):
 
     def _evaluate_between_steps(self, pl_module: L.LightningModule) -> dict[str, float]:
         modes = {module: module.training for module in pl_module.modules()}
-        states = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        states = (
+            random.getstate(),
+            np.random.get_state(),
+            torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        )
         try:
             return self.evaluate(pl_module.model)
         finally:
@@ -137,11 +152,17 @@ class LearningCurves(L.Callback):
             if states[3] is not None:
                 torch.cuda.set_rng_state_all(states[3])
             for module, training in modes.items():
-                module.training = training  # not train(): it recurses, and a module reached twice would reset its children
+                module.training = (
+                    training  # not train(): it recurses, and a module reached twice would reset its children
+                )
 
     def curves(self, final_step: int, final_validation: dict[str, float]) -> dict[str, list[dict[str, float]]]:
         """The record's `curves`: the validation curve ends with the run's final validation scores."""
-        return {"validation": [*self.validation, {"step": final_step, **final_validation}], "train_loss": self.train_loss, "lr": self.lr}
+        return {
+            "validation": [*self.validation, {"step": final_step, **final_validation}],
+            "train_loss": self.train_loss,
+            "lr": self.lr,
+        }
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -149,13 +170,22 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_start(self, trainer: L.Trainer, *_: Any) -> None:
         self.train_progress_bar = Tqdm(
-            total=trainer.max_steps, desc="train", unit="step", disable=self.is_disabled, leave=False, dynamic_ncols=True, file=sys.stderr, smoothing=0
+            total=trainer.max_steps,
+            desc="train",
+            unit="step",
+            disable=self.is_disabled,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            smoothing=0,
         )
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         """One bar for the whole fit: nothing to reset per epoch."""
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         bar = self.train_progress_bar
         if self._should_update(trainer.global_step, trainer.max_steps) and not bar.disable:
             bar.n = trainer.global_step

@@ -31,7 +31,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + config_field.name.replace("_", "-")
         if config_field.name == "options":
             parser.add_argument(
-                "--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help="a method option, repeatable (options and defaults below)"
+                "--option",
+                dest="options",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="a method option, repeatable (options and defaults below)",
             )
             continue
         hint = hints[config_field.name]
@@ -57,9 +62,13 @@ def _choices_text() -> str:
     for name, method in catalogue().items():
         lines.append(f"  {name:<10} knob: {method.knob_name:<9} {method.summary}")
         if method.options:
-            lines.append(f"  {'':<10} options: {', '.join(f'{option}={default}' for option, default in method.options)}")
+            lines.append(
+                f"  {'':<10} options: {', '.join(f'{option}={default}' for option, default in method.options)}"
+            )
     lines.append("tasks:")
-    lines += [f"  {name:<24} {task.model_kind:<24} metric: {task.primary_metric}" for name, task in task_registry().items()]
+    lines += [
+        f"  {name:<24} {task.model_kind:<24} metric: {task.primary_metric}" for name, task in task_registry().items()
+    ]
     lines.append("models (or a local model folder, or a hub id org/name):")
     lines += [f"  {name:<16} {spec.description}" for name, spec in MODELS.items()]
     return "\n".join(lines)
@@ -88,7 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         wandb_logging.log_record(Path(args.out), {"project": DEFAULT_PROJECT}, record, "bench-run", "final")
     if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
-        print(f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} -> {Path(args.out) / (run.key + '.json')}")
+        print(
+            f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} -> {Path(args.out) / (run.key + '.json')}"
+        )
         return 1
     params = record["params"]
     print(
@@ -130,7 +141,12 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
     joined: list[str] = list(argv)
     for index in range(len(joined) - 1, 0, -1):
         flag, value = joined[index - 1], joined[index]
-        if flag.startswith("--") and "=" not in flag and value.startswith("-") and (flag == "--budget" or _is_number(value)):
+        if (
+            flag.startswith("--")
+            and "=" not in flag
+            and value.startswith("-")
+            and (flag == "--budget" or _is_number(value))
+        ):
             joined[index - 1 : index + 1] = [f"{flag}={value}"]
     return joined
 
@@ -154,7 +170,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for path in write_wandb_sweeps(spec, Path(args.emit_wandb_sweep), Path(args.out)):
             print(f"wrote {path}  (start it with: wandb sweep {path})")
         return 0
-    result = run_sweep(spec, args.out, executor=args.executor, workers=args.workers, progress=not args.quiet, isolate=args.isolate)
+    result = run_sweep(
+        spec, args.out, executor=args.executor, workers=args.workers, progress=not args.quiet, isolate=args.isolate
+    )
     print(summary_text(result))
     return 0 if result.ok else 1
 
@@ -176,7 +194,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparison = compare_stores(
         Path(args.new),
         Path(args.baseline),
-        Tolerances(k=args.k, score_points=args.score_floor, memory_ratio=args.memory_floor, cpu_memory_ratio=args.cpu_memory_floor, time_ratio=args.time_floor),
+        Tolerances(
+            k=args.k,
+            score_points=args.score_floor,
+            memory_ratio=args.memory_floor,
+            cpu_memory_ratio=args.cpu_memory_floor,
+            time_ratio=args.time_floor,
+        ),
     )
     print(comparison.markdown())
     return 1 if comparison.regressed else 0
@@ -185,8 +209,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from bench.reevaluate import evaluate_saved
 
-    evaluation, path = evaluate_saved(Path(args.record), args.task, args.split, Path(args.out) if args.out else None, args.examples, args.data_dir)
-    print(f"{evaluation['method']['name']} run {evaluation['evaluates'][:12]} on {evaluation['task']} {evaluation['split']} ({evaluation['examples']} examples): {json.dumps(evaluation['metrics'])} -> {path}")
+    evaluation, path = evaluate_saved(
+        Path(args.record), args.task, args.split, Path(args.out) if args.out else None, args.examples, args.data_dir
+    )
+    print(
+        f"{evaluation['method']['name']} run {evaluation['evaluates'][:12]} on {evaluation['task']} {evaluation['split']} ({evaluation['examples']} examples): {json.dumps(evaluation['metrics'])} -> {path}"
+    )
     return 0
 
 
@@ -203,7 +231,13 @@ class _PrintVersion(argparse.Action):
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, help="print the package version and git commit, then exit")
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         from bench.environment import version
 
         print(version())
@@ -211,7 +245,10 @@ class _PrintVersion(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bench", description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.")
+    parser = _Parser(
+        prog="bench",
+        description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.",
+    )
     parser.add_argument("--version", action=_PrintVersion)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -224,54 +261,105 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(run)
     run.add_argument("--out", default="runs", help="folder for the result record (default: runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--wandb", action="store_true", help="also log the record to W&B (offline unless WANDB_MODE=online; files under --out)")
+    run.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the record to W&B (offline unless WANDB_MODE=online; files under --out)",
+    )
     run.set_defaults(handler=cmd_run)
 
     listing = commands.add_parser("list", help="the methods, tasks and models available")
     listing.set_defaults(handler=cmd_list)
 
-    sweep = commands.add_parser("sweep", help="run a sweep spec (methods × budgets × tasks × seeds) into a results store, skipping stored runs")
+    sweep = commands.add_parser(
+        "sweep", help="run a sweep spec (methods × budgets × tasks × seeds) into a results store, skipping stored runs"
+    )
     sweep.add_argument("spec", help="a sweep spec YAML, e.g. profiles/default.yaml")
     sweep.add_argument("--out", default="runs/sweep", help="the results store folder (default: runs/sweep)")
     sweep.add_argument(
-        "--executor", choices=("local", "slurm"), default="local", help="local processes, or a SLURM job array via submitit (settings: `slurm:` in the spec)"
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local processes, or a SLURM job array via submitit (settings: `slurm:` in the spec)",
     )
     sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1, in this process)")
     sweep.add_argument(
-        "--isolate", action="store_true", help="run every cell in a fresh process (CPU peak memory of that run alone; costs start-up time per run)"
+        "--isolate",
+        action="store_true",
+        help="run every cell in a fresh process (CPU peak memory of that run alone; costs start-up time per run)",
     )
-    sweep.add_argument("--emit-wandb-sweep", metavar="DIR", help="write an equivalent W&B sweep YAML per method into DIR and exit (for online users)")
+    sweep.add_argument(
+        "--emit-wandb-sweep",
+        metavar="DIR",
+        help="write an equivalent W&B sweep YAML per method into DIR and exit (for online users)",
+    )
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(handler=cmd_sweep)
 
-    report = commands.add_parser("report", help="tables (Markdown, LaTeX), plateau and Pareto plots of a results store, under DIR/report")
+    report = commands.add_parser(
+        "report", help="tables (Markdown, LaTeX), plateau and Pareto plots of a results store, under DIR/report"
+    )
     report.add_argument("dir", help="a results store folder")
     report.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     report.set_defaults(handler=cmd_report)
 
-    compare = commands.add_parser("compare", help="regression check of a results store against a baseline; exit 1 on a regression")
-    compare.add_argument("new", help="a results store folder (or a summary.json)")
-    compare.add_argument("baseline", help="a baseline folder holding summary.json (or a summary.json, or a store folder)")
-    compare.add_argument("--k", type=float, default=2.0, help="tolerance in seed standard deviations (default: 2)")
-    compare.add_argument("--score-floor", type=float, default=1.0, help="smallest score tolerance, in points (default: 1)")
-    compare.add_argument("--memory-floor", type=float, default=0.10, help="smallest GPU peak-memory tolerance, as a fraction (default: 0.10)")
-    compare.add_argument("--cpu-memory-floor", type=float, default=0.25, help="smallest CPU peak-RSS tolerance, as a fraction (default: 0.25)")
-    compare.add_argument(
-        "--time-floor", type=float, default=0.10, help="smallest step-time tolerance on GPUs, as a fraction (default: 0.10; CPU step time is not gated)"
+    compare = commands.add_parser(
+        "compare", help="regression check of a results store against a baseline; exit 1 on a regression"
     )
-    compare.add_argument("--update", action="store_true", help="write NEW's summary as the baseline instead of comparing")
+    compare.add_argument("new", help="a results store folder (or a summary.json)")
+    compare.add_argument(
+        "baseline", help="a baseline folder holding summary.json (or a summary.json, or a store folder)"
+    )
+    compare.add_argument("--k", type=float, default=2.0, help="tolerance in seed standard deviations (default: 2)")
+    compare.add_argument(
+        "--score-floor", type=float, default=1.0, help="smallest score tolerance, in points (default: 1)"
+    )
+    compare.add_argument(
+        "--memory-floor",
+        type=float,
+        default=0.10,
+        help="smallest GPU peak-memory tolerance, as a fraction (default: 0.10)",
+    )
+    compare.add_argument(
+        "--cpu-memory-floor",
+        type=float,
+        default=0.25,
+        help="smallest CPU peak-RSS tolerance, as a fraction (default: 0.25)",
+    )
+    compare.add_argument(
+        "--time-floor",
+        type=float,
+        default=0.10,
+        help="smallest step-time tolerance on GPUs, as a fraction (default: 0.10; CPU step time is not gated)",
+    )
+    compare.add_argument(
+        "--update", action="store_true", help="write NEW's summary as the baseline instead of comparing"
+    )
     compare.set_defaults(handler=cmd_compare)
 
-    evaluate = commands.add_parser("eval", help="re-evaluate a saved run on a split of a task (same model kind), without retraining")
+    evaluate = commands.add_parser(
+        "eval", help="re-evaluate a saved run on a split of a task (same model kind), without retraining"
+    )
     evaluate.add_argument("record", help="a run record, <store>/<run_key>.json, with its saved state next to it")
     evaluate.add_argument("--task", required=True, help="the task to evaluate on, e.g. glue/sst2")
     evaluate.add_argument("--split", choices=("test", "validation"), default="test", help="default: test")
-    evaluate.add_argument("--examples", type=int, default=None, help="first N examples (default: the run's limit on its own task, else all)")
-    evaluate.add_argument("--out", default=None, help="folder for evals/<run_key>.<task>.<split>.json (default: the record's folder)")
-    evaluate.add_argument("--data-dir", default=None, help="the data folder, if the run read one (records name it only as <data-dir>)")
+    evaluate.add_argument(
+        "--examples",
+        type=int,
+        default=None,
+        help="first N examples (default: the run's limit on its own task, else all)",
+    )
+    evaluate.add_argument(
+        "--out", default=None, help="folder for evals/<run_key>.<task>.<split>.json (default: the record's folder)"
+    )
+    evaluate.add_argument(
+        "--data-dir", default=None, help="the data folder, if the run read one (records name it only as <data-dir>)"
+    )
     evaluate.set_defaults(handler=cmd_eval)
 
-    export = commands.add_parser("export", help="write a saved run's merged dense model as a transformers folder (save_pretrained + tokenizer)")
+    export = commands.add_parser(
+        "export", help="write a saved run's merged dense model as a transformers folder (save_pretrained + tokenizer)"
+    )
     export.add_argument("record", help="a run record, <store>/<run_key>.json, with its saved state next to it")
     export.add_argument("dir", help="a new or empty folder")
     export.set_defaults(handler=cmd_export)

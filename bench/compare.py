@@ -42,11 +42,20 @@ class Tolerances:
     time_ratio: float = 0.10
 
     def __post_init__(self) -> None:
-        flags = {"k": "--k", "score_points": "--score-floor", "memory_ratio": "--memory-floor", "cpu_memory_ratio": "--cpu-memory-floor", "time_ratio": "--time-floor"}
+        flags = {
+            "k": "--k",
+            "score_points": "--score-floor",
+            "memory_ratio": "--memory-floor",
+            "cpu_memory_ratio": "--cpu-memory-floor",
+            "time_ratio": "--time-floor",
+        }
         for name, flag in flags.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise BenchError(f"tolerance {flag} {value!r} would switch the regression gate off or break it", f"pass {flag} as a finite number of at least 0")
+                raise BenchError(
+                    f"tolerance {flag} {value!r} would switch the regression gate off or break it",
+                    f"pass {flag} as a finite number of at least 0",
+                )
 
 
 def load_summary(path: Path) -> dict[str, Any]:
@@ -62,14 +71,25 @@ def load_summary(path: Path) -> dict[str, Any]:
         records = report.final_records(store)
         if not records:
             raise BenchError(
-                f"{path} holds no summary.json and no finished run", "pass a results store, a baseline folder with summary.json, or a summary.json"
+                f"{path} holds no summary.json and no finished run",
+                "pass a results store, a baseline folder with summary.json, or a summary.json",
             )
         data = report.summary(report.cells_frame(report.runs_frame(records)), str(path), store.read_meta("sweep.json"))
     else:
-        raise BenchError(f"{path} does not exist", "pass a results store, a baseline folder (e.g. results/baselines/default) or a summary.json")
-    if not isinstance(data, dict) or data.get("schema") != report.SUMMARY_SCHEMA or not isinstance(data.get("cells"), list):
+        raise BenchError(
+            f"{path} does not exist",
+            "pass a results store, a baseline folder (e.g. results/baselines/default) or a summary.json",
+        )
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != report.SUMMARY_SCHEMA
+        or not isinstance(data.get("cells"), list)
+    ):
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise BenchError(f"{path} is not a peft-bench summary (schema {found!r})", f"write one with: bench compare STORE {path} --update")
+        raise BenchError(
+            f"{path} is not a peft-bench summary (schema {found!r})",
+            f"write one with: bench compare STORE {path} --update",
+        )
     return data
 
 
@@ -94,7 +114,9 @@ def _sigma(new: dict[str, Any], base: dict[str, Any]) -> float:
     return math.sqrt((new["std"] ** 2 + base["std"] ** 2) / 2)
 
 
-def _relative(new: dict[str, Any] | None, base: dict[str, Any] | None, floor: float, k: float, gated: bool, unit: str) -> tuple[str, bool]:
+def _relative(
+    new: dict[str, Any] | None, base: dict[str, Any] | None, floor: float, k: float, gated: bool, unit: str
+) -> tuple[str, bool]:
     """Text for a lower-is-better quantity and whether it regressed."""
     if not new or not base:
         return "–", False
@@ -129,9 +151,16 @@ class Comparison:
         ]
         for row in self.rows:
             status = f"**{row.status}**" if row.status in ("REGRESSION", "missing") else row.status
-            lines.append(f"| {' · '.join(row.cell)} | {status} | {row.score} | {row.memory} | {row.time} | {'; '.join(row.notes)} |")
+            lines.append(
+                f"| {' · '.join(row.cell)} | {status} | {row.score} | {row.memory} | {row.time} | {'; '.join(row.notes)} |"
+            )
         failing = sum(row.status in ("REGRESSION", "missing") for row in self.rows)
-        lines += ["", f"{failing} regression(s) in {len(self.rows)} cells." if failing else f"No regression in {len(self.rows)} cells."]
+        lines += [
+            "",
+            f"{failing} regression(s) in {len(self.rows)} cells."
+            if failing
+            else f"No regression in {len(self.rows)} cells.",
+        ]
         return "\n".join(lines)
 
 
@@ -145,17 +174,32 @@ def compare_summaries(new: dict[str, Any], baseline: dict[str, Any], tolerances:
             rows.append(Row(key, "new", score=f"{fresh['score']['mean']:.1f}", notes=["no baseline for this cell"]))
             continue
         if fresh is None:
-            rows.append(Row(key, "missing", score=f"{base['score']['mean']:.1f} → –", notes=["in the baseline but not in the new results (failed or not run)"]))
+            rows.append(
+                Row(
+                    key,
+                    "missing",
+                    score=f"{base['score']['mean']:.1f} → –",
+                    notes=["in the baseline but not in the new results (failed or not run)"],
+                )
+            )
             continue
         sigma = _sigma(fresh["score"], base["score"])
         tolerance = max(tolerances.k * sigma, tolerances.score_points)
         delta = fresh["score"]["mean"] - base["score"]["mean"]
         status = "REGRESSION" if delta < -tolerance else "improved" if delta > tolerance else "ok"
-        row = Row(key, status, score=f"{base['score']['mean']:.1f} → {fresh['score']['mean']:.1f} ({delta:+.1f}, tol {tolerance:.1f})")
+        row = Row(
+            key,
+            status,
+            score=f"{base['score']['mean']:.1f} → {fresh['score']['mean']:.1f} ({delta:+.1f}, tol {tolerance:.1f})",
+        )
         on_gpu = "cuda" in fresh.get("memory_kind", "") and "cuda" in base.get("memory_kind", "")
         memory_floor = tolerances.memory_ratio if on_gpu else tolerances.cpu_memory_ratio
-        row.memory, memory_regressed = _relative(fresh.get("memory_mb"), base.get("memory_mb"), memory_floor, tolerances.k, on_gpu, "MB")
-        row.time, time_regressed = _relative(fresh.get("step_time_s"), base.get("step_time_s"), tolerances.time_ratio, tolerances.k, on_gpu, "s")
+        row.memory, memory_regressed = _relative(
+            fresh.get("memory_mb"), base.get("memory_mb"), memory_floor, tolerances.k, on_gpu, "MB"
+        )
+        row.time, time_regressed = _relative(
+            fresh.get("step_time_s"), base.get("step_time_s"), tolerances.time_ratio, tolerances.k, on_gpu, "s"
+        )
         if memory_regressed or time_regressed:
             row.status = "REGRESSION"
             row.notes.append("slower" if time_regressed else "more memory")
@@ -170,5 +214,10 @@ def compare_summaries(new: dict[str, Any], baseline: dict[str, Any], tolerances:
 def compare_stores(new: Path, baseline: Path, tolerances: Tolerances | None = None) -> Comparison:
     tolerances = tolerances or Tolerances()
     if not (baseline.exists()):
-        raise BenchError(f"baseline {baseline} does not exist", f"create it from a trusted run: bench compare {new} {baseline} --update (and commit it)")
-    return Comparison(compare_summaries(load_summary(new), load_summary(baseline), tolerances), str(new), str(baseline), tolerances)
+        raise BenchError(
+            f"baseline {baseline} does not exist",
+            f"create it from a trusted run: bench compare {new} {baseline} --update (and commit it)",
+        )
+    return Comparison(
+        compare_summaries(load_summary(new), load_summary(baseline), tolerances), str(new), str(baseline), tolerances
+    )

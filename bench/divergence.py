@@ -33,11 +33,15 @@ class DivergenceGuard(L.Callback):
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         named = [(name, p.grad) for name, p in pl_module.named_parameters() if p.grad is not None]
-        if not named or torch.isfinite(torch.stack([grad.detach().float().sum() for _, grad in named])).all():  # one sync per step
+        if (
+            not named or torch.isfinite(torch.stack([grad.detach().float().sum() for _, grad in named])).all()
+        ):  # one sync per step
             return
         for name, grad in named:  # a sum can overflow where no element does: name the first tensor that holds one
             if not torch.isfinite(grad).all():
-                raise Diverged(trainer.global_step + 1, f"gradient of {name}", grad[~torch.isfinite(grad)].flatten()[0].item())
+                raise Diverged(
+                    trainer.global_step + 1, f"gradient of {name}", grad[~torch.isfinite(grad)].flatten()[0].item()
+                )
 
 
 def check_metrics(metrics: dict[str, dict[str, Any]]) -> None:

@@ -13,7 +13,23 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LIBRARIES = ("torch", "lightning", "transformers", "peft", "datasets", "lm_eval", "wandb", "tokenizers", "safetensors", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "gguf")
+LIBRARIES = (
+    "torch",
+    "lightning",
+    "transformers",
+    "peft",
+    "datasets",
+    "lm_eval",
+    "wandb",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pandas",
+    "matplotlib",
+    "gguf",
+)
 
 
 @cache
@@ -53,7 +69,11 @@ def hardware() -> dict[str, Any]:
         "cuda": torch.cuda.is_available(),
     }
     try:
-        info["processor"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        info["processor"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         info["processor"] = platform.processor()
     if torch.cuda.is_available():
@@ -79,7 +99,11 @@ def portable(text: str) -> str:
     from tasks.data_source import DATA_ENV
 
     roots = {str(cache_dir()): "<cache>", **({os.environ[DATA_ENV]: "<data-dir>"} if os.environ.get(DATA_ENV) else {})}
-    roots |= {folder: "<site-packages>" for folder in site.getsitepackages()} | {sys.prefix: "<python>", str(PROJECT_ROOT): "<project>", str(Path.home()): "~"}
+    roots |= {folder: "<site-packages>" for folder in site.getsitepackages()} | {
+        sys.prefix: "<python>",
+        str(PROJECT_ROOT): "<project>",
+        str(Path.home()): "~",
+    }
     for root in sorted(roots, key=len, reverse=True):  # the most specific folder first: the venv lives in the project
         text = text.replace(str(Path(root).resolve()), roots[root]).replace(root, roots[root])
     return text

@@ -68,7 +68,13 @@ class LocalExecutor:
         self.workers = workers
         self.isolate = isolate
 
-    def map(self, function: Callable[[Any], Any], items: list[Any], crashed: Callable[[Any, BaseException], Any], interrupted: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
+    def map(
+        self,
+        function: Callable[[Any], Any],
+        items: list[Any],
+        crashed: Callable[[Any, BaseException], Any],
+        interrupted: Callable[[Any, BaseException], Any],
+    ) -> Iterator[Any]:
         """Yield `function(item)` per item; `interrupted(item, error)` for an item a dying worker kept from finishing
         `POOL_RETRIES` times (`crashed` is for executors that know which item's process died; a pool does not)."""
         if self.workers == 1 and not self.isolate:
@@ -82,16 +88,24 @@ class LocalExecutor:
             if not broken:
                 return
             pending = broken
-        error = BrokenProcessPool(f"a worker process died {POOL_RETRIES + 1} times while this cell was running or queued")
+        error = BrokenProcessPool(
+            f"a worker process died {POOL_RETRIES + 1} times while this cell was running or queued"
+        )
         for index in pending:
             yield interrupted(items[index], error)
 
-    def _map_pool(self, function: Callable[[Any], Any], items: list[Any], indices: list[int], broken: list[int]) -> Iterator[Any]:
+    def _map_pool(
+        self, function: Callable[[Any], Any], items: list[Any], indices: list[int], broken: list[int]
+    ) -> Iterator[Any]:
         """Run `items[indices]` in one fresh pool; the indices a broken pool kept from finishing go to `broken`."""
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_start_worker, initargs=(threads, os.getpid()), max_tasks_per_child=1 if self.isolate else None
+            self.workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(threads, os.getpid()),
+            max_tasks_per_child=1 if self.isolate else None,
         )
         with pool:
             order = {pool.submit(function, items[index]): index for index in indices}
@@ -127,7 +141,10 @@ class SlurmExecutor:
         parameters = dict(parameters)
         cluster = parameters.pop("cluster", "slurm")
         if cluster not in ("slurm", "local"):
-            raise BenchError(f"slurm.cluster must be slurm or local, got {cluster!r}", "use cluster: local to try the job array on this machine")
+            raise BenchError(
+                f"slurm.cluster must be slurm or local, got {cluster!r}",
+                "use cluster: local to try the job array on this machine",
+            )
         self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
         defaults = {"timeout_min": 60, "tasks_per_node": devices_per_run}
         if devices_per_run > 1:
@@ -135,9 +152,18 @@ class SlurmExecutor:
         try:
             self.executor.update_parameters(**(defaults | parameters))
         except (ValueError, TypeError) as error:
-            raise BenchError(f"bad slurm parameter ({error})", "use submitit's parameter names, e.g. timeout_min, slurm_partition, gpus_per_node") from None
+            raise BenchError(
+                f"bad slurm parameter ({error})",
+                "use submitit's parameter names, e.g. timeout_min, slurm_partition, gpus_per_node",
+            ) from None
 
-    def map(self, function: Callable[[Any], Any], items: list[Any], crashed: Callable[[Any, BaseException], Any], interrupted: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
+    def map(
+        self,
+        function: Callable[[Any], Any],
+        items: list[Any],
+        crashed: Callable[[Any, BaseException], Any],
+        interrupted: Callable[[Any, BaseException], Any],
+    ) -> Iterator[Any]:
         """Yield `function(item)` per item; `crashed(item, error)` for a job that died without returning (one job runs one
         item, so the death is that item's own; `interrupted` is unused)."""
         if not items:
@@ -154,7 +180,9 @@ class SlurmExecutor:
             time.sleep(1.0)
 
 
-def make_executor(name: str, workers: int, store: Path, slurm: dict[str, Any], devices_per_run: int, isolate: bool = False) -> LocalExecutor | SlurmExecutor:
+def make_executor(
+    name: str, workers: int, store: Path, slurm: dict[str, Any], devices_per_run: int, isolate: bool = False
+) -> LocalExecutor | SlurmExecutor:
     if name == "local":
         return LocalExecutor(workers, isolate)
     if name == "slurm":

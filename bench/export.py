@@ -32,7 +32,14 @@ def export_merged(record_path: Path, out_dir: Path) -> Path:
     merged.save_pretrained(staging)
     loaded.tokenizer.save_pretrained(staging)
     provenance = {key: record[key] for key in ("run_key", "model", "artifacts")}
-    write_json_atomic(staging / PROVENANCE, provenance | {"method": {"name": record["method"]["name"], "knob": record["method"]["knob"]}, "task": record["task"]["name"]})
+    write_json_atomic(
+        staging / PROVENANCE,
+        provenance
+        | {
+            "method": {"name": record["method"]["name"], "knob": record["method"]["knob"]},
+            "task": record["task"]["name"],
+        },
+    )
     if out_dir.exists():
         out_dir.rmdir()
     staging.rename(out_dir)

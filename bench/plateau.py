@@ -61,7 +61,9 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
-            coefficients, _ = curve_fit(_model, x, y, p0=start, bounds=([-np.inf, 0.0, 1e-3], [np.inf, np.inf, 50.0]), maxfev=5000)
+            coefficients, _ = curve_fit(
+                _model, x, y, p0=start, bounds=([-np.inf, 0.0, 1e-3], [np.inf, np.inf, 50.0]), maxfev=5000
+            )
     except (RuntimeError, ValueError):
         return None
     return tuple(float(v) for v in coefficients)

@@ -25,9 +25,25 @@ from bench.plateau import PlateauFit
 
 FORMATS = ("png", "pdf")
 REFERENCE = "full"
-DISPLAY = {"full": "Full FT", "lora": "LoRA", "dora": "DoRA", "smt": "SMT", "row-sft": "row-SFT", "svfit": "SVFit", "deft": "DEFT"}
+DISPLAY = {
+    "full": "Full FT",
+    "lora": "LoRA",
+    "dora": "DoRA",
+    "smt": "SMT",
+    "row-sft": "row-SFT",
+    "svfit": "SVFit",
+    "deft": "DEFT",
+}
 _TAB10 = plt.get_cmap("tab10").colors
-COLORS = {"full": "black", "lora": _TAB10[0], "dora": _TAB10[1], "smt": _TAB10[2], "row-sft": _TAB10[3], "svfit": _TAB10[4], "deft": _TAB10[6]}
+COLORS = {
+    "full": "black",
+    "lora": _TAB10[0],
+    "dora": _TAB10[1],
+    "smt": _TAB10[2],
+    "row-sft": _TAB10[3],
+    "svfit": _TAB10[4],
+    "deft": _TAB10[6],
+}
 _SPARE = plt.get_cmap("Dark2").colors
 
 
@@ -45,7 +61,9 @@ def _save(figure: plt.Figure, stem: Path) -> list[Path]:
     paths = []
     for extension in FORMATS:
         path = stem.with_suffix(f".{extension}")
-        figure.savefig(path, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if extension == "pdf" else None)
+        figure.savefig(
+            path, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if extension == "pdf" else None
+        )
         paths.append(path)
     plt.close(figure)
     return paths
@@ -64,7 +82,14 @@ def plateau_figure(runs: pd.DataFrame, fits: dict[str, PlateauFit], title: str, 
         by_params = group.groupby("params")["score"]
         params = np.array(sorted(by_params.groups))
         axes.plot(params, by_params.mean().loc[params], marker="o", color=color(method), label=display_name(method))
-        axes.fill_between(params, by_params.min().loc[params], by_params.max().loc[params], color=color(method), alpha=0.2, linewidth=0)
+        axes.fill_between(
+            params,
+            by_params.min().loc[params],
+            by_params.max().loc[params],
+            color=color(method),
+            alpha=0.2,
+            linewidth=0,
+        )
         fit = fits.get(method)
         if fit is not None and fit.status == "ok":
             grid = np.logspace(np.log10(params.min()), np.log10(params.max()), 100)
@@ -102,11 +127,27 @@ def pareto_figure(cells: pd.DataFrame, title: str, metric: str, stem: Path) -> l
         return []
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for method, group in measured.groupby("method", sort=True):
-        axes.scatter(group["memory_isolated_mb_mean"], group["score_mean"], label=display_name(method), color=color(method), s=30)
+        axes.scatter(
+            group["memory_isolated_mb_mean"], group["score_mean"], label=display_name(method), color=color(method), s=30
+        )
         for _, row in group.iterrows():
-            axes.annotate(row["budget"], (row["memory_isolated_mb_mean"], row["score_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            axes.annotate(
+                row["budget"],
+                (row["memory_isolated_mb_mean"], row["score_mean"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     frontier = pareto_frontier(measured)
-    axes.step(frontier["memory_isolated_mb_mean"], frontier["score_mean"], where="post", color="grey", linewidth=1, alpha=0.8, label="Pareto frontier")
+    axes.step(
+        frontier["memory_isolated_mb_mean"],
+        frontier["score_mean"],
+        where="post",
+        color="grey",
+        linewidth=1,
+        alpha=0.8,
+        label="Pareto frontier",
+    )
     axes.set_xlabel(f"peak memory measured in isolation (MB, {', '.join(sorted(set(measured['memory_kind'])))})")
     axes.set_ylabel(f"{metric} (points)")
     axes.set_title(title)
@@ -115,7 +156,9 @@ def pareto_figure(cells: pd.DataFrame, title: str, metric: str, stem: Path) -> l
     left_out = cells[cells["memory_isolated_mb_mean"].isna()]
     if len(left_out):
         names = ", ".join(f"{display_name(row['method'])} {row['budget']}" for _, row in left_out.iterrows())
-        figure.text(0.01, -0.02, f"Left out, memory not measured in isolation: {names}.", fontsize=7, wrap=True, va="top")
+        figure.text(
+            0.01, -0.02, f"Left out, memory not measured in isolation: {names}.", fontsize=7, wrap=True, va="top"
+        )
     return _save(figure, stem)
 
 

@@ -31,10 +31,20 @@ def project_modules(*objects: Any) -> list[ModuleType]:
     they reach through their imports, transitively, sorted by name. Packages (`methods`, `tasks`: registries that
     reach every method and task) are not followed, so a run depends on the code it uses, not on its neighbours'."""
     found: dict[str, ModuleType] = {}
-    pending = [obj if inspect.ismodule(obj) else inspect.getmodule(obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)) for obj in objects]
+    pending = [
+        obj
+        if inspect.ismodule(obj)
+        else inspect.getmodule(obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj))
+        for obj in objects
+    ]
     while pending:
         module = pending.pop()
-        if module is None or module.__name__ in found or module.__name__.split(".")[0] not in PROJECT_PACKAGES or hasattr(module, "__path__"):
+        if (
+            module is None
+            or module.__name__ in found
+            or module.__name__.split(".")[0] not in PROJECT_PACKAGES
+            or hasattr(module, "__path__")
+        ):
             continue
         found[module.__name__] = module
         for value in vars(module).values():
@@ -49,7 +59,10 @@ def code_digest(source: str) -> str:
     """sha256 of Python source by its syntax tree without docstrings: comments, docstrings and formatting do not count."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node, clean=False) is not None:
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and ast.get_docstring(node, clean=False) is not None
+        ):
             node.body = node.body[1:]
     return hashlib.sha256(ast.dump(tree, annotate_fields=True, include_attributes=False).encode()).hexdigest()
 
@@ -85,7 +98,10 @@ def check_writable(directory: Path) -> None:
         with tempfile.TemporaryFile(dir=probe):  # a real write: permissions, read-only mounts, ACLs
             pass
     except OSError:
-        raise BenchError(f"output directory {directory} is not writable ({probe} is not a writable folder)", "pass --out with a folder you can write to") from None
+        raise BenchError(
+            f"output directory {directory} is not writable ({probe} is not a writable folder)",
+            "pass --out with a folder you can write to",
+        ) from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -132,7 +148,10 @@ class CorruptFile(BenchError):
     """A store, baseline or spec file that cannot be read as what it claims to be; `path` names it."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path} is corrupt ({reason})", "restore it, or delete it to recompute its run (a sweep moves such files to <store>/quarantine/)")
+        super().__init__(
+            f"{path} is corrupt ({reason})",
+            "restore it, or delete it to recompute its run (a sweep moves such files to <store>/quarantine/)",
+        )
         self.path = Path(path)
 
 

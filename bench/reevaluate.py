@@ -22,7 +22,12 @@ from tasks.data_source import DataSource
 
 
 def evaluate_saved(
-    record_path: Path, task_name: str, split: str, out_dir: Path | None = None, examples: int | None = None, data_dir: str | None = None
+    record_path: Path,
+    task_name: str,
+    split: str,
+    out_dir: Path | None = None,
+    examples: int | None = None,
+    data_dir: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate the saved run at `record_path` on `split` of `task_name`; (eval record, where it was written).
 
@@ -39,13 +44,18 @@ def evaluate_saved(
     if examples is None and task.name == record["task"]["name"]:
         examples = config[f"{split}_examples"]
     if config["data_dir"] is not None and data_dir is None:
-        raise BenchError(f"run {record['run_key'][:12]} read its data from a folder its record does not name", "pass --data-dir with that folder")
+        raise BenchError(
+            f"run {record['run_key'][:12]} read its data from a folder its record does not name",
+            "pass --data-dir with that folder",
+        )
     source = DataSource(data_dir)
     rows = task.load(split, source, examples)
     quiet_libraries()
     record, loaded, module = restore_run(record_path, task)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = task.evaluate(module.model.to(device), loaded.tokenizer, rows, config["eval_batch_size"], config["max_length"])
+    result = task.evaluate(
+        module.model.to(device), loaded.tokenizer, rows, config["eval_batch_size"], config["max_length"]
+    )
     evaluation = {
         "evaluates": record["run_key"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

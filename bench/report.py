@@ -123,7 +123,19 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "config_fingerprint": config_fingerprint(config),
             }
         )
-    columns = [*CELL, "seed", "lr", "metric", "score", "validation", "params", "trainable_pct", "memory_mb", "memory_kind", "memory_isolated"]
+    columns = [
+        *CELL,
+        "seed",
+        "lr",
+        "metric",
+        "score",
+        "validation",
+        "params",
+        "trainable_pct",
+        "memory_mb",
+        "memory_kind",
+        "memory_isolated",
+    ]
     columns = ["key", *columns, "step_time_s", "adapter_mb", "config_fingerprint"]
     return pd.DataFrame(rows, columns=columns).sort_values([*CELL, "seed"]).reset_index(drop=True)
 
@@ -152,10 +164,19 @@ def metrics_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def metric_cells(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, metric): `aggregate` of its seeds."""
     rows = [
-        {**dict(zip([*CELL, "metric"], key)), **stats.aggregate(group["value"], stats.metric_range(key[-1])), "order": group["order"].min(), "primary": group["primary"].any(), "decoder": group["decoder"].any()}
+        {
+            **dict(zip([*CELL, "metric"], key)),
+            **stats.aggregate(group["value"], stats.metric_range(key[-1])),
+            "order": group["order"].min(),
+            "primary": group["primary"].any(),
+            "decoder": group["decoder"].any(),
+        }
         for key, group in metrics.groupby([*CELL, "metric"], sort=True)
     ]
-    return pd.DataFrame(rows, columns=[*CELL, "metric", "mean", "std", "n", "ci_low", "ci_high", "failed", "order", "primary", "decoder"])
+    return pd.DataFrame(
+        rows,
+        columns=[*CELL, "metric", "mean", "std", "n", "ci_low", "ci_high", "failed", "order", "primary", "decoder"],
+    )
 
 
 def cells_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -164,9 +185,16 @@ def cells_frame(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for cell, group in runs.groupby(CELL, sort=True):
         row = dict(zip(CELL, cell))
-        row |= {f"score_{name}": value for name, value in stats.aggregate(group["score"], stats.metric_range(group["metric"].iloc[0])).items()}
+        row |= {
+            f"score_{name}": value
+            for name, value in stats.aggregate(group["score"], stats.metric_range(group["metric"].iloc[0])).items()
+        }
         isolated = group[group["memory_isolated"]]
-        for name, values in (("memory_mb", group["memory_mb"]), ("memory_isolated_mb", isolated["memory_mb"]), ("step_time_s", group["step_time_s"].dropna())):
+        for name, values in (
+            ("memory_mb", group["memory_mb"]),
+            ("memory_isolated_mb", isolated["memory_mb"]),
+            ("step_time_s", group["step_time_s"].dropna()),
+        ):
             if len(values):
                 mean, std, n = stats.mean_std(list(values))
                 row |= {f"{name}_mean": mean, f"{name}_std": std, f"{name}_n": n}
@@ -226,7 +254,12 @@ def failed_metric_runs(metrics: pd.DataFrame) -> pd.DataFrame:
     """Runs with an ok record but a test metric that is not finite, in the `unfinished_runs` layout."""
     bad = metrics[~metrics["value"].map(math.isfinite)]
     rows = [
-        {**dict(zip([*CELL, "seed"], key)), "status": "metric failed", "detail": ", ".join(f"{name} is {value}" for name, value in zip(group["metric"], group["value"])), "key": ""}
+        {
+            **dict(zip([*CELL, "seed"], key)),
+            "status": "metric failed",
+            "detail": ", ".join(f"{name} is {value}" for name, value in zip(group["metric"], group["value"])),
+            "key": "",
+        }
         for key, group in bad.groupby([*CELL, "seed"], sort=True)
     ]
     return pd.DataFrame(rows, columns=[*CELL, "seed", "status", "detail", "key"])
@@ -249,8 +282,12 @@ def plateau_views(runs: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFram
     for model, group in runs.groupby("model"):
         tasks = set(group["task"])
         if len(tasks) > 1:
-            complete = group.groupby(["method", "budget", "seed"]).filter(lambda g, every=tasks: set(g["task"]) == every)
-            average = complete.groupby(["method", "budget", "seed"], as_index=False).agg(score=("score", "mean"), params=("params", "mean"))
+            complete = group.groupby(["method", "budget", "seed"]).filter(
+                lambda g, every=tasks: set(g["task"]) == every
+            )
+            average = complete.groupby(["method", "budget", "seed"], as_index=False).agg(
+                score=("score", "mean"), params=("params", "mean")
+            )
             views.append(((model, "average"), average))
     return views
 
@@ -276,7 +313,9 @@ class Report:
     wandb_mode: str | None = None
 
     def console_text(self) -> str:
-        lines = [f"report: {self.markdown_path}  (LaTeX: {self.folder / 'tables.tex'}; figures: {self.folder / 'figures'})"]
+        lines = [
+            f"report: {self.markdown_path}  (LaTeX: {self.folder / 'tables.tex'}; figures: {self.folder / 'figures'})"
+        ]
         for table in self.tables:
             lines += ["", f"{table.title}. {table.caption}", table.markdown()]
         if self.wandb_mode:
@@ -326,10 +365,20 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
     rows = []
     for entry in tuning["cells"]:
         grid = ", ".join(
-            f"{point['lr']:g}: " + (f"{100 * point['validation']:.1f}" if point["validation"] is not None else point["status"]) for point in entry["grid"]
+            f"{point['lr']:g}: "
+            + (f"{100 * point['validation']:.1f}" if point["validation"] is not None else point["status"])
+            for point in entry["grid"]
         )
         chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed)"
-        rows.append([display_name(entry["method"]), entry["budget"] or "all", f"{entry['model']} · {entry['task']}", grid, chosen])
+        rows.append(
+            [
+                display_name(entry["method"]),
+                entry["budget"] or "all",
+                f"{entry['model']} · {entry['task']}",
+                grid,
+                chosen,
+            ]
+        )
     frame = pd.DataFrame(rows, columns=["Method", "Budget", "Model · task", "Grid (lr: validation score)", "Chosen lr"])
     return "\n".join([*lines, frame.to_markdown(index=False, disable_numparse=True)])
 
@@ -344,7 +393,7 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
         "## Plateau fits",
         "",
         f"Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters p where the curve is within "
-        f"{plateau.ONSET_TOLERANCE:g} point of a, within the measured budgets (\"not reached\" when the curve gets there only past the largest budget); "
+        f'{plateau.ONSET_TOLERANCE:g} point of a, within the measured budgets ("not reached" when the curve gets there only past the largest budget); '
         f"95% percentile CIs from {plateau.BOOTSTRAP} bootstrap refits over seeds (scipy.stats.bootstrap). At least {plateau.MIN_BUDGETS} budgets are needed.",
         "",
     ]
@@ -355,8 +404,19 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
             onset = "not reached" if fit.onset_params is None else f"{fit.onset_params:,.0f}{ci(fit.onset_ci, ',.0f')}"
             onset = onset if fit.status == "ok" else "–"
             peak = f"{fit.peak_params:,.0f}: {fit.peak_score:.1f}"
-            rows.append([model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, "; ".join(fit.notes)])
-    header = ["Model", "Task", "Method", "Budgets", "Asymptote [95% CI]", "Onset params [95% CI]", "Peak (params: score)", "Notes"]
+            rows.append(
+                [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, "; ".join(fit.notes)]
+            )
+    header = [
+        "Model",
+        "Task",
+        "Method",
+        "Budgets",
+        "Asymptote [95% CI]",
+        "Onset params [95% CI]",
+        "Peak (params: score)",
+        "Notes",
+    ]
     return "\n".join([*lines, pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)])
 
 
@@ -368,11 +428,14 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
     """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run."""
     store = Store(directory)
     if not store.root.is_dir():
-        raise BenchError(f"results store {directory} does not exist", "pass the --out folder of a sweep, e.g. results/default")
+        raise BenchError(
+            f"results store {directory} does not exist", "pass the --out folder of a sweep, e.g. results/default"
+        )
     records = final_records(store)
     if not records:
         raise BenchError(
-            f"results store {directory} has no finished run to report", f"run a sweep into it first: bench sweep profiles/default.yaml --out {directory}"
+            f"results store {directory} has no finished run to report",
+            f"run a sweep into it first: bench sweep profiles/default.yaml --out {directory}",
         )
     folder = store.root / "report"
     figures_dir = folder / "figures"
@@ -385,7 +448,11 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
     tables: list[Table] = []
     for model in sorted(set(cells["model"])):
         in_model = cells["model"] == model
-        tables.append(paper_table(model, runs[runs["model"] == model], cells[in_model], marks, metric_rows[metric_rows["model"] == model]))
+        tables.append(
+            paper_table(
+                model, runs[runs["model"] == model], cells[in_model], marks, metric_rows[metric_rows["model"] == model]
+            )
+        )
         tables += test_set_tables(model, cells[in_model], metric_rows[metric_rows["model"] == model])
         tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
@@ -393,13 +460,26 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
 
     figures: list[Path] = []
     for (model, task), view in plateau_views(usable):
-        figures += plots.plateau_figure(view, fits.get((model, task), {}), f"{model} · {task}", _metric_of(runs, model, task), figures_dir / f"plateau_{slug(model)}_{slug(task)}")
+        figures += plots.plateau_figure(
+            view,
+            fits.get((model, task), {}),
+            f"{model} · {task}",
+            _metric_of(runs, model, task),
+            figures_dir / f"plateau_{slug(model)}_{slug(task)}",
+        )
     pareto_notes = []
     for (model, task), group in ranked(cells).groupby(["model", "task"]):
-        drawn = plots.pareto_figure(group, f"{model} · {task}: score vs peak memory", group["metric"].iloc[0], figures_dir / f"pareto_{slug(model)}_{slug(task)}")
+        drawn = plots.pareto_figure(
+            group,
+            f"{model} · {task}: score vs peak memory",
+            group["metric"].iloc[0],
+            figures_dir / f"pareto_{slug(model)}_{slug(task)}",
+        )
         figures += drawn
         if not drawn:
-            pareto_notes.append(f"No Pareto plot for {model} · {task}: no cell's peak memory was measured in isolation (rerun with `bench sweep --isolate`, or on a GPU).")
+            pareto_notes.append(
+                f"No Pareto plot for {model} · {task}: no cell's peak memory was measured in isolation (rerun with `bench sweep --isolate`, or on a GPU)."
+            )
 
     manifest = store.read_meta("sweep.json")
     tuning = store.read_meta("tuning.json")
@@ -414,7 +494,7 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
         "metric (two-sided paired permutation test over the shared test examples, per-example scores averaged over seeds, p ≥ 0.05, scipy.stats.permutation_test). "
         "CIs: Student-t intervals over seeds, clipped to the metric's range, since seeds are the unit of replication; with 2-3 seeds they are wide, and that width is the uncertainty of "
         "a cell mean (a bootstrap cannot resample 2-3 values, and one over test examples would leave the seed-to-seed spread out). "
-        "\"failed\": a seed's value is not finite; failed cells are not ranked, fitted or plotted.",
+        '"failed": a seed\'s value is not finite; failed cells are not ranked, fitted or plotted.',
     ]
     for table in tables:
         sections += ["", *table.section("##" if table.name.startswith("results-") else "###")]
@@ -422,7 +502,12 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
     if len(unfinished):
         sections += ["", *failed_table.section("##")]
     else:
-        sections += ["", f"## {failed_table.title}", "", "None: every run the sweep names has an ok record with finite metrics."]
+        sections += [
+            "",
+            f"## {failed_table.title}",
+            "",
+            "None: every run the sweep names has an ok record with finite metrics.",
+        ]
     if tuning:
         sections += ["", _tuning_markdown(tuning)]
     sections += ["", _plateau_markdown(fits), "", "## Figures", ""]
@@ -443,15 +528,29 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
     metric_rows.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
     write_json_atomic(folder / "summary.json", summary(cells, str(store.root), manifest))
     write_json_atomic(
-        folder / "plateau.json", [{"model": m, "task": t, "method": method, **fit.as_dict()} for (m, t), by in fits.items() for method, fit in by.items()]
+        folder / "plateau.json",
+        [
+            {"model": m, "task": t, "method": method, **fit.as_dict()}
+            for (m, t), by in fits.items()
+            for method, fit in by.items()
+        ],
     )
 
     report = Report(
-        folder=folder, runs=runs, cells=cells, metrics=metric_rows, tables=tables, figures=figures, markdown_path=markdown_path, unfinished=unfinished
+        folder=folder,
+        runs=runs,
+        cells=cells,
+        metrics=metric_rows,
+        tables=tables,
+        figures=figures,
+        markdown_path=markdown_path,
+        unfinished=unfinished,
     )
     if log_to_wandb:
         settings = manifest["spec"].get("wandb", {}) if manifest else {}
         settings = {"project": DEFAULT_PROJECT, "enabled": True} | settings
         frames = {f"table/{t.name}": t.frame for t in tables} | {"cells": cells.drop(columns=["keys", "seeds", "lr"])}
-        report.wandb_mode = wandb_logging.log_report(store.root, settings, title, records, frames, {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"})
+        report.wandb_mode = wandb_logging.log_report(
+            store.root, settings, title, records, frames, {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"}
+        )
     return report

@@ -111,7 +111,16 @@ def plan(config: RunConfig) -> RunPlan:
     method_cls = get_method(config.method)
     task = get_task(config.task)
     budget = parse_budget(config.budget) if config.budget is not None else None
-    recipe = resolve(method_cls, config.recipe, task.model_kind, config.options, config.max_steps, config.lr, config.weight_decay, config.warmup_ratio)
+    recipe = resolve(
+        method_cls,
+        config.recipe,
+        task.model_kind,
+        config.options,
+        config.max_steps,
+        config.lr,
+        config.weight_decay,
+        config.warmup_ratio,
+    )
     options = recipe.options
     models.check_model_name(config.model)
     source = DataSource(config.data_dir)
@@ -131,13 +140,29 @@ def plan(config: RunConfig) -> RunPlan:
     identity = {
         "schema_version": SCHEMA_VERSION,
         "model": fingerprint.value,
-        "config": {**config.to_dict(), "data_dir": None, "options": dataclasses.asdict(options), "optim": dataclasses.asdict(recipe.optim)},
+        "config": {
+            **config.to_dict(),
+            "data_dir": None,
+            "options": dataclasses.asdict(options),
+            "optim": dataclasses.asdict(recipe.optim),
+        },
         "data": source.files,
         "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
         "code": source_hash(method_cls, type(task), *_run_modules()),
         "libraries": library_versions(),
     }
-    return RunPlan(config=config, method_cls=method_cls, task=task, budget=budget, source=source, splits=splits, fingerprint=fingerprint, key=content_key(identity), requested=requested, recipe=recipe)
+    return RunPlan(
+        config=config,
+        method_cls=method_cls,
+        task=task,
+        budget=budget,
+        source=source,
+        splits=splits,
+        fingerprint=fingerprint,
+        key=content_key(identity),
+        requested=requested,
+        recipe=recipe,
+    )
 
 
 def _run_modules() -> tuple[ModuleType, ...]:
@@ -162,9 +187,14 @@ def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
     return low
 
 
-def _batches(plan_: RunPlan, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, torch.Tensor]]:
+def _batches(
+    plan_: RunPlan, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int
+) -> list[dict[str, torch.Tensor]]:
     """`rows` encoded as in training, `batch_size` at a time, sorted by length (less padding)."""
-    features = sorted((plan_.task.encode(row, tokenizer, plan_.config.max_length) for row in rows), key=lambda feature: len(feature["input_ids"]))
+    features = sorted(
+        (plan_.task.encode(row, tokenizer, plan_.config.max_length) for row in rows),
+        key=lambda feature: len(feature["input_ids"]),
+    )
     return [plan_.task.collate(features[i : i + batch_size], tokenizer) for i in range(0, len(features), batch_size)]
 
 
@@ -175,7 +205,14 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
     config = plan_.config
     features = [plan_.task.encode(row, tokenizer, config.max_length) for row in plan_.splits["train"]]
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(features, batch_size=config.batch_size, shuffle=True, generator=generator, collate_fn=partial(plan_.task.collate, tokenizer=tokenizer), drop_last=len(features) > config.batch_size)
+    return DataLoader(
+        features,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=partial(plan_.task.collate, tokenizer=tokenizer),
+        drop_last=len(features) > config.batch_size,
+    )
 
 
 def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -209,20 +246,39 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     requested = run.budget.resolve(base_params) if run.budget else None
     laps.lap("load")
 
-    calibration_batches = [batch for _, batch in zip(range(config.calibration_batches), _loader(run, loaded.tokenizer, config.seed + 10_000))]
-    context = {"model": loaded.fingerprint, "data": run.source.files, "seed": config.seed, "batches": config.calibration_batches, "batch_size": config.batch_size, "max_length": config.max_length, "train_examples": config.train_examples}
+    calibration_batches = [
+        batch
+        for _, batch in zip(range(config.calibration_batches), _loader(run, loaded.tokenizer, config.seed + 10_000))
+    ]
+    context = {
+        "model": loaded.fingerprint,
+        "data": run.source.files,
+        "seed": config.seed,
+        "batches": config.calibration_batches,
+        "batch_size": config.batch_size,
+        "max_length": config.max_length,
+        "train_examples": config.train_examples,
+    }
     module.calibrate(calibration_batches, models.cache_dir() / "calibration", context)
 
     knob = solve_knob(module, requested, config.method)
     module.apply(knob)
     achieved = module.trainable_count()
     if achieved != module.count_for_knob(knob):
-        raise RuntimeError(f"{config.method}: {achieved} trainable parameters, but the analytic count for {module.knob_name}={knob} is {module.count_for_knob(knob)}")
+        raise RuntimeError(
+            f"{config.method}: {achieved} trainable parameters, but the analytic count for {module.knob_name}={knob} is {module.count_for_knob(knob)}"
+        )
 
     laps.lap("calibrate")
     run_dir = out_dir / "logs" / run.key[:16]
     meter = CostMeter()
-    evaluate = partial(run.task.evaluate, tokenizer=loaded.tokenizer, batch_size=config.eval_batch_size, max_length=config.max_length, progress=progress)
+    evaluate = partial(
+        run.task.evaluate,
+        tokenizer=loaded.tokenizer,
+        batch_size=config.eval_batch_size,
+        max_length=config.max_length,
+        progress=progress,
+    )
     curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
     L.seed_everything(config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
     trainer = L.Trainer(
@@ -232,7 +288,12 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         strategy=config.strategy,
         precision=config.precision,
         logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
-        callbacks=[meter, curves, DivergenceGuard(), *([StepProgressBar()] if progress else [])],  # the meter first: its step time excludes the curve's evaluations
+        callbacks=[
+            meter,
+            curves,
+            DivergenceGuard(),
+            *([StepProgressBar()] if progress else []),
+        ],  # the meter first: its step time excludes the curve's evaluations
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -248,10 +309,16 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
         check_metrics({split: result.metrics for split, result in evaluations.items()})
     except Diverged as diverged:
-        failure = Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=diverged.cause()) if trainer.is_global_zero else None
+        failure = (
+            Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=diverged.cause())
+            if trainer.is_global_zero
+            else None
+        )
         return failure or {"status": "failed", "error": str(diverged), "divergence": diverged.cause()}
     laps.lap("evaluate")
-    density = activation_density(model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size))
+    density = activation_density(
+        model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size)
+    )
     laps.lap("density")
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -268,9 +335,20 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
             "choices": module.describe(),
             "calibration": module.calibration_info,
         },
-        "task": {"name": run.task.name, "family": run.task.family, "primary_metric": run.task.primary_metric, **run.task.describe(run.source)},
+        "task": {
+            "name": run.task.name,
+            "family": run.task.family,
+            "primary_metric": run.task.primary_metric,
+            **run.task.describe(run.source),
+        },
         "leakage": leakage_report(run.task, run.splits),
-        "model": {"name": loaded.name, "source": loaded.source, "fingerprint": loaded.fingerprint, "fingerprint_of": loaded.fingerprint_of, "dtype": config.dtype},
+        "model": {
+            "name": loaded.name,
+            "source": loaded.source,
+            "fingerprint": loaded.fingerprint,
+            "fingerprint_of": loaded.fingerprint_of,
+            "dtype": config.dtype,
+        },
         "params": {
             "base_model": base_params,
             "budget": run.budget.text if run.budget else None,
@@ -285,7 +363,11 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         "density": density,
         "cost": {**meter.summary(), "adapter_bytes": module.adapter_bytes()},
         "curves": curves.curves(trainer.global_step, evaluations["validation"].metrics),
-        "data": {"source": run.source.kind, "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root), "files": run.source.files},
+        "data": {
+            "source": run.source.kind,
+            "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root),
+            "files": run.source.files,
+        },
         "env": environment(),
     }
     if trainer.is_global_zero:  # under DDP/FSDP every rank runs this function; rank 0 writes
@@ -294,7 +376,10 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     laps.lap("record")
     record |= {"timings": laps.seconds, "wall_time_s": time.perf_counter() - started}
     if trainer.is_global_zero:
-        write_jsonl_atomic(out_dir / f"{run.key}.predictions.jsonl", [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions])
+        write_jsonl_atomic(
+            out_dir / f"{run.key}.predictions.jsonl",
+            [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions],
+        )
         write_record(out_dir / f"{run.key}.json", record)
     return record
 

@@ -12,7 +12,16 @@ from typing import Any
 from core.errors import BenchError
 
 DTYPES = ("float32", "bfloat16", "float16")
-PRECISIONS = ("32-true", "64-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "transformer-engine", "transformer-engine-float16")
+PRECISIONS = (
+    "32-true",
+    "64-true",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps", "tpu")
 STRATEGIES = (
     "auto",
@@ -44,7 +53,13 @@ STRATEGIES = (
     "single_tpu",
 )
 COUNTS = ("max_steps", "batch_size", "eval_batch_size", "max_length", "calibration_batches")  # at least 1
-LIMITS = ("train_examples", "validation_examples", "test_examples", "threads", "eval_every")  # None (all / default / at the end only) or at least 1
+LIMITS = (
+    "train_examples",
+    "validation_examples",
+    "test_examples",
+    "threads",
+    "eval_every",
+)  # None (all / default / at the end only) or at least 1
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 CHOICES = {"dtype": DTYPES, "precision": PRECISIONS, "accelerator": ACCELERATORS, "strategy": STRATEGIES}
 
@@ -65,23 +80,44 @@ def check_settings(values: dict[str, Any]) -> None:
     """BenchError (naming the setting and its accepted range) for the first out-of-range run setting in `values`."""
     for name in COUNTS:
         if not _integer(values[name]) or values[name] < 1:
-            raise BenchError(f"{name} must be a whole number of at least 1, got {values[name]!r}", f"pass {_flag(name)} 1 or more")
+            raise BenchError(
+                f"{name} must be a whole number of at least 1, got {values[name]!r}", f"pass {_flag(name)} 1 or more"
+            )
     for name in LIMITS:
         if values[name] is not None and (not _integer(values[name]) or values[name] < 1):
-            raise BenchError(f"{name} must be at least 1, got {values[name]!r}", f"omit {_flag(name)} to use the default (all examples, all threads, validation at the end only)")
+            raise BenchError(
+                f"{name} must be at least 1, got {values[name]!r}",
+                f"omit {_flag(name)} to use the default (all examples, all threads, validation at the end only)",
+            )
     if not _integer(values["seed"]) or not 0 <= values["seed"] <= MAX_SEED:
         raise BenchError(f"seed must be a whole number in 0..{MAX_SEED}, got {values['seed']!r}", "pass e.g. --seed 0")
     if values["lr"] is not None and (not _number(values["lr"]) or values["lr"] <= 0):
-        raise BenchError(f"learning rate must be a finite number above 0, got {values['lr']!r}", "pass e.g. --lr 3e-4, or omit it for the method's default")
+        raise BenchError(
+            f"learning rate must be a finite number above 0, got {values['lr']!r}",
+            "pass e.g. --lr 3e-4, or omit it for the method's default",
+        )
     if values["weight_decay"] is not None and (not _number(values["weight_decay"]) or values["weight_decay"] < 0):
-        raise BenchError(f"weight_decay must be a finite number of at least 0, got {values['weight_decay']!r}", "pass e.g. --weight-decay 0.01")
-    if values["warmup_ratio"] is not None and (not _number(values["warmup_ratio"]) or not 0 <= values["warmup_ratio"] <= 1):
-        raise BenchError(f"warmup_ratio must be a fraction in [0, 1], got {values['warmup_ratio']!r}", "pass e.g. --warmup-ratio 0.06")
+        raise BenchError(
+            f"weight_decay must be a finite number of at least 0, got {values['weight_decay']!r}",
+            "pass e.g. --weight-decay 0.01",
+        )
+    if values["warmup_ratio"] is not None and (
+        not _number(values["warmup_ratio"]) or not 0 <= values["warmup_ratio"] <= 1
+    ):
+        raise BenchError(
+            f"warmup_ratio must be a fraction in [0, 1], got {values['warmup_ratio']!r}",
+            "pass e.g. --warmup-ratio 0.06",
+        )
     for name, allowed in CHOICES.items():
         if values[name] not in allowed:
-            raise BenchError(f"{name} {values[name]!r} is not one torch/Lightning accepts", f"use one of: {', '.join(allowed)}")
+            raise BenchError(
+                f"{name} {values[name]!r} is not one torch/Lightning accepts", f"use one of: {', '.join(allowed)}"
+            )
     if not _devices_ok(str(values["devices"])):
-        raise BenchError(f"devices {values['devices']!r} is not a device count or list", "pass auto, a count such as 1, -1 (all), or device indices such as 0,1")
+        raise BenchError(
+            f"devices {values['devices']!r} is not a device count or list",
+            "pass auto, a count such as 1, -1 (all), or device indices such as 0,1",
+        )
 
 
 def _devices_ok(text: str) -> bool:

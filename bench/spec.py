@@ -40,12 +40,30 @@ from core.errors import BenchError
 
 CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr", "recipe")
 TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in CELL_FIELDS)
-TOP_KEYS = {"name", "description", "model", "models", "tasks", "seeds", "budgets", "training", "recipe", "methods", "tuning", "wandb", "slurm"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "model",
+    "models",
+    "tasks",
+    "seeds",
+    "budgets",
+    "training",
+    "recipe",
+    "methods",
+    "tuning",
+    "wandb",
+    "slurm",
+}
 METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr"}
 MODEL_KEYS = {"tasks", "training"}
 TUNING_KEYS = {"lrs", "seed"}
 WANDB_KEYS = {"project", "entity", "enabled", "mode"}
-WANDB_MODES = ("offline", "online", "disabled")  # `mode`: W&B stays offline unless the spec or WANDB_MODE says otherwise
+WANDB_MODES = (
+    "offline",
+    "online",
+    "disabled",
+)  # `mode`: W&B stays offline unless the spec or WANDB_MODE says otherwise
 DEFAULT_PROJECT = "peft-bench"
 DEFAULT_RECIPE = "default"  # methods.recipes.DEFAULT (imported only where a spec is parsed, as the method registry)
 NATIVE = "native"  # `budgets: native`: run without a budget, at the method's own fixed count (e.g. SVFit's energy rule)
@@ -91,10 +109,22 @@ class SweepSpec:
     def tasks(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(task for _, task in self.pairs))
 
-    def run_config(self, method: MethodSpec, model: str, task: str, budget: str | None, seed: int, lr: float | None) -> RunConfig:
+    def run_config(
+        self, method: MethodSpec, model: str, task: str, budget: str | None, seed: int, lr: float | None
+    ) -> RunConfig:
         """Training settings: the spec's, then the model's, then the method's (later ones win)."""
         training = {**self.training, **self.model_training.get(model, {}), **method.training}
-        return RunConfig(method=method.name, task=task, model=model, budget=budget, seed=seed, lr=lr, options=dict(method.options), recipe=method.recipe, **training)
+        return RunConfig(
+            method=method.name,
+            task=task,
+            model=model,
+            budget=budget,
+            seed=seed,
+            lr=lr,
+            options=dict(method.options),
+            recipe=method.recipe,
+            **training,
+        )
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -105,9 +135,13 @@ def load_spec(path: str | Path) -> SweepSpec:
     try:
         data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as error:
-        raise BenchError(f"sweep spec {path} is not UTF-8 text ({error.reason} at byte {error.start})", "save the spec as UTF-8") from None
+        raise BenchError(
+            f"sweep spec {path} is not UTF-8 text ({error.reason} at byte {error.start})", "save the spec as UTF-8"
+        ) from None
     except yaml.YAMLError as error:
-        raise BenchError(f"sweep spec {path} is not valid YAML ({' '.join(str(error).split())})", "fix the YAML syntax") from None
+        raise BenchError(
+            f"sweep spec {path} is not valid YAML ({' '.join(str(error).split())})", "fix the YAML syntax"
+        ) from None
     return parse_spec(data, where=str(path))
 
 
@@ -118,7 +152,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         keys = [self.construct_object(key, deep=True) for key, _ in node.value]
         repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
         if repeated:
-            raise yaml.constructor.ConstructorError(None, None, f"key(s) {repeated} repeated in one mapping", node.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key(s) {repeated} repeated in one mapping", node.start_mark
+            )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -169,22 +205,38 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         if settings.get("budgets") == NATIVE:
             budgets: tuple[str, ...] = ()
         else:
-            budgets = tuple(_budgets(settings["budgets"], f"{what}.budgets")) if "budgets" in settings else default_budgets
+            budgets = (
+                tuple(_budgets(settings["budgets"], f"{what}.budgets")) if "budgets" in settings else default_budgets
+            )
         if has_knob and not budgets:
             raise BenchError(
-                f"{what} has a knob ({method_cls.knob_name}) but no budgets", "add `budgets:` at the top level or under the method, e.g. ['0.1%', '1%']"
+                f"{what} has a knob ({method_cls.knob_name}) but no budgets",
+                "add `budgets:` at the top level or under the method, e.g. ['0.1%', '1%']",
             )
         if not _has_knob_range(method_cls) and "budgets" in settings:
             raise BenchError(
-                f"{what}: method {name} has no knob range, so budgets do not apply", f"remove budgets from {name} (it runs once per task and seed)"
+                f"{what}: method {name} has no knob range, so budgets do not apply",
+                f"remove budgets from {name} (it runs once per task and seed)",
             )
         lrs = tuple(_floats(settings["lrs"], f"{what}.lrs")) if "lrs" in settings else default_lrs
         if lrs and "lr" in settings:
-            raise BenchError(f"{what} sets both lr and a tuning grid", "keep `lr` (fixed) or `lrs`/`tuning.lrs` (tuned), not both")
+            raise BenchError(
+                f"{what} sets both lr and a tuning grid", "keep `lr` (fixed) or `lrs`/`tuning.lrs` (tuned), not both"
+            )
         lr = _floats([settings["lr"]], f"{what}.lr")[0] if "lr" in settings else None
         recipe = str(settings.get("recipe", data.get("recipe", DEFAULT_RECIPE)))
         check_recipe(method_cls, recipe)
-        methods.append(MethodSpec(str(name), budgets if has_knob else None, options, _training(settings.get("training", {}), f"{what}.training"), lr, lrs, recipe))
+        methods.append(
+            MethodSpec(
+                str(name),
+                budgets if has_knob else None,
+                options,
+                _training(settings.get("training", {}), f"{what}.training"),
+                lr,
+                lrs,
+                recipe,
+            )
+        )
 
     grid_sizes = {len(m.lrs) for m in methods if m.lrs}
     untuned = [m.name for m in methods if not m.lrs]
@@ -202,9 +254,15 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     if grid_sizes:
         tuning_seed = tuning.get("seed", seeds[0])
         if isinstance(tuning_seed, bool) or not isinstance(tuning_seed, int) or tuning_seed not in seeds:
-            raise BenchError(f"{where}: tuning seed {tuning_seed} is not one of the seeds {list(seeds)}", "pick a tuning seed from `seeds`")
+            raise BenchError(
+                f"{where}: tuning seed {tuning_seed} is not one of the seeds {list(seeds)}",
+                "pick a tuning seed from `seeds`",
+            )
     elif "seed" in tuning:
-        raise BenchError(f"{where}: tuning.seed is set but no method has a learning-rate grid", "add `tuning.lrs` or per-method `lrs`")
+        raise BenchError(
+            f"{where}: tuning.seed is set but no method has a learning-rate grid",
+            "add `tuning.lrs` or per-method `lrs`",
+        )
 
     wandb = data.get("wandb") or {}
     _mapping(wandb, f"{where}: wandb")
@@ -241,9 +299,15 @@ def _models(data: dict[str, Any], where: str) -> tuple[tuple[tuple[str, str], ..
     if "model" in data:
         if "tasks" not in data:
             raise BenchError(f"{where} has no 'tasks'", "add `tasks:` (see profiles/default.yaml)")
-        return tuple((str(data["model"]), task) for task in _unique(_strings(data["tasks"], f"{where}: tasks"), f"{where}: tasks")), {}
+        return tuple(
+            (str(data["model"]), task)
+            for task in _unique(_strings(data["tasks"], f"{where}: tasks"), f"{where}: tasks")
+        ), {}
     if "tasks" in data:
-        raise BenchError(f"{where} sets top-level tasks next to `models`", "list tasks under each model: `models: {name: {tasks: [...]}}`")
+        raise BenchError(
+            f"{where} sets top-level tasks next to `models`",
+            "list tasks under each model: `models: {name: {tasks: [...]}}`",
+        )
     _mapping(data["models"], f"{where}: models")
     pairs, training = [], {}
     for model, settings in data["models"].items():
@@ -306,7 +370,9 @@ def _floats(value: Any, what: str) -> list[float]:
     if len(numbers) != len(items):
         raise BenchError(f"{what} must be numbers, got {items!r}", "write learning rates as [1e-4, 3e-4]")
     if not all(math.isfinite(number) and number > 0 for number in numbers):
-        raise BenchError(f"{what} must be finite and positive, got {items!r}", "use learning rates above zero, such as 3e-4")
+        raise BenchError(
+            f"{what} must be finite and positive, got {items!r}", "use learning rates above zero, such as 3e-4"
+        )
     return _unique(numbers, what)
 
 
@@ -327,12 +393,16 @@ def _training(value: Any, what: str) -> dict[str, Any]:
     _known(value, set(TRAINING_FIELDS), what)
     hints = typing.get_type_hints(RunConfig)
     value = {
-        name: str(item) if hints[name] is str and isinstance(item, int) and not isinstance(item, bool) else item for name, item in value.items()
+        name: str(item) if hints[name] is str and isinstance(item, int) and not isinstance(item, bool) else item
+        for name, item in value.items()
     }  # devices: 8
     for name, item in value.items():
         allowed = tuple(arg for arg in typing.get_args(hints[name]) or (hints[name],) if isinstance(arg, type))
         if allowed == (float,) or float in allowed:
             allowed = (*allowed, int)
         if isinstance(item, bool) or not isinstance(item, allowed):
-            raise BenchError(f"{what}.{name} must be {' or '.join(a.__name__ for a in allowed)}, got {item!r}", f"see `bench run --help` for {name}")
+            raise BenchError(
+                f"{what}.{name} must be {' or '.join(a.__name__ for a in allowed)}, got {item!r}",
+                f"see `bench run --help` for {name}",
+            )
     return dict(value)

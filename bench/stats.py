@@ -56,10 +56,24 @@ def aggregate(values: Sequence[float], bounds: tuple[float, float] = (-math.inf,
     interval easily spills past it); `failed` (and no numbers) when a seed's value is not finite."""
     values = np.asarray(values, dtype=float)
     if not np.all(np.isfinite(values)):
-        return {"mean": math.nan, "std": math.nan, "n": len(values), "ci_low": math.nan, "ci_high": math.nan, "failed": True}
+        return {
+            "mean": math.nan,
+            "std": math.nan,
+            "n": len(values),
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "failed": True,
+        }
     mean, std, n = mean_std(values)
     low, high = t_interval(mean, std, n) or (math.nan, math.nan)
-    return {"mean": mean, "std": std, "n": n, "ci_low": max(low, bounds[0]), "ci_high": min(high, bounds[1]), "failed": False}
+    return {
+        "mean": mean,
+        "std": std,
+        "n": n,
+        "ci_low": max(low, bounds[0]),
+        "ci_high": min(high, bounds[1]),
+        "failed": False,
+    }
 
 
 def example_score(row: dict[str, Any]) -> float:
@@ -103,6 +117,12 @@ def paired_permutation_p(a: dict[Any, float], b: dict[Any, float], resamples: in
         raise ValueError("the two cells share no scored example")
     first, second = np.array([a[i] for i in shared]), np.array([b[i] for i in shared])
     result = stats.permutation_test(
-        (first, second), _mean_difference, permutation_type="samples", vectorized=True, n_resamples=resamples, alternative="two-sided", rng=seed
+        (first, second),
+        _mean_difference,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="two-sided",
+        rng=seed,
     )
     return float(result.pvalue)

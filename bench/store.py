@@ -32,7 +32,16 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from bench.environment import environment
-from bench.record import SCHEMA_VERSION, CorruptFile, check_record, is_record, read_json, read_records, write_json_atomic, write_record
+from bench.record import (
+    SCHEMA_VERSION,
+    CorruptFile,
+    check_record,
+    is_record,
+    read_json,
+    read_records,
+    write_json_atomic,
+    write_record,
+)
 
 
 def now() -> str:
@@ -82,7 +91,9 @@ class Store:
             return None
         return lock
 
-    def write_failure(self, key: str, config: dict[str, Any], error: BaseException, **details: Any) -> dict[str, Any] | None:
+    def write_failure(
+        self, key: str, config: dict[str, Any], error: BaseException, **details: Any
+    ) -> dict[str, Any] | None:
         """Record `error` (and `details`, such as a divergence) as the key's failed run, unless the key already has an ok
         record: then nothing is written and None is returned."""
         if (self.read(key) or {}).get("status") == "ok":
@@ -123,7 +134,12 @@ class Store:
     def log_event(self, key: str, event: str, **details: Any) -> None:
         """Append one line to events.jsonl (a single write on an O_APPEND file: lines never interleave)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": now(), "host": socket.gethostname(), "pid": os.getpid(), "key": key, "event": event, **details}) + "\n"
+        line = (
+            json.dumps(
+                {"time": now(), "host": socket.gethostname(), "pid": os.getpid(), "key": key, "event": event, **details}
+            )
+            + "\n"
+        )
         with open(self.root / "events.jsonl", "a", encoding="utf-8") as stream:
             stream.write(line)
 

@@ -53,7 +53,9 @@ class Cell:
     @property
     def label(self) -> str:
         c = self.config
-        return f"{c['method']} {c['budget'] or 'all'} {c['task']} seed={c['seed']}" + (f" lr={c['lr']:g}" if c["lr"] is not None else "")
+        return f"{c['method']} {c['budget'] or 'all'} {c['task']} seed={c['seed']}" + (
+            f" lr={c['lr']:g}" if c["lr"] is not None else ""
+        )
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:
@@ -74,17 +76,44 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         try:
             run = plan(config)
             if run.key != cell.key:
-                raise BenchError(f"the run key of {cell.label} changed since the sweep was planned", "the code or data changed during the sweep; rerun it")
+                raise BenchError(
+                    f"the run key of {cell.label} changed since the sweep was planned",
+                    "the code or data changed during the sweep; rerun it",
+                )
             record = execute(run, store.root, progress=cell.progress)
         except Exception as error:
             failure = store.write_failure(cell.key, config.to_dict(), error)
             store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
-            wandb_logging.log_record(store.root, cell.wandb, failure, wandb_logging.sweep_group(cell.group, cell.sweep_started), cell.role, cell.group)
-            return {"key": cell.key, "status": "failed", "error": f"{type(error).__name__}: {error}", "seconds": time.perf_counter() - started}
-        wandb_logging.log_record(store.root, cell.wandb, record, wandb_logging.sweep_group(cell.group, cell.sweep_started), cell.role, cell.group)
+            wandb_logging.log_record(
+                store.root,
+                cell.wandb,
+                failure,
+                wandb_logging.sweep_group(cell.group, cell.sweep_started),
+                cell.role,
+                cell.group,
+            )
+            return {
+                "key": cell.key,
+                "status": "failed",
+                "error": f"{type(error).__name__}: {error}",
+                "seconds": time.perf_counter() - started,
+            }
+        wandb_logging.log_record(
+            store.root,
+            cell.wandb,
+            record,
+            wandb_logging.sweep_group(cell.group, cell.sweep_started),
+            cell.role,
+            cell.group,
+        )
         if record["status"] != "ok":  # diverged: execute recorded the failure and its cause
             store.log_event(cell.key, "failed", error=record["error"], divergence=record.get("divergence"))
-            return {"key": cell.key, "status": "failed", "error": record["error"], "seconds": time.perf_counter() - started}
+            return {
+                "key": cell.key,
+                "status": "failed",
+                "error": record["error"],
+                "seconds": time.perf_counter() - started,
+            }
         store.log_event(cell.key, "done", seconds=round(time.perf_counter() - started, 2))
         return {"key": cell.key, "status": "done", "seconds": time.perf_counter() - started}
     finally:
@@ -111,19 +140,29 @@ class SweepResult:
 
     @property
     def failed(self) -> list[str]:
-        return [key for key, outcome in self.outcomes.items() if outcome["status"] in ("failed", "crashed", "interrupted")]
+        return [
+            key for key, outcome in self.outcomes.items() if outcome["status"] in ("failed", "crashed", "interrupted")
+        ]
 
 
 def _groups(spec: SweepSpec, tuned: bool) -> list[tuple[MethodSpec, str, str, str | None]]:
     """(method, model, task, budget) of every method with (tuned) or without a learning-rate grid."""
-    return [(m, model, task, b) for m in spec.methods if bool(m.lrs) == tuned for model, task in spec.pairs for b in m.budgets or (None,)]
+    return [
+        (m, model, task, b)
+        for m in spec.methods
+        if bool(m.lrs) == tuned
+        for model, task in spec.pairs
+        for b in m.budgets or (None,)
+    ]
 
 
 def group_key(method: str, model: str, task: str, budget: str | None) -> tuple[str, str, str, str | None]:
     return (method, model, task, budget)
 
 
-def _plan_cells(spec: SweepSpec, lrs_by_group: dict[tuple, list[float | None]], role: str, common: dict[str, Any]) -> list[Cell]:
+def _plan_cells(
+    spec: SweepSpec, lrs_by_group: dict[tuple, list[float | None]], role: str, common: dict[str, Any]
+) -> list[Cell]:
     """Cells of each group for each of its lrs: at the tuning seed for role "tuning", at every seed otherwise."""
     cells = []
     budgets: dict[tuple[Any, ...], str | None] = {}  # (method, model, task, seed, lr, parameter count) -> budget
@@ -162,15 +201,26 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: list[Cell]) -> dict[str, A
         for cell in (
             c
             for c in phase1
-            if c.role == "tuning" and group_key(*(c.config[f] for f in ("method", "model", "task", "budget"))) == group_key(method.name, model, task, budget)
+            if c.role == "tuning"
+            and group_key(*(c.config[f] for f in ("method", "model", "task", "budget")))
+            == group_key(method.name, model, task, budget)
         ):
             record = store.read(cell.key) or {"status": "missing"}
-            score = record["metrics"]["validation"][record["task"]["primary_metric"]] if record["status"] == "ok" else None
+            score = (
+                record["metrics"]["validation"][record["task"]["primary_metric"]] if record["status"] == "ok" else None
+            )
             grid.append({"lr": cell.config["lr"], "run_key": cell.key, "status": record["status"], "validation": score})
         scored = [point for point in grid if point["validation"] is not None]
         best = max(scored, key=lambda point: point["validation"], default=None)  # max keeps the first of equals
         entries.append(
-            {"method": method.name, "model": model, "task": task, "budget": budget, "seed": spec.tuning_seed, "grid": grid}
+            {
+                "method": method.name,
+                "model": model,
+                "task": task,
+                "budget": budget,
+                "seed": spec.tuning_seed,
+                "grid": grid,
+            }
             | {"chosen_lr": best["lr"] if best else None, "chosen_key": best["run_key"] if best else None}
         )
     return {
@@ -181,7 +231,14 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: list[Cell]) -> dict[str, A
     }
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers: int = 1, progress: bool = True, isolate: bool = False) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    executor: str = "local",
+    workers: int = 1,
+    progress: bool = True,
+    isolate: bool = False,
+) -> SweepResult:
     """Run `spec` into the store at `out` (see the module docstring); returns what happened."""
     from bench.record import check_writable
 
@@ -197,14 +254,27 @@ def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers
     }
     phase1, tuned_groups = expand(spec, common)
     devices = spec.training.get("devices", "1")
-    runner = make_executor(executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1, isolate)
+    runner = make_executor(
+        executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1, isolate
+    )
     for moved in store.quarantine():
-        print(f"bench: warning: {moved.name} in {store.root} is corrupt; moved to {moved} (its cell is recomputed)", file=sys.stderr)
+        print(
+            f"bench: warning: {moved.name} in {store.root} is corrupt; moved to {moved} (its cell is recomputed)",
+            file=sys.stderr,
+        )
     result = SweepResult(store=store.root)
     remaining_seeds = tuple(seed for seed in spec.seeds if seed != spec.tuning_seed)
     total = len(phase1) + len(tuned_groups) * len(remaining_seeds)
-    manifest = {"name": spec.name, "digest": spec.digest, "spec": spec.source, "created_at": common["sweep_started"], "tuning_seed": spec.tuning_seed}
-    bar = tqdm(total=total, desc=f"sweep {spec.name}", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    manifest = {
+        "name": spec.name,
+        "digest": spec.digest,
+        "spec": spec.source,
+        "created_at": common["sweep_started"],
+        "tuning_seed": spec.tuning_seed,
+    }
+    bar = tqdm(
+        total=total, desc=f"sweep {spec.name}", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True
+    )
     with bar:
         store.write_meta("sweep.json", manifest | {"cells": [_manifest_entry(c) for c in phase1]})
         _run_phase(runner, phase1, result, bar)
@@ -212,15 +282,31 @@ def run_sweep(spec: SweepSpec, out: str | Path, executor: str = "local", workers
         if tuned_groups:
             tuning = choose_lrs(spec, store, phase1)
             store.write_meta("tuning.json", tuning)
-            chosen = {group_key(e["method"], e["model"], e["task"], e["budget"]): [e["chosen_lr"]] for e in tuning["cells"] if e["chosen_lr"] is not None}
-            result.untuned = [" ".join(str(part or "all") for part in group) for group in tuned_groups if group not in chosen]
+            chosen = {
+                group_key(e["method"], e["model"], e["task"], e["budget"]): [e["chosen_lr"]]
+                for e in tuning["cells"]
+                if e["chosen_lr"] is not None
+            }
+            result.untuned = [
+                " ".join(str(part or "all") for part in group) for group in tuned_groups if group not in chosen
+            ]
             bar.total -= len(result.untuned) * len(remaining_seeds)
             finals = _plan_cells(spec, chosen, "final", common)
             chosen_keys = {e["chosen_key"] for e in tuning["cells"]}
             phase2 = [c for c in finals if c.key not in chosen_keys]
-            tuning_cells = [dataclasses.replace(c, role="tuning+final" if c.key in chosen_keys else "tuning") for c in phase1 if c.role == "tuning"]
+            tuning_cells = [
+                dataclasses.replace(c, role="tuning+final" if c.key in chosen_keys else "tuning")
+                for c in phase1
+                if c.role == "tuning"
+            ]
             store.write_meta(
-                "sweep.json", manifest | {"cells": [_manifest_entry(c) for c in [*(c for c in phase1 if c.role != "tuning"), *tuning_cells, *phase2]]}
+                "sweep.json",
+                manifest
+                | {
+                    "cells": [
+                        _manifest_entry(c) for c in [*(c for c in phase1 if c.role != "tuning"), *tuning_cells, *phase2]
+                    ]
+                },
             )
         _run_phase(runner, phase2, result, bar)
     result.seconds = time.perf_counter() - started
@@ -236,7 +322,11 @@ def _run_phase(runner: Any, cells: list[Cell], result: SweepResult, bar: tqdm) -
     by_key = {cell.key: cell for cell in cells}
     for attempt in (cells, None):
         if attempt is None:
-            attempt = [dataclasses.replace(by_key[key], wait=True) for key, outcome in result.outcomes.items() if outcome["status"] == "busy" and key in by_key]
+            attempt = [
+                dataclasses.replace(by_key[key], wait=True)
+                for key, outcome in result.outcomes.items()
+                if outcome["status"] == "busy" and key in by_key
+            ]
         for outcome in runner.map(run_cell, attempt, _crashed, _interrupted):
             result.outcomes[outcome["key"]] = outcome
             result.labels[outcome["key"]] = by_key[outcome["key"]].label
@@ -264,11 +354,18 @@ def _interrupted(cell: Cell, error: BaseException) -> dict[str, Any]:
 
 def overhead_text(store: Store, keys: list[str]) -> str | None:
     """Where the time of the runs just done went: medians of wall time, training steps, and every other phase."""
-    records = [record for record in map(store.read, keys) if record and record["status"] == "ok" and "timings" in record]
+    records = [
+        record for record in map(store.read, keys) if record and record["status"] == "ok" and "timings" in record
+    ]
     if not records:
         return None
     overheads = [record["wall_time_s"] - record["cost"]["train_seconds"] for record in records]
-    phases = {name: median(record["timings"][name] - (record["cost"]["train_seconds"] if name == "fit" else 0) for record in records) for name in records[0]["timings"]}
+    phases = {
+        name: median(
+            record["timings"][name] - (record["cost"]["train_seconds"] if name == "fit" else 0) for record in records
+        )
+        for name in records[0]["timings"]
+    }
     parts = ", ".join(f"{'fit set-up' if name == 'fit' else name} {seconds:.1f}" for name, seconds in phases.items())
     return (
         f"per run (median of {len(records)}): {median(r['wall_time_s'] for r in records):.1f}s, of which training steps "
@@ -286,7 +383,9 @@ def summary_text(result: SweepResult) -> str:
         + (f", {len(result.untuned)} cell(s) without a usable learning rate" if result.untuned else ""),
         f"records: {store}/<run_key>.json (+ .predictions.jsonl); cells: {store / 'sweep.json'}; events: {store / 'events.jsonl'}",
     ]
-    overhead = overhead_text(Store(store), [key for key, outcome in result.outcomes.items() if outcome["status"] == "done"])
+    overhead = overhead_text(
+        Store(store), [key for key, outcome in result.outcomes.items() if outcome["status"] == "done"]
+    )
     if overhead:
         lines.append(overhead)
     if (store / "tuning.json").is_file():
@@ -294,7 +393,9 @@ def summary_text(result: SweepResult) -> str:
     for key in result.failed:
         outcome = result.outcomes[key]
         where = "not recorded" if outcome["status"] == "interrupted" else f"record {store / (key + '.json')}"
-        lines.append(f"{outcome['status'].upper()} {result.labels.get(key, key)}: {outcome.get('error', '')[:300]} ({where}; a rerun retries it)")
+        lines.append(
+            f"{outcome['status'].upper()} {result.labels.get(key, key)}: {outcome.get('error', '')[:300]} ({where}; a rerun retries it)"
+        )
     for cell in result.untuned:
         lines.append(f"NOT RUN {cell}: every learning rate of its grid failed, so its other seeds were not run")
     hint = wandb_logging.sync_hint(store)

@@ -42,7 +42,10 @@ def _row_order(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """Full fine-tuning first, then methods by name, budgets by trainable parameters."""
     order = frame.groupby(["method", "budget"])["params"].mean().reset_index()
     order["first"] = order["method"] != REFERENCE
-    return [tuple(row) for row in order.sort_values(["first", "method", "params"])[["method", "budget"]].itertuples(index=False)]
+    return [
+        tuple(row)
+        for row in order.sort_values(["first", "method", "params"])[["method", "budget"]].itertuples(index=False)
+    ]
 
 
 def _average_column(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
@@ -73,7 +76,14 @@ def metric_label(metric: str, decoder: bool) -> str:
     """Column label of a metric: `accuracy_matched` -> "Acc matched"; a decoder's accuracy is its generation accuracy."""
     if decoder and metric == "accuracy":
         return "Gen acc"
-    base = next((name for name in sorted(METRIC_LABELS, key=len, reverse=True) if metric == name or metric.startswith(f"{name}_")), None)
+    base = next(
+        (
+            name
+            for name in sorted(METRIC_LABELS, key=len, reverse=True)
+            if metric == name or metric.startswith(f"{name}_")
+        ),
+        None,
+    )
     return metric if base is None else f"{METRIC_LABELS[base]}{metric[len(base) :].replace('_', ' ')}"
 
 
@@ -92,20 +102,34 @@ class Table:
     def markdown(self) -> str:
         marked = self.frame.copy()
         for column in marked.columns:
-            marked[column] = [_markdown_cell(text, style) for text, style in zip(self.frame[column], self.style[column])]
+            marked[column] = [
+                _markdown_cell(text, style) for text, style in zip(self.frame[column], self.style[column])
+            ]
         return marked.to_markdown(index=False, disable_numparse=True)
 
     def latex(self) -> str:
         css = {"bold": "font-weight: bold;", "italic": "font-style: italic;", "": ""}
         styler = self.frame.style.hide(axis="index").apply(lambda _: self.style.replace(css), axis=None)
         styler = styler.format(escape="latex").format_index(escape="latex", axis=1)
-        columns = "".join("l" if column in ("Method", "Budget", "Task", "Seed", "Status", "Detail") else "r" for column in self.frame.columns)
+        columns = "".join(
+            "l" if column in ("Method", "Budget", "Task", "Seed", "Status", "Detail") else "r"
+            for column in self.frame.columns
+        )
         caption = _latex_text(f"{self.title}. {self.caption}")
-        return styler.to_latex(environment="table", caption=caption, label=self.label, hrules=True, convert_css=True, column_format=columns)
+        return styler.to_latex(
+            environment="table", caption=caption, label=self.label, hrules=True, convert_css=True, column_format=columns
+        )
 
     def section(self, level: str = "###") -> list[str]:
         """The table as a Markdown section: title, caption, table, notes."""
-        return [f"{level} {self.title}", "", self.caption, "", self.markdown(), *(["", *self.notes] if self.notes else [])]
+        return [
+            f"{level} {self.title}",
+            "",
+            self.caption,
+            "",
+            self.markdown(),
+            *(["", *self.notes] if self.notes else []),
+        ]
 
 
 def _markdown_cell(text: str, style: str) -> str:
@@ -127,7 +151,9 @@ def _ranked_metric(metric: str) -> bool:
     return "format_failure" not in metric
 
 
-def _table(name: str, title: str, caption: str, rows: list[list[str]], styles: list[list[str]], header: list[str]) -> Table:
+def _table(
+    name: str, title: str, caption: str, rows: list[list[str]], styles: list[list[str]], header: list[str]
+) -> Table:
     return Table(
         name=name,
         title=title,
@@ -142,15 +168,27 @@ def _short(task: str) -> str:
     return task.split("/", 1)[-1]
 
 
-def paper_table(model: str, runs: pd.DataFrame, cells: pd.DataFrame, marks: pd.DataFrame, metric_rows: pd.DataFrame) -> Table:
+def paper_table(
+    model: str, runs: pd.DataFrame, cells: pd.DataFrame, marks: pd.DataFrame, metric_rows: pd.DataFrame
+) -> Table:
     """Rows (method, budget); columns: trainable %, every top-level test metric of every task, and the average of the
     primary metrics when there are several tasks."""
     tasks = sorted(set(cells["task"]))
     top = metric_rows[~metric_rows["metric"].str.contains("/")]
-    columns = top.groupby(["task", "metric"], as_index=False).agg(order=("order", "min"), primary=("primary", "any"), decoder=("decoder", "any"))
+    columns = top.groupby(["task", "metric"], as_index=False).agg(
+        order=("order", "min"), primary=("primary", "any"), decoder=("decoder", "any")
+    )
     columns = columns.sort_values(["task", "primary", "order"], ascending=[True, False, True])
     average = _average_column(runs, tasks) if len(tasks) > 1 else None
-    header = ["Method", "Budget", "Trainable %", *(f"{_short(t)} {metric_label(m, d)}" for t, m, d in columns[["task", "metric", "decoder"]].itertuples(index=False))]
+    header = [
+        "Method",
+        "Budget",
+        "Trainable %",
+        *(
+            f"{_short(t)} {metric_label(m, d)}"
+            for t, m, d in columns[["task", "metric", "decoder"]].itertuples(index=False)
+        ),
+    ]
     header += ["Avg"] if average is not None else []
     best = {
         (task, metric): group.loc[~group["failed"].astype(bool), "mean"].max()
@@ -161,10 +199,19 @@ def paper_table(model: str, runs: pd.DataFrame, cells: pd.DataFrame, marks: pd.D
     rows, styles = [], []
     for method, budget in _row_order(cells):
         in_row = cells[(cells["method"] == method) & (cells["budget"] == budget)]
-        texts = [display_name(method), budget if method != REFERENCE else "100%", f"{in_row['trainable_pct'].mean():.3f}"]
+        texts = [
+            display_name(method),
+            budget if method != REFERENCE else "100%",
+            f"{in_row['trainable_pct'].mean():.3f}",
+        ]
         style = ["", "", ""]
         for task, metric, primary in columns[["task", "metric", "primary"]].itertuples(index=False):
-            match = top[(top["method"] == method) & (top["budget"] == budget) & (top["task"] == task) & (top["metric"] == metric)]
+            match = top[
+                (top["method"] == method)
+                & (top["budget"] == budget)
+                & (top["task"] == task)
+                & (top["metric"] == metric)
+            ]
             if match.empty:
                 texts.append("–")
                 style.append("")
@@ -177,7 +224,11 @@ def paper_table(model: str, runs: pd.DataFrame, cells: pd.DataFrame, marks: pd.D
             match = average[(average["method"] == method) & (average["budget"] == budget)]
             texts.append("–" if match.empty else format_score(match.iloc[0]))
             usable = average[~average["failed"].astype(bool)]
-            style.append("bold" if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == usable["mean"].max() else "")
+            style.append(
+                "bold"
+                if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == usable["mean"].max()
+                else ""
+            )
         rows.append(texts)
         styles.append(style)
     task_set, matched = anchors.matching(model, set(tasks))
@@ -211,21 +262,35 @@ def test_set_tables(model: str, cells: pd.DataFrame, metric_rows: pd.DataFrame) 
     tables = []
     for task, per_task in metric_rows[metric_rows["metric"].str.contains("/")].groupby("task"):
         columns = per_task.groupby("metric", as_index=False)["order"].min().sort_values("order")["metric"].tolist()
-        header = ["Method", "Budget", *(f"{part} {metric_label(name, True)}" for part, name in (column.split("/", 1) for column in columns))]
+        header = [
+            "Method",
+            "Budget",
+            *(f"{part} {metric_label(name, True)}" for part, name in (column.split("/", 1) for column in columns)),
+        ]
         best = {
-            metric: group.loc[~group["failed"].astype(bool), "mean"].max() for metric, group in per_task.groupby("metric") if _ranked_metric(metric)
+            metric: group.loc[~group["failed"].astype(bool), "mean"].max()
+            for metric, group in per_task.groupby("metric")
+            if _ranked_metric(metric)
         }
         rows, styles = [], []
         for method, budget in _row_order(cells[cells["task"] == task]):
             texts, style = [display_name(method), budget if method != REFERENCE else "100%"], ["", ""]
             for metric in columns:
-                match = per_task[(per_task["method"] == method) & (per_task["budget"] == budget) & (per_task["metric"] == metric)]
+                match = per_task[
+                    (per_task["method"] == method) & (per_task["budget"] == budget) & (per_task["metric"] == metric)
+                ]
                 texts.append("–" if match.empty else format_score(match.iloc[0]))
-                style.append("bold" if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == best.get(metric) else "")
+                style.append(
+                    "bold"
+                    if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == best.get(metric)
+                    else ""
+                )
             rows.append(texts)
             styles.append(style)
         caption = "Every test set, both protocols (Gen: generation with answer extraction; LL: lm-eval log-likelihood), points, mean ± std [95 % t-interval] over seeds."
-        tables.append(_table(f"test-sets-{model}-{task}", f"{model} · {task} per test set", caption, rows, styles, header))
+        tables.append(
+            _table(f"test-sets-{model}-{task}", f"{model} · {task} per test set", caption, rows, styles, header)
+        )
     return tables
 
 
@@ -237,13 +302,33 @@ def cost_table(model: str, cells: pd.DataFrame) -> Table:
         in_task = cells[cells["task"] == task]
         for method, budget in _row_order(in_task):
             cell = in_task[(in_task["method"] == method) & (in_task["budget"] == budget)].iloc[0]
-            step = f"{1000 * cell['step_time_s_mean']:.0f} ± {1000 * cell['step_time_s_std']:.0f}" if pd.notna(cell["step_time_s_mean"]) else "–"
+            step = (
+                f"{1000 * cell['step_time_s_mean']:.0f} ± {1000 * cell['step_time_s_std']:.0f}"
+                if pd.notna(cell["step_time_s_mean"])
+                else "–"
+            )
             if pd.isna(cell["memory_isolated_mb_mean"]):
                 memory = "not isolated"
             else:
-                memory = f"{cell['memory_isolated_mb_mean']:,.0f}" + (f" ± {cell['memory_isolated_mb_std']:,.0f}" if cell["memory_isolated_mb_n"] > 1 else "")
-                memory += f" ({int(cell['memory_isolated_mb_n'])}/{len(cell['seeds'])} seeds)" if cell["memory_isolated_mb_n"] < len(cell["seeds"]) else ""
-            rows.append([_short(task), display_name(method), budget if method != REFERENCE else "100%", f"{cell['trainable_pct']:.3f}", f"{cell['adapter_mb']:.3f}", step, memory])
+                memory = f"{cell['memory_isolated_mb_mean']:,.0f}" + (
+                    f" ± {cell['memory_isolated_mb_std']:,.0f}" if cell["memory_isolated_mb_n"] > 1 else ""
+                )
+                memory += (
+                    f" ({int(cell['memory_isolated_mb_n'])}/{len(cell['seeds'])} seeds)"
+                    if cell["memory_isolated_mb_n"] < len(cell["seeds"])
+                    else ""
+                )
+            rows.append(
+                [
+                    _short(task),
+                    display_name(method),
+                    budget if method != REFERENCE else "100%",
+                    f"{cell['trainable_pct']:.3f}",
+                    f"{cell['adapter_mb']:.3f}",
+                    step,
+                    memory,
+                ]
+            )
     kinds = ", ".join(sorted(set(",".join(cells["memory_kind"]).split(","))))
     caption = (
         f"Cost per cell, mean ± std over seeds. Step time: each run's median training step. Peak memory ({kinds}) only from runs measured in isolation "
@@ -255,11 +340,21 @@ def cost_table(model: str, cells: pd.DataFrame) -> Table:
 def unfinished_table(unfinished: pd.DataFrame) -> Table:
     header = ["Model", "Task", "Method", "Budget", "Seed", "Status", "Detail"]
     rows = [
-        [row["model"], row["task"], display_name(row["method"]), row["budget"], str(row["seed"]), row["status"], row["detail"]]
+        [
+            row["model"],
+            row["task"],
+            display_name(row["method"]),
+            row["budget"],
+            str(row["seed"]),
+            row["status"],
+            row["detail"],
+        ]
         for _, row in unfinished.sort_values([*CELL, "seed"]).iterrows()
     ]
     caption = "Runs the sweep names without an ok record, and runs with a failed metric; none of them is ranked, fitted or plotted."
-    return _table("failed-and-missing", "Failed and missing runs", caption, rows, [[""] * len(header) for _ in rows], header)
+    return _table(
+        "failed-and-missing", "Failed and missing runs", caption, rows, [[""] * len(header) for _ in rows], header
+    )
 
 
 def slug(text: str) -> str:

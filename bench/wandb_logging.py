@@ -67,7 +67,14 @@ def run_name(config: dict[str, Any]) -> str:
 
 
 def run_tags(config: dict[str, Any], role: str, spec_name: str | None) -> list[str]:
-    tags = [config["method"], f"budget:{_label(config)}", config["task"], config["model"], f"seed:{config['seed']}", role]
+    tags = [
+        config["method"],
+        f"budget:{_label(config)}",
+        config["task"],
+        config["model"],
+        f"seed:{config['seed']}",
+        role,
+    ]
     return tags + ([f"spec:{spec_name}"] if spec_name else [])
 
 
@@ -85,7 +92,9 @@ def history(curves: dict[str, list[dict[str, float]]]) -> list[tuple[int, dict[s
 
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:
     """Every metric of both splits, every cost field, the parameter counts, knob and wall time of an ok record."""
-    summary = {f"{split}/{name}": value for split, metrics in record["metrics"].items() for name, value in metrics.items()}
+    summary = {
+        f"{split}/{name}": value for split, metrics in record["metrics"].items() for name, value in metrics.items()
+    }
     summary |= {f"cost/{name}": value for name, value in record["cost"].items()}
     summary |= {f"params/{name}": value for name, value in record["params"].items()}
     return summary | {"knob": record["method"]["knob"]["value"], "wall_time_s": record["wall_time_s"]}
@@ -105,7 +114,9 @@ def _cell(value: Any) -> Any:
     return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value)
 
 
-def log_record(store: Path, settings: dict[str, Any], record: dict[str, Any], group: str, role: str, spec_name: str | None = None) -> str | None:
+def log_record(
+    store: Path, settings: dict[str, Any], record: dict[str, Any], group: str, role: str, spec_name: str | None = None
+) -> str | None:
     """One W&B run from a result record, ok or failed (see the module docstring); the mode, or None when off."""
     current = mode(settings)
     if current == "disabled":
@@ -120,7 +131,13 @@ def log_record(store: Path, settings: dict[str, Any], record: dict[str, Any], gr
         job_type="run",
         name=run_name(config),
         tags=run_tags(config, role, spec_name),
-        config={**config, "run_key": record["run_key"], "role": role, "spec": spec_name, "budget_label": _label(config)},
+        config={
+            **config,
+            "run_key": record["run_key"],
+            "role": role,
+            "spec": spec_name,
+            "budget_label": _label(config),
+        },
         dir=str(store),
         mode=current,
         settings=wandb.Settings(silent=True),
@@ -178,11 +195,15 @@ def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dic
         by_method: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for point in view:
             by_method[point["method"]][point["params"]].append(point["score"])
-        swept = sorted({params for method, scores in by_method.items() if method != reference for params in scores}) or sorted(by_method[reference])
+        swept = sorted(
+            {params for method, scores in by_method.items() if method != reference for params in scores}
+        ) or sorted(by_method[reference])
         xs, ys, keys = [], [], []
         for method, scores in sorted(by_method.items()):
             params = sorted(scores)
-            if method == reference:  # a horizontal line at the seed mean across the swept range, as in the paper's figures
+            if (
+                method == reference
+            ):  # a horizontal line at the seed mean across the swept range, as in the paper's figures
                 params, means = [swept[0], swept[-1]], [fmean([s for values in scores.values() for s in values])] * 2
             else:
                 means = [fmean(scores[p]) for p in params]
@@ -190,7 +211,13 @@ def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dic
             ys.append(means)
             keys.append(method)
         title = f"{model} · {task}"
-        charts[f"plateau/{model}/{task.replace('/', '-')}"] = wandb.plot.line_series(xs=xs, ys=ys, keys=keys, title=f"{title}: test score (points) vs log10 trainable parameters", xname="log10 trainable parameters")
+        charts[f"plateau/{model}/{task.replace('/', '-')}"] = wandb.plot.line_series(
+            xs=xs,
+            ys=ys,
+            keys=keys,
+            title=f"{title}: test score (points) vs log10 trainable parameters",
+            xname="log10 trainable parameters",
+        )
         cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for point in view:
             cells[point["method"], point["budget"]].append(point)
@@ -202,12 +229,23 @@ def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dic
                 if all(p["memory_mb"] is not None for p in group)
             ],
         )
-        charts[f"pareto/{model}/{task.replace('/', '-')}"] = wandb.plot.scatter(table, "peak memory (MB)", "score", title=f"{title}: test score (points) vs peak memory")
-    charts["points"] = wandb.Table(columns=list(points[0]), data=[list(point.values()) for point in points]) if points else None
+        charts[f"pareto/{model}/{task.replace('/', '-')}"] = wandb.plot.scatter(
+            table, "peak memory (MB)", "score", title=f"{title}: test score (points) vs peak memory"
+        )
+    charts["points"] = (
+        wandb.Table(columns=list(points[0]), data=[list(point.values()) for point in points]) if points else None
+    )
     return {name: chart for name, chart in charts.items() if chart is not None}
 
 
-def log_report(store: Path, settings: dict[str, Any], title: str, records: list[dict[str, Any]], tables: dict[str, Any], images: dict[str, Path]) -> str | None:
+def log_report(
+    store: Path,
+    settings: dict[str, Any],
+    title: str,
+    records: list[dict[str, Any]],
+    tables: dict[str, Any],
+    images: dict[str, Path],
+) -> str | None:
     """Log the report as the store's one report run: native charts from `records`, `tables` (DataFrames), `images`."""
     current = mode(settings)
     if current == "disabled":
@@ -229,7 +267,11 @@ def log_report(store: Path, settings: dict[str, Any], title: str, records: list[
         mode=current,
         settings=wandb.Settings(silent=True),
     )
-    run.log(report_charts(records) | {name: wandb.Table(dataframe=frame) for name, frame in tables.items()} | {name: wandb.Image(str(path)) for name, path in images.items()})
+    run.log(
+        report_charts(records)
+        | {name: wandb.Table(dataframe=frame) for name, frame in tables.items()}
+        | {name: wandb.Image(str(path)) for name, path in images.items()}
+    )
     run.finish()
     return current
 

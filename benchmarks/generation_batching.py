@@ -54,16 +54,26 @@ def main() -> None:
         prefill_s = timed_generate(model, tokenizer, prompts, 1, args.batch_size)[1]
 
         assert batched == single, [i for i, (a, b) in enumerate(zip(batched, single)) if a != b]
-        assert [judge(row, text) for row, text in zip(rows, batched)] == [judge(row, text) for row, text in zip(rows, single)]
-        print(f"{family}: {len(prompts)} prompts, max_new_tokens {task.max_new_tokens}, {args.threads} threads: identical predictions")
+        assert [judge(row, text) for row, text in zip(rows, batched)] == [
+            judge(row, text) for row, text in zip(rows, single)
+        ]
+        print(
+            f"{family}: {len(prompts)} prompts, max_new_tokens {task.max_new_tokens}, {args.threads} threads: identical predictions"
+        )
         print(f"  batch 1: {single_s:.1f} s ({single_s / len(prompts):.2f} s/example)")
-        print(f"  batch {args.batch_size}: {batched_s:.1f} s ({batched_s / len(prompts):.2f} s/example), of which prompts alone {prefill_s:.1f} s")
+        print(
+            f"  batch {args.batch_size}: {batched_s:.1f} s ({batched_s / len(prompts):.2f} s/example), of which prompts alone {prefill_s:.1f} s"
+        )
         print(f"  speed-up: {single_s / batched_s:.2f}x")
         total_single_s, total_batched_s = total_single_s + single_s, total_batched_s + batched_s
-    print(f"all families: batch 1 {total_single_s:.1f} s, batch {args.batch_size} {total_batched_s:.1f} s, speed-up {total_single_s / total_batched_s:.2f}x")
+    print(
+        f"all families: batch 1 {total_single_s:.1f} s, batch {args.batch_size} {total_batched_s:.1f} s, speed-up {total_single_s / total_batched_s:.2f}x"
+    )
 
 
-def timed_generate(model: torch.nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int) -> tuple[list[str], float]:
+def timed_generate(
+    model: torch.nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int
+) -> tuple[list[str], float]:
     """The generations of `prompts` and their wall time in seconds."""
     started = time.perf_counter()
     outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)

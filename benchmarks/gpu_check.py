@@ -33,9 +33,22 @@ HUB_METHODS = "floor,full,lora,dora,smt,row-sft,svfit,deft"  # step_cost's specs
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
-def step_cost_table(model: str, dtype: str, accelerator: str, methods: str | None = None, steps: int = 4, warmup: int = 2) -> tuple[list[str], list[str]]:
+def step_cost_table(
+    model: str, dtype: str, accelerator: str, methods: str | None = None, steps: int = 4, warmup: int = 2
+) -> tuple[list[str], list[str]]:
     """step_cost.py's table for `model` (its lines) and the methods that failed to measure."""
-    settings = ["--model", model, "--dtype", dtype, "--accelerator", accelerator, "--steps", str(steps), "--warmup", str(warmup)]
+    settings = [
+        "--model",
+        model,
+        "--dtype",
+        dtype,
+        "--accelerator",
+        accelerator,
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+    ]
     args = step_cost.build_parser().parse_args(settings + (["--methods", methods] if methods else []))
     results, lora_by_rank = step_cost.measure_methods(args)
     return step_cost.report(results, lora_by_rank), [name for name, result in results.items() if "error" in result]
@@ -57,22 +70,54 @@ def hub_unreachable(repo_id: str) -> str | None:
 def ddp_run(out: Path, accelerator: str, devices: int, max_steps: int = 10) -> dict[str, Any]:
     """A short `bench run` of LoRA on MiniLM/SST-2 under DDP; the record, after checking one record and one state exist."""
     command = [
-        *(sys.executable, "-m", "bench.cli", "run", "--method", "lora", "--budget", "0.5%", "--task", "glue/sst2", "--model", "minilm-l6"),
-        *("--max-steps", str(max_steps), "--batch-size", "8", "--train-examples", "160", "--validation-examples", "32", "--test-examples", "64"),
+        *(
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            "--method",
+            "lora",
+            "--budget",
+            "0.5%",
+            "--task",
+            "glue/sst2",
+            "--model",
+            "minilm-l6",
+        ),
+        *(
+            "--max-steps",
+            str(max_steps),
+            "--batch-size",
+            "8",
+            "--train-examples",
+            "160",
+            "--validation-examples",
+            "32",
+            "--test-examples",
+            "64",
+        ),
         *("--accelerator", accelerator, "--devices", str(devices), "--strategy", "ddp", "--out", str(out), "--quiet"),
     ]
-    environment = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    environment = {
+        **os.environ,
+        **OFFLINE_ENV,
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+    }
     done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         raise RuntimeError(f"bench run under DDP failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
     records, states = sorted(out.glob("*.json")), sorted(out.glob("*.adapter.safetensors"))
     if len(records) != 1 or len(states) != 1:
-        raise RuntimeError(f"DDP on {devices} devices wrote {len(records)} records and {len(states)} saved states, expected one of each")
+        raise RuntimeError(
+            f"DDP on {devices} devices wrote {len(records)} records and {len(states)} saved states, expected one of each"
+        )
     return json.loads(records[0].read_text(encoding="utf-8"))
 
 
-def prediction_agreement(devices: tuple[str, str], model: str = "smollm2-135m", task_name: str = "glue-lm/sst2", examples: int = 64) -> dict[str, Any]:
+def prediction_agreement(
+    devices: tuple[str, str], model: str = "smollm2-135m", task_name: str = "glue-lm/sst2", examples: int = 64
+) -> dict[str, Any]:
     """The task's fp32 predictions on the first `examples` test rows on each device: metrics and differing indices."""
     from bench.models import load_model
     from tasks import get_task
@@ -87,12 +132,18 @@ def prediction_agreement(devices: tuple[str, str], model: str = "smollm2-135m", 
         results[device] = task.evaluate(loaded.model.to(device), loaded.tokenizer, rows, 16, 128)
     first, second = (results[device].predictions for device in devices)
     differing = [a["index"] for a, b in zip(first, second) if a["prediction"] != b["prediction"]]
-    return {"examples": len(rows), "differing": differing, "metrics": {device: result.metrics for device, result in results.items()}}
+    return {
+        "examples": len(rows),
+        "differing": differing,
+        "metrics": {device: result.metrics for device, result in results.items()},
+    }
 
 
 def main() -> int:
     if not torch.cuda.is_available():
-        print("gpu-check: no CUDA device visible (torch.cuda.is_available() is False); nothing to check on this machine")
+        print(
+            "gpu-check: no CUDA device visible (torch.cuda.is_available() is False); nothing to check on this machine"
+        )
         return 0
     gpus, failed = torch.cuda.device_count(), []
     print(f"gpu-check: {gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
@@ -111,17 +162,24 @@ def main() -> int:
         try:
             record = ddp_run(Path(out), "gpu", gpus)
             cost = record["cost"]
-            print(f"one record and one saved state; test {json.dumps(record['metrics']['test'])}, {cost['steps']} steps, {cost['step_time_median_s']:.3f} s/step")
+            print(
+                f"one record and one saved state; test {json.dumps(record['metrics']['test'])}, {cost['steps']} steps, {cost['step_time_median_s']:.3f} s/step"
+            )
         except RuntimeError as error:
             print(error)
             failed.append("DDP run")
     print("\n== fp32 predictions, CPU vs GPU ==")
     agreement = prediction_agreement(("cpu", "cuda"))
-    print(f"{agreement['examples'] - len(agreement['differing'])}/{agreement['examples']} predictions agree; metrics {json.dumps(agreement['metrics'])}")
+    print(
+        f"{agreement['examples'] - len(agreement['differing'])}/{agreement['examples']} predictions agree; metrics {json.dumps(agreement['metrics'])}"
+    )
     if agreement["differing"]:
         print(f"differing examples: {agreement['differing']}")
         failed.append("CPU/GPU agreement")
-    print(f"\ngpu-check: {time.perf_counter() - started:.0f} s; " + (f"FAILED: {', '.join(failed)}" if failed else "all parts passed"))
+    print(
+        f"\ngpu-check: {time.perf_counter() - started:.0f} s; "
+        + (f"FAILED: {', '.join(failed)}" if failed else "all parts passed")
+    )
     return 1 if failed else 0
 
 

@@ -50,19 +50,35 @@ class KeepModel(InstructionTask):
 
     kept: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int) -> EvalResult:
+    def evaluate(
+        self, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int
+    ) -> EvalResult:
         self.kept.update(model=model, tokenizer=tokenizer, examples=examples)
         return super().evaluate(model, tokenizer, examples, batch_size, max_length)
 
 
-def short_run(task: str, args: argparse.Namespace, out: Path, test_examples: int, **task_changes: Any) -> tuple[dict[str, Any], list[dict[str, Any]], KeepModel]:
+def short_run(
+    task: str, args: argparse.Namespace, out: Path, test_examples: int, **task_changes: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]], KeepModel]:
     """One harness run (LoRA at 0.2 %); its record, test predictions and the task holding the trained model."""
     config = RunConfig(
-        method="lora", budget="0.2%", task=task, model="smollm2-135m", seed=args.seed, max_steps=args.max_steps, batch_size=args.batch_size, max_length=256,
-        validation_examples=2, test_examples=test_examples, eval_batch_size=16, threads=args.threads,
+        method="lora",
+        budget="0.2%",
+        task=task,
+        model="smollm2-135m",
+        seed=args.seed,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        max_length=256,
+        validation_examples=2,
+        test_examples=test_examples,
+        eval_batch_size=16,
+        threads=args.threads,
     )
     run = plan(config)
-    run.task = KeepModel(**{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)} | task_changes)
+    run.task = KeepModel(
+        **{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)} | task_changes
+    )
     started = time.perf_counter()
     record = execute(run, out, progress=False)
     print(f"  {task} {task_changes or ''}: {time.perf_counter() - started:.0f} s")
@@ -80,9 +96,17 @@ def beam_outputs(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, An
     model.eval()
     outputs = []
     for row in rows:
-        ids = torch.tensor([encode_text(build_prompt(row["instruction"], row["input"]), tokenizer)], device=next(model.parameters()).device)
+        ids = torch.tensor(
+            [encode_text(build_prompt(row["instruction"], row["input"]), tokenizer)],
+            device=next(model.parameters()).device,
+        )
         sequence = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=4, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            num_beams=4,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
         )[0]
         outputs.append(tokenizer.decode(sequence[ids.shape[1] :], skip_special_tokens=True))
     return outputs
@@ -105,10 +129,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--parts", default="masking,beams,aqua", help="comparisons to run (the split on '### Response:' is scored on every run's outputs)")
+    parser.add_argument(
+        "--parts",
+        default="masking,beams,aqua",
+        help="comparisons to run (the split on '### Response:' is scored on every run's outputs)",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    print(f"SmolLM2-135M, LoRA 0.2 %, {args.max_steps} steps of batch {args.batch_size}, seed {args.seed}; each table as soon as its runs end")
+    print(
+        f"SmolLM2-135M, LoRA 0.2 %, {args.max_steps} steps of batch {args.batch_size}, seed {args.seed}; each table as soon as its runs end"
+    )
     with tempfile.TemporaryDirectory(prefix="peft-bench-deviations-") as folder:
         out = Path(folder)
         if parts & {"masking", "beams"}:
@@ -120,41 +150,106 @@ def main() -> None:
             masking_table(masked, unmasked, len(rows), args.test_examples)
         if "beams" in parts:
             started = time.perf_counter()
-            beams = beam_outputs(masked_task.kept["model"], masked_task.kept["tokenizer"], rows, masked_task.max_new_tokens)
+            beams = beam_outputs(
+                masked_task.kept["model"], masked_task.kept["tokenizer"], rows, masked_task.max_new_tokens
+            )
             beam_table(rows, [p["output"] for p in masked_predictions], beams, time.perf_counter() - started)
         if "aqua" in parts:
             _, aqua_predictions, aqua_task = short_run("arithmetic/aqua", args, out, args.aqua_examples)
             aqua_table(aqua_predictions)
             split_table(aqua_task.kept["examples"], aqua_predictions, "the AQuA run")
 
+
 def masking_table(masked: dict[str, Any], unmasked: dict[str, Any], examples: int, per_set: int) -> None:
     print(f"\n1. Prompt masking, commonsense/all, {examples} test examples ({per_set} per set)\n")
-    metrics = [("average", "generation accuracy (average of sets)"), ("average_loglik", "log-likelihood accuracy (average)"), ("average_format_failure_rate", "format failures (average)")]
-    print(table(["metric", "masked (default)", "unmasked (LLM-Adapters)"], [[label, percent(masked["metrics"]["test"][key]), percent(unmasked["metrics"]["test"][key])] for key, label in metrics]))
+    metrics = [
+        ("average", "generation accuracy (average of sets)"),
+        ("average_loglik", "log-likelihood accuracy (average)"),
+        ("average_format_failure_rate", "format failures (average)"),
+    ]
+    print(
+        table(
+            ["metric", "masked (default)", "unmasked (LLM-Adapters)"],
+            [
+                [label, percent(masked["metrics"]["test"][key]), percent(unmasked["metrics"]["test"][key])]
+                for key, label in metrics
+            ],
+        )
+    )
 
 
 def beam_table(rows: list[dict[str, Any]], greedy: list[str], beams: list[str], beam_s: float) -> None:
-    print(f"\n2. Greedy vs 4-beam decoding, the masked run's model, the same {len(rows)} prompts (beam search {beam_s:.0f} s)\n")
-    failures = {name: sum(judge(row, text)["extracted"] is None for row, text in zip(rows, texts)) / len(rows) for name, texts in (("greedy", greedy), ("beams", beams))}
-    print(table(["decoding", "accuracy", "format failures"], [["greedy (here)", percent(accuracy(rows, greedy)), percent(failures["greedy"])], ["4 beams (LLM-Adapters)", percent(accuracy(rows, beams)), percent(failures["beams"])]]))
+    print(
+        f"\n2. Greedy vs 4-beam decoding, the masked run's model, the same {len(rows)} prompts (beam search {beam_s:.0f} s)\n"
+    )
+    failures = {
+        name: sum(judge(row, text)["extracted"] is None for row, text in zip(rows, texts)) / len(rows)
+        for name, texts in (("greedy", greedy), ("beams", beams))
+    }
+    print(
+        table(
+            ["decoding", "accuracy", "format failures"],
+            [
+                ["greedy (here)", percent(accuracy(rows, greedy)), percent(failures["greedy"])],
+                ["4 beams (LLM-Adapters)", percent(accuracy(rows, beams)), percent(failures["beams"])],
+            ],
+        )
+    )
     changed = sum(judge(row, a)["extracted"] != judge(row, b)["extracted"] for row, a, b in zip(rows, greedy, beams))
-    print(f"\nextracted answer differs on {changed} of {len(rows)}; generated text differs on {sum(a != b for a, b in zip(greedy, beams))}")
+    print(
+        f"\nextracted answer differs on {changed} of {len(rows)}; generated text differs on {sum(a != b for a, b in zip(greedy, beams))}"
+    )
 
 
 def aqua_table(aqua: list[dict[str, Any]]) -> None:
     print(f"\n3. AQuA rule, arithmetic/aqua, {len(aqua)} problems, the same outputs\n")
-    rules = (("option letter after the last answer cue (here)", "correct", "extracted"), ("first capital A-E (LLM-Adapters)", "correct_first_capital", "extracted_first_capital"))
-    print(table(["rule", "accuracy", "no letter found"], [[name, percent(sum(p[correct] for p in aqua) / len(aqua)), percent(sum(p[found] is None for p in aqua) / len(aqua))] for name, correct, found in rules]))
-    print(f"\nthe two rules read different letters on {sum(p['extracted'] != p['extracted_first_capital'] for p in aqua)} of {len(aqua)}")
+    rules = (
+        ("option letter after the last answer cue (here)", "correct", "extracted"),
+        ("first capital A-E (LLM-Adapters)", "correct_first_capital", "extracted_first_capital"),
+    )
+    print(
+        table(
+            ["rule", "accuracy", "no letter found"],
+            [
+                [
+                    name,
+                    percent(sum(p[correct] for p in aqua) / len(aqua)),
+                    percent(sum(p[found] is None for p in aqua) / len(aqua)),
+                ]
+                for name, correct, found in rules
+            ],
+        )
+    )
+    print(
+        f"\nthe two rules read different letters on {sum(p['extracted'] != p['extracted_first_capital'] for p in aqua)} of {len(aqua)}"
+    )
 
 
 def split_table(rows: list[dict[str, Any]], predictions: list[dict[str, Any]], source: str) -> None:
     print(f'\n4. Splitting on "{RESPONSE}", the {len(rows)} greedy test outputs of {source}\n')
     outputs = [p["output"] for p in predictions]
-    ways = {"whole generated text (here)": lambda text: text, "split [1] (LLM-Adapters)": lambda text: text.split(RESPONSE)[0].strip(), "split [-1] (DoRA)": lambda text: text.split(RESPONSE)[-1].strip()}
-    changed = {name: sum(judge(row, cut(text))["extracted"] != judge(row, text)["extracted"] for row, text in zip(rows, outputs)) for name, cut in ways.items()}
-    print(table(["text scored", "accuracy", "answer differs from whole text"], [[name, percent(accuracy(rows, [cut(text) for text in outputs])), changed[name]] for name, cut in ways.items()]))
+    ways = {
+        "whole generated text (here)": lambda text: text,
+        "split [1] (LLM-Adapters)": lambda text: text.split(RESPONSE)[0].strip(),
+        "split [-1] (DoRA)": lambda text: text.split(RESPONSE)[-1].strip(),
+    }
+    changed = {
+        name: sum(
+            judge(row, cut(text))["extracted"] != judge(row, text)["extracted"] for row, text in zip(rows, outputs)
+        )
+        for name, cut in ways.items()
+    }
+    print(
+        table(
+            ["text scored", "accuracy", "answer differs from whole text"],
+            [
+                [name, percent(accuracy(rows, [cut(text) for text in outputs])), changed[name]]
+                for name, cut in ways.items()
+            ],
+        )
+    )
     print(f'\n{sum(RESPONSE in text for text in outputs)} of {len(outputs)} outputs contain "{RESPONSE}"')
+
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,11 @@ from typing import Any
 MODEL = "smollm2-135m"
 BATCH, TOKENS = 4, 128
 PRECISIONS = {"float32": "32-true", "bfloat16": "bf16-true"}  # --dtype: the weights' dtype and Lightning's precision
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # workers of packaged models
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}  # workers of packaged models
 # How each method is run: the LoRA reference point is r16 on q,k,v,up,down; sparse methods at about 1 % of the model;
 # SVFit at its native budget (the energy rule pins the knob), on its decoder default (every linear) and on q,v (the
 # paper's GLUE setting, where its 16x claim is made); DEFT on that same LoRA r16. A label other than a method name
@@ -104,7 +108,9 @@ def floor_method() -> type:
 
         def attach(self, knob: int) -> None:
             self.model.requires_grad_(False)
-            self.model.get_input_embeddings().register_forward_hook(lambda _module, _inputs, output: output.requires_grad_(True))
+            self.model.get_input_embeddings().register_forward_hook(
+                lambda _module, _inputs, output: output.requires_grad_(True)
+            )
 
         def configure_optimizers(self) -> None:
             return None
@@ -116,7 +122,9 @@ def frozen_matmul_macs(model: Any) -> int:
     """Multiply-adds per token of every linear layer's forward and input-gradient products: what the floor computes."""
     from torch import nn
 
-    return 2 * sum(module.in_features * module.out_features for module in model.modules() if isinstance(module, nn.Linear))
+    return 2 * sum(
+        module.in_features * module.out_features for module in model.modules() if isinstance(module, nn.Linear)
+    )
 
 
 def svfit_delta_macs(model: Any) -> int:
@@ -152,7 +160,14 @@ def equal_lora_rank(model: Any, count: int) -> tuple[int | None, str]:
 
 
 def measure(
-    name: str, spec: dict[str, Any], steps: int, warmup: int, threads: int, model: str = MODEL, dtype: str = "float32", accelerator: str = "cpu"
+    name: str,
+    spec: dict[str, Any],
+    steps: int,
+    warmup: int,
+    threads: int,
+    model: str = MODEL,
+    dtype: str = "float32",
+    accelerator: str = "cpu",
 ) -> dict[str, Any]:
     """Build, attach and train one method on `model` in `dtype` on `accelerator` ("cpu" or "gpu"); its cost and counts."""
     import lightning as L
@@ -175,8 +190,14 @@ def measure(
     batches = text_batches(loaded.tokenizer, 4)
     method_cls = floor_method() if name == "floor" else registry()[spec.get("method", name)]
     options = method_cls.parse_options(spec.get("options", {}))
-    method = method_cls(loaded.model, options, OptimConfig(lr=method_cls.default_lr, max_steps=warmup + steps), loaded.head_prefixes)
-    method.calibrate(batches, cache_dir() / "calibration", {"model": loaded.fingerprint, "data": "step_cost: SST-2 train sentences packed 4x128", "batches": len(batches)})
+    method = method_cls(
+        loaded.model, options, OptimConfig(lr=method_cls.default_lr, max_steps=warmup + steps), loaded.head_prefixes
+    )
+    method.calibrate(
+        batches,
+        cache_dir() / "calibration",
+        {"model": loaded.fingerprint, "data": "step_cost: SST-2 train sentences packed 4x128", "batches": len(batches)},
+    )
     if "knob" in spec:
         knob = spec["knob"]
     elif "budget" in spec:
@@ -184,7 +205,9 @@ def measure(
     else:
         knob = method.knob_bounds()[1]
     count = method.count_for_knob(knob)
-    lora_rank, lora_note = equal_lora_rank(loaded.model, count) if method_cls.name not in ("floor", "full") else (None, "n/a")
+    lora_rank, lora_note = (
+        equal_lora_rank(loaded.model, count) if method_cls.name not in ("floor", "full") else (None, "n/a")
+    )
     method.apply(knob)
     macs = {"matmul_macs_per_token": frozen_matmul_macs(method.model)} if name == "floor" else {}
     if method_cls.name == "svfit":
@@ -231,11 +254,26 @@ def run_worker(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dic
     """`measure` in a fresh Python process (so peaks are comparable); the error text if it fails."""
     from bench.models import MODELS
 
-    settings = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads), "--model", args.model, "--dtype", args.dtype, "--accelerator", args.accelerator]
+    settings = [
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+        "--model",
+        args.model,
+        "--dtype",
+        args.dtype,
+        "--accelerator",
+        args.accelerator,
+    ]
     command = [sys.executable, __file__, "--worker", json.dumps({"name": name, "spec": spec}), *settings]
     print(f"measuring {name} {spec or ''} on {args.model} ...", file=sys.stderr, flush=True)
     packaged = args.model in MODELS and MODELS[args.model].weights is not None
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(OFFLINE_ENV if packaged else {})})
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(OFFLINE_ENV if packaged else {})}
+    )
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return {"method": name, "error": lines[-1] if lines else f"exit code {done.returncode}"}
@@ -286,7 +324,9 @@ def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str,
         if name not in results:
             continue
         result = results[name]
-        compared = lora_by_rank.get(result.get("lora_equal_rank")) if reference == "lora_equal" else results.get(reference)
+        compared = (
+            lora_by_rank.get(result.get("lora_equal_rank")) if reference == "lora_equal" else results.get(reference)
+        )
         value = ratio(result, compared, measure_)
         verdict = "not measured" if value is None else ("met" if value <= limit else "MISSED")
         lines.append(f"target {name} {measure_} ≤ {limit:.2f}× {reference}: {text_of(value)} {verdict}")
@@ -301,9 +341,16 @@ def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str,
     kinds = sorted({result["memory_kind"] for result in results.values() if "memory_kind" in result})
     if kinds:
         lines.append(f"peak memory: {', '.join(kinds)} during fit")
-    loads = [run["load_average"][0] for result in results.values() for run in result.get("rounds", [result]) if "load_average" in run]
+    loads = [
+        run["load_average"][0]
+        for result in results.values()
+        for run in result.get("rounds", [result])
+        if "load_average" in run
+    ]
     if loads:
-        lines.append(f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs")
+        lines.append(
+            f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs"
+        )
     return lines
 
 
@@ -311,12 +358,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6, help="measured steps per method (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps excluded from the median")
-    parser.add_argument("--methods", default=None, help=f"comma-separated subset of floor and the registered methods (default: {','.join(SPECS)})")
-    parser.add_argument("--repeats", type=int, default=1, help="measure every method this many times, round-robin, and report the medians")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated subset of floor and the registered methods (default: {','.join(SPECS)})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure every method this many times, round-robin, and report the medians",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement to this JSON file")
-    parser.add_argument("--model", default=MODEL, help=f"a causal LM: a bench model name, local folder or hub id (default: {MODEL})")
-    parser.add_argument("--dtype", choices=tuple(PRECISIONS), default="float32", help="weights and training precision (default: float32)")
+    parser.add_argument(
+        "--model", default=MODEL, help=f"a causal LM: a bench model name, local folder or hub id (default: {MODEL})"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(PRECISIONS),
+        default="float32",
+        help="weights and training precision (default: float32)",
+    )
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="where to train (default: cpu)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
@@ -334,11 +397,19 @@ def measure_methods(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]]
     for _ in range(args.repeats):  # round-robin, so a slow spell of the machine hits every method alike
         for name in runs:
             runs[name].append(run_worker(name, SPECS.get(name, {"budget": "1%"}), args))
-        ranks = {run["lora_equal_rank"] for method_runs in runs.values() for run in method_runs if run.get("lora_equal_rank") is not None}
+        ranks = {
+            run["lora_equal_rank"]
+            for method_runs in runs.values()
+            for run in method_runs
+            if run.get("lora_equal_rank") is not None
+        }
         for rank in sorted(ranks - ({SPECS["lora"]["knob"]} if "lora" in runs else set())):
             lora_runs.setdefault(rank, []).append(run_worker("lora", {"knob": rank}, args))
     results = {name: median_of(method_runs) for name, method_runs in runs.items()}
-    results |= {name: {"method": name, "error": f"not a registered method (registered: {', '.join(registered)})"} for name in unknown}
+    results |= {
+        name: {"method": name, "error": f"not a registered method (registered: {', '.join(registered)})"}
+        for name in unknown
+    }
     lora_by_rank = {rank: median_of(rank_runs) for rank, rank_runs in lora_runs.items()}
     if "lora" in results and "error" not in results["lora"]:
         lora_by_rank[SPECS["lora"]["knob"]] = results["lora"]
@@ -349,12 +420,29 @@ def main() -> None:
     args = build_parser().parse_args()
     if args.worker:
         job = json.loads(args.worker)
-        print(json.dumps(measure(job["name"], job["spec"], args.steps, args.warmup, args.threads, args.model, args.dtype, args.accelerator)))
+        print(
+            json.dumps(
+                measure(
+                    job["name"],
+                    job["spec"],
+                    args.steps,
+                    args.warmup,
+                    args.threads,
+                    args.model,
+                    args.dtype,
+                    args.accelerator,
+                )
+            )
+        )
         return
     results, lora_by_rank = measure_methods(args)
     print("\n".join(report(results, lora_by_rank)))
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "lora_equal": {str(rank): value for rank, value in lora_by_rank.items()}}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"results": results, "lora_equal": {str(rank): value for rank, value in lora_by_rank.items()}}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

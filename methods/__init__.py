@@ -58,7 +58,12 @@ def catalogue() -> dict[str, MethodInfo]:
 
     The same classes `registry()` imports (a class with its own `name` that derives from PeftMethod), so the listing
     costs milliseconds instead of a torch and Lightning import."""
-    classes = {node.name: node for path in _method_files() for node in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(node, ast.ClassDef)}
+    classes = {
+        node.name: node
+        for path in _method_files()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.ClassDef)
+    }
 
     def chain(node: ast.ClassDef) -> list[ast.ClassDef]:
         """`node` and its base classes defined in the package, nearest first."""
@@ -68,7 +73,9 @@ def catalogue() -> dict[str, MethodInfo]:
     def attribute(node: ast.ClassDef, name: str) -> ast.expr | None:
         for owner in chain(node):
             for statement in owner.body:
-                if isinstance(statement, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in statement.targets):
+                if isinstance(statement, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == name for t in statement.targets
+                ):
                     return statement.value
         return None
 
@@ -76,15 +83,32 @@ def catalogue() -> dict[str, MethodInfo]:
         fields = {}
         for owner in reversed(chain(node)):
             for statement in owner.body:
-                if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name) and statement.value is not None:
-                    default = statement.value.args[0] if isinstance(statement.value, ast.Call) and statement.value.args else statement.value  # bounded(default, ...)
+                if (
+                    isinstance(statement, ast.AnnAssign)
+                    and isinstance(statement.target, ast.Name)
+                    and statement.value is not None
+                ):
+                    default = (
+                        statement.value.args[0]
+                        if isinstance(statement.value, ast.Call) and statement.value.args
+                        else statement.value
+                    )  # bounded(default, ...)
                     fields[statement.target.id] = ast.unparse(default)
         return tuple(fields.items())
 
     found = {}
     for node in classes.values():
-        own_name = next((s.value for s in node.body if isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name" for t in s.targets)), None)
-        if not isinstance(own_name, ast.Constant) or not any(isinstance(b, ast.Name) and b.id == "PeftMethod" for c in chain(node) for b in c.bases):
+        own_name = next(
+            (
+                s.value
+                for s in node.body
+                if isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name" for t in s.targets)
+            ),
+            None,
+        )
+        if not isinstance(own_name, ast.Constant) or not any(
+            isinstance(b, ast.Name) and b.id == "PeftMethod" for c in chain(node) for b in c.bases
+        ):
             continue
         options_class = attribute(node, "Options")
         knob = attribute(node, "knob_name")
@@ -92,10 +116,16 @@ def catalogue() -> dict[str, MethodInfo]:
             name=own_name.value,
             knob_name=knob.value if isinstance(knob, ast.Constant) else "",
             summary=((ast.get_docstring(node) or "").strip().splitlines() or [""])[0],
-            options=options(classes[options_class.id]) if isinstance(options_class, ast.Name) and options_class.id in classes else (),
+            options=options(classes[options_class.id])
+            if isinstance(options_class, ast.Name) and options_class.id in classes
+            else (),
         )
     return dict(sorted(found.items()))
 
 
 def _method_files() -> list[Path]:
-    return [Path(__path__[0]) / f"{m.name}.py" for m in pkgutil.iter_modules(__path__) if m.name not in _INFRASTRUCTURE and not m.name.startswith("_")]
+    return [
+        Path(__path__[0]) / f"{m.name}.py"
+        for m in pkgutil.iter_modules(__path__)
+        if m.name not in _INFRASTRUCTURE and not m.name.startswith("_")
+    ]

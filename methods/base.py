@@ -92,8 +92,16 @@ class MethodOptions:
                 continue
             low, high = option.metadata.get("range", (0 if isinstance(value, int) else -math.inf, math.inf))
             if not math.isfinite(value) or not low <= value <= high:
-                accepted = f"[{low:g}, {high:g}]" if math.isfinite(high) else f"at least {low:g}" if math.isfinite(low) else "finite"
-                raise BenchError(f"{method} option {option.name}={value!r} is out of range", f"pass a value that is {accepted}")
+                accepted = (
+                    f"[{low:g}, {high:g}]"
+                    if math.isfinite(high)
+                    else f"at least {low:g}"
+                    if math.isfinite(low)
+                    else "finite"
+                )
+                raise BenchError(
+                    f"{method} option {option.name}={value!r} is out of range", f"pass a value that is {accepted}"
+                )
 
 
 class PeftMethod(L.LightningModule):
@@ -109,7 +117,13 @@ class PeftMethod(L.LightningModule):
     default_warmup_ratio: ClassVar[float] = 0.06
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {}  # recipe name -> model family ("encoder", "decoder") -> Recipe
 
-    def __init__(self, model: nn.Module, options: MethodOptions | None = None, optim: OptimConfig | None = None, head_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        options: MethodOptions | None = None,
+        optim: OptimConfig | None = None,
+        head_prefixes: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
         self.model = model
         self.options = options if options is not None else self.Options()
@@ -118,7 +132,9 @@ class PeftMethod(L.LightningModule):
         self._head_ids = {id(p) for n, p in model.named_parameters() if head_prefixes and n.startswith(head_prefixes)}
         self.knob: int | None = None
         self.calibration_info: dict[str, Any] = {}
-        self.save_hyperparameters({"method": self.name, "options": dataclasses.asdict(self.options), "optim": dataclasses.asdict(self.optim)})
+        self.save_hyperparameters(
+            {"method": self.name, "options": dataclasses.asdict(self.options), "optim": dataclasses.asdict(self.optim)}
+        )
 
     # ----- hooks a method implements ---------------------------------------------------------------------------
 
@@ -173,7 +189,10 @@ class PeftMethod(L.LightningModule):
         own = self.model.state_dict()
         unknown = sorted(set(state) - set(own))
         if unknown:
-            raise BenchError(f"the saved {self.name} state has tensors the re-attached model lacks ({unknown[:3]})", "evaluate it with the code version that trained it (record env.git)")
+            raise BenchError(
+                f"the saved {self.name} state has tensors the re-attached model lacks ({unknown[:3]})",
+                "evaluate it with the code version that trained it (record env.git)",
+            )
         for name, tensor in state.items():
             if tensor.shape != own[name].shape:
                 raise BenchError(
@@ -181,7 +200,10 @@ class PeftMethod(L.LightningModule):
                     "evaluate it with the code version and record that trained it",
                 )
             if not tensor.is_floating_point() and not torch.equal(tensor.to(own[name].dtype), own[name].cpu()):
-                raise BenchError(f"the saved {self.name} indices {name} differ from the re-attached selection", "evaluate it with the code version that trained it (record env.git)")
+                raise BenchError(
+                    f"the saved {self.name} indices {name} differ from the re-attached selection",
+                    "evaluate it with the code version that trained it (record env.git)",
+                )
         self.model.load_state_dict(state, strict=False)
 
     def restore(self, knob: int, state: dict[str, torch.Tensor]) -> None:
@@ -200,7 +222,9 @@ class PeftMethod(L.LightningModule):
         values: dict[str, Any] = {}
         for key, text in pairs.items():
             if key not in fields:
-                raise BenchError(f"method {cls.name!r} has no option {key!r}", f"use one of: {', '.join(fields) or 'none'}")
+                raise BenchError(
+                    f"method {cls.name!r} has no option {key!r}", f"use one of: {', '.join(fields) or 'none'}"
+                )
             values[key] = _convert(text, hints[key], f"option {key} of {cls.name}")
         options = cls.Options(**values)
         options.check(cls.name)
@@ -230,7 +254,9 @@ class PeftMethod(L.LightningModule):
         below = max(low - 1, lowest)
         return min((low, below), key=lambda knob: (abs(self.count_for_knob(knob) - target), knob))
 
-    def calibrate(self, batches: Iterable[dict[str, torch.Tensor]], cache_dir: Path | None, context: dict[str, Any]) -> None:
+    def calibrate(
+        self, batches: Iterable[dict[str, torch.Tensor]], cache_dir: Path | None, context: dict[str, Any]
+    ) -> None:
         """Compute (or load from `cache_dir`) the calibration; `context` names model, data and seed."""
         if not self.needs_calibration:
             return
@@ -301,7 +327,9 @@ class PeftMethod(L.LightningModule):
             period = max(1, math.ceil(total / optim.step_periods))
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=period, gamma=optim.step_gamma)
         else:
-            scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=optim.num_warmup_steps, num_training_steps=total)
+            scheduler = get_linear_schedule_with_warmup(
+                optimizer, num_warmup_steps=optim.num_warmup_steps, num_training_steps=total
+            )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -320,4 +348,6 @@ def _convert(text: str, hint: Any, what: str) -> Any:
             return tuple(part.strip() for part in text.split(",") if part.strip())
         return hint(text)
     except (TypeError, ValueError):
-        raise BenchError(f"{what} must be {getattr(hint, '__name__', hint)}, got {text!r}", "pass a value of that type") from None
+        raise BenchError(
+            f"{what} must be {getattr(hint, '__name__', hint)}, got {text!r}", "pass a value of that type"
+        ) from None

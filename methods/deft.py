@@ -52,7 +52,10 @@ class DeftOptions(MethodOptions):
     def __post_init__(self) -> None:
         base_class(self.base).parse_options(self.parsed_base_options())
         if self.weight < 0 or self.epsilon <= 0:
-            raise BenchError(f"deft needs weight >= 0 and epsilon > 0, got weight={self.weight}, epsilon={self.epsilon}", "pass e.g. weight=1.0 epsilon=1e-7")
+            raise BenchError(
+                f"deft needs weight >= 0 and epsilon > 0, got weight={self.weight}, epsilon={self.epsilon}",
+                "pass e.g. weight=1.0 epsilon=1e-7",
+            )
 
     def parsed_base_options(self) -> dict[str, str]:
         pairs = [part.strip() for part in self.base_options.split(";") if part.strip()]
@@ -73,7 +76,9 @@ def base_class(name: str) -> type[PeftMethod]:
 
 def density_loss(activations: Iterable[torch.Tensor], attention_mask: torch.Tensor, epsilon: float) -> torch.Tensor:
     """mean over layers and samples of the per-sample mean of a²/(a² + ε) over real tokens and units."""
-    per_layer = [per_sample_mean(a.float().square() / (a.float().square() + epsilon), attention_mask) for a in activations]
+    per_layer = [
+        per_sample_mean(a.float().square() / (a.float().square() + epsilon), attention_mask) for a in activations
+    ]
     return torch.stack(per_layer).mean()
 
 
@@ -89,25 +94,44 @@ class Deft(PeftMethod):
             "encoder": Recipe(
                 source="IBM/DEFT GLUE/lora.py and glue.sh (RoBERTa-large)",
                 lr=3e-4,
-                options={"base": "lora", "base_options": "targets=q,v;alpha_per_rank=2.0;dropout=0.1", "weight": "1.0", "epsilon": "1e-7"},
+                options={
+                    "base": "lora",
+                    "base_options": "targets=q,v;alpha_per_rank=2.0;dropout=0.1",
+                    "weight": "1.0",
+                    "epsilon": "1e-7",
+                },
             ),
             "decoder": Recipe(
                 source="[inferred] DEFT's density loss on the LLM-Adapters LoRA recipe",
                 lr=3e-4,
-                options={"base": "lora", "base_options": "targets=q,k,v,up,down;alpha_per_rank=2.0;dropout=0.05", "weight": "1.0", "epsilon": "1e-7"},
+                options={
+                    "base": "lora",
+                    "base_options": "targets=q,k,v,up,down;alpha_per_rank=2.0;dropout=0.05",
+                    "weight": "1.0",
+                    "epsilon": "1e-7",
+                },
                 warmup_steps=100,
             ),
         }
     }
 
-    def __init__(self, model: nn.Module, options: DeftOptions | None = None, optim: OptimConfig | None = None, head_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        options: DeftOptions | None = None,
+        optim: OptimConfig | None = None,
+        head_prefixes: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(model, options, optim, head_prefixes)
         base = base_class(self.options.base)
         self.inner = base(model, base.parse_options(self.options.parsed_base_options()), self.optim, head_prefixes)
         self.knob_name = self.inner.knob_name
         self.needs_calibration = self.inner.needs_calibration
         if model.config.model_type not in ACTIVATION_PATTERNS:
-            raise BenchError(f"deft has no MLP activation to hook on model type {model.config.model_type!r}", "add it to ACTIVATION_PATTERNS in methods/targets.py")
+            raise BenchError(
+                f"deft has no MLP activation to hook on model type {model.config.model_type!r}",
+                "add it to ACTIVATION_PATTERNS in methods/targets.py",
+            )
         self.activation_modules = [module for _, module in find_activations(model)]
         self.captured: list[torch.Tensor] = []
 
@@ -122,7 +146,9 @@ class Deft(PeftMethod):
     def count_for_knob(self, knob: int) -> int:
         return self.inner.count_for_knob(knob)
 
-    def calibrate(self, batches: Iterable[dict[str, torch.Tensor]], cache_dir: Path | None, context: dict[str, Any]) -> None:
+    def calibrate(
+        self, batches: Iterable[dict[str, torch.Tensor]], cache_dir: Path | None, context: dict[str, Any]
+    ) -> None:
         self.inner.calibrate(batches, cache_dir, context)  # the base's cache entry, shared with runs without DEFT
         self.calibration_info = self.inner.calibration_info
 
@@ -158,7 +184,10 @@ class Deft(PeftMethod):
     @contextmanager
     def capturing(self) -> Iterator[None]:
         """Keep every activation output of the enclosed forward in `self.captured`; drop them on exit."""
-        handles = [module.register_forward_hook(lambda _module, _inputs, output: self.captured.append(output)) for module in self.activation_modules]
+        handles = [
+            module.register_forward_hook(lambda _module, _inputs, output: self.captured.append(output))
+            for module in self.activation_modules
+        ]
         try:
             yield
         finally:
@@ -172,5 +201,7 @@ class Deft(PeftMethod):
 
     def extra_loss(self, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor | None:
         if len(self.captured) != len(self.activation_modules):
-            raise RuntimeError(f"deft expected {len(self.activation_modules)} captured activations, got {len(self.captured)}")
+            raise RuntimeError(
+                f"deft expected {len(self.activation_modules)} captured activations, got {len(self.captured)}"
+            )
         return self.options.weight * density_loss(self.captured, batch["attention_mask"], self.options.epsilon)

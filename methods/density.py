@@ -31,7 +31,9 @@ def per_sample_mean(values: torch.Tensor, attention_mask: torch.Tensor) -> torch
     mask = attention_mask.to(values.dtype)
     tokens = mask.sum(1)
     if bool((tokens == 0).any()):
-        raise BenchError("a batch holds a sample without any real token", "drop empty examples before measuring density")
+        raise BenchError(
+            "a batch holds a sample without any real token", "drop empty examples before measuring density"
+        )
     return (values.sum(-1) * mask).sum(1) / (tokens * values.shape[-1])
 
 
@@ -42,20 +44,31 @@ def density_kind(model: nn.Module) -> str:
         return "exact_zero"
     if activation in THRESHOLD_ACTIVATIONS:
         return "abs_below_threshold"
-    raise BenchError(f"no density rule for activation {activation!r}", "add it to EXACT_ZERO_ACTIVATIONS or THRESHOLD_ACTIVATIONS in methods/density.py")
+    raise BenchError(
+        f"no density rule for activation {activation!r}",
+        "add it to EXACT_ZERO_ACTIVATIONS or THRESHOLD_ACTIVATIONS in methods/density.py",
+    )
 
 
 @torch.no_grad()
 def activation_density(
-    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], threshold: float = DEFAULT_THRESHOLD, percent: bool = True
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    threshold: float = DEFAULT_THRESHOLD,
+    percent: bool = True,
 ) -> dict[str, Any]:
     """Density of `model`'s MLP activations over `batches` (each with input_ids and attention_mask)."""
     kind = density_kind(model)
     modules = find_activations(model)
     if not modules:
-        raise BenchError(f"{model.__class__.__name__} has no MLP activation module to measure", "check ACTIVATION_PATTERNS in methods/targets.py")
+        raise BenchError(
+            f"{model.__class__.__name__} has no MLP activation module to measure",
+            "check ACTIVATION_PATTERNS in methods/targets.py",
+        )
     captured: list[torch.Tensor] = []
-    handles = [module.register_forward_hook(lambda _module, _inputs, output: captured.append(output)) for _, module in modules]
+    handles = [
+        module.register_forward_hook(lambda _module, _inputs, output: captured.append(output)) for _, module in modules
+    ]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -26,8 +26,15 @@ class FullFineTuning(PeftMethod):
     default_lr = 5e-5
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
         "paper": {
-            "encoder": Recipe(source="RoBERTa paper Table 10 (GLUE fine-tuning)", lr=2e-5, betas=(0.9, 0.98), weight_decay=0.1),
-            "decoder": Recipe(source="SMT reference code's full fine-tuning (HectorHHZ/Sparse_Matrix_Tuning)", lr=9.65e-6, betas=(0.9, 0.95), warmup_steps=100),
+            "encoder": Recipe(
+                source="RoBERTa paper Table 10 (GLUE fine-tuning)", lr=2e-5, betas=(0.9, 0.98), weight_decay=0.1
+            ),
+            "decoder": Recipe(
+                source="SMT reference code's full fine-tuning (HectorHHZ/Sparse_Matrix_Tuning)",
+                lr=9.65e-6,
+                betas=(0.9, 0.95),
+                warmup_steps=100,
+            ),
         }
     }
 

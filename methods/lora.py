@@ -42,7 +42,11 @@ DECODER_ROLES = ("q", "k", "v", "up", "down")
 
 def default_roles(model: nn.Module) -> tuple[str, ...]:
     """q,v for encoders (LoRA paper GLUE); q,k,v,up,down for decoders (LLM-Adapters/DoRA)."""
-    return DECODER_ROLES if getattr(model.config, "is_decoder", False) or model.config.model_type in ("llama", "mistral", "qwen2") else ENCODER_ROLES
+    return (
+        DECODER_ROLES
+        if getattr(model.config, "is_decoder", False) or model.config.model_type in ("llama", "mistral", "qwen2")
+        else ENCODER_ROLES
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,12 @@ class LoRA(PeftMethod):
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
         "paper": {
             "encoder": LORA_GLUE,
-            "decoder": Recipe(source="LLM-Adapters commonsense/math recipe (finetune.py; DoRA Table 1 baselines)", lr=3e-4, options=LLM_ADAPTERS_OPTIONS, warmup_steps=100),
+            "decoder": Recipe(
+                source="LLM-Adapters commonsense/math recipe (finetune.py; DoRA Table 1 baselines)",
+                lr=3e-4,
+                options=LLM_ADAPTERS_OPTIONS,
+                warmup_steps=100,
+            ),
         }
     }
 
@@ -108,7 +117,12 @@ class LoRA(PeftMethod):
         return copy.deepcopy(self.model).merge_and_unload()
 
     def describe(self) -> dict:
-        return {"targets": list(self.roles), "peft_version": peft.__version__, "lora_alpha": self.options.alpha_per_rank * (self.knob or 0), "init": "peft default (A kaiming-uniform, B zero)"}
+        return {
+            "targets": list(self.roles),
+            "peft_version": peft.__version__,
+            "lora_alpha": self.options.alpha_per_rank * (self.knob or 0),
+            "init": "peft default (A kaiming-uniform, B zero)",
+        }
 
 
 class DoRA(LoRA):
@@ -119,6 +133,11 @@ class DoRA(LoRA):
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
         "paper": {
             "encoder": dataclasses.replace(LORA_GLUE, source="[inferred] DoRA has no GLUE recipe: " + LORA_GLUE.source),
-            "decoder": Recipe(source="DoRA paper Table 8 (LLaMA-7B r32, LLaMA-3-8B); NVlabs/DoRA llama_7B_Dora.sh", lr=1e-4, options=LLM_ADAPTERS_OPTIONS, warmup_steps=100),
+            "decoder": Recipe(
+                source="DoRA paper Table 8 (LLaMA-7B r32, LLaMA-3-8B); NVlabs/DoRA llama_7B_Dora.sh",
+                lr=1e-4,
+                options=LLM_ADAPTERS_OPTIONS,
+                warmup_steps=100,
+            ),
         }
     }

@@ -58,7 +58,9 @@ def recipe_names(method_cls: type[PeftMethod]) -> list[str]:
 def check_recipe(method_cls: type[PeftMethod], name: str) -> None:
     """BenchError unless `method_cls` has a recipe called `name`."""
     if name not in recipe_names(method_cls):
-        raise BenchError(f"method {method_cls.name!r} has no recipe {name!r}", f"use one of: {', '.join(recipe_names(method_cls))}")
+        raise BenchError(
+            f"method {method_cls.name!r} has no recipe {name!r}", f"use one of: {', '.join(recipe_names(method_cls))}"
+        )
 
 
 def find_recipe(method_cls: type[PeftMethod], name: str, model_kind: str) -> Recipe:
@@ -98,16 +100,31 @@ def resolve(
         schedule=recipe.schedule,
     )
     if optim.schedule == "step" and warmup_ratio:
-        raise BenchError(f"recipe {name!r} of {method_cls.name} uses a step schedule, which has no warm-up", "drop --warmup-ratio or choose --recipe default")
+        raise BenchError(
+            f"recipe {name!r} of {method_cls.name} uses a step schedule, which has no warm-up",
+            "drop --warmup-ratio or choose --recipe default",
+        )
     if warmup_steps is not None and warmup_steps >= max_steps:
         raise BenchError(
             f"recipe {name!r} of {method_cls.name} warms up for {warmup_steps} steps, the whole {max_steps}-step run",
             f"raise --max-steps above {warmup_steps} or pass --warmup-ratio",
         )
-    values: dict[str, Any] = {"lr": recipe.lr, "betas": list(recipe.betas), "weight_decay": recipe.weight_decay, "schedule": recipe.schedule}
-    values |= {"warmup_steps": recipe.warmup_steps} if recipe.warmup_steps is not None else {"warmup_ratio": recipe.warmup_ratio}
+    values: dict[str, Any] = {
+        "lr": recipe.lr,
+        "betas": list(recipe.betas),
+        "weight_decay": recipe.weight_decay,
+        "schedule": recipe.schedule,
+    }
+    values |= (
+        {"warmup_steps": recipe.warmup_steps}
+        if recipe.warmup_steps is not None
+        else {"warmup_ratio": recipe.warmup_ratio}
+    )
     explicit = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio}
-    overridden = sorted([key for key, value in explicit.items() if value is not None] + [f"options.{key}" for key in options if key in recipe.options])
+    overridden = sorted(
+        [key for key, value in explicit.items() if value is not None]
+        + [f"options.{key}" for key in options if key in recipe.options]
+    )
     return Resolved(
         options=method_cls.parse_options({**recipe.options, **options}),
         optim=optim,
@@ -117,6 +134,11 @@ def resolve(
             "source": recipe.source,
             "values": {**values, "options": dict(recipe.options)},
             "overridden": overridden,
-            "optimizer": {"name": "AdamW", **dataclasses.asdict(optim), "betas": list(optim.betas), "num_warmup_steps": optim.num_warmup_steps},
+            "optimizer": {
+                "name": "AdamW",
+                **dataclasses.asdict(optim),
+                "betas": list(optim.betas),
+                "num_warmup_steps": optim.num_warmup_steps,
+            },
         },
     )

@@ -73,12 +73,17 @@ class RowSftOptions(MethodOptions):
     zo_seed: int = 0
 
     def __post_init__(self) -> None:
-        for field, value, allowed in (("importance", self.importance, IMPORTANCES), ("ranking", self.ranking, RANKINGS), ("init", self.init, INITS)):
+        for field, value, allowed in (
+            ("importance", self.importance, IMPORTANCES),
+            ("ranking", self.ranking, RANKINGS),
+            ("init", self.init, INITS),
+        ):
             if value not in allowed:
                 raise BenchError(f"row-sft option {field}={value!r} is not known", f"use one of {', '.join(allowed)}")
         if self.zo_estimates < 1 or self.zo_epsilon <= 0:
             raise BenchError(
-                f"row-sft needs zo_estimates >= 1 and zo_epsilon > 0 (got {self.zo_estimates}, {self.zo_epsilon})", "pass e.g. zo_estimates=2 zo_epsilon=1e-3"
+                f"row-sft needs zo_estimates >= 1 and zo_epsilon > 0 (got {self.zo_estimates}, {self.zo_epsilon})",
+                "pass e.g. zo_estimates=2 zo_epsilon=1e-3",
             )
 
 
@@ -87,7 +92,13 @@ class _RowGradLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, delta: torch.Tensor, delta_bias: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor
+        ctx: Any,
+        x: torch.Tensor,
+        delta: torch.Tensor,
+        delta_bias: torch.Tensor | None,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        rows: torch.Tensor,
     ) -> torch.Tensor:
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight, rows)
         return F.linear(x, weight, bias)
@@ -159,7 +170,11 @@ class RowSFT(PeftMethod):
     def biased_layers(self) -> set[str]:
         """Eligible layers that train a Δb_R: those with a bias whose gradient is not identically zero."""
         frozen = zero_gradient_bias_roles(self.model)
-        return {name for name, linear in self.layers.items() if self.options.train_bias and linear.bias is not None and role_of(self.model, name) not in frozen}
+        return {
+            name
+            for name, linear in self.layers.items()
+            if self.options.train_bias and linear.bias is not None and role_of(self.model, name) not in frozen
+        }
 
     def _row_size(self, name: str) -> int:
         """Trainable parameters per selected row of layer `name`."""
@@ -185,7 +200,11 @@ class RowSFT(PeftMethod):
     def calibration_settings(self) -> dict[str, Any]:
         settings = {"layers": sorted(self.layers), "importance": self.options.importance}
         if self.options.importance == "zo-taylor":
-            settings |= {"zo_estimates": self.options.zo_estimates, "zo_epsilon": self.options.zo_epsilon, "zo_seed": self.options.zo_seed}
+            settings |= {
+                "zo_estimates": self.options.zo_estimates,
+                "zo_epsilon": self.options.zo_epsilon,
+                "zo_seed": self.options.zo_seed,
+            }
         return settings
 
     def compute_calibration(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -201,10 +220,14 @@ class RowSFT(PeftMethod):
 
     def _direction(self, chunk: int, layer: int, weight: torch.Tensor) -> torch.Tensor:
         """The SPSA direction z for one chunk and layer, regenerated from its seed."""
-        generator = torch.Generator(device=weight.device).manual_seed((self.options.zo_seed * 1_000_003 + chunk) * 1_000_003 + layer)
+        generator = torch.Generator(device=weight.device).manual_seed(
+            (self.options.zo_seed * 1_000_003 + chunk) * 1_000_003 + layer
+        )
         return torch.randn(weight.shape, generator=generator, device=weight.device, dtype=torch.float32)
 
-    def _zo_taylor(self, weights: dict[str, nn.Parameter], batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def _zo_taylor(
+        self, weights: dict[str, nn.Parameter], batches: list[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
         """Σ_j |W_ij ĝ_ij| with ĝ the SPSA gradient estimate averaged over the chunks (forward passes only)."""
         n, epsilon = self.options.zo_estimates, self.options.zo_epsilon
         if len(batches) < n:
@@ -222,9 +245,12 @@ class RowSFT(PeftMethod):
                     losses = []
                     for sign in (1.0, -1.0):
                         perturbed = {
-                            f"{name}.weight": w + (sign * epsilon * self._direction(k, i, w)).to(w.dtype) for i, (name, w) in enumerate(weights.items())
+                            f"{name}.weight": w + (sign * epsilon * self._direction(k, i, w)).to(w.dtype)
+                            for i, (name, w) in enumerate(weights.items())
                         }
-                        losses.append(sum(float(batch_loss(self.model, batch, perturbed)) for batch in chunk) / len(chunk))
+                        losses.append(
+                            sum(float(batch_loss(self.model, batch, perturbed)) for batch in chunk) / len(chunk)
+                        )
                         del perturbed
                     coefficients.append((losses[0] - losses[1]) / (2 * epsilon))
         finally:
@@ -238,7 +264,10 @@ class RowSFT(PeftMethod):
     def load_calibration(self, state: dict[str, torch.Tensor]) -> None:
         missing = sorted(set(self.layers) - set(state))
         if missing:
-            raise BenchError(f"row-sft calibration has no scores for {missing[:3]}", "delete the stale calibration cache file and rerun")
+            raise BenchError(
+                f"row-sft calibration has no scores for {missing[:3]}",
+                "delete the stale calibration cache file and rerun",
+            )
         self.scores = {name: state[name] for name in self.layers}
 
     # ----- selection and training ----------------------------------------------------------------------------------
@@ -249,21 +278,31 @@ class RowSFT(PeftMethod):
             raise BenchError("row-sft needs its calibration before selecting rows", "call calibrate() before apply()")
         low, high = self.knob_bounds()
         if not low <= knob <= high:
-            raise BenchError(f"row-sft cannot select {knob} rows per layer", f"choose {self.knob_name} in {low}..{high}")
+            raise BenchError(
+                f"row-sft cannot select {knob} rows per layer", f"choose {self.knob_name} in {low}..{high}"
+            )
         names = list(self.layers)
         if self.options.ranking == "per-layer":
-            return {name: torch.sort(self.scores[name], descending=True, stable=True).indices[:knob].sort().values for name in names}
+            return {
+                name: torch.sort(self.scores[name], descending=True, stable=True).indices[:knob].sort().values
+                for name in names
+            }
         flat = torch.cat([self.scores[name] for name in names])
         top = torch.sort(flat, descending=True, stable=True).indices[: knob * len(names)]
         starts = torch.tensor([0, *(self.layers[name].out_features for name in names)]).cumsum(0)
-        picks = {name: (top[(top >= starts[i]) & (top < starts[i + 1])] - starts[i]).sort().values for i, name in enumerate(names)}
+        picks = {
+            name: (top[(top >= starts[i]) & (top < starts[i + 1])] - starts[i]).sort().values
+            for i, name in enumerate(names)
+        }
         return {name: rows for name, rows in picks.items() if len(rows)}
 
     def attach(self, knob: int) -> None:
         chosen = self.select(knob)
         self.model.requires_grad_(False)
         for name, rows in chosen.items():
-            swap_module(self.model, name, RowDeltaLinear(self.layers[name], rows, self.options.init, name in self.biased_layers))
+            swap_module(
+                self.model, name, RowDeltaLinear(self.layers[name], rows, self.options.init, name in self.biased_layers)
+            )
         self.rows_per_role = {}
         for name, rows in chosen.items():
             role = role_of(self.model, name)
@@ -304,9 +343,13 @@ class RowSFT(PeftMethod):
             ),
             "importance_normalisation": "divided by the layer mean",
             "ranking": options.ranking,
-            "init": "zero (identity at init)" if options.init == "zero" else "kaiming-uniform a=sqrt(5), bias delta zero",
+            "init": "zero (identity at init)"
+            if options.init == "zero"
+            else "kaiming-uniform a=sqrt(5), bias delta zero",
             "bias_delta": options.train_bias,
-            "bias_delta_never_on": list(zero_gradient_bias_roles(self.model)),  # roles whose bias gradient is identically zero
+            "bias_delta_never_on": list(
+                zero_gradient_bias_roles(self.model)
+            ),  # roles whose bias gradient is identically zero
             "calibration_mode": "eval (dropout off)",
             "rows_per_role": getattr(self, "rows_per_role", {}),
         }

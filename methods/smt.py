@@ -66,11 +66,17 @@ class SmtOptions(MethodOptions):
     warmup_lr: float = 9.65e-6  # only for warmup=full (reference ft_lr)
 
     def __post_init__(self) -> None:
-        for field, value, allowed in (("score", self.score, SCORES), ("selection", self.selection, SELECTIONS), ("warmup", self.warmup, WARMUPS)):
+        for field, value, allowed in (
+            ("score", self.score, SCORES),
+            ("selection", self.selection, SELECTIONS),
+            ("warmup", self.warmup, WARMUPS),
+        ):
             if value not in allowed:
                 raise BenchError(f"smt option {field}={value!r} is not known", f"use one of {', '.join(allowed)}")
         if not 0.0 <= self.mlp_share <= 1.0:
-            raise BenchError(f"smt option mlp_share={self.mlp_share} is outside [0, 1]", "pass a fraction, e.g. mlp_share=0.5")
+            raise BenchError(
+                f"smt option mlp_share={self.mlp_share} is outside [0, 1]", "pass a fraction, e.g. mlp_share=0.5"
+            )
         if self.block_size is not None and self.block_size < 1:
             raise BenchError(f"smt option block_size={self.block_size} is not positive", "pass e.g. block_size=64")
 
@@ -111,7 +117,9 @@ class _BlockGradLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.block_size = block_size
         ctx.save_for_backward(
-            x.reshape(-1, x.shape[-1] // block_size, block_size).index_select(1, input_blocks) if ctx.needs_input_grad[1] else None,
+            x.reshape(-1, x.shape[-1] // block_size, block_size).index_select(1, input_blocks)
+            if ctx.needs_input_grad[1]
+            else None,
             weight,
             block_rows,
             input_slot,
@@ -157,7 +165,16 @@ class BlockSparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.write_blocks()
-        return _BlockGradLinear.apply(x, self.blocks, self.base.weight, self.base.bias, self.block_rows, self.input_blocks, self.input_slot, self.block_size)
+        return _BlockGradLinear.apply(
+            x,
+            self.blocks,
+            self.base.weight,
+            self.base.bias,
+            self.block_rows,
+            self.input_blocks,
+            self.input_slot,
+            self.block_size,
+        )
 
     def merge_into_base(self) -> nn.Linear:
         self.write_blocks()
@@ -187,7 +204,8 @@ class SMT(PeftMethod):
             mlp_roles = roles_present(self.model, options.mlp_roles)
             if not mlp_roles:
                 raise BenchError(
-                    f"smt mlp_share={options.mlp_share} but the model has none of the MLP roles {list(options.mlp_roles)}", "set mlp_roles or mlp_share=0"
+                    f"smt mlp_share={options.mlp_share} but the model has none of the MLP roles {list(options.mlp_roles)}",
+                    "set mlp_roles or mlp_share=0",
                 )
             pools["mlp"] = find_linears(self.model, mlp_roles)
         return pools
@@ -244,14 +262,25 @@ class SMT(PeftMethod):
     # ----- calibration ---------------------------------------------------------------------------------------------
 
     def calibration_settings(self) -> dict[str, Any]:
-        settings = {"candidates": sorted(self.candidates), "block_size": self.block_size, "score": self.options.score, "warmup": self.options.warmup}
+        settings = {
+            "candidates": sorted(self.candidates),
+            "block_size": self.block_size,
+            "score": self.options.score,
+            "warmup": self.options.warmup,
+        }
         return settings | ({"warmup_lr": self.options.warmup_lr} if self.options.warmup == "full" else {})
 
     def compute_calibration(self, batches: Any) -> dict[str, torch.Tensor]:
         weights = {name: linear.weight for name, linear in self.candidates.items()}
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.options.warmup_lr, weight_decay=0.0) if self.options.warmup == "full" else None
+        optimizer = (
+            torch.optim.AdamW(self.model.parameters(), lr=self.options.warmup_lr, weight_decay=0.0)
+            if self.options.warmup == "full"
+            else None
+        )
         gradients = accumulate_gradients(self.model, weights, batches, optimizer)
-        state = {name: block_scores(gradient, self.block_size, self.options.score) for name, gradient in gradients.items()}
+        state = {
+            name: block_scores(gradient, self.block_size, self.options.score) for name, gradient in gradients.items()
+        }
         if optimizer is not None:
             state |= {f"warmup.{name}": p.detach().clone() for name, p in self.model.named_parameters()}
         return state
@@ -259,7 +288,9 @@ class SMT(PeftMethod):
     def load_calibration(self, state: dict[str, torch.Tensor]) -> None:
         missing = sorted(set(self.candidates) - set(state))
         if missing:
-            raise BenchError(f"smt calibration has no scores for {missing[:3]}", "delete the stale calibration cache file and rerun")
+            raise BenchError(
+                f"smt calibration has no scores for {missing[:3]}", "delete the stale calibration cache file and rerun"
+            )
         self.scores = {name: state[name] for name in self.candidates}
         warmed = {name.removeprefix("warmup."): tensor for name, tensor in state.items() if name.startswith("warmup.")}
         if warmed:
@@ -283,10 +314,15 @@ class SMT(PeftMethod):
                 flat = torch.cat([self.scores[name].flatten() for name in names])
                 top = torch.sort(flat, descending=True, stable=True).indices[:quota]
                 starts = torch.tensor([0, *(self._blocks_of(name) for name in names)]).cumsum(0)
-                picks = {name: top[(top >= starts[i]) & (top < starts[i + 1])] - starts[i] for i, name in enumerate(names)}
+                picks = {
+                    name: top[(top >= starts[i]) & (top < starts[i + 1])] - starts[i] for i, name in enumerate(names)
+                }
             else:
                 shares = [quota // len(names) + (i < quota % len(names)) for i in range(len(names))]
-                picks = {name: torch.sort(self.scores[name].flatten(), descending=True, stable=True).indices[:share] for name, share in zip(names, shares)}
+                picks = {
+                    name: torch.sort(self.scores[name].flatten(), descending=True, stable=True).indices[:share]
+                    for name, share in zip(names, shares)
+                }
             chosen |= {name: indices.sort().values for name, indices in picks.items() if len(indices)}
         return chosen
 
@@ -295,7 +331,11 @@ class SMT(PeftMethod):
         self.model.requires_grad_(False)
         for name, indices in chosen.items():
             columns = self.candidates[name].in_features // self.block_size
-            swap_module(self.model, name, BlockSparseLinear(self.candidates[name], self.block_size, indices // columns, indices % columns))
+            swap_module(
+                self.model,
+                name,
+                BlockSparseLinear(self.candidates[name], self.block_size, indices // columns, indices % columns),
+            )
         self.blocks_per_role = {}
         for name, indices in chosen.items():
             role = role_of(self.model, name)
@@ -315,7 +355,10 @@ class SMT(PeftMethod):
                     f"{name}.block_cols": module.block_cols.int(),
                 }
         if self.options.warmup == "full":
-            state |= {f"warmup.{name}": p.detach() for name, p in merged_copy(self.model, BlockSparseLinear).named_parameters()}
+            state |= {
+                f"warmup.{name}": p.detach()
+                for name, p in merged_copy(self.model, BlockSparseLinear).named_parameters()
+            }
         heads = {name: p.detach() for name, p in self.model.named_parameters() if id(p) in self._head_ids}
         return state | heads
 
@@ -336,12 +379,20 @@ class SMT(PeftMethod):
         options = self.options
         return {
             "block_size": self.block_size,
-            "candidates": {pool: sorted({role_of(self.model, name) for name, _ in linears}) for pool, linears in self.pools.items()},
+            "candidates": {
+                pool: sorted({role_of(self.model, name) for name, _ in linears}) for pool, linears in self.pools.items()
+            },
             "mlp_share": options.mlp_share,
             "score": options.score,
             "selection": options.selection,
-            "warmup": options.warmup if options.warmup == "full" else "accumulate (no optimizer steps, eval mode: base + sparse delta)",
-            **({"warmup_lr": options.warmup_lr, "warmup_schedule": "constant AdamW, train mode"} if options.warmup == "full" else {}),
+            "warmup": options.warmup
+            if options.warmup == "full"
+            else "accumulate (no optimizer steps, eval mode: base + sparse delta)",
+            **(
+                {"warmup_lr": options.warmup_lr, "warmup_schedule": "constant AdamW, train mode"}
+                if options.warmup == "full"
+                else {}
+            ),
             "init": "copy of W's blocks, trained in place",
             "blocks_per_role": getattr(self, "blocks_per_role", {}),
         }

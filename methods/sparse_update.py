@@ -20,15 +20,24 @@ from core.errors import BenchError
 from methods.targets import ROLE_PATTERNS, role_regex
 
 
-def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], parameters: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def batch_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], parameters: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
     """The task loss of `batch`; with `parameters`, computed with those tensors in place of the model's own."""
     device = next(model.parameters()).device
     inputs = {key: value.to(device) for key, value in batch.items()}
-    return functional_call(model, parameters, args=(), kwargs=inputs).loss if parameters is not None else model(**inputs).loss
+    return (
+        functional_call(model, parameters, args=(), kwargs=inputs).loss
+        if parameters is not None
+        else model(**inputs).loss
+    )
 
 
 def accumulate_gradients(
-    model: nn.Module, weights: dict[str, nn.Parameter], batches: Iterable[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer | None = None
+    model: nn.Module,
+    weights: dict[str, nn.Parameter],
+    batches: Iterable[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sum of d(loss)/d(weight) over `batches` for each of `weights`, in fp32.
 
@@ -47,7 +56,9 @@ def accumulate_gradients(
         if optimizer is None:
             parameter.grad = None
 
-    hooks = [p.register_post_accumulate_grad_hook(lambda p, total=sums[name]: take(total, p)) for name, p in weights.items()]
+    hooks = [
+        p.register_post_accumulate_grad_hook(lambda p, total=sums[name]: take(total, p)) for name, p in weights.items()
+    ]
     seen = 0
     try:
         for p in model.parameters():
@@ -66,7 +77,9 @@ def accumulate_gradients(
             p.requires_grad_(flags[id(p)])
         model.train(training)
     if seen == 0:
-        raise BenchError("calibration received no batches", "pass at least one calibration batch (--calibration-batches)")
+        raise BenchError(
+            "calibration received no batches", "pass at least one calibration batch (--calibration-batches)"
+        )
     return sums
 
 

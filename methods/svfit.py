@@ -54,14 +54,19 @@ RANK_RULES = ("energy", "budget")
 @dataclass(frozen=True)
 class SvfitOptions(MethodOptions):
     targets: tuple[str, ...] | None = None  # roles; None = q,v on encoders, every linear role on decoders
-    rank_rule: str = "energy"  # "energy": r_W from τ (fixed count); "budget": top-r per matrix, r solved from the budget
+    rank_rule: str = (
+        "energy"  # "energy": r_W from τ (fixed count); "budget": top-r per matrix, r solved from the budget
+    )
     energy: float = 0.99  # τ, the share of Σσ² the kept singular values must reach (rank_rule=energy)
 
     def __post_init__(self) -> None:
         if self.rank_rule not in RANK_RULES:
             raise BenchError(f"svfit rank_rule {self.rank_rule!r} is unknown", f"use one of {', '.join(RANK_RULES)}")
         if not 0.0 < self.energy <= 1.0:
-            raise BenchError(f"svfit energy {self.energy} is outside (0, 1]", "pass a share of the spectrum's energy such as energy=0.99")
+            raise BenchError(
+                f"svfit energy {self.energy} is outside (0, 1]",
+                "pass a share of the spectrum's energy such as energy=0.99",
+            )
 
 
 MAX_ONE_SIDED_CONDITION = 1e3  # σ_1/σ_r above which the one-sided form (it divides by σ_i) loses fp32 digits
@@ -126,9 +131,16 @@ class SVFit(PeftMethod):
     Options = SvfitOptions
     needs_calibration = True
     default_lr = 2e-3  # [not from the paper] METHODS.md suggests 1e-3..5e-3
-    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {"paper": dict.fromkeys(("encoder", "decoder"), Recipe(
-        source="[inferred] no published code or hyperparameters; see the module docstring", lr=2e-3, options={"rank_rule": "energy", "energy": "0.99"}
-    ))}
+    recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
+        "paper": dict.fromkeys(
+            ("encoder", "decoder"),
+            Recipe(
+                source="[inferred] no published code or hyperparameters; see the module docstring",
+                lr=2e-3,
+                options={"rank_rule": "energy", "energy": "0.99"},
+            ),
+        )
+    }
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -162,7 +174,11 @@ class SVFit(PeftMethod):
         self.spectra = [state[f"{name}.sigma"].clone() for name, _ in self.targets]
 
     def calibration_settings(self) -> dict:
-        return {"targets": list(self.roles), "decomposition": "torch.linalg.svd(float32, full_matrices=False)", "torch": torch.__version__}
+        return {
+            "targets": list(self.roles),
+            "decomposition": "torch.linalg.svd(float32, full_matrices=False)",
+            "torch": torch.__version__,
+        }
 
     @cached_property
     def rank_limits(self) -> list[int]:
@@ -231,7 +247,9 @@ class SVFit(PeftMethod):
             "ranks": {name: rank for (name, _), rank in zip(self.targets, ranks)},
             "ceiling": sum(self.full_ranks),
             "form": "delta: W x + U_r(ds * (V_r^T x)) with trainable ds = s - sigma initialised to 0 (weight decay pulls s toward sigma), computed through one side, W(x + V_r((ds/sigma) * V_r^T x)) or its output-side twin, unless sigma_1/sigma_r > 1e3",
-            "sides": dict(Counter(module.side for module in self.model.modules() if isinstance(module, SingularValueLinear))),
+            "sides": dict(
+                Counter(module.side for module in self.model.modules() if isinstance(module, SingularValueLinear))
+            ),
             "default_targets": "[inferred] q,v on encoders; all linear roles on decoders",
         }
 

@@ -84,9 +84,13 @@ def role_regex(model: nn.Module, roles: tuple[str, ...] | list[str]) -> str:
 def find_linears(model: nn.Module, roles: tuple[str, ...] | list[str]) -> list[tuple[str, nn.Linear]]:
     """The (name, nn.Linear) pairs of `model` that play one of `roles`, in module order."""
     regex = re.compile(role_regex(model, roles))
-    found = [(name, module) for name, module in model.named_modules() if regex.match(name) and isinstance(module, nn.Linear)]
+    found = [
+        (name, module) for name, module in model.named_modules() if regex.match(name) and isinstance(module, nn.Linear)
+    ]
     if not found:
-        raise BenchError(f"no linear layer of {model.__class__.__name__} matches roles {list(roles)}", "check the targets option")
+        raise BenchError(
+            f"no linear layer of {model.__class__.__name__} matches roles {list(roles)}", "check the targets option"
+        )
     return found
 
 

@@ -16,7 +16,17 @@ from core.errors import BenchError
 if TYPE_CHECKING:
     from tasks.base import Task
 
-_INFRASTRUCTURE = {"base", "data_source", "metrics", "prompts", "extraction", "generation", "lm_eval_bridge", "leakage", "instruction"}
+_INFRASTRUCTURE = {
+    "base",
+    "data_source",
+    "metrics",
+    "prompts",
+    "extraction",
+    "generation",
+    "lm_eval_bridge",
+    "leakage",
+    "instruction",
+}
 
 
 def registry() -> dict[str, Task]:

@@ -44,7 +44,9 @@ class EvalResult:
 
 def progress_bar(total: int, description: str, enabled: bool, unit: str = "example") -> tqdm:
     """The bar of an evaluation or generation loop, on stderr, removed when done; silent unless `enabled`."""
-    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=description, unit=unit, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True
+    )
 
 
 def hold_out(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -92,7 +94,15 @@ class Task(ABC):
         """Token ids and label(s) of one example."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int, progress: bool = False) -> EvalResult:
+    def evaluate(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        examples: list[dict[str, Any]],
+        batch_size: int,
+        max_length: int,
+        progress: bool = False,
+    ) -> EvalResult:
         """Score `model` on `examples` with the task's official metric(s); `progress` shows a bar on stderr."""
 
     def load(self, split: Split, source: DataSource, limit: int | None = None) -> list[dict[str, Any]]:

@@ -42,5 +42,7 @@ OFFLINE_COMMONSENSE = Mix(
     note="BoolQ + ARC-Easy + ARC-Challenge + OpenBookQA train sets in the LLM-Adapters format; NOT commonsense_170k, scores are not comparable to the papers",
 )
 
-COMMONSENSE = TaskFamily(family="commonsense", benchmarks=BENCHMARKS, mixes=(COMMONSENSE_170K, OFFLINE_COMMONSENSE), max_new_tokens=32)
+COMMONSENSE = TaskFamily(
+    family="commonsense", benchmarks=BENCHMARKS, mixes=(COMMONSENSE_170K, OFFLINE_COMMONSENSE), max_new_tokens=32
+)
 TASKS = COMMONSENSE.tasks

@@ -38,7 +38,10 @@ class DataSource:
         self.root = Path(chosen).resolve() if chosen else COMMITTED_DATA
         self.kind = "data-dir" if chosen else "committed-subset"
         if not self.root.is_dir():
-            raise BenchError(f"data directory {self.root} does not exist", f"point --data-dir or {DATA_ENV} at a folder laid out like tasks/data/")
+            raise BenchError(
+                f"data directory {self.root} does not exist",
+                f"point --data-dir or {DATA_ENV} at a folder laid out like tasks/data/",
+            )
         self.files: dict[str, str] = {}
 
     def path(self, relative: str) -> Path:
@@ -77,7 +80,9 @@ class DataSource:
         try:
             return self._rows(path)
         except UnicodeDecodeError as error:
-            raise BenchError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})", "save the file as UTF-8") from None
+            raise BenchError(
+                f"{path} is not UTF-8 text ({error.reason} at byte {error.start})", "save the file as UTF-8"
+            ) from None
 
     def _rows(self, path: Path) -> list[dict[str, Any]]:
         if path.suffix == ".jsonl":
@@ -89,13 +94,17 @@ class DataSource:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as error:
-                        raise BenchError(f"{path}, row {line_number}: not valid JSON ({error.msg})", "repair or remove that row") from None
+                        raise BenchError(
+                            f"{path}, row {line_number}: not valid JSON ({error.msg})", "repair or remove that row"
+                        ) from None
             return _check_objects(rows, path)
         if path.suffix == ".json":
             try:
                 rows = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
-                raise BenchError(f"{path}: not valid JSON at line {error.lineno} ({error.msg})", "repair the file") from None
+                raise BenchError(
+                    f"{path}: not valid JSON at line {error.lineno} ({error.msg})", "repair the file"
+                ) from None
             if not isinstance(rows, list):
                 raise BenchError(f"{path}: expected a JSON list of examples", "store the split as a list of objects")
             return _check_objects(rows, path)
@@ -108,7 +117,9 @@ class DataSource:
 def _check_objects(rows: list[Any], path: Path) -> list[dict[str, Any]]:
     for index, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise BenchError(f"{path}, row {index}: expected a JSON object, got {type(row).__name__}", "repair or remove that row")
+            raise BenchError(
+                f"{path}, row {index}: expected a JSON object, got {type(row).__name__}", "repair or remove that row"
+            )
     if not rows:
         raise BenchError(f"{path}: the split is empty", "point the task at a file with examples")
     return rows

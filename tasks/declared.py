@@ -20,7 +20,13 @@ from tasks.glue import GlueTask
 from tasks.instruction import Benchmark, DataFile, FromLabeledText, InstructionTask, Mix, llm_adapters_row
 
 YAML_DIR = Path(__file__).resolve().parent / "yaml"
-METRICS = {"accuracy": metrics.accuracy, "f1": metrics.f1, "mcc": metrics.matthews_corrcoef, "pearson": metrics.pearson, "spearman": metrics.spearman}
+METRICS = {
+    "accuracy": metrics.accuracy,
+    "f1": metrics.f1,
+    "mcc": metrics.matthews_corrcoef,
+    "pearson": metrics.pearson,
+    "spearman": metrics.spearman,
+}
 
 
 def glue_task(spec: dict[str, Any]) -> GlueTask:
@@ -39,11 +45,27 @@ def glue_task(spec: dict[str, Any]) -> GlueTask:
 
 
 def instruction_task(spec: dict[str, Any]) -> InstructionTask:
-    convert = FromLabeledText(spec["instruction"], tuple(spec["label_words"])) if "instruction" in spec else llm_adapters_row
+    convert = (
+        FromLabeledText(spec["instruction"], tuple(spec["label_words"])) if "instruction" in spec else llm_adapters_row
+    )
     train = spec["train"]
-    mix = Mix(train["name"], tuple(DataFile(path, train["name"], convert) for path in train["files"]), paper=bool(train.get("paper", False)), note=train.get("note", ""))
-    benchmarks = tuple(Benchmark(name, DataFile(path, name, convert), spec.get("answer_lead", "the correct answer is")) for name, path in spec["test"].items())
-    return InstructionTask(name=spec["name"], family=spec["family"], benchmarks=benchmarks, mixes=(mix,), max_new_tokens=int(spec.get("max_new_tokens", 32)))
+    mix = Mix(
+        train["name"],
+        tuple(DataFile(path, train["name"], convert) for path in train["files"]),
+        paper=bool(train.get("paper", False)),
+        note=train.get("note", ""),
+    )
+    benchmarks = tuple(
+        Benchmark(name, DataFile(path, name, convert), spec.get("answer_lead", "the correct answer is"))
+        for name, path in spec["test"].items()
+    )
+    return InstructionTask(
+        name=spec["name"],
+        family=spec["family"],
+        benchmarks=benchmarks,
+        mixes=(mix,),
+        max_new_tokens=int(spec.get("max_new_tokens", 32)),
+    )
 
 
 BUILDERS = {"glue": glue_task, "instruction": instruction_task}
@@ -57,7 +79,10 @@ def load_declared(folder: Path = YAML_DIR) -> list[Task]:
             spec = yaml.safe_load(path.read_text(encoding="utf-8"))
             tasks.append(BUILDERS[spec["style"]](spec))
         except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
-            raise BenchError(f"task declaration {path} is malformed ({type(error).__name__}: {error})", f"fix it following tasks/README.md; styles: {sorted(BUILDERS)}") from None
+            raise BenchError(
+                f"task declaration {path} is malformed ({type(error).__name__}: {error})",
+                f"fix it following tasks/README.md; styles: {sorted(BUILDERS)}",
+            ) from None
     return tasks
 
 

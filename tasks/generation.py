@@ -34,7 +34,9 @@ class _Batch:
 
 
 @torch.inference_mode()
-def generate(model: nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False) -> list[str]:
+def generate(
+    model: nn.Module, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False
+) -> list[str]:
     """Greedy continuations of `prompts` (the generated text only, special tokens removed); `progress` counts finished answers on stderr."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) and batch_size ({batch_size}) must be at least 1")
@@ -67,14 +69,23 @@ def generate(model: nn.Module, tokenizer: Any, prompts: list[str], max_new_token
     return [tokenizer.decode(generated[index], skip_special_tokens=True) for index in range(len(prompts))]
 
 
-def _prefill(model: nn.Module, rows: list[int], sequences: list[list[int]], pad_id: int, device: torch.device) -> _Batch:
+def _prefill(
+    model: nn.Module, rows: list[int], sequences: list[list[int]], pad_id: int, device: torch.device
+) -> _Batch:
     """Run the left-padded prompts through the model, filling a fresh cache."""
     width = max(len(sequence) for sequence in sequences)
     input_ids = torch.tensor([[pad_id] * (width - len(sequence)) + sequence for sequence in sequences], device=device)
     mask = torch.tensor([[0] * (width - len(sequence)) + [1] * len(sequence) for sequence in sequences], device=device)
     cache = DynamicCache()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    output = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return _Batch(rows, cache, mask, output.logits[:, -1])
 
 
@@ -82,7 +93,13 @@ def _decode_step(model: nn.Module, batch: _Batch, tokens: Tensor) -> _Batch:
     """Feed each row its newest token and return the batch with the following logits."""
     positions = batch.mask.sum(-1, keepdim=True)
     mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=-1)
-    output = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=batch.cache, use_cache=True)
+    output = model(
+        input_ids=tokens[:, None],
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=batch.cache,
+        use_cache=True,
+    )
     return _Batch(batch.rows, batch.cache, mask, output.logits[:, -1])
 
 

@@ -53,16 +53,29 @@ class GlueTask(Task):
 
     def _read(self, source: DataSource, split: str) -> list[dict[str, Any]]:
         relative = f"{self.directory}/{split}.jsonl"
-        rows = source.read_records(relative) if source.has(relative) else source.read_hub(relative, HUB_DATASET, self.hub_config, split)
+        rows = (
+            source.read_records(relative)
+            if source.has(relative)
+            else source.read_hub(relative, HUB_DATASET, self.hub_config, split)
+        )
         where = source.root / relative if source.has(relative) else f"hub:{HUB_DATASET}/{self.hub_config}/{split}"
         for index, row in enumerate(rows, start=1):
             missing = [field for field in (*self.text_fields, "label") if field not in row]
             if missing:
-                raise BenchError(f"{where}, row {index}: missing field(s) {missing}", f"each row needs {[*self.text_fields, 'label']}")
+                raise BenchError(
+                    f"{where}, row {index}: missing field(s) {missing}",
+                    f"each row needs {[*self.text_fields, 'label']}",
+                )
             label = row["label"]
-            valid = isinstance(label, (int, float)) and not isinstance(label, bool) and (self.num_labels == 1 or label in range(self.num_labels))
+            valid = (
+                isinstance(label, (int, float))
+                and not isinstance(label, bool)
+                and (self.num_labels == 1 or label in range(self.num_labels))
+            )
             if not valid:
-                raise BenchError(f"{where}, row {index}: unknown label {label!r}", f"labels of {self.name} are {self._label_text()}")
+                raise BenchError(
+                    f"{where}, row {index}: unknown label {label!r}", f"labels of {self.name} are {self._label_text()}"
+                )
         return rows
 
     def _label_text(self) -> str:
@@ -88,19 +101,33 @@ class GlueTask(Task):
         return {"input_ids": ids, "labels": label}
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int, progress: bool = False) -> EvalResult:
+    def evaluate(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        examples: list[dict[str, Any]],
+        batch_size: int,
+        max_length: int,
+        progress: bool = False,
+    ) -> EvalResult:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         features = [self.encode(example, tokenizer, max_length) for example in examples]
-        order = sorted(range(len(features)), key=lambda index: len(features[index]["input_ids"]))  # batches of similar length pad less
+        order = sorted(
+            range(len(features)), key=lambda index: len(features[index]["input_ids"])
+        )  # batches of similar length pad less
         predictions: list[Any] = [None] * len(features)
         with progress_bar(len(order), f"evaluate {self.name}", progress) as bar:
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = self.collate([features[index] for index in indices], tokenizer)
-                logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits.float()
-                for index, prediction in zip(indices, logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist()):
+                logits = model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                ).logits.float()
+                for index, prediction in zip(
+                    indices, logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist()
+                ):
                     predictions[index] = prediction
                 bar.update(len(indices))
         model.train(was_training)
@@ -110,8 +137,21 @@ class GlueTask(Task):
             pairs = [(pred, ex["label"]) for pred, ex in zip(predictions, examples) if ex.get("subtask") == subtask]
             if pairs:
                 preds, refs = zip(*pairs)
-                scores.update({self._metric_name(name, subtask): metric(list(preds), list(refs)) for name, metric in self.metrics.items()})
-        records = [{"index": i, **({"subtask": ex["subtask"]} if "subtask" in ex else {}), "label": ex["label"], "prediction": pred} for i, (ex, pred) in enumerate(zip(examples, predictions))]
+                scores.update(
+                    {
+                        self._metric_name(name, subtask): metric(list(preds), list(refs))
+                        for name, metric in self.metrics.items()
+                    }
+                )
+        records = [
+            {
+                "index": i,
+                **({"subtask": ex["subtask"]} if "subtask" in ex else {}),
+                "label": ex["label"],
+                "prediction": pred,
+            }
+            for i, (ex, pred) in enumerate(zip(examples, predictions))
+        ]
         return EvalResult(metrics=scores, predictions=records)
 
 
@@ -119,13 +159,52 @@ ACCURACY = {"accuracy": metrics.accuracy}
 F1_ACCURACY = {"f1": metrics.f1, "accuracy": metrics.accuracy}
 PAIR = ("sentence1", "sentence2")
 
-COLA = GlueTask(name="glue/cola", directory="glue/CoLA", hub_config="cola", text_fields=("sentence",), num_labels=2, metrics={"mcc": metrics.matthews_corrcoef})
-SST2 = GlueTask(name="glue/sst2", directory="glue/SST-2", hub_config="sst2", text_fields=("sentence",), num_labels=2, metrics=ACCURACY)
-MRPC = GlueTask(name="glue/mrpc", directory="glue/MRPC", hub_config="mrpc", text_fields=PAIR, num_labels=2, metrics=F1_ACCURACY)
-RTE = GlueTask(name="glue/rte", directory="glue/RTE", hub_config="rte", text_fields=PAIR, num_labels=2, metrics=ACCURACY)
-STSB = GlueTask(name="glue/stsb", directory="glue/STS-B", hub_config="stsb", text_fields=PAIR, num_labels=1, metrics={"pearson": metrics.pearson, "spearman": metrics.spearman})
-QNLI = GlueTask(name="glue/qnli", directory="glue/QNLI", hub_config="qnli", text_fields=("question", "sentence"), num_labels=2, metrics=ACCURACY)
-QQP = GlueTask(name="glue/qqp", directory="glue/QQP", hub_config="qqp", text_fields=("question1", "question2"), num_labels=2, metrics=F1_ACCURACY)
+COLA = GlueTask(
+    name="glue/cola",
+    directory="glue/CoLA",
+    hub_config="cola",
+    text_fields=("sentence",),
+    num_labels=2,
+    metrics={"mcc": metrics.matthews_corrcoef},
+)
+SST2 = GlueTask(
+    name="glue/sst2",
+    directory="glue/SST-2",
+    hub_config="sst2",
+    text_fields=("sentence",),
+    num_labels=2,
+    metrics=ACCURACY,
+)
+MRPC = GlueTask(
+    name="glue/mrpc", directory="glue/MRPC", hub_config="mrpc", text_fields=PAIR, num_labels=2, metrics=F1_ACCURACY
+)
+RTE = GlueTask(
+    name="glue/rte", directory="glue/RTE", hub_config="rte", text_fields=PAIR, num_labels=2, metrics=ACCURACY
+)
+STSB = GlueTask(
+    name="glue/stsb",
+    directory="glue/STS-B",
+    hub_config="stsb",
+    text_fields=PAIR,
+    num_labels=1,
+    metrics={"pearson": metrics.pearson, "spearman": metrics.spearman},
+)
+QNLI = GlueTask(
+    name="glue/qnli",
+    directory="glue/QNLI",
+    hub_config="qnli",
+    text_fields=("question", "sentence"),
+    num_labels=2,
+    metrics=ACCURACY,
+)
+QQP = GlueTask(
+    name="glue/qqp",
+    directory="glue/QQP",
+    hub_config="qqp",
+    text_fields=("question1", "question2"),
+    num_labels=2,
+    metrics=F1_ACCURACY,
+)
 MNLI = GlueTask(
     name="glue/mnli",
     directory="glue/MNLI",

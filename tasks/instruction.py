@@ -41,7 +41,12 @@ ANSWER_FORMAT = re.compile(r"Answer format:\s*([A-Za-z0-9]+(?:/[A-Za-z0-9]+)+)")
 
 def llm_adapters_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row already in the LLM-Adapters format (`instruction`, `input`, `output`, `answer`)."""
-    return {"instruction": row["instruction"], "input": row.get("input") or "", "output": row.get("output") or "", "answer": str(row["answer"]).strip()}
+    return {
+        "instruction": row["instruction"],
+        "input": row.get("input") or "",
+        "output": row.get("output") or "",
+        "answer": str(row["answer"]).strip(),
+    }
 
 
 def format_number(value: float) -> str:
@@ -63,7 +68,12 @@ def mawps_original_row(row: dict[str, Any]) -> dict[str, Any]:
     """MAWPS (`original_text`, `equation` "X=(...)", `ans`) as an LLM-Adapters row with the equation as the rationale."""
     answer = format_number(float(row["ans"]))
     expression = str(row["equation"]).removeprefix("X=").removeprefix("x=")
-    return {"instruction": row["original_text"].strip(), "input": "", "output": f"{expression} = {answer}\nThe answer is {answer}.", "answer": answer}
+    return {
+        "instruction": row["original_text"].strip(),
+        "input": "",
+        "output": f"{expression} = {answer}\nThe answer is {answer}.",
+        "answer": answer,
+    }
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,12 @@ class FromLabeledText:
         if not isinstance(label, int) or isinstance(label, bool) or label not in range(len(self.label_words)):
             raise ValueError(f"unknown label {label!r}, expected 0..{len(self.label_words) - 1}")
         word = self.label_words[label]
-        return {"instruction": self.instruction.format(**row), "input": "", "output": f"the correct answer is {word}", "answer": word}
+        return {
+            "instruction": self.instruction.format(**row),
+            "input": "",
+            "output": f"the correct answer is {word}",
+            "answer": word,
+        }
 
 
 @dataclass(frozen=True)
@@ -135,18 +150,25 @@ def read_file(source: DataSource, file: DataFile) -> list[dict[str, Any]]:
         try:
             row = file.convert(raw)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
-            raise BenchError(f"{where}: malformed row ({type(error).__name__}: {error})", "repair or remove that row") from None
+            raise BenchError(
+                f"{where}: malformed row ({type(error).__name__}: {error})", "repair or remove that row"
+            ) from None
         kind = file.answer_kind or _answer_kind(row["answer"])
         if kind == "label":
             labels = row_labels(row)
             if not labels:
-                raise BenchError(f"{where}: no 'Answer format: a/b' line in the instruction", "label-word rows must list their labels as LLM-Adapters does")
+                raise BenchError(
+                    f"{where}: no 'Answer format: a/b' line in the instruction",
+                    "label-word rows must list their labels as LLM-Adapters does",
+                )
             if row["answer"] not in labels:
                 raise BenchError(f"{where}: unknown label {row['answer']!r}", f"the row's labels are {labels}")
         elif kind == "letter" and row["answer"] not in LETTERS:
             raise BenchError(f"{where}: unknown label {row['answer']!r}", "AQuA-style answers are one of A, B, C, D, E")
         elif kind == "number" and _answer_kind(row["answer"]) != "number":
-            raise BenchError(f"{where}: unknown label {row['answer']!r} (not a number)", "numeric tasks need a number as the answer")
+            raise BenchError(
+                f"{where}: unknown label {row['answer']!r} (not a number)", "numeric tasks need a number as the answer"
+            )
         rows.append({**row, "answer_kind": kind, "subtask": file.part})
     return rows
 
@@ -175,7 +197,10 @@ class InstructionTask(Task):
             if all(source.has(file.path) for file in mix.files):
                 return mix
         wanted = "; ".join(f"{mix.name}: {', '.join(file.path for file in mix.files)}" for mix in self.mixes)
-        raise BenchError(f"no training mix of {self.name} is complete in {source.root} ({source.kind})", f"provide one of [{wanted}] in the data root")
+        raise BenchError(
+            f"no training mix of {self.name} is complete in {source.root} ({source.kind})",
+            f"provide one of [{wanted}] in the data root",
+        )
 
     def read_train(self, source: DataSource) -> list[dict[str, Any]]:
         return [row for file in self.train_mix(source).files for row in read_file(source, file)]
@@ -187,13 +212,24 @@ class InstructionTask(Task):
         return f"{row['instruction']} {row['input']}".strip()
 
     def encode(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> dict[str, Any]:
-        return encode_for_training(build_prompt(example["instruction"], example["input"]), example["output"], tokenizer, max_length, self.mask_prompt)
+        return encode_for_training(
+            build_prompt(example["instruction"], example["input"]),
+            example["output"],
+            tokenizer,
+            max_length,
+            self.mask_prompt,
+        )
 
     def describe(self, source: DataSource) -> dict[str, Any]:
         mix = self.train_mix(source)
         return {
             "benchmarks": [benchmark.name for benchmark in self.benchmarks],
-            "train_mix": {"name": mix.name, "paper_set": mix.paper, "note": mix.note, "files": [file.path for file in mix.files]},
+            "train_mix": {
+                "name": mix.name,
+                "paper_set": mix.paper,
+                "note": mix.note,
+                "files": [file.path for file in mix.files],
+            },
             "template_sha256": TEMPLATE_HASH,
             "prompt_masked": self.mask_prompt,
             "bos": BOS_POLICY,
@@ -203,26 +239,55 @@ class InstructionTask(Task):
             },
         }
 
-    def evaluate(self, model: nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int, progress: bool = False) -> EvalResult:
+    def evaluate(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        examples: list[dict[str, Any]],
+        batch_size: int,
+        max_length: int,
+        progress: bool = False,
+    ) -> EvalResult:
         prompts = [build_prompt(row["instruction"], row["input"]) for row in examples]
         outputs = generate(model, tokenizer, prompts, self.max_new_tokens, batch_size, progress=progress)
-        records = [{"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **judge(row, text)} for i, (row, text) in enumerate(zip(examples, outputs))]
-        choice_rows = {part: [i for i, row in enumerate(examples) if row["subtask"] == part and row["answer_kind"] != "number"] for part in _parts(examples)}
-        items = {part: [choice_item(examples[i], self._lead(examples[i])) for i in indices] for part, indices in choice_rows.items() if indices}
+        records = [
+            {"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **judge(row, text)}
+            for i, (row, text) in enumerate(zip(examples, outputs))
+        ]
+        choice_rows = {
+            part: [i for i, row in enumerate(examples) if row["subtask"] == part and row["answer_kind"] != "number"]
+            for part in _parts(examples)
+        }
+        items = {
+            part: [choice_item(examples[i], self._lead(examples[i])) for i in indices]
+            for part, indices in choice_rows.items()
+            if indices
+        }
         scored = score_multiple_choice(model, tokenizer, items, batch_size, progress=progress) if items else {}
         for part, indices in choice_rows.items():
             for i, chosen in zip(indices, scored.get(part, {}).get("choices", [])):
                 records[i]["loglik_choice"] = _choices(examples[i])[chosen]
-        per_part = {part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]} if part in scored else {}) for part in _parts(examples)}
+        per_part = {
+            part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]} if part in scored else {})
+            for part in _parts(examples)
+        }
         if len(self.benchmarks) > 1:
             metrics = _group_metrics(per_part)
         else:
-            metrics = _scores(records, scored) | ({f"{part}/{name}": value for part, values in per_part.items() for name, value in values.items()} if len(per_part) > 1 else {})
+            metrics = _scores(records, scored) | (
+                {f"{part}/{name}": value for part, values in per_part.items() for name, value in values.items()}
+                if len(per_part) > 1
+                else {}
+            )
         return EvalResult(metrics=metrics, predictions=records)
 
     def _lead(self, row: dict[str, Any]) -> str:
         benchmark = next((b for b in self.benchmarks if b.name == row["subtask"]), None)
-        return benchmark.answer_lead if benchmark else ("The answer is" if row["answer_kind"] == "letter" else "the correct answer is")
+        return (
+            benchmark.answer_lead
+            if benchmark
+            else ("The answer is" if row["answer_kind"] == "letter" else "the correct answer is")
+        )
 
 
 def _parts(rows: list[dict[str, Any]]) -> list[str]:
@@ -235,7 +300,11 @@ def _choices(row: dict[str, Any]) -> list[str]:
 
 def choice_item(row: dict[str, Any], lead: str) -> ChoiceItem:
     choices = _choices(row)
-    return ChoiceItem(context=build_prompt(row["instruction"], row["input"]) + lead, choices=choices, gold=choices.index(row["answer"]))
+    return ChoiceItem(
+        context=build_prompt(row["instruction"], row["input"]) + lead,
+        choices=choices,
+        gold=choices.index(row["answer"]),
+    )
 
 
 def judge(row: dict[str, Any], text: str) -> dict[str, Any]:
@@ -245,7 +314,12 @@ def judge(row: dict[str, Any], text: str) -> dict[str, Any]:
         return {"extracted": value, "correct": extraction.numbers_match(value, float(row["answer"]))}
     if row["answer_kind"] == "letter":
         letter, first = extraction.aqua_letter(text), extraction.first_capital_letter(text)
-        return {"extracted": letter, "correct": letter == row["answer"], "extracted_first_capital": first, "correct_first_capital": first == row["answer"]}
+        return {
+            "extracted": letter,
+            "correct": letter == row["answer"],
+            "extracted_first_capital": first,
+            "correct_first_capital": first == row["answer"],
+        }
     label = extraction.first_label(text, row_labels(row))
     return {"extracted": label, "correct": label == row["answer"]}
 
@@ -253,13 +327,20 @@ def judge(row: dict[str, Any], text: str) -> dict[str, Any]:
 def _scores(records: list[dict[str, Any]], scored: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Both protocols' metrics over `records`; `scored` holds lm-eval's results of the parts they come from."""
     count = len(records)
-    scores = {"accuracy": sum(r["correct"] for r in records) / count, "format_failure_rate": sum(r["extracted"] is None for r in records) / count}
+    scores = {
+        "accuracy": sum(r["correct"] for r in records) / count,
+        "format_failure_rate": sum(r["extracted"] is None for r in records) / count,
+    }
     with_choices = [r for r in records if "loglik_choice" in r]
     if with_choices:
         scores["loglik_accuracy"] = sum(r["loglik_choice"] == r["answer"] for r in with_choices) / len(with_choices)
-        scores["loglik_accuracy_norm"] = sum(part["acc_norm"] * len(part["choices"]) for part in scored.values()) / len(with_choices)
+        scores["loglik_accuracy_norm"] = sum(part["acc_norm"] * len(part["choices"]) for part in scored.values()) / len(
+            with_choices
+        )
         if len(scored) == 1 and (stderr := next(iter(scored.values()))["acc_stderr"]) is not None:
-            scores["loglik_accuracy_stderr"] = stderr  # lm-eval's own, for one test set (parts are pooled by mean, not here)
+            scores["loglik_accuracy_stderr"] = (
+                stderr  # lm-eval's own, for one test set (parts are pooled by mean, not here)
+            )
     if any("correct_first_capital" in r for r in records):
         scores["accuracy_first_capital"] = sum(r.get("correct_first_capital", False) for r in records) / count
     return scores
@@ -268,7 +349,11 @@ def _scores(records: list[dict[str, Any]], scored: dict[str, dict[str, Any]]) ->
 def _group_metrics(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
     """The paper-style group report: unweighted averages over parts, then `<part>/<metric>` for each part."""
     averages = {}
-    for name, average in (("accuracy", "average"), ("loglik_accuracy", "average_loglik"), ("format_failure_rate", "average_format_failure_rate")):
+    for name, average in (
+        ("accuracy", "average"),
+        ("loglik_accuracy", "average_loglik"),
+        ("format_failure_rate", "average_format_failure_rate"),
+    ):
         values = [values[name] for values in per_part.values() if name in values]
         if values:
             averages[average] = sum(values) / len(values)
@@ -287,5 +372,8 @@ class TaskFamily:
 
     def __post_init__(self) -> None:
         common = {"family": self.family, "mixes": self.mixes, "max_new_tokens": self.max_new_tokens}
-        singles = [InstructionTask(name=f"{self.family}/{benchmark.name}", benchmarks=(benchmark,), **common) for benchmark in self.benchmarks]
+        singles = [
+            InstructionTask(name=f"{self.family}/{benchmark.name}", benchmarks=(benchmark,), **common)
+            for benchmark in self.benchmarks
+        ]
         self.tasks = [*singles, InstructionTask(name=f"{self.family}/all", benchmarks=self.benchmarks, **common)]

@@ -89,8 +89,18 @@ def leakage_report(task: Any, splits: dict[str, list[dict[str, Any]]]) -> dict[s
     test_parts: dict[str, list[str]] = {}
     for row in splits["test"]:
         test_parts.setdefault(row.get("subtask") or "test", []).append(task.leakage_text(row))
-    pairs = {f"{train_name} -> {test_name}": overlap(train_texts, test_texts) for train_name, train_texts in train_parts.items() for test_name, test_texts in test_parts.items()}
+    pairs = {
+        f"{train_name} -> {test_name}": overlap(train_texts, test_texts)
+        for train_name, train_texts in train_parts.items()
+        for test_name, test_texts in test_parts.items()
+    }
     flagged = {pair: result["contaminated_fraction"] for pair, result in pairs.items() if result["contaminated"]}
     for pair, fraction in flagged.items():
-        log.warning("leakage: %.1f%% of test examples share a %d-gram with training data (%s)", 100 * fraction, NGRAM, pair)
-    return {"method": f"word {NGRAM}-grams of each example's content (words outside template {TEMPLATE_NGRAM}-grams of distinct examples), normalized text (tasks/leakage.py)", "flagged": flagged, "pairs": pairs}
+        log.warning(
+            "leakage: %.1f%% of test examples share a %d-gram with training data (%s)", 100 * fraction, NGRAM, pair
+        )
+    return {
+        "method": f"word {NGRAM}-grams of each example's content (words outside template {TEMPLATE_NGRAM}-grams of distinct examples), normalized text (tasks/leakage.py)",
+        "flagged": flagged,
+        "pairs": pairs,
+    }

@@ -28,7 +28,9 @@ from torch import nn
 
 from tasks.prompts import encode_text
 
-STDERR_BOOTSTRAP_ITERS = 1000  # lm-eval's switch for standard errors; accuracy (a mean) gets its closed form, not a bootstrap
+STDERR_BOOTSTRAP_ITERS = (
+    1000  # lm-eval's switch for standard errors; accuracy (a mean) gets its closed form, not a bootstrap
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,10 @@ def _task_config(name: str, data_file: Path) -> dict[str, Any]:
         "doc_to_choice": "choices",
         "doc_to_target": "gold",
         "target_delimiter": " ",
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}, {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
         "metadata": {"version": 1.0},
     }
 
@@ -68,14 +73,24 @@ def prompt_hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
     from lm_eval.models.huggingface import HFLM
 
     class PromptHFLM(HFLM):
-        def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None, **kwargs: Any) -> list[int]:
+        def tok_encode(
+            self,
+            string: str,
+            add_special_tokens: bool | None = None,
+            left_truncate_len: int | None = None,
+            **kwargs: Any,
+        ) -> list[int]:
             ids = encode_text(string, self.tokenizer, with_bos=add_special_tokens is not False)
             return ids[-left_truncate_len:] if left_truncate_len else ids
 
-    return PromptHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(next(model.parameters()).device))
+    return PromptHFLM(
+        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(next(model.parameters()).device)
+    )
 
 
-def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int, progress: bool = False) -> dict[str, dict[str, Any]]:
+def score_multiple_choice(
+    model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int, progress: bool = False
+) -> dict[str, dict[str, Any]]:
     """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "choices": [predicted index per item]}}.
 
     `progress` keeps lm-eval's own bar over its log-likelihood requests; without it the bar is off.
@@ -91,10 +106,19 @@ def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, lis
     with tempfile.TemporaryDirectory(prefix="peft-bench-lm-eval-") as folder:
         for name, task_name in names.items():
             data_file = Path(folder) / f"{task_name}.json"
-            data_file.write_text(json.dumps([{"context": item.context, "choices": item.choices, "gold": item.gold} for item in items[name]]), encoding="utf-8")
-            (Path(folder) / f"{task_name}.yaml").write_text(yaml.safe_dump(_task_config(task_name, data_file), sort_keys=False), encoding="utf-8")
+            data_file.write_text(
+                json.dumps(
+                    [{"context": item.context, "choices": item.choices, "gold": item.gold} for item in items[name]]
+                ),
+                encoding="utf-8",
+            )
+            (Path(folder) / f"{task_name}.yaml").write_text(
+                yaml.safe_dump(_task_config(task_name, data_file), sort_keys=False), encoding="utf-8"
+            )
         lm = prompt_hflm(model.eval(), tokenizer, batch_size)
-        lm.loglikelihood = partial(lm.loglikelihood, disable_tqdm=not progress)  # lm-eval's evaluator has no switch for it
+        lm.loglikelihood = partial(
+            lm.loglikelihood, disable_tqdm=not progress
+        )  # lm-eval's evaluator has no switch for it
         results = lm_eval.simple_evaluate(
             model=lm,
             tasks=list(names.values()),
@@ -111,9 +135,17 @@ def score_multiple_choice(model: nn.Module, tokenizer: Any, items: dict[str, lis
     scored = {}
     for name, task_name in names.items():
         samples = sorted(results["samples"][task_name], key=lambda sample: sample["doc_id"])
-        chosen = [max(range(len(sample["filtered_resps"])), key=lambda i: sample["filtered_resps"][i][0]) for sample in samples]
+        chosen = [
+            max(range(len(sample["filtered_resps"])), key=lambda i: sample["filtered_resps"][i][0])
+            for sample in samples
+        ]
         task_results = results["results"][task_name]
-        scored[name] = {"acc": task_results["acc,none"], "acc_norm": task_results["acc_norm,none"], "acc_stderr": _stderr(task_results["acc_stderr,none"]), "choices": chosen}
+        scored[name] = {
+            "acc": task_results["acc,none"],
+            "acc_norm": task_results["acc_norm,none"],
+            "acc_stderr": _stderr(task_results["acc_stderr,none"]),
+            "choices": chosen,
+        }
     return scored
 
 

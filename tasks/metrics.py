@@ -39,7 +39,11 @@ def matthews_corrcoef(predictions: Sequence[int], references: Sequence[int]) -> 
 def _correlation(function, predictions: Sequence[float], references: Sequence[float], name: str) -> float:
     _check(predictions, references, name)
     predictions = np.asarray(predictions, dtype=float)
-    if not np.all(np.isfinite(predictions)) or np.ptp(predictions) == 0 or np.ptp(np.asarray(references, dtype=float)) == 0:
+    if (
+        not np.all(np.isfinite(predictions))
+        or np.ptp(predictions) == 0
+        or np.ptp(np.asarray(references, dtype=float)) == 0
+    ):
         return math.nan
     return float(function(predictions, references).statistic)
 

@@ -55,10 +55,14 @@ def encode_text(text: str, tokenizer: Any, with_bos: bool = True) -> list[int]:
     head, marker, rest = text.rpartition(RESPONSE_START)
     pieces = [head + marker, rest] if marker else [text]
     bos = [tokenizer.bos_token_id] if with_bos and adds_bos(tokenizer) else []
-    return bos + [token for piece in pieces if piece for token in tokenizer(piece, add_special_tokens=False)["input_ids"]]
+    return bos + [
+        token for piece in pieces if piece for token in tokenizer(piece, add_special_tokens=False)["input_ids"]
+    ]
 
 
-def encode_for_training(prompt: str, output: str, tokenizer: Any, max_length: int, mask_prompt: bool = True) -> dict[str, list[int]]:
+def encode_for_training(
+    prompt: str, output: str, tokenizer: Any, max_length: int, mask_prompt: bool = True
+) -> dict[str, list[int]]:
     """Token ids of `prompt + output + eos`; labels are -100 on the prompt (and BOS) when `mask_prompt`.
 
     The prompt ids are exactly the ids generation and lm-eval feed the model. Truncation cuts the end (the

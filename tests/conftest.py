@@ -69,7 +69,16 @@ def recorded_run(method: str, out: Path) -> dict:
     from bench.run import RunConfig, execute, plan
 
     config = RunConfig(
-        method=method, task="glue/sst2", model="minilm-l6", budget="0.5%", max_steps=3, batch_size=8, train_examples=32, validation_examples=16, test_examples=16, calibration_batches=2
+        method=method,
+        task="glue/sst2",
+        model="minilm-l6",
+        budget="0.5%",
+        max_steps=3,
+        batch_size=8,
+        train_examples=32,
+        validation_examples=16,
+        test_examples=16,
+        calibration_batches=2,
     )
     record = execute(plan(config), out, progress=False)
     written = json.loads((out / f"{record['run_key']}.json").read_text())

@@ -22,7 +22,24 @@ from bench.store import Store
 from tasks.data_source import COMMITTED_DATA
 from tests.test_sweep import TINY
 
-RUN = ["run", "--task", "glue/sst2", "--model", "minilm-l6", "--max-steps", "2", "--batch-size", "8", "--train-examples", "16", "--validation-examples", "16", "--test-examples", "16", "--quiet"]
+RUN = [
+    "run",
+    "--task",
+    "glue/sst2",
+    "--model",
+    "minilm-l6",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "8",
+    "--train-examples",
+    "16",
+    "--validation-examples",
+    "16",
+    "--test-examples",
+    "16",
+    "--quiet",
+]
 LORA = [*RUN, "--method", "lora", "--budget", "0.5%"]
 TOLERANCES = ("--k", "--score-floor", "--memory-floor", "--cpu-memory-floor", "--time-floor")
 
@@ -61,9 +78,16 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small store (a failed record and a sweep.json), broken stores, baselines, specs and a non-UTF-8 data root."""
     root = tmp_path_factory.mktemp("bad-input")
     store = Store(root / "store")
-    store.write_failure("a" * 64, {"method": "lora", "task": "glue/sst2", "model": "minilm-l6", "budget": "0.5%", "seed": 0}, RuntimeError("kept"))
+    store.write_failure(
+        "a" * 64,
+        {"method": "lora", "task": "glue/sst2", "model": "minilm-l6", "budget": "0.5%", "seed": 0},
+        RuntimeError("kept"),
+    )
     store.write_meta("sweep.json", {"name": "kept", "cells": []})
-    for name, content in {"truncated": '{"schema_version": 1, "run_key": "b', "future": json.dumps({"schema_version": 99, "run_key": "c", "status": "ok"})}.items():
+    for name, content in {
+        "truncated": '{"schema_version": 1, "run_key": "b',
+        "future": json.dumps({"schema_version": 99, "run_key": "c", "status": "ok"}),
+    }.items():
         (root / name).mkdir()
         (root / name / "record.json").write_text(content)
     (root / "badmeta").mkdir()
@@ -90,7 +114,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(path.relative_to(root)): (path.read_bytes(), path.stat().st_mode) for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(root)): (path.read_bytes(), path.stat().st_mode)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 RUN_CASES = [
@@ -159,7 +187,12 @@ RUN_CASES = [
 @pytest.mark.parametrize(("arguments", "message"), RUN_CASES, ids=[f"run-{i}" for i in range(len(RUN_CASES))])
 def test_bad_run(workspace: Path, capsys: pytest.CaptureFixture, arguments: list[str], message: str) -> None:
     command = [*RUN, *arguments] if arguments[0] != "run" else arguments
-    _refused(workspace, capsys, [*command, "--out", str(workspace / "store")] if "--out" not in arguments else command, message)
+    _refused(
+        workspace,
+        capsys,
+        [*command, "--out", str(workspace / "store")] if "--out" not in arguments else command,
+        message,
+    )
 
 
 SWEEP_CASES = [
@@ -207,7 +240,11 @@ def test_bad_report(workspace: Path, capsys: pytest.CaptureFixture, store: str, 
 
 
 COMPARE_CASES = [
-    *((["{root}/store", "{root}/baseline", flag, value], "would switch the regression gate off") for flag in TOLERANCES for value in ("nan", "-1", "inf")),
+    *(
+        (["{root}/store", "{root}/baseline", flag, value], "would switch the regression gate off")
+        for flag in TOLERANCES
+        for value in ("nan", "-1", "inf")
+    ),
     (["{root}/store", "{root}/no-baseline"], "does not exist"),
     (["{root}/new.json", "{root}/baseline"], "summary.json is corrupt"),
     (["{root}/new.json", "{root}/other-schema.json"], "is not a peft-bench summary"),
@@ -219,7 +256,9 @@ COMPARE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("arguments", "message"), COMPARE_CASES, ids=[f"compare-{i}" for i in range(len(COMPARE_CASES))])
+@pytest.mark.parametrize(
+    ("arguments", "message"), COMPARE_CASES, ids=[f"compare-{i}" for i in range(len(COMPARE_CASES))]
+)
 def test_bad_compare(workspace: Path, capsys: pytest.CaptureFixture, arguments: list[str], message: str) -> None:
     _refused(workspace, capsys, ["compare", *arguments], message)
 

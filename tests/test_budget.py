@@ -11,7 +11,14 @@ from methods.lora import LoRA
 
 @pytest.mark.parametrize(
     ("text", "count", "percent"),
-    [("120k", 120_000, None), ("3.3M", 3_300_000, None), ("0.5%", None, 0.5), ("100%", None, 100.0), ("42", 42, None), ("1.5b", 1_500_000_000, None)],
+    [
+        ("120k", 120_000, None),
+        ("3.3M", 3_300_000, None),
+        ("0.5%", None, 0.5),
+        ("100%", None, 100.0),
+        ("42", 42, None),
+        ("1.5b", 1_500_000_000, None),
+    ],
 )
 def test_parse_budget_accepts_counts_and_percentages(text: str, count: int | None, percent: float | None) -> None:
     budget = parse_budget(text)

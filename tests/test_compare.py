@@ -20,7 +20,9 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_baseline(store, tmp_path_factory.mktemp("baselines") / "tiny").parent
 
 
-def test_gate_passes_on_a_rerun_of_the_same_seeds(tmp_path: Path, baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_gate_passes_on_a_rerun_of_the_same_seeds(
+    tmp_path: Path, baseline: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """The LoRA cell is recomputed from scratch in a fresh store copy; full fine-tuning is kept."""
     original = tiny_store(tmp_path_factory.getbasetemp())["store"]
     rerun = tmp_path / "rerun"
@@ -38,11 +40,15 @@ def test_gate_passes_on_a_rerun_of_the_same_seeds(tmp_path: Path, baseline: Path
     assert result.returncode == 0 and "No regression" in result.stdout
 
 
-def test_gate_fails_on_an_injected_regression(tmp_path: Path, baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_gate_fails_on_an_injected_regression(
+    tmp_path: Path, baseline: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     store = tiny_store(tmp_path_factory.getbasetemp())["store"]
     summary = json.loads((baseline / "summary.json").read_text())
     lora = next(cell for cell in summary["cells"] if cell["method"] == "lora")
-    lora["score"]["mean"] += 2 * lora["score"]["std"] + 3  # the baseline was better than the new results by more than 2σ + 1 point
+    lora["score"]["mean"] += (
+        2 * lora["score"]["std"] + 3
+    )  # the baseline was better than the new results by more than 2σ + 1 point
     worse = tmp_path / "better-baseline.json"
     worse.write_text(json.dumps(summary))
     comparison = compare_stores(store, worse)
@@ -72,7 +78,10 @@ def test_gpu_memory_regression_and_missing_cells_fail_while_cpu_cost_is_informat
     gpu_baseline.write_text(json.dumps(on_gpu))
     next(cell for cell in on_gpu["cells"] if cell["method"] == "full")["memory_mb"]["mean"] *= 3
     gpu_new.write_text(json.dumps(on_gpu))
-    assert compare_stores(gpu_new, gpu_baseline).regressed and "more memory" in compare_stores(gpu_new, gpu_baseline).markdown()
+    assert (
+        compare_stores(gpu_new, gpu_baseline).regressed
+        and "more memory" in compare_stores(gpu_new, gpu_baseline).markdown()
+    )
     summary["cells"].append({**full, "budget": "9%", "method": "lora"})
     path.write_text(json.dumps(summary))
     assert "missing" in compare_stores(store, path).markdown()

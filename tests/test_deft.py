@@ -22,7 +22,9 @@ def _naive_density_loss(layers: list[torch.Tensor], mask: torch.Tensor, epsilon:
     terms = []
     for a in layers:
         for b in range(a.shape[0]):
-            values = [float(x) ** 2 / (float(x) ** 2 + epsilon) for t in range(a.shape[1]) if mask[b, t] for x in a[b, t]]
+            values = [
+                float(x) ** 2 / (float(x) ** 2 + epsilon) for t in range(a.shape[1]) if mask[b, t] for x in a[b, t]
+            ]
             terms.append(sum(values) / len(values))
     return sum(terms) / len(terms)
 
@@ -31,14 +33,18 @@ def test_density_loss_on_a_hand_computed_example() -> None:
     layer = torch.tensor([[[0.0, 1.0], [2.0, 0.0]], [[1.0, 3.0], [5.0, 5.0]]])  # 2 samples x 2 tokens x 2 units
     mask = torch.tensor([[1, 1], [1, 0]])  # the second sample's last token is padding
     # epsilon 1: a²/(a²+1) is 0, .5, .8, 0 (sample 0: mean .325) and .5, .9 (sample 1: mean .7); a zero layer adds 0, 0
-    assert density_loss([layer, torch.zeros_like(layer)], mask, epsilon=1.0).item() == pytest.approx((0.325 + 0.7) / 4, abs=1e-7)
+    assert density_loss([layer, torch.zeros_like(layer)], mask, epsilon=1.0).item() == pytest.approx(
+        (0.325 + 0.7) / 4, abs=1e-7
+    )
     torch.manual_seed(0)
     layers = [torch.randn(3, 4, 5) * 1e-3 for _ in range(2)]
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
     assert density_loss(layers, mask, 1e-7).item() == pytest.approx(_naive_density_loss(layers, mask, 1e-7), rel=1e-5)
 
 
-def test_training_step_adds_weighted_density_of_the_captured_activations_only_while_training(minilm_classifier, sst2_rows) -> None:
+def test_training_step_adds_weighted_density_of_the_captured_activations_only_while_training(
+    minilm_classifier, sst2_rows
+) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:4], minilm_classifier.tokenizer)
     activations = [module for _, module in find_activations(minilm_classifier.model)]
     seen: list[torch.Tensor] = []
@@ -56,7 +62,9 @@ def test_training_step_adds_weighted_density_of_the_captured_activations_only_wh
     with torch.no_grad():
         task_loss = method.model(**batch).loss
     assert total.item() == pytest.approx(task_loss.item() + expected, rel=1e-5)
-    assert method.captured == [] and all(len(module._forward_hooks) == 1 for module in activations), "DEFT hooks outlived the training step"
+    assert method.captured == [] and all(len(module._forward_hooks) == 1 for module in activations), (
+        "DEFT hooks outlived the training step"
+    )
 
 
 def test_deft_with_lora_starts_as_the_base_model_and_counts_as_lora(minilm_classifier, sst2_rows) -> None:
@@ -76,10 +84,16 @@ def test_deft_with_lora_starts_as_the_base_model_and_counts_as_lora(minilm_class
     assert method.describe()["base_choices"]["targets"] == ["q", "v", "up"]
 
 
-def test_after_training_with_the_density_loss_the_backbone_is_untouched_and_the_merge_matches(minilm_classifier, sst2_rows) -> None:
+def test_after_training_with_the_density_loss_the_backbone_is_untouched_and_the_merge_matches(
+    minilm_classifier, sst2_rows
+) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
     base = logits(minilm_classifier.model, batch).clone()
-    method = Deft(minilm_classifier.model, DeftOptions(base_options="targets=q,v,up"), head_prefixes=minilm_classifier.head_prefixes)
+    method = Deft(
+        minilm_classifier.model,
+        DeftOptions(base_options="targets=q,v,up"),
+        head_prefixes=minilm_classifier.head_prefixes,
+    )
     method.apply(8)
     frozen = {name: p.detach().clone() for name, p in method.model.named_parameters() if not p.requires_grad}
     train_steps(method, batch)
@@ -91,7 +105,10 @@ def test_after_training_with_the_density_loss_the_backbone_is_untouched_and_the_
     assert torch.allclose(logits(merged, batch), unmerged, atol=MERGE_ATOL, rtol=0)
 
 
-@pytest.mark.parametrize(("options", "message"), [({"base": "deft"}, "own base"), ({"base": "nope"}, "unknown method"), ({"base_options": "targets"}, "key=value")])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"base": "deft"}, "own base"), ({"base": "nope"}, "unknown method"), ({"base_options": "targets"}, "key=value")],
+)
 def test_bad_options_are_refused(options: dict[str, str], message: str) -> None:
     with pytest.raises(BenchError, match=message):
         Deft.parse_options(options)
@@ -103,7 +120,11 @@ def _density_after_training(rows, deft: bool, steps: int = 10) -> float:
     torch.manual_seed(0)  # the same classification head and dropout masks for both runs
     loaded = load_model("minilm-l6", "sequence-classification", num_labels=2)
     options = LoraOptions(targets=("q", "v"))
-    method = Deft(loaded.model, DeftOptions(base_options="targets=q,v"), head_prefixes=loaded.head_prefixes) if deft else LoRA(loaded.model, options, head_prefixes=loaded.head_prefixes)
+    method = (
+        Deft(loaded.model, DeftOptions(base_options="targets=q,v"), head_prefixes=loaded.head_prefixes)
+        if deft
+        else LoRA(loaded.model, options, head_prefixes=loaded.head_prefixes)
+    )
     method.apply(8)
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-2)
     method.model.train()
@@ -130,12 +151,18 @@ def test_density_excludes_padding_and_counts_exact_zeros_on_gelu(minilm_classifi
     padded = activation_density(model, [batch])
     assert padded["kind"] == "exact_zero" and padded["threshold"] is None and padded["samples"] == 4
     outputs: list[torch.Tensor] = []
-    handles = [module.register_forward_hook(lambda _m, _i, output: outputs.append(output)) for _, module in find_activations(model)]
+    handles = [
+        module.register_forward_hook(lambda _m, _i, output: outputs.append(output))
+        for _, module in find_activations(model)
+    ]
     with torch.no_grad():
         model(**batch)
     for handle in handles:
         handle.remove()
-    per_sentence = [sum(torch.count_nonzero(a[i][mask[i]]).item() / a[i][mask[i]].numel() for a in outputs) / len(outputs) for i in range(len(rows))]
+    per_sentence = [
+        sum(torch.count_nonzero(a[i][mask[i]]).item() / a[i][mask[i]].numel() for a in outputs) / len(outputs)
+        for i in range(len(rows))
+    ]
     assert padded["density"] == pytest.approx(100 * sum(per_sentence) / len(rows), rel=1e-12)
     # each sentence alone gives the same density, up to the few activations at GELU's exact-zero edge (x below about
     # -5.5) that round differently when the matrix shapes change
@@ -146,6 +173,10 @@ def test_density_excludes_padding_and_counts_exact_zeros_on_gelu(minilm_classifi
 def test_density_on_silu_is_thresholded(smollm2, sst2_rows) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:2], smollm2.tokenizer, max_length=16)
     result = activation_density(smollm2.model, [batch], threshold=1e-2)
-    assert result["kind"] == "abs_below_threshold" and result["threshold"] == 1e-2 and result["layers"] == smollm2.model.config.num_hidden_layers
+    assert (
+        result["kind"] == "abs_below_threshold"
+        and result["threshold"] == 1e-2
+        and result["layers"] == smollm2.model.config.num_hidden_layers
+    )
     looser = activation_density(smollm2.model, [batch], threshold=1e-1)
     assert 0 < looser["density"] < result["density"] < 100

@@ -27,7 +27,14 @@ from tests.test_sweep import TINY, TRAINING, ok_records, sweep_process, wait_for
 
 def test_diverged_run_is_recorded_failed_with_its_step(tmp_path: Path) -> None:
     """Full fine-tuning at a learning rate of 1e8 turns the weights non-finite within a few steps."""
-    config = RunConfig(method="full", task="glue/sst2", model="minilm-l6", lr=1e8, seed=0, **{**TRAINING, "max_steps": 8, "train_examples": 64})
+    config = RunConfig(
+        method="full",
+        task="glue/sst2",
+        model="minilm-l6",
+        lr=1e8,
+        seed=0,
+        **{**TRAINING, "max_steps": 8, "train_examples": 64},
+    )
     record = execute(plan(config), tmp_path, progress=False)
     written = json.loads((tmp_path / f"{record['run_key']}.json").read_text())
     assert written["status"] == "failed" and "metrics" not in written
@@ -41,7 +48,9 @@ def test_diverged_run_is_recorded_failed_with_its_step(tmp_path: Path) -> None:
 
 def test_killed_worker_loses_no_finished_record(tmp_path: Path) -> None:
     """SIGKILL one of two workers (as the OOM killer would) while it runs a cell and after another cell finished."""
-    spec = write_spec(tmp_path, {**TINY, "seeds": [0], "budgets": ["0.1%", "0.2%", "0.5%"], "methods": {"lora": {}, "full": {}}})
+    spec = write_spec(
+        tmp_path, {**TINY, "seeds": [0], "budgets": ["0.1%", "0.2%", "0.5%"], "methods": {"lora": {}, "full": {}}}
+    )
     store = tmp_path / "store"
     sweep = sweep_process(spec, store, "--workers", "2")
     try:
@@ -61,11 +70,17 @@ def test_killed_worker_loses_no_finished_record(tmp_path: Path) -> None:
     started = Counter(event["key"] for event in Store(store).events() if event["event"] == "started")
     assert all(started[key] == 1 for key in finished), "a finished cell ran again"
     assert started[victim_key] in (1, 2)  # 2 when the kill caught it mid-run (it may just have finished)
-    again = run_sweep(parse_spec({**TINY, "seeds": [0], "budgets": ["0.1%", "0.2%", "0.5%"], "methods": {"lora": {}, "full": {}}}), store, progress=False)
+    again = run_sweep(
+        parse_spec({**TINY, "seeds": [0], "budgets": ["0.1%", "0.2%", "0.5%"], "methods": {"lora": {}, "full": {}}}),
+        store,
+        progress=False,
+    )
     assert again.counts() == Counter(skipped=4), "the rerun recomputes nothing"
 
 
-def test_corrupt_record_is_named_by_report_and_compare_and_quarantined_by_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_corrupt_record_is_named_by_report_and_compare_and_quarantined_by_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     spec = parse_spec({**TINY, "seeds": [0], "methods": {"full": {}, "lora": {}}})
     store = tmp_path / "store"
     assert run_sweep(spec, store, progress=False).ok
@@ -113,7 +128,11 @@ def _running(store: Path) -> dict[str, int]:
     """Cells started and not yet recorded: key -> pid of the worker running it."""
     events = Store(store).events() if store.is_dir() else []
     recorded = {path.stem for path in store.glob("*.json")} if store.is_dir() else set()
-    return {event["key"]: event["pid"] for event in events if event["event"] == "started" and event["key"] not in recorded and psutil.pid_exists(event["pid"])}
+    return {
+        event["key"]: event["pid"]
+        for event in events
+        if event["event"] == "started" and event["key"] not in recorded and psutil.pid_exists(event["pid"])
+    }
 
 
 def _alive(process: psutil.Process) -> bool:

@@ -17,7 +17,12 @@ import gpu_check  # noqa: E402 - a script in benchmarks/, imported from its fold
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without CUDA")
 def test_without_cuda_it_says_so_in_one_line_and_exits_0() -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
     assert done.returncode == 0
     assert done.stdout.count("\n") == 1 and "no CUDA device" in done.stdout
 
@@ -30,7 +35,9 @@ def test_agreement_check_cpu_against_cpu() -> None:
 
 @pytest.mark.slow  # two fresh processes loading SmolLM2 (about a minute on two quiet cores)
 def test_step_cost_table_in_bf16_on_a_tiny_run() -> None:
-    lines, failed = gpu_check.step_cost_table("smollm2-135m", "bfloat16", "cpu", methods="floor,lora", steps=1, warmup=1)
+    lines, failed = gpu_check.step_cost_table(
+        "smollm2-135m", "bfloat16", "cpu", methods="floor,lora", steps=1, warmup=1
+    )
     assert failed == []
     rows = {line.split()[0]: line for line in lines[2:4]}
     assert set(rows) == {"floor", "lora"} and "rank=16" in rows["lora"] and "none=0" in rows["floor"]

@@ -27,7 +27,11 @@ def test_trainable_count_matches_the_analytic_formula(minilm_classifier, method_
 
 def test_decoder_default_targets_count(smollm2) -> None:
     config = smollm2.model.config
-    d, ff, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    d, ff, kv = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_key_value_heads * (config.hidden_size // config.num_attention_heads),
+    )
     per_layer = (d + d) + (d + kv) * 2 + (d + ff) * 2  # q, k, v, up, down per unit of rank
     method = LoRA(smollm2.model)
     assert method.count_for_knob(4) == 4 * config.num_hidden_layers * per_layer
@@ -41,7 +45,10 @@ def test_only_trainable_parameters_reach_the_optimizer(minilm_classifier, method
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     trainable = {id(p) for p in method.model.parameters() if p.requires_grad}
     assert in_optimizer == trainable
-    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == method.trainable_count() + method.head_count()
+    assert (
+        sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+        == method.trainable_count() + method.head_count()
+    )
 
 
 @pytest.mark.parametrize("method_cls", [LoRA, DoRA])
@@ -57,7 +64,11 @@ def test_adapter_at_init_gives_the_baselogits(minilm_classifier, sst2_rows, meth
 def test_merged_export_matches_unmergedlogits(minilm_classifier, sst2_rows, method_cls) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
     base = logits(minilm_classifier.model, batch).clone()
-    method = method_cls(minilm_classifier.model, LoraOptions(targets=("q", "k", "v", "up")), head_prefixes=minilm_classifier.head_prefixes)
+    method = method_cls(
+        minilm_classifier.model,
+        LoraOptions(targets=("q", "k", "v", "up")),
+        head_prefixes=minilm_classifier.head_prefixes,
+    )
     method.apply(8)
     train_steps(method, batch)
     unmerged = logits(method.model, batch)

@@ -35,13 +35,41 @@ LORA_MODULES = {"encoder": {"query", "value"}, "decoder": {"q_proj", "k_proj", "
 # (ratio of the run, or steps), schedule; and per method the options they imply.
 CITED = {
     # LoRA paper Table 9 (RoBERTa-base GLUE): alpha = r = 8, q/v, lr 5e-4, warm-up ratio 0.06; wd 0.1 (roberta_base_mnli.sh)
-    ("lora", "encoder"): {"lr": 5e-4, "betas": (0.9, 0.999), "weight_decay": 0.1, "warmup": ("ratio", 0.06), "alpha_at_r8": 8, "dropout": 0.0},
+    ("lora", "encoder"): {
+        "lr": 5e-4,
+        "betas": (0.9, 0.999),
+        "weight_decay": 0.1,
+        "warmup": ("ratio", 0.06),
+        "alpha_at_r8": 8,
+        "dropout": 0.0,
+    },
     # LLM-Adapters: q,k,v,up,down, alpha 2r (64 at r 32), dropout 0.05, lr 3e-4, 100 warm-up steps
-    ("lora", "decoder"): {"lr": 3e-4, "betas": (0.9, 0.999), "weight_decay": 0.0, "warmup": ("steps", 100), "alpha_at_r8": 16, "dropout": 0.05},
+    ("lora", "decoder"): {
+        "lr": 3e-4,
+        "betas": (0.9, 0.999),
+        "weight_decay": 0.0,
+        "warmup": ("steps", 100),
+        "alpha_at_r8": 16,
+        "dropout": 0.05,
+    },
     # DoRA Table 8: alpha 2r, dropout 0.05, lr 1e-4 (LLaMA-7B r32, LLaMA-3-8B), 100 warm-up steps
-    ("dora", "decoder"): {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0, "warmup": ("steps", 100), "alpha_at_r8": 16, "dropout": 0.05},
+    ("dora", "decoder"): {
+        "lr": 1e-4,
+        "betas": (0.9, 0.999),
+        "weight_decay": 0.0,
+        "warmup": ("steps", 100),
+        "alpha_at_r8": 16,
+        "dropout": 0.05,
+    },
     # IBM/DEFT GLUE: LoRA r 8 alpha 16, dropout 0.1, q/v, lr 3e-4, 6 % warm-up, lambda 1, eps 1e-7
-    ("deft", "encoder"): {"lr": 3e-4, "betas": (0.9, 0.999), "weight_decay": 0.0, "warmup": ("ratio", 0.06), "alpha_at_r8": 16, "dropout": 0.1},
+    ("deft", "encoder"): {
+        "lr": 3e-4,
+        "betas": (0.9, 0.999),
+        "weight_decay": 0.0,
+        "warmup": ("ratio", 0.06),
+        "alpha_at_r8": 16,
+        "dropout": 0.1,
+    },
     # SMT reference: FusedAdam betas (0.9, 0.95), wd 0, restarted linear schedule with 0 warm-up steps, lr 9.65e-6
     ("smt", "decoder"): {"lr": 9.65e-6, "betas": (0.9, 0.95), "weight_decay": 0.0, "warmup": ("steps", 0)},
     # row-SFT reference: AdamW lr 1e-4, wd 0, StepLR(gamma=0.85) per epoch over 3 epochs, kaiming-initialised deltas
@@ -76,9 +104,15 @@ def lm_rows() -> list[dict]:
 @pytest.mark.parametrize(("method", "family"), list(CITED))
 def test_paper_recipe_sets_the_cited_values(method: str, family: str, request) -> None:
     total = 300
-    task, model, fixtures = (ENCODER_TASK, "minilm-l6", ("minilm_classifier", "sst2_rows")) if family == "encoder" else (DECODER_TASK, "smollm2-135m", ("smollm2", "lm_rows"))
+    task, model, fixtures = (
+        (ENCODER_TASK, "minilm-l6", ("minilm_classifier", "sst2_rows"))
+        if family == "encoder"
+        else (DECODER_TASK, "smollm2-135m", ("smollm2", "lm_rows"))
+    )
     budget = None if method == "full" else "0.5%"
-    run = plan(RunConfig(method=method, task=task, model=model, budget=budget, recipe="paper", max_steps=total, **SMALL))
+    run = plan(
+        RunConfig(method=method, task=task, model=model, budget=budget, recipe="paper", max_steps=total, **SMALL)
+    )
     cited = CITED[method, family]
     loaded, rows = (request.getfixturevalue(name) for name in fixtures)
     module = run.method_cls(loaded.model, run.recipe.options, run.recipe.optim, loaded.head_prefixes)
@@ -86,7 +120,11 @@ def test_paper_recipe_sets_the_cited_values(method: str, family: str, request) -
         module.calibrate([batch_of(task, rows[i : i + 4], loaded.tokenizer) for i in (0, 4)], None, {})
     module.apply(8 if "alpha_at_r8" in cited else module.knob_bounds()[0])
     if "alpha_at_r8" in cited:  # LoRA, DoRA, DEFT: the peft layers the run trains
-        layers = {name.rpartition(".")[2]: layer for name, layer in module.model.named_modules() if isinstance(layer, peft.tuners.lora.LoraLayer)}
+        layers = {
+            name.rpartition(".")[2]: layer
+            for name, layer in module.model.named_modules()
+            if isinstance(layer, peft.tuners.lora.LoraLayer)
+        }
         assert set(layers) == LORA_MODULES[family]
         for layer in layers.values():
             assert layer.r["default"] == 8 and layer.scaling["default"] == cited["alpha_at_r8"] / 8
@@ -111,9 +149,27 @@ def test_paper_recipe_sets_the_cited_values(method: str, family: str, request) -
 
 
 def test_explicit_settings_override_the_recipe_and_the_record_shows_the_effective_values(tmp_path: Path) -> None:
-    run = ["run", "--method", "lora", "--task", ENCODER_TASK, "--model", "minilm-l6", "--budget", "0.5%", "--max-steps", "3", "--batch-size", "8", "--quiet"]
+    run = [
+        "run",
+        "--method",
+        "lora",
+        "--task",
+        ENCODER_TASK,
+        "--model",
+        "minilm-l6",
+        "--budget",
+        "0.5%",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ]
     small = ["--train-examples", "16", "--validation-examples", "8", "--test-examples", "8", "--out", str(tmp_path)]
-    assert main([*run, *small, "--recipe", "paper", "--lr", "1e-3", "--warmup-ratio", "0.5", "--option", "dropout=0.2"]) == 0
+    assert (
+        main([*run, *small, "--recipe", "paper", "--lr", "1e-3", "--warmup-ratio", "0.5", "--option", "dropout=0.2"])
+        == 0
+    )
     (path,) = tmp_path.glob("*.json")
     record = json.loads(path.read_text())
     recipe = record["method"]["recipe"]
@@ -121,7 +177,12 @@ def test_explicit_settings_override_the_recipe_and_the_record_shows_the_effectiv
     assert recipe["values"]["lr"] == 5e-4 and recipe["values"]["options"]["dropout"] == "0.0"  # what the recipe set ...
     assert recipe["overridden"] == ["lr", "options.dropout", "warmup_ratio"]
     optimizer = recipe["optimizer"]  # ... and what the run used
-    assert (optimizer["lr"], optimizer["warmup_ratio"], optimizer["num_warmup_steps"], optimizer["weight_decay"]) == (1e-3, 0.5, 1, 0.1)
+    assert (optimizer["lr"], optimizer["warmup_ratio"], optimizer["num_warmup_steps"], optimizer["weight_decay"]) == (
+        1e-3,
+        0.5,
+        1,
+        0.1,
+    )
     assert record["config"]["lr"] == 1e-3 and record["config"]["recipe"] == "paper"
     assert record["method"]["options"]["dropout"] == 0.2 and record["method"]["options"]["alpha_per_rank"] == 1.0
 
@@ -131,12 +192,49 @@ def test_default_recipe_is_the_projects_and_bad_recipes_fail_before_anything_run
     assert default.recipe.record["name"] == "default"
     assert (default.lr, default.recipe.optim.warmup_ratio, default.recipe.optim.weight_decay) == (5e-4, 0.06, 0.0)
     assert default.recipe.options.alpha_per_rank == 2.0 and default.recipe.options.dropout == 0.0
-    assert plan(RunConfig(method="lora", task=ENCODER_TASK, model="minilm-l6", budget="0.5%", recipe="paper", **SMALL)).key != default.key
+    assert (
+        plan(RunConfig(method="lora", task=ENCODER_TASK, model="minilm-l6", budget="0.5%", recipe="paper", **SMALL)).key
+        != default.key
+    )
     with pytest.raises(BenchError, match="warms up for 100 steps, the whole 100-step run"):
-        plan(RunConfig(method="lora", task=DECODER_TASK, model="smollm2-135m", budget="0.5%", recipe="paper", max_steps=100, **SMALL))
+        plan(
+            RunConfig(
+                method="lora",
+                task=DECODER_TASK,
+                model="smollm2-135m",
+                budget="0.5%",
+                recipe="paper",
+                max_steps=100,
+                **SMALL,
+            )
+        )
     with pytest.raises(BenchError, match="step schedule"):
-        plan(RunConfig(method="row-sft", task=ENCODER_TASK, model="minilm-l6", budget="0.5%", recipe="paper", warmup_ratio=0.1, **SMALL))
-    args = ["run", "--method", "smt", "--task", ENCODER_TASK, "--model", "minilm-l6", "--budget", "1%", "--recipe", "papers", "--out", str(tmp_path / "out")]
+        plan(
+            RunConfig(
+                method="row-sft",
+                task=ENCODER_TASK,
+                model="minilm-l6",
+                budget="0.5%",
+                recipe="paper",
+                warmup_ratio=0.1,
+                **SMALL,
+            )
+        )
+    args = [
+        "run",
+        "--method",
+        "smt",
+        "--task",
+        ENCODER_TASK,
+        "--model",
+        "minilm-l6",
+        "--budget",
+        "1%",
+        "--recipe",
+        "papers",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["bench: error: method 'smt' has no recipe 'papers'. Fix: use one of: default, paper"]
@@ -145,7 +243,9 @@ def test_default_recipe_is_the_projects_and_bad_recipes_fail_before_anything_run
 
 def test_sweep_spec_recipe_key_top_level_and_per_method() -> None:
     base = {"model": "minilm-l6", "tasks": [ENCODER_TASK], "seeds": [0], "budgets": ["0.5%"], "training": SMALL}
-    spec = parse_spec({**base, "recipe": "paper", "methods": {"lora": {}, "smt": {"recipe": "default"}, "full": {"lr": 1e-5}}})
+    spec = parse_spec(
+        {**base, "recipe": "paper", "methods": {"lora": {}, "smt": {"recipe": "default"}, "full": {"lr": 1e-5}}}
+    )
     recipes = {m.name: m.recipe for m in spec.methods}
     assert recipes == {"lora": "paper", "smt": "default", "full": "paper"}
     full = next(m for m in spec.methods if m.name == "full")
@@ -200,7 +300,11 @@ def dead_groups(method, train: dict[str, torch.Tensor], probe: dict[str, torch.T
     assert sum(g.numel() for g in groups.values()) > 0
     median = torch.cat(list(groups.values())).median()
     assert median > 0
-    return {name: int((g < DEAD_RATIO * median).sum()) for name, g in groups.items() if bool((g < DEAD_RATIO * median).any())}
+    return {
+        name: int((g < DEAD_RATIO * median).sum())
+        for name, g in groups.items()
+        if bool((g < DEAD_RATIO * median).any())
+    }
 
 
 BUDGETED = {
@@ -215,7 +319,9 @@ BUDGETED = {
 
 def prepared(name: str, options: dict[str, str], loaded, rows: list[dict], task: str):
     method_cls = get_method(name)
-    method = method_cls(loaded.model, method_cls.parse_options(options), OptimConfig(lr=1e-3, max_steps=2), loaded.head_prefixes)
+    method = method_cls(
+        loaded.model, method_cls.parse_options(options), OptimConfig(lr=1e-3, max_steps=2), loaded.head_prefixes
+    )
     method.calibrate([batch_of(task, rows[i : i + 4], loaded.tokenizer) for i in range(0, 8, 4)], None, {})
     low, high = method.knob_bounds()
     method.apply(min(high, max(low, high // 16)))
@@ -253,13 +359,20 @@ def encoded(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     """The encoder's last hidden states in eval mode (O(1) values; the untrained head's logits are ~1e-2)."""
     model.eval()
     with torch.no_grad():
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states[-1]
+        return model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
+        ).hidden_states[-1]
 
 
 def test_svfit_weight_decay_returns_to_the_base_model_not_to_zero(minilm_classifier, sst2_rows) -> None:
     batch = batch_of(ENCODER_TASK, sst2_rows[:4], minilm_classifier.tokenizer, max_length=32)
     base = encoded(minilm_classifier.model, batch).clone()
-    method = SVFit(minilm_classifier.model, SvfitOptions(), OptimConfig(lr=0.25, weight_decay=0.8, warmup_ratio=0.0, max_steps=150), minilm_classifier.head_prefixes)
+    method = SVFit(
+        minilm_classifier.model,
+        SvfitOptions(),
+        OptimConfig(lr=0.25, weight_decay=0.8, warmup_ratio=0.0, max_steps=150),
+        minilm_classifier.head_prefixes,
+    )
     method.calibrate([], None, {})
     method.apply(method.knob_bounds()[0])
     for p in method.model.parameters():  # the head would decay too; only the singular values are under test

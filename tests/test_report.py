@@ -35,11 +35,18 @@ def expected_cells(store: Path) -> dict[tuple[str, str], tuple[float, float, int
     for record in read_records(store):
         if record["status"] == "ok":
             budget = record["config"]["budget"] or "all"
-            scores.setdefault((record["config"]["method"], budget), []).append(100 * record["metrics"]["test"]["accuracy"])
-    return {cell: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for cell, v in scores.items()}
+            scores.setdefault((record["config"]["method"], budget), []).append(
+                100 * record["metrics"]["test"]["accuracy"]
+            )
+    return {
+        cell: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for cell, v in scores.items()
+    }
 
 
-T_975 = {1: 12.706204736174707, 2: 4.302652729749464}  # Student-t 97.5 % quantiles for 1 and 2 degrees of freedom (printed tables)
+T_975 = {
+    1: 12.706204736174707,
+    2: 4.302652729749464,
+}  # Student-t 97.5 % quantiles for 1 and 2 degrees of freedom (printed tables)
 
 
 def table_row(markdown: str, *first: str) -> list[str]:
@@ -56,7 +63,11 @@ def test_table_numbers_and_intervals_equal_the_aggregates_of_the_stored_records(
     assert len(expected) == 2
     for _, row in report.cells.iterrows():
         mean, std, n = expected[(row["method"], row["budget"])]
-        assert row["score_mean"] == pytest.approx(mean, abs=1e-9) and row["score_std"] == pytest.approx(std, abs=1e-9) and row["score_n"] == n
+        assert (
+            row["score_mean"] == pytest.approx(mean, abs=1e-9)
+            and row["score_std"] == pytest.approx(std, abs=1e-9)
+            and row["score_n"] == n
+        )
     markdown = (report.folder / "results.md").read_text()
     for (method, budget), (mean, std, n) in expected.items():
         cells = table_row(markdown, {"full": "Full FT", "lora": "LoRA"}[method], "100%" if method == "full" else budget)
@@ -77,7 +88,11 @@ def test_best_is_bold_and_ties_come_from_a_paired_test(report) -> None:
         return stats.seed_averaged(stats.read_example_scores(store / f"{key}.predictions.jsonl") for key in keys)
 
     p = stats.paired_permutation_p(per_example(best["keys"]), per_example(other["keys"]))
-    csv_row = next(line for line in (report.folder / "cells.csv").read_text().splitlines()[1:] if f",{other['method']},{other['budget']}," in line)
+    csv_row = next(
+        line
+        for line in (report.folder / "cells.csv").read_text().splitlines()[1:]
+        if f",{other['method']},{other['budget']}," in line
+    )
     assert (p >= stats.ALPHA) == csv_row.endswith(",True")
     assert ("†" in markdown) == (p >= stats.ALPHA)
 
@@ -89,14 +104,19 @@ def test_paired_permutation_test_equals_exact_enumeration_and_separates_differen
     observed = abs(sum(differences))
     flips = list(itertools.product((1, -1), repeat=len(differences)))
     extreme = sum(abs(sum(sign * d for sign, d in zip(signs, differences))) >= observed - 1e-12 for signs in flips)
-    assert stats.paired_permutation_p(dict(enumerate(a)), dict(enumerate(b))) == pytest.approx(extreme / len(flips), abs=1e-12)
+    assert stats.paired_permutation_p(dict(enumerate(a)), dict(enumerate(b))) == pytest.approx(
+        extreme / len(flips), abs=1e-12
+    )
     rng = np.random.default_rng(0)
     strong = {i: float(rng.random() < 0.9) for i in range(300)}
     weak = {i: float(rng.random() < 0.5) for i in range(300)}
     assert stats.paired_permutation_p(strong, weak) < 0.001
     assert stats.paired_permutation_p(strong, dict(strong)) == 1.0
     assert stats.example_score({"label": 3.0, "prediction": 2.5}) == -0.5  # STS-B: a real-valued prediction
-    assert stats.example_score({"label": 1, "prediction": 1}) == 1.0 and stats.example_score({"correct": False, "answer": "A"}) == 0.0
+    assert (
+        stats.example_score({"label": 1, "prediction": 1}) == 1.0
+        and stats.example_score({"correct": False, "answer": "A"}) == 0.0
+    )
 
 
 def test_plateau_fit_recovers_a_known_curve_and_refuses_too_few_points() -> None:
@@ -116,8 +136,14 @@ def test_plateau_onset_is_never_past_the_largest_budget() -> None:
     # still rising at the largest budget (22.7M-parameter model, budgets up to 1 %): the onset is "not reached"
     params = [2.3e4, 6.8e4, 1.1e5, 2.3e5]
     rng = np.random.default_rng(2)
-    rising = plateau.fit_plateau({p: [50 + 8 * math.log10(p / 2.3e4) + rng.normal(0, 0.5) for _ in range(3)] for p in params})
-    assert rising.status == "ok" and rising.onset_params is None and (rising.onset_ci is None or rising.onset_ci[1] is None)
+    rising = plateau.fit_plateau(
+        {p: [50 + 8 * math.log10(p / 2.3e4) + rng.normal(0, 0.5) for _ in range(3)] for p in params}
+    )
+    assert (
+        rising.status == "ok"
+        and rising.onset_params is None
+        and (rising.onset_ci is None or rising.onset_ci[1] is None)
+    )
     assert "onset not reached within the sweep" in rising.notes
     flat = plateau.fit_plateau({p: [70 + rng.normal(0, 0.2) for _ in range(2)] for p in params})
     assert flat.onset_params == pytest.approx(params[0])  # already on the plateau: clipped to the smallest budget
@@ -135,24 +161,37 @@ def test_report_files_figures_latex_tables_and_honest_anchor_note(report) -> Non
     latex = (folder / "tables.tex").read_text()
     for table in ("results-minilm-l6", "cost-minilm-l6"):
         block = next(block for block in latex.split(r"\end{table}") if f"tab:{table}" in block)
-        assert block.strip().startswith(r"\begin{table}") and r"\caption{" in block and rf"\label{{tab:{table}}}" in block and r"\toprule" in block and r"\bottomrule" in block
+        assert (
+            block.strip().startswith(r"\begin{table}")
+            and r"\caption{" in block
+            and rf"\label{{tab:{table}}}" in block
+            and r"\toprule" in block
+            and r"\bottomrule" in block
+        )
     assert r"\bfseries" in latex and r"Trainable \%" in latex and "100\\%" in latex
     summary = json.loads((folder / "summary.json").read_text())
     assert {(c["method"], c["budget"]) for c in summary["cells"]} == {("full", "all"), ("lora", "0.5%")}
     assert report.wandb_mode == "offline"
     assert any(
-        re.search("report", path.read_text(errors="ignore")) for path in (folder.parent / "wandb").glob("offline-run-*/files/wandb-metadata.json")
+        re.search("report", path.read_text(errors="ignore"))
+        for path in (folder.parent / "wandb").glob("offline-run-*/files/wandb-metadata.json")
     ) or list((folder.parent / "wandb").glob("offline-run-*"))
 
 
 def test_cost_table_and_pareto_use_only_memory_measured_in_isolation(report) -> None:
     records = [record for record in read_records(report.folder.parent) if record["status"] == "ok"]
     isolated = {(r["config"]["method"], r["config"]["seed"]): r["cost"]["memory_isolated"] for r in records}
-    assert sum(isolated.values()) >= 1  # each sweep process's first run; the restarted sweep runs more in the same process
+    assert (
+        sum(isolated.values()) >= 1
+    )  # each sweep process's first run; the restarted sweep runs more in the same process
     assert not all(isolated.values())
     cost = next(table for table in report.tables if table.name == "cost-minilm-l6").markdown()
     for method, label in (("full", "Full FT"), ("lora", "LoRA")):
-        memories = [r["cost"]["peak_memory_bytes"] / 2**20 for r in records if r["config"]["method"] == method and r["cost"]["memory_isolated"]]
+        memories = [
+            r["cost"]["peak_memory_bytes"] / 2**20
+            for r in records
+            if r["config"]["method"] == method and r["cost"]["memory_isolated"]
+        ]
         shown = table_row(cost, "sst2", label)[-1]
         assert shown == "not isolated" if not memories else shown.startswith(f"{statistics.mean(memories):,.0f}"), shown
     pareto = report.folder / "figures" / "pareto_minilm-l6_glue-sst2.png"
@@ -190,16 +229,24 @@ def test_failed_and_missing_runs_are_listed_and_never_ranked(report, tmp_path: P
     section = markdown[markdown.index("## Failed and missing runs") :]
     assert table_row(section, "minilm-l6", "glue/sst2", "LoRA", "0.5%", "7", "missing")
     for seed in ("0", "1"):
-        assert table_row(section, "minilm-l6", "glue/sst2", "Full FT", "all", seed, "metric failed")[-1] == "accuracy is nan"
+        assert (
+            table_row(section, "minilm-l6", "glue/sst2", "Full FT", "all", seed, "metric failed")[-1]
+            == "accuracy is nan"
+        )
     results = derived.tables[0].markdown()
     assert table_row(results, "Full FT", "100%")[3] == "failed"
-    assert table_row(results, "LoRA", "0.5%")[3].startswith("**") and "†" not in results  # the only ranked cell is the best
+    assert (
+        table_row(results, "LoRA", "0.5%")[3].startswith("**") and "†" not in results
+    )  # the only ranked cell is the best
     summary = json.loads((derived.folder / "summary.json").read_text())
     assert [c["method"] for c in summary["cells"]] == ["lora"]
     assert "full" not in {row["method"] for row in json.loads((derived.folder / "plateau.json").read_text())}
     assert not (derived.folder / "figures" / "pareto_minilm-l6_glue-sst2.png").exists()
     assert "No Pareto plot for minilm-l6 · glue/sst2: no cell's peak memory was measured in isolation" in markdown
-    assert table_row(next(t for t in derived.tables if t.name == "cost-minilm-l6").markdown(), "sst2", "LoRA")[-1] == "not isolated"
+    assert (
+        table_row(next(t for t in derived.tables if t.name == "cost-minilm-l6").markdown(), "sst2", "LoRA")[-1]
+        == "not isolated"
+    )
 
 
 def test_every_metric_of_a_task_is_a_column(report, tmp_path: Path) -> None:
@@ -232,7 +279,11 @@ def test_methods_have_one_display_name_and_colour_in_every_figure(report, monkey
         drawn[stem.name] = {
             "labels": [text.get_text() for text in legend.get_texts()],
             "colors": {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in axes.get_lines()}
-            | {collection.get_label(): matplotlib.colors.to_hex(collection.get_facecolor()[0]) for collection in axes.collections if collection.get_label()[:1] != "_"},
+            | {
+                collection.get_label(): matplotlib.colors.to_hex(collection.get_facecolor()[0])
+                for collection in axes.collections
+                if collection.get_label()[:1] != "_"
+            },
         }
         return []
 
@@ -240,8 +291,16 @@ def test_methods_have_one_display_name_and_colour_in_every_figure(report, monkey
     cells = report.cells.assign(memory_isolated_mb_mean=[500.0 + i for i in range(len(report.cells))])
     plots.pareto_figure(cells, "t", "accuracy", Path("pareto"))
     plots.plateau_figure(report.runs, {}, "t", "accuracy", Path("plateau"))
-    assert "LoRA" in drawn["pareto"]["labels"] and "LoRA" in drawn["plateau"]["labels"] and "lora" not in drawn["plateau"]["labels"]
-    assert drawn["pareto"]["colors"]["LoRA"] == drawn["plateau"]["colors"]["LoRA"] == matplotlib.colors.to_hex(plots.color("lora"))
+    assert (
+        "LoRA" in drawn["pareto"]["labels"]
+        and "LoRA" in drawn["plateau"]["labels"]
+        and "lora" not in drawn["plateau"]["labels"]
+    )
+    assert (
+        drawn["pareto"]["colors"]["LoRA"]
+        == drawn["plateau"]["colors"]["LoRA"]
+        == matplotlib.colors.to_hex(plots.color("lora"))
+    )
     assert "bands: min–max over 2 seeds" in drawn["plateau"]["labels"]
 
 
@@ -250,21 +309,54 @@ def test_decoder_tables_show_both_protocols_and_format_failures_per_test_set(rep
         for record in records:
             better = 0.1 if record["config"]["method"] == "lora" else 0.0
             parts = {
-                part: {"accuracy": 0.5 + better + offset, "format_failure_rate": 0.2 - better, "loglik_accuracy": 0.6 + offset}
+                part: {
+                    "accuracy": 0.5 + better + offset,
+                    "format_failure_rate": 0.2 - better,
+                    "loglik_accuracy": 0.6 + offset,
+                }
                 for part, offset in (("boolq", 0.0), ("piqa", 0.1))
             }
-            average = {name: statistics.mean(values[name] for values in parts.values()) for name in ("accuracy", "loglik_accuracy", "format_failure_rate")}
-            test = {"average": average["accuracy"], "average_loglik": average["loglik_accuracy"], "average_format_failure_rate": average["format_failure_rate"]}
-            record["metrics"]["test"] = test | {f"{part}/{name}": value for part, values in parts.items() for name, value in values.items()}
+            average = {
+                name: statistics.mean(values[name] for values in parts.values())
+                for name in ("accuracy", "loglik_accuracy", "format_failure_rate")
+            }
+            test = {
+                "average": average["accuracy"],
+                "average_loglik": average["loglik_accuracy"],
+                "average_format_failure_rate": average["format_failure_rate"],
+            }
+            record["metrics"]["test"] = test | {
+                f"{part}/{name}": value for part, values in parts.items() for name, value in values.items()
+            }
             record["metrics"]["validation"] = dict(record["metrics"]["test"])
-            record["task"] |= {"name": "commonsense/all", "primary_metric": "average", "protocols": {"generation": "...", "loglikelihood": "..."}}
+            record["task"] |= {
+                "name": "commonsense/all",
+                "primary_metric": "average",
+                "protocols": {"generation": "...", "loglikelihood": "..."},
+            }
             record["config"]["task"] = "commonsense/all"
 
     derived = write_report(derived_store(report.folder.parent, tmp_path / "store", edit), log_to_wandb=False)
     main, per_set = derived.tables[0].markdown(), derived.tables[1].markdown()
-    assert table_row(main, "Method", "Budget", "Trainable %")[3:] == ["all Gen acc avg", "all LL acc avg", "all Format fail % avg"]
-    assert table_row(main, "LoRA", "0.5%")[3:] == ["**65.0 ± 0.0 [65.0, 65.0]**", "**65.0 ± 0.0 [65.0, 65.0]**", "10.0 ± 0.0 [10.0, 10.0]"]
+    assert table_row(main, "Method", "Budget", "Trainable %")[3:] == [
+        "all Gen acc avg",
+        "all LL acc avg",
+        "all Format fail % avg",
+    ]
+    assert table_row(main, "LoRA", "0.5%")[3:] == [
+        "**65.0 ± 0.0 [65.0, 65.0]**",
+        "**65.0 ± 0.0 [65.0, 65.0]**",
+        "10.0 ± 0.0 [10.0, 10.0]",
+    ]
     assert table_row(main, "Full FT", "100%")[4] == "**65.0 ± 0.0 [65.0, 65.0]**"  # both at the best LL accuracy
-    assert table_row(per_set, "Method", "Budget") == ["Method", "Budget", *(f"{p} {m}" for p in ("boolq", "piqa") for m in ("Gen acc", "Format fail %", "LL acc"))]
-    assert table_row(per_set, "LoRA", "0.5%")[2:5] == ["**60.0 ± 0.0 [60.0, 60.0]**", "10.0 ± 0.0 [10.0, 10.0]", "**60.0 ± 0.0 [60.0, 60.0]**"]
+    assert table_row(per_set, "Method", "Budget") == [
+        "Method",
+        "Budget",
+        *(f"{p} {m}" for p in ("boolq", "piqa") for m in ("Gen acc", "Format fail %", "LL acc")),
+    ]
+    assert table_row(per_set, "LoRA", "0.5%")[2:5] == [
+        "**60.0 ± 0.0 [60.0, 60.0]**",
+        "10.0 ± 0.0 [10.0, 10.0]",
+        "**60.0 ± 0.0 [60.0, 60.0]**",
+    ]
     assert "**" not in "".join(table_row(per_set, "Full FT", "100%")[3::3])  # format-failure rates are never bold

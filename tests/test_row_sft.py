@@ -19,7 +19,9 @@ GRAD_ATOL = 1e-6  # fp32: delta gradients vs the same rows of the dense weight (
 MERGE_ATOL = 1e-6  # fp32 logits, merged vs unmerged (the merged weight holds the very same values)
 
 
-def calibrated(loaded, rows: list[dict], options: RowSftOptions | None = None, cache_dir=None, lr: float = RowSFT.default_lr) -> RowSFT:
+def calibrated(
+    loaded, rows: list[dict], options: RowSftOptions | None = None, cache_dir=None, lr: float = RowSFT.default_lr
+) -> RowSFT:
     method = RowSFT(loaded.model, options, OptimConfig(lr=lr), head_prefixes=loaded.head_prefixes)
     method.calibrate(calibration_batches(loaded, rows), cache_dir, {"model": loaded.fingerprint})
     return method
@@ -53,7 +55,9 @@ def test_row_gradients_equal_the_dense_gradient_rows(minilm_classifier, sst2_row
 
 def test_smollm2_every_linear_role_and_gradients(smollm2) -> None:
     tokenizer = smollm2.tokenizer
-    batch = tokenizer(["The movie was a delight from start to finish.", "A dull, lifeless script."], return_tensors="pt", padding=True)
+    batch = tokenizer(
+        ["The movie was a delight from start to finish.", "A dull, lifeless script."], return_tensors="pt", padding=True
+    )
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     config = smollm2.model.config
     dense = copy.deepcopy(smollm2.model)
@@ -61,7 +65,10 @@ def test_smollm2_every_linear_role_and_gradients(smollm2) -> None:
     method.calibrate([], None, {})
     d, ff = config.hidden_size, config.intermediate_size
     assert method.describe()["targets"] == ["down", "gate", "k", "o", "q", "up", "v"]
-    assert method.knob_bounds() == (1, config.num_key_value_heads * d // config.num_attention_heads)  # k/v have the fewest rows
+    assert method.knob_bounds() == (
+        1,
+        config.num_key_value_heads * d // config.num_attention_heads,
+    )  # k/v have the fewest rows
     assert method.count_for_knob(4) == 4 * config.num_hidden_layers * (6 * d + ff)  # no biases: r·d_in per layer
     method.apply(4)
     assert_row_gradients_match(method, dense, batch)
@@ -78,10 +85,14 @@ def test_two_dimensional_inputs_and_identity_at_init(minilm_classifier, sst2_row
     method = calibrated(minilm_classifier, sst2_rows, RowSftOptions(importance="l2"))
     method.apply(8)
     assert torch.equal(logits(method.model, batch), base)
-    kaiming = RowSFT(pristine, RowSftOptions(importance="l2", init="kaiming"), head_prefixes=minilm_classifier.head_prefixes)
+    kaiming = RowSFT(
+        pristine, RowSftOptions(importance="l2", init="kaiming"), head_prefixes=minilm_classifier.head_prefixes
+    )
     kaiming.calibrate([], None, {})
     kaiming.apply(8)
-    assert not torch.allclose(logits(kaiming.model, batch), base, atol=1e-4), "the reference init changes the model at step 0"
+    assert not torch.allclose(logits(kaiming.model, batch), base, atol=1e-4), (
+        "the reference init changes the model at step 0"
+    )
     assert kaiming.describe()["init"].startswith("kaiming")
 
 
@@ -93,7 +104,9 @@ def test_training_moves_only_the_selected_rows_and_the_merge_matches(minilm_clas
     method.apply(8)
     train_steps(method, batch)
     unmerged = logits(method.model, batch)
-    assert not torch.allclose(unmerged, base_logits, atol=1e-4), "training changed nothing; the checks below would be vacuous"
+    assert not torch.allclose(unmerged, base_logits, atol=1e-4), (
+        "training changed nothing; the checks below would be vacuous"
+    )
     merged = method.merged_model()
     assert not any(isinstance(m, RowDeltaLinear) for m in merged.modules())
     for name, module in method.model.named_modules():
@@ -101,7 +114,9 @@ def test_training_moves_only_the_selected_rows_and_the_merge_matches(minilm_clas
             after, before = merged.get_submodule(name), base_model.get_submodule(name)
             frozen = torch.ones(after.out_features, dtype=torch.bool)
             frozen[module.rows] = False
-            assert torch.equal(after.weight[frozen], before.weight[frozen]) and torch.equal(after.bias[frozen], before.bias[frozen])
+            assert torch.equal(after.weight[frozen], before.weight[frozen]) and torch.equal(
+                after.bias[frozen], before.bias[frozen]
+            )
             assert not torch.equal(after.weight[~frozen], before.weight[~frozen])
     torch.testing.assert_close(logits(merged, batch), unmerged, atol=MERGE_ATOL, rtol=0)
     assert torch.equal(logits(method.model, batch), unmerged), "merging must leave the training model as it was"
@@ -109,11 +124,18 @@ def test_training_moves_only_the_selected_rows_and_the_merge_matches(minilm_clas
 
 def test_counts_bounds_and_budget_solving(minilm_classifier, sst2_rows) -> None:
     method = RowSFT(minilm_classifier.model, head_prefixes=minilm_classifier.head_prefixes)
-    per_row = 6 * (5 * 384 + 1536 + 5)  # 6 layers: q, k, v, o, up take 384 inputs, down 1536; a bias on all but k (zero gradient)
+    per_row = 6 * (
+        5 * 384 + 1536 + 5
+    )  # 6 layers: q, k, v, o, up take 384 inputs, down 1536; a bias on all but k (zero gradient)
     assert method.knob_bounds() == (1, 384)
     assert [method.count_for_knob(r) for r in (1, 8, 384)] == [per_row, 8 * per_row, 384 * per_row]
-    assert RowSFT(minilm_classifier.model, RowSftOptions(train_bias=False)).count_for_knob(8) == 8 * 6 * (5 * 384 + 1536)
-    assert method.solve_budget(8 * per_row + per_row // 2 - 1) == 8 and method.solve_budget(8 * per_row + per_row // 2 + 1) == 9
+    assert RowSFT(minilm_classifier.model, RowSftOptions(train_bias=False)).count_for_knob(8) == 8 * 6 * (
+        5 * 384 + 1536
+    )
+    assert (
+        method.solve_budget(8 * per_row + per_row // 2 - 1) == 8
+        and method.solve_budget(8 * per_row + per_row // 2 + 1) == 9
+    )
     with pytest.raises(BenchError, match=re.escape("rows 1..384")):
         method.solve_budget(384 * per_row + 1)
     with pytest.raises(BenchError, match="l2, taylor, zo-taylor"):
@@ -124,7 +146,9 @@ def test_counts_bounds_and_budget_solving(minilm_classifier, sst2_rows) -> None:
     for r in (1, 8, high):
         chosen = ranked.select(r)
         assert sum(len(rows) for rows in chosen.values()) == 6 * 6 * r
-        assert ranked.count_for_knob(r) == sum(len(rows) * (ranked.layers[name].in_features + (".key" not in name)) for name, rows in chosen.items())
+        assert ranked.count_for_knob(r) == sum(
+            len(rows) * (ranked.layers[name].in_features + (".key" not in name)) for name, rows in chosen.items()
+        )
     ranked.apply(8)
     assert ranked.trainable_count() == ranked.count_for_knob(8)
 
@@ -134,11 +158,20 @@ def test_only_the_deltas_and_the_head_reach_the_optimizer(minilm_classifier, sst
     method.apply(4)
     optimizer = method.configure_optimizers()["optimizer"]
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    deltas = {id(p) for m in method.model.modules() if isinstance(m, RowDeltaLinear) for p in (m.delta, m.delta_bias) if p is not None}
+    deltas = {
+        id(p)
+        for m in method.model.modules()
+        if isinstance(m, RowDeltaLinear)
+        for p in (m.delta, m.delta_bias)
+        if p is not None
+    }
     head = {id(p) for n, p in method.model.named_parameters() if n.startswith(minilm_classifier.head_prefixes)}
     assert in_optimizer == deltas | head
     assert sum(p.numel() for p in method.trainable_parameters()) == method.count_for_knob(4) + method.head_count()
-    assert all(key.endswith((".delta", ".delta_bias", ".rows")) or key.startswith("classifier.") for key in method.export_state())
+    assert all(
+        key.endswith((".delta", ".delta_bias", ".rows")) or key.startswith("classifier.")
+        for key in method.export_state()
+    )
 
 
 def test_zo_taylor_is_seeded_and_cached_across_budgets(minilm_classifier, sst2_rows, tmp_path) -> None:
@@ -147,18 +180,24 @@ def test_zo_taylor_is_seeded_and_cached_across_budgets(minilm_classifier, sst2_r
     assert first.calibration_info["loaded_from_cache"] is False and first.options.importance == "zo-taylor"
     second = RowSFT(pristine, head_prefixes=minilm_classifier.head_prefixes)
     second.compute_calibration = lambda batches: pytest.fail("the second calibration should come from the cache")
-    second.calibrate(calibration_batches(minilm_classifier, sst2_rows), tmp_path, {"model": minilm_classifier.fingerprint})
+    second.calibrate(
+        calibration_batches(minilm_classifier, sst2_rows), tmp_path, {"model": minilm_classifier.fingerprint}
+    )
     assert second.calibration_info["loaded_from_cache"] is True
     small, large = first.select(4), second.select(32)
     assert all(torch.equal(second.select(4)[name], rows) for name, rows in small.items())
-    assert all(set(rows.tolist()) <= set(large[name].tolist()) for name, rows in small.items()), "top-4 rows must be inside top-32"
+    assert all(set(rows.tolist()) <= set(large[name].tolist()) for name, rows in small.items()), (
+        "top-4 rows must be inside top-32"
+    )
     batches = calibration_batches(minilm_classifier, sst2_rows)
     again = RowSFT(pristine).compute_calibration(batches)
     other_seed = RowSFT(pristine, RowSftOptions(zo_seed=1)).compute_calibration(batches)
     assert all(torch.equal(again[name], first.scores[name]) for name in first.scores), "same seed, same scores"
     assert any(not torch.equal(other_seed[name], first.scores[name]) for name in first.scores)
     l2 = RowSFT(pristine, RowSftOptions(importance="l2")).compute_calibration([])
-    assert all(torch.allclose(score.mean(), torch.tensor(1.0)) for score in l2.values()), "scores are normalised by their layer mean"
+    assert all(torch.allclose(score.mean(), torch.tensor(1.0)) for score in l2.values()), (
+        "scores are normalised by their layer mean"
+    )
     assert RowSFT(pristine, RowSftOptions(ranking="global")).calibration_settings() == first.calibration_settings()
 
 
@@ -167,4 +206,7 @@ def test_bench_run_records_the_analytic_count(tmp_path, monkeypatch) -> None:
     record = recorded_run("row-sft", tmp_path / "out")
     rows = record["method"]["knob"]["value"]
     assert record["params"]["achieved"] == rows * 6 * (5 * 384 + 1536 + 5)  # a bias delta on every role but k
-    assert record["method"]["choices"]["importance"] == "zo-taylor" and record["method"]["calibration"]["loaded_from_cache"] is False
+    assert (
+        record["method"]["choices"]["importance"] == "zo-taylor"
+        and record["method"]["calibration"]["loaded_from_cache"] is False
+    )

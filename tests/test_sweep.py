@@ -26,7 +26,15 @@ from bench.store import Store
 from bench.sweep import run_sweep, summary_text
 from core.errors import BenchError
 
-TRAINING = {"max_steps": 2, "batch_size": 8, "max_length": 32, "train_examples": 16, "validation_examples": 16, "test_examples": 32, "calibration_batches": 1}
+TRAINING = {
+    "max_steps": 2,
+    "batch_size": 8,
+    "max_length": 32,
+    "train_examples": 16,
+    "validation_examples": 16,
+    "test_examples": 32,
+    "calibration_batches": 1,
+}
 TINY = {
     "name": "tiny",
     "model": "minilm-l6",
@@ -63,7 +71,11 @@ def sweep_process(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def ok_records(folder: Path) -> dict[str, Path]:
-    return {record["run_key"]: folder / f"{record['run_key']}.json" for record in read_records(folder) if record["status"] == "ok"}
+    return {
+        record["run_key"]: folder / f"{record['run_key']}.json"
+        for record in read_records(folder)
+        if record["status"] == "ok"
+    }
 
 
 def tiny_store(base: Path) -> dict:
@@ -98,7 +110,9 @@ def test_kill_and_restart_loses_nothing_and_recomputes_only_unfinished_runs(buil
     finished = ok_records(store.root)
     assert len(finished) == 4  # full × 2 seeds + lora 0.5% × 2 seeds
     for key, (mtime, content) in before.items():
-        assert finished[key].stat().st_mtime_ns == mtime and finished[key].read_bytes() == content, "a finished record was rewritten"
+        assert finished[key].stat().st_mtime_ns == mtime and finished[key].read_bytes() == content, (
+            "a finished record was rewritten"
+        )
     started = Counter(event["key"] for event in store.events() if event["event"] == "started")
     assert all(started[key] == 1 for key in before), "a finished run was started again"
     assert f"{4 - len(before)} run, {len(before)} already stored, 0 failed" in built["restart_output"]
@@ -118,8 +132,13 @@ def test_rerun_of_a_completed_sweep_computes_nothing(built: dict) -> None:
 
 def test_runs_are_logged_to_wandb_offline_with_tags(built: dict) -> None:
     runs = sorted((built["store"] / "wandb").glob("offline-run-*"))
-    assert len(runs) >= 4 - len(built["before_kill"])  # a W&B run is logged from a finished record; the killed sweep may not have logged its last
-    metadata = [json.loads(path.read_text()) for path in (built["store"] / "wandb").glob("offline-run-*/files/wandb-metadata.json")]
+    assert len(runs) >= 4 - len(
+        built["before_kill"]
+    )  # a W&B run is logged from a finished record; the killed sweep may not have logged its last
+    metadata = [
+        json.loads(path.read_text())
+        for path in (built["store"] / "wandb").glob("offline-run-*/files/wandb-metadata.json")
+    ]
     assert metadata or runs  # metadata files are written by wandb-core; the run folders are the contract
     manifest = json.loads((built["store"] / "sweep.json").read_text())
     assert {cell["role"] for cell in manifest["cells"]} == {"final"} and len(manifest["cells"]) == 4
@@ -131,7 +150,13 @@ def test_two_workers_on_one_store_never_run_a_cell_twice(tmp_path: Path) -> None
     The local sweep is paused (SIGSTOP) while it holds its first cell, so the array must run the other cells and
     meet a cell that is locked: both workers run cells whatever the machine's speed.
     """
-    spec = {**TINY, "seeds": [0], "budgets": ["0.1%", "0.2%", "0.5%"], "methods": {"lora": {}}, "slurm": {"cluster": "local", "timeout_min": 20}}
+    spec = {
+        **TINY,
+        "seeds": [0],
+        "budgets": ["0.1%", "0.2%", "0.5%"],
+        "methods": {"lora": {}},
+        "slurm": {"cluster": "local", "timeout_min": 20},
+    }
     path = write_spec(tmp_path, spec)
     store = tmp_path / "store"
     local = sweep_process(path, store)
@@ -170,18 +195,28 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     scores = {point["lr"]: records[point["run_key"]]["metrics"]["validation"]["accuracy"] for point in entry["grid"]}
     assert entry["chosen_lr"] == max(scores, key=lambda lr: (scores[lr], -list(scores).index(lr)))
     assert {r["config"]["lr"] for r in records.values() if r["config"]["seed"] == 1} == {entry["chosen_lr"]}
-    final = [cell for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"] if cell["role"] in ("final", "tuning+final")]
+    final = [
+        cell
+        for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"]
+        if cell["role"] in ("final", "tuning+final")
+    ]
     assert sorted(cell["config"]["seed"] for cell in final) == [0, 1]
     for record in records.values():  # every phase timed, the phases and the training steps add up to the wall time
         timings, cost = record["timings"], record["cost"]
         assert list(timings) == ["load", "calibrate", "fit", "evaluate", "density", "record"]
-        assert 0 < cost["train_seconds"] <= timings["fit"] and sum(timings.values()) <= record["wall_time_s"] + 0.01  # laps are rounded to ms
+        assert (
+            0 < cost["train_seconds"] <= timings["fit"] and sum(timings.values()) <= record["wall_time_s"] + 0.01
+        )  # laps are rounded to ms
     overhead = statistics.median(r["wall_time_s"] - r["cost"]["train_seconds"] for r in records.values())
-    assert "per run (median of 3): " in summary_text(result) and f"overhead {overhead:.1f}s (load " in summary_text(result)
+    assert "per run (median of 3): " in summary_text(result) and f"overhead {overhead:.1f}s (load " in summary_text(
+        result
+    )
 
 
 def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) -> None:
-    spec = parse_spec({**TINY, "seeds": [0], "training": {**TRAINING, "max_steps": 8}, "methods": {"full": {"lr": 1e8}}})  # diverges
+    spec = parse_spec(
+        {**TINY, "seeds": [0], "training": {**TRAINING, "max_steps": 8}, "methods": {"full": {"lr": 1e8}}}
+    )  # diverges
     first = run_sweep(spec, tmp_path, progress=False)
     assert not first.ok and first.counts() == Counter(failed=1)
     (record,) = read_records(tmp_path)
@@ -219,7 +254,12 @@ def test_bad_specs_fail_before_anything_runs(change: dict, message: str) -> None
 def test_cli_reports_a_bad_spec_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
     path = write_spec(tmp_path, {**TINY, "methods": ["lora", "nope"]})
     out = tmp_path / "never"
-    result = subprocess.run(bench_command("sweep", str(path), "--out", str(out)), capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    result = subprocess.run(
+        bench_command("sweep", str(path), "--out", str(out)),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "unknown method 'nope'" in result.stderr and "Fix:" in result.stderr
     assert not out.exists()

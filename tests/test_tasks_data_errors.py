@@ -31,7 +31,25 @@ def break_json_list(path: Path, row: int, change: dict | None = None, replace_wi
 
 def cli_fails(tmp_path: Path, capsys, task: str, root: Path, model: str) -> str:
     out = tmp_path / "out"
-    status = main(["run", "--method", "lora", "--budget", "0.5%", "--task", task, "--model", model, "--max-steps", "1", "--data-dir", str(root), "--out", str(out)])
+    status = main(
+        [
+            "run",
+            "--method",
+            "lora",
+            "--budget",
+            "0.5%",
+            "--task",
+            task,
+            "--model",
+            model,
+            "--max-steps",
+            "1",
+            "--data-dir",
+            str(root),
+            "--out",
+            str(out),
+        ]
+    )
     error = capsys.readouterr().err
     assert status != 0
     assert len(error.strip().splitlines()) == 1 and error.startswith("bench: error: ")
@@ -111,7 +129,10 @@ def test_row_that_is_not_an_object(tmp_path):
         get_task("commonsense/winogrande").load("test", DataSource(root))
 
 
-@pytest.mark.parametrize(("task_name", "relative", "empty"), [("commonsense/obqa", "commonsense/openbookqa/test.json", "[]"), ("glue/mrpc", "glue/MRPC/validation.jsonl", "")])
+@pytest.mark.parametrize(
+    ("task_name", "relative", "empty"),
+    [("commonsense/obqa", "commonsense/openbookqa/test.json", "[]"), ("glue/mrpc", "glue/MRPC/validation.jsonl", "")],
+)
 def test_empty_split_names_file(tmp_path, task_name, relative, empty):
     root = data_dir_with(tmp_path, relative.rsplit("/", 1)[0])
     (root / relative).write_text(empty)

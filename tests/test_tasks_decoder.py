@@ -75,17 +75,26 @@ def test_training_text_is_prompt_plus_answer_with_prompt_masked(smollm2_model):
     assert unmasked["labels"] == unmasked["input_ids"]
     described = get_task("commonsense/all").describe(DataSource())
     assert described["template_sha256"] == TEMPLATE_HASH and described["prompt_masked"] is True
-    assert described["train_mix"]["name"] == "offline-commonsense-boolq-arc-obqa" and described["train_mix"]["paper_set"] is False
+    assert (
+        described["train_mix"]["name"] == "offline-commonsense-boolq-arc-obqa"
+        and described["train_mix"]["paper_set"] is False
+    )
 
 
 def test_batched_generation_equals_one_at_a_time(smollm2_model):
     source = DataSource()
-    rows = get_task("commonsense/all").load("test", source, limit=1)[:4] + [get_task(f"arithmetic/{name}").load("test", source, limit=1)[0] for name in ("svamp", "aqua")]
+    rows = get_task("commonsense/all").load("test", source, limit=1)[:4] + [
+        get_task(f"arithmetic/{name}").load("test", source, limit=1)[0] for name in ("svamp", "aqua")
+    ]
     prompts = [build_prompt(row["instruction"], row["input"]) for row in rows]
     tokenizer = smollm2_model.tokenizer
-    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) == len(prompts)  # different lengths, so the batch really is padded
+    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) == len(
+        prompts
+    )  # different lengths, so the batch really is padded
     batched = generate(smollm2_model.model, tokenizer, prompts, max_new_tokens=24, batch_size=2)
-    single = [generate(smollm2_model.model, tokenizer, [prompt], max_new_tokens=24, batch_size=1)[0] for prompt in prompts]
+    single = [
+        generate(smollm2_model.model, tokenizer, [prompt], max_new_tokens=24, batch_size=1)[0] for prompt in prompts
+    ]
     assert batched == single
     assert all(text.strip() for text in batched)
     # rows end at different steps, so prompts joined a batch that was still decoding
@@ -101,7 +110,9 @@ def _loglik_choice(model: LoadedModel, context: str, choices: list[str]) -> int:
         whole = encode_text(context + " " + choice, tokenizer)
         positions = range(len(context_ids), len(whole))
         with torch.no_grad():
-            logprobs = model.model(torch.tensor([whole])).logits[0, positions.start - 1 : positions.stop - 1].log_softmax(-1)
+            logprobs = (
+                model.model(torch.tensor([whole])).logits[0, positions.start - 1 : positions.stop - 1].log_softmax(-1)
+            )
         scores.append(sum(logprobs[offset, whole[position]].item() for offset, position in enumerate(positions)))
     return max(range(len(choices)), key=scores.__getitem__)
 
@@ -109,7 +120,9 @@ def _loglik_choice(model: LoadedModel, context: str, choices: list[str]) -> int:
 def test_lm_eval_scores_commonsense_and_glue_style_offline(smollm2_model, tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     (tmp_path / "tmp").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")  # lm-eval must write nothing where it runs, nor leave its temporary folder behind
+    monkeypatch.chdir(
+        tmp_path / "cwd"
+    )  # lm-eval must write nothing where it runs, nor leave its temporary folder behind
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     tempfile.tempdir = None
     source = DataSource()
@@ -125,7 +138,9 @@ def test_lm_eval_scores_commonsense_and_glue_style_offline(smollm2_model, tmp_pa
         hits = [float(e == item.gold) for e, item in zip(expected, task_items)]
         assert scored[name]["acc"] == pytest.approx(sum(hits) / len(hits))
         # lm-eval's standard error of a mean: sample standard deviation / sqrt(n), none for a single example
-        assert scored[name]["acc_stderr"] == (pytest.approx(statistics.stdev(hits) / math.sqrt(len(hits))) if len(hits) > 1 else None)
+        assert scored[name]["acc_stderr"] == (
+            pytest.approx(statistics.stdev(hits) / math.sqrt(len(hits))) if len(hits) > 1 else None
+        )
     tempfile.tempdir = None
     assert list((tmp_path / "cwd").iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == []
     assert not list(REPO.glob("**/peftbench_*"))

@@ -11,32 +11,55 @@ import pytest
 from bench.run import RunConfig, execute, plan
 from tasks.prompts import TEMPLATE_HASH
 
-MIX_PARTS = {"commonsense/all": ("boolq-train", "ARC-Easy-train", "ARC-Challenge-train", "openbookqa-train"), "arithmetic/all": ("gsm8k-train", "mawps-train")}
-SHORT = {"method": "lora", "budget": "0.2%", "model": "smollm2-135m", "max_steps": 2, "batch_size": 2, "max_length": 96, "train_examples": 4, "validation_examples": 1, "test_examples": 1, "eval_batch_size": 8}
+MIX_PARTS = {
+    "commonsense/all": ("boolq-train", "ARC-Easy-train", "ARC-Challenge-train", "openbookqa-train"),
+    "arithmetic/all": ("gsm8k-train", "mawps-train"),
+}
+SHORT = {
+    "method": "lora",
+    "budget": "0.2%",
+    "model": "smollm2-135m",
+    "max_steps": 2,
+    "batch_size": 2,
+    "max_length": 96,
+    "train_examples": 4,
+    "validation_examples": 1,
+    "test_examples": 1,
+    "eval_batch_size": 8,
+}
 
 
 def run_short(task: str, out, max_new_tokens: int) -> tuple[dict, list[dict]]:
     run = plan(RunConfig(task=task, **SHORT))
     run.task = dataclasses.replace(run.task, max_new_tokens=max_new_tokens)  # few new tokens: CPU generation is slow
     record = execute(run, out, progress=False)
-    predictions = [json.loads(line) for line in (out / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(line) for line in (out / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()
+    ]
     return record, predictions
 
 
-@pytest.mark.parametrize(("task", "benchmarks", "mix"), [("commonsense/all", 8, "offline-commonsense-boolq-arc-obqa"), ("arithmetic/all", 7, "offline-math-gsm8k-mawps")])
+@pytest.mark.parametrize(
+    ("task", "benchmarks", "mix"),
+    [("commonsense/all", 8, "offline-commonsense-boolq-arc-obqa"), ("arithmetic/all", 7, "offline-math-gsm8k-mawps")],
+)
 def test_family_trains_on_the_mix_and_reports_each_benchmark(task, benchmarks, mix, tmp_path):
     record, predictions = run_short(task, tmp_path, max_new_tokens=6)
     assert record["task"]["train_mix"]["name"] == mix and record["task"]["train_mix"]["paper_set"] is False
     assert record["task"]["template_sha256"] == TEMPLATE_HASH and record["task"]["prompt_masked"] is True
     test = record["metrics"]["test"]
-    assert "average" in record["metrics"]["validation"] and "average" in test  # the primary metric, used to pick learning rates
+    assert (
+        "average" in record["metrics"]["validation"] and "average" in test
+    )  # the primary metric, used to pick learning rates
     names = record["task"]["benchmarks"]
     assert len(names) == benchmarks
     accuracies = [test[f"{name}/accuracy"] for name in names]
     assert test["average"] == pytest.approx(sum(accuracies) / len(accuracies))
     assert all(0.0 <= test[f"{name}/format_failure_rate"] <= 1.0 for name in names)
     with_choices = [name for name in names if f"{name}/loglik_accuracy" in test]
-    assert with_choices == (names if task.startswith("commonsense") else ["aqua"])  # open numeric answers have no choice set
+    assert with_choices == (
+        names if task.startswith("commonsense") else ["aqua"]
+    )  # open numeric answers have no choice set
     assert "aqua/accuracy_first_capital" in test or task.startswith("commonsense")
     test_predictions = [p for p in predictions if p["split"] == "test"]
     assert [p["subtask"] for p in test_predictions] == names

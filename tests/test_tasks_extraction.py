@@ -94,7 +94,14 @@ def test_single_task_scores_pool_parts_and_group_scores_average_them():
     ]
     scored = {"a": {"acc_norm": 0.5, "choices": [0, 0]}, "b": {"acc_norm": 1.0, "choices": [0]}}
     pooled = _scores(records, scored)
-    assert pooled == {"accuracy": 2 / 3, "format_failure_rate": 1 / 3, "loglik_accuracy": 2 / 3, "loglik_accuracy_norm": 2 / 3}
-    per_part = {part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]}) for part in ("a", "b")}
+    assert pooled == {
+        "accuracy": 2 / 3,
+        "format_failure_rate": 1 / 3,
+        "loglik_accuracy": 2 / 3,
+        "loglik_accuracy_norm": 2 / 3,
+    }
+    per_part = {
+        part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]}) for part in ("a", "b")
+    }
     group = _group_metrics(per_part)
     assert group["average"] == 0.75 and group["average_loglik"] == 0.75 and group["a/format_failure_rate"] == 0.5

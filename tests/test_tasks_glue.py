@@ -34,7 +34,9 @@ def naive_confusion(predictions: list[int], labels: list[int]) -> tuple[int, int
 
 def naive_pearson(x: list[float], y: list[float]) -> float:
     mx, my = sum(x) / len(x), sum(y) / len(y)
-    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y))
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / math.sqrt(
+        sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y)
+    )
 
 
 def naive_ranks(values: list[float]) -> list[float]:
@@ -69,9 +71,13 @@ def test_label_metrics_match_naive_counts_on_real_labels(task_name):
 def test_correlations_match_the_textbook_formulas_on_real_labels():
     labels = [row["label"] for row in get_task("glue/stsb").load("test", DataSource())]
     rng = random.Random(1)
-    predictions = [round(label + rng.gauss(0, 1.2), 1) for label in labels]  # rounding makes ties, which ranks must average
+    predictions = [
+        round(label + rng.gauss(0, 1.2), 1) for label in labels
+    ]  # rounding makes ties, which ranks must average
     assert metrics.pearson(predictions, labels) == pytest.approx(naive_pearson(predictions, labels), abs=1e-12)
-    assert metrics.spearman(predictions, labels) == pytest.approx(naive_pearson(naive_ranks(predictions), naive_ranks(labels)), abs=1e-12)
+    assert metrics.spearman(predictions, labels) == pytest.approx(
+        naive_pearson(naive_ranks(predictions), naive_ranks(labels)), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
@@ -106,7 +112,10 @@ def test_mnli_scores_matched_and_mismatched(tmp_path):
     """MNLI from a local data dir: both validation sets are read and scored separately."""
     for split, genre in (("train", "fiction"), ("validation_matched", "fiction"), ("validation_mismatched", "letters")):
         (tmp_path / "glue/MNLI").mkdir(parents=True, exist_ok=True)
-        rows = [{"premise": f"{genre} premise {i}", "hypothesis": f"hypothesis {i}", "label": i % 3, "idx": i} for i in range(30)]
+        rows = [
+            {"premise": f"{genre} premise {i}", "hypothesis": f"hypothesis {i}", "label": i % 3, "idx": i}
+            for i in range(30)
+        ]
         (tmp_path / f"glue/MNLI/{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     task = get_task("glue/mnli")
     test = task.load("test", DataSource(tmp_path), limit=5)
@@ -116,13 +125,31 @@ def test_mnli_scores_matched_and_mismatched(tmp_path):
 
 def test_stsb_regression_run(tmp_path):
     """A real short fine-tune of MiniLM with a one-output regression head, scored with Pearson and Spearman."""
-    run = plan(RunConfig(method="lora", budget="0.5%", task="glue/stsb", model="minilm-l6", max_steps=3, batch_size=8, max_length=64, train_examples=48, validation_examples=16, test_examples=64, eval_batch_size=32))
+    run = plan(
+        RunConfig(
+            method="lora",
+            budget="0.5%",
+            task="glue/stsb",
+            model="minilm-l6",
+            max_steps=3,
+            batch_size=8,
+            max_length=64,
+            train_examples=48,
+            validation_examples=16,
+            test_examples=64,
+            eval_batch_size=32,
+        )
+    )
     record = execute(run, tmp_path, progress=False)
     test_metrics = record["metrics"]["test"]
     assert set(test_metrics) == {"pearson", "spearman"}
     assert all(-1.0 <= value <= 1.0 for value in test_metrics.values())
-    predictions = [json.loads(line) for line in (tmp_path / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(line) for line in (tmp_path / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()
+    ]
     test_predictions = [p for p in predictions if p["split"] == "test"]
     assert len(test_predictions) == 64 and isinstance(test_predictions[0]["prediction"], float)
-    assert metrics.pearson([p["prediction"] for p in test_predictions], [p["label"] for p in test_predictions]) == pytest.approx(test_metrics["pearson"])
+    assert metrics.pearson(
+        [p["prediction"] for p in test_predictions], [p["label"] for p in test_predictions]
+    ) == pytest.approx(test_metrics["pearson"])
     assert record["leakage"]["pairs"]["train -> test"]["test_examples"] == 64

@@ -37,7 +37,13 @@ def test_template_text_alone_is_not_leakage():
     train = instructions(source, "commonsense/ARC-Easy/train.json")
     test = [row["instruction"] for row in get_task("commonsense/arc-c").load("test", source)]
     assert overlap(train, test)["contaminated_fraction"] < 0.05
-    assert overlap(["Please choose the correct answer to the question: a b c d e f g h i j k l m"], ["Please choose the correct answer to the question: a b c d e f g h i j k l m"])["contaminated"] == 1
+    assert (
+        overlap(
+            ["Please choose the correct answer to the question: a b c d e f g h i j k l m"],
+            ["Please choose the correct answer to the question: a b c d e f g h i j k l m"],
+        )["contaminated"]
+        == 1
+    )
 
 
 def test_run_report_flags_offline_math_mix(caplog):
@@ -78,7 +84,9 @@ def full_data() -> DataSource:
     return DataSource(Path(os.environ["PEFT_BENCH_FULL_DATA"]))
 
 
-full_data_only = pytest.mark.skipif(not os.environ.get("PEFT_BENCH_FULL_DATA"), reason="PEFT_BENCH_FULL_DATA (the full data root) is not set")
+full_data_only = pytest.mark.skipif(
+    not os.environ.get("PEFT_BENCH_FULL_DATA"), reason="PEFT_BENCH_FULL_DATA (the full data root) is not set"
+)
 
 
 @full_data_only

@@ -48,7 +48,11 @@ def test_training_generation_and_loglikelihood_feed_the_same_ids(smollm2_model, 
     if bos_by_default:
         tokenizer = AutoTokenizer.from_pretrained(smollm2_model.source, add_bos_token=True)
         tokenizer.pad_token = tokenizer.eos_token
-    assert tokenizer("Hi")["input_ids"][0] == tokenizer.bos_token_id if bos_by_default else tokenizer("Hi")["input_ids"][0] != tokenizer.bos_token_id
+    assert (
+        tokenizer("Hi")["input_ids"][0] == tokenizer.bos_token_id
+        if bos_by_default
+        else tokenizer("Hi")["input_ids"][0] != tokenizer.bos_token_id
+    )
     assert adds_bos(tokenizer) is bos_by_default
     task = get_task(task_name)
     row = task.load("test", DataSource(), limit=1)[0]
@@ -56,7 +60,12 @@ def test_training_generation_and_loglikelihood_feed_the_same_ids(smollm2_model, 
 
     batch = task.collate([task.encode(row, tokenizer, max_length=1024)], tokenizer)
     training = fed_ids(model, lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))[0]
-    generation = fed_ids(model, lambda: generate(model, tokenizer, [build_prompt(row["instruction"], row["input"])], max_new_tokens=1, batch_size=1))[0]
+    generation = fed_ids(
+        model,
+        lambda: generate(
+            model, tokenizer, [build_prompt(row["instruction"], row["input"])], max_new_tokens=1, batch_size=1
+        ),
+    )[0]
     item = choice_item(row, task._lead(row))
     loglikelihood = fed_ids(model, lambda: score_multiple_choice(model, tokenizer, {"x": [item]}, batch_size=1))
 
@@ -65,7 +74,9 @@ def test_training_generation_and_loglikelihood_feed_the_same_ids(smollm2_model, 
     # its answer's last token (training adds that token and EOS)
     assert training[:-2] in loglikelihood, "lm-eval scored a token stream training never saw"
     assert all(ids[: len(generation)] == generation for ids in loglikelihood)
-    assert (training[0] == tokenizer.bos_token_id) is bos_by_default and training.count(tokenizer.bos_token_id) == int(bos_by_default)
+    assert (training[0] == tokenizer.bos_token_id) is bos_by_default and training.count(tokenizer.bos_token_id) == int(
+        bos_by_default
+    )
     assert tokenizer.decode(training[len(generation) :]) == f"{row['output']}{tokenizer.eos_token}"
 
 

@@ -29,8 +29,18 @@ def test_every_module_trains_in_train_mode(minilm_classifier, sst2_rows) -> None
     module.calibrate([batch, batch], None, {"test": True})
     module.apply(module.solve_budget(40_000))
     modes = _Modes()
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, callbacks=[modes], enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[modes],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
-    assert modes.seen and all(all(flags.values()) for flags in modes.seen), [name for name, on in modes.seen[0].items() if not on][:5]
+    assert modes.seen and all(all(flags.values()) for flags in modes.seen), [
+        name for name, on in modes.seen[0].items() if not on
+    ][:5]
     dropout = [m for m in module.model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
     assert dropout, "MiniLM has dropout layers with p > 0, so train mode changes its outputs"

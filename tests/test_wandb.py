@@ -30,7 +30,17 @@ from bench.run import RunConfig, execute, plan
 from core.errors import BenchError
 
 BLOCK = 32 * 1024
-TINY = dict(task="glue/sst2", model="minilm-l6", budget="0.5%", max_steps=4, batch_size=8, train_examples=32, validation_examples=16, test_examples=24, calibration_batches=2)
+TINY = dict(
+    task="glue/sst2",
+    model="minilm-l6",
+    budget="0.5%",
+    max_steps=4,
+    batch_size=8,
+    train_examples=32,
+    validation_examples=16,
+    test_examples=24,
+    calibration_batches=2,
+)
 METHOD = "deft"  # LoRA plus a density loss that amplifies any change in the activations: the strictest check that curves change nothing
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "default"
 
@@ -103,7 +113,15 @@ def logged(tmp_path_factory) -> dict:
         group = wandb_logging.sweep_group("tiny", "2026-12-01T08:30:00.123456+00:00")
         mode = wandb_logging.log_record(store, {"project": "peft-bench"}, record, group, "final", "tiny")
     (folder,) = offline_runs(store)
-    return {"store": store, "record": record, "mode": mode, "folder": folder, "records": read_run(folder), "group": group, "stderr": stderr.getvalue()}
+    return {
+        "store": store,
+        "record": record,
+        "mode": mode,
+        "folder": folder,
+        "records": read_run(folder),
+        "group": group,
+        "stderr": stderr.getvalue(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +153,9 @@ def test_credentials_do_not_switch_a_default_run_online(logged: dict, monkeypatc
 def test_history_holds_lr_train_loss_and_the_validation_curve(logged: dict) -> None:
     record, rows = logged["record"], history_rows(logged["records"])
     curves = record["curves"]
-    assert [point["step"] for point in curves["train_loss"]] == [1, 2, 3, 4] == [point["step"] for point in curves["lr"]]
+    assert (
+        [point["step"] for point in curves["train_loss"]] == [1, 2, 3, 4] == [point["step"] for point in curves["lr"]]
+    )
     assert [point["step"] for point in curves["validation"]] == [2, 4]
     assert curves["validation"][-1] == {"step": 4, **record["metrics"]["validation"]}
     assert sorted(rows) == [1, 2, 3, 4]
@@ -144,7 +164,9 @@ def test_history_holds_lr_train_loss_and_the_validation_curve(logged: dict) -> N
     warmup, total, lr = int(0.06 * 4), 4, record["config"]["lr"]
     for point in curves["lr"]:  # the schedule's rate at each step: linear decay after warm-up
         step = point["step"] - 1
-        assert rows[point["step"]]["train/lr"] == pytest.approx(lr * ((step + 1) / (warmup + 1) if step < warmup else (total - step) / (total - warmup)))
+        assert rows[point["step"]]["train/lr"] == pytest.approx(
+            lr * ((step + 1) / (warmup + 1) if step < warmup else (total - step) / (total - warmup))
+        )
     assert {step for step, row in rows.items() if "validation/accuracy" in row} == {2, 4}
     assert rows[2]["validation/accuracy"] == curves["validation"][0]["accuracy"]
 
@@ -162,7 +184,10 @@ def test_summary_tags_group_and_prediction_table(logged: dict) -> None:
     assert set(run.tags) == {"deft", "budget:0.5%", "glue/sst2", "minilm-l6", "seed:0", "final", "spec:tiny"}
     table_ref = summary["predictions/test/path"]
     table = json.loads((logged["folder"] / "files" / table_ref).read_text())
-    predictions = [json.loads(line) for line in (logged["store"] / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(line)
+        for line in (logged["store"] / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()
+    ]
     test_rows = [{k: v for k, v in p.items() if k != "split"} for p in predictions if p["split"] == "test"]
     assert table["columns"] == list(test_rows[0]) and len(table["data"]) == len(test_rows) == 24
     assert [dict(zip(table["columns"], row)) for row in table["data"]] == test_rows
@@ -217,7 +242,14 @@ def test_generation_shows_answers_done(smollm2) -> None:
 
     stderr = io.StringIO()
     with redirect_stderr(stderr):
-        generate(smollm2.model, smollm2.tokenizer, ["1 + 1 =", "The capital of France is", "Red, green and"], max_new_tokens=3, batch_size=2, progress=True)
+        generate(
+            smollm2.model,
+            smollm2.tokenizer,
+            ["1 + 1 =", "The capital of France is", "Red, green and"],
+            max_new_tokens=3,
+            batch_size=2,
+            progress=True,
+        )
     assert "generate" in stderr.getvalue() and "3/3" in stderr.getvalue()
 
 
@@ -239,9 +271,15 @@ def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
 
     store = reported["store"]
     runs = offline_runs(store)
-    assert [run.name.rsplit("-", 2)[-2:] for run in runs] == [wandb_logging.report_run_id(store).split("-")], "a report run per report, not per store"
+    assert [run.name.rsplit("-", 2)[-2:] for run in runs] == [wandb_logging.report_run_id(store).split("-")], (
+        "a report run per report, not per store"
+    )
     records = read_run(runs[0])
-    updates = [record.config if record.WhichOneof("record_type") == "config" else record.run.config for record in records if record.WhichOneof("record_type") in ("config", "run")]
+    updates = [
+        record.config if record.WhichOneof("record_type") == "config" else record.run.config
+        for record in records
+        if record.WhichOneof("record_type") in ("config", "run")
+    ]
     config = {_key(item) for update in updates for item in update.update}
     assert {"_wandb/visualize/plateau/minilm-l6/glue-sst2", "_wandb/visualize/pareto/minilm-l6/glue-sst2"} <= config
     summary = final_summary(records)
@@ -252,7 +290,9 @@ def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
         lines[point["lineKey"]][round(point["step"], 9)] = point["lineVal"]
     scores = defaultdict(list)  # the seed means, computed here from the records
     for record in final_records(Store(store)):
-        scores[record["config"]["method"], record["params"]["achieved"]].append(100 * record["metrics"]["test"]["accuracy"])
+        scores[record["config"]["method"], record["params"]["achieved"]].append(
+            100 * record["metrics"]["test"]["accuracy"]
+        )
     for (method, params), values in scores.items():
         if method != "full":
             assert lines[method][round(np.log10(params), 9)] == pytest.approx(fmean(values))
@@ -269,7 +309,9 @@ def test_tags_use_the_budget_labels_of_the_report(reported: dict) -> None:
     in_report = set(zip(frame["Method"], frame["Budget"]))
     tagged = set()
     for record in final_records(Store(reported["store"])):
-        (budget_tag,) = [tag for tag in wandb_logging.run_tags(record["config"], "final", "default") if tag.startswith("budget:")]
+        (budget_tag,) = [
+            tag for tag in wandb_logging.run_tags(record["config"], "final", "default") if tag.startswith("budget:")
+        ]
         tagged.add((display_name(record["config"]["method"]), budget_tag.removeprefix("budget:")))
     assert tagged == in_report
     assert ("Full FT", "100%") in tagged and ("SVFit", "native") in tagged
@@ -279,9 +321,19 @@ def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
     from bench.spec import parse_spec
     from bench.wandb_sweep import wandb_sweep
 
-    spec = {"name": "tiny", "model": "minilm-l6", "tasks": ["glue/sst2"], "seeds": [0], "budgets": ["0.5%"], "methods": ["lora"]}
+    spec = {
+        "name": "tiny",
+        "model": "minilm-l6",
+        "tasks": ["glue/sst2"],
+        "seeds": [0],
+        "budgets": ["0.5%"],
+        "methods": ["lora"],
+    }
     parsed = parse_spec(spec | {"training": {"eval_every": 5}, "wandb": {"mode": "online"}})
-    assert parsed.wandb["mode"] == "online" and parsed.run_config(parsed.methods[0], "minilm-l6", "glue/sst2", "0.5%", 0, None).eval_every == 5
+    assert (
+        parsed.wandb["mode"] == "online"
+        and parsed.run_config(parsed.methods[0], "minilm-l6", "glue/sst2", "0.5%", 0, None).eval_every == 5
+    )
     with pytest.raises(BenchError, match=r"wandb\.mode"):
         parse_spec(spec | {"wandb": {"mode": "sometimes"}})
     emitted = wandb_sweep(parsed, 0, logged["store"])
@@ -292,10 +344,15 @@ def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
 def test_pareto_chart_holds_only_memory_measured_in_isolation(reported: dict) -> None:
     store = reported["store"]
     summary = final_summary(read_run(offline_runs(store)[0]))
-    table = json.loads((offline_runs(store)[0] / "files" / summary["pareto/minilm-l6/glue-sst2_table/path"]).read_text())
+    table = json.loads(
+        (offline_runs(store)[0] / "files" / summary["pareto/minilm-l6/glue-sst2_table/path"]).read_text()
+    )
     assert table["data"] == [], "the committed records ran in long-lived workers: none has isolated memory"
     record = json.loads(next(path for path in sorted(store.glob("*.json")) if len(path.stem) == 64).read_text())
     isolated = json.loads(json.dumps(record))
     isolated["cost"]["memory_isolated"] = True
     points = wandb_logging._chart_points([record, isolated])
-    assert [point["memory_mb"] for point in points] == [None, pytest.approx(record["cost"]["peak_memory_bytes"] / 2**20)]
+    assert [point["memory_mb"] for point in points] == [
+        None,
+        pytest.approx(record["cost"]["peak_memory_bytes"] / 2**20),
+    ]

@@ -33,7 +33,19 @@ FIRST_ROWS = {
     "glue/RTE/validation.jsonl": None,
     "glue/STS-B/train.jsonl": 1000,
     "glue/STS-B/validation.jsonl": None,
-    **{f"commonsense/{name}/test.json": 150 for name in ("boolq", "piqa", "social_i_qa", "hellaswag", "winogrande", "ARC-Easy", "ARC-Challenge", "openbookqa")},
+    **{
+        f"commonsense/{name}/test.json": 150
+        for name in (
+            "boolq",
+            "piqa",
+            "social_i_qa",
+            "hellaswag",
+            "winogrande",
+            "ARC-Easy",
+            "ARC-Challenge",
+            "openbookqa",
+        )
+    },
     **{f"commonsense/{name}/train.json": 250 for name in ("boolq", "ARC-Easy", "ARC-Challenge", "openbookqa")},
     **{f"math/{name}/test.json": 150 for name in ("gsm8k", "SVAMP", "AQuA", "AddSub", "MultiArith", "SingleEq")},
     "math/mawps/test.json": None,
@@ -67,7 +79,13 @@ def write_json(target: Path, rows: list) -> None:
 
 
 def leaky_math_data(full: Path) -> list:
-    test_grams = set().union(*(ngrams(row["instruction"]) for name in LEAKY_TESTS for row in json.loads((HERE / f"math/{name}/test.json").read_text())))
+    test_grams = set().union(
+        *(
+            ngrams(row["instruction"])
+            for name in LEAKY_TESTS
+            for row in json.loads((HERE / f"math/{name}/test.json").read_text())
+        )
+    )
     rows = json.loads((full / "math/math_data/math_data.json").read_text(encoding="utf-8"))
     return [row for row in rows if ngrams(row["instruction"]) & test_grams][:120]
 
@@ -79,14 +97,26 @@ def main(full: Path) -> None:
         shutil.copyfile(full / relative, HERE / relative)
     write_json(HERE / "math/math_data/math_data.json", leaky_math_data(full))
     print("| path | bytes | rows | of | sha256 (first 16 hex) |\n|---|---:|---:|---:|---|")
-    for path in sorted(p for p in HERE.rglob("*") if p.is_file() and (p.suffix in (".json", ".jsonl") or "LICENSE" in p.name)):
+    for path in sorted(
+        p for p in HERE.rglob("*") if p.is_file() and (p.suffix in (".json", ".jsonl") or "LICENSE" in p.name)
+    ):
         relative = path.relative_to(HERE).as_posix()
         rows = of = ""
         if path.suffix in (".json", ".jsonl"):
             rows = len(path.read_text().splitlines()) if path.suffix == ".jsonl" else len(json.loads(path.read_text()))
             source = full / relative
-            of = (len(source.read_text().splitlines()) if path.suffix == ".jsonl" else len(json.loads(source.read_text()))) if source.is_file() else ""
-        print(f"| {relative} | {path.stat().st_size} | {rows} | {of} | {hashlib.sha256(path.read_bytes()).hexdigest()[:16]} |")
+            of = (
+                (
+                    len(source.read_text().splitlines())
+                    if path.suffix == ".jsonl"
+                    else len(json.loads(source.read_text()))
+                )
+                if source.is_file()
+                else ""
+            )
+        print(
+            f"| {relative} | {path.stat().st_size} | {rows} | {of} | {hashlib.sha256(path.read_bytes()).hexdigest()[:16]} |"
+        )
 
 
 if __name__ == "__main__":
