@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -244,12 +245,32 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
+class _UsePlugins(argparse.Action):
+    """`--plugins DIR`: add DIR to PEFT_BENCH_PLUGINS at once, so help, listings and sweep workers see its methods."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, option: Any = None
+    ) -> None:
+        from core.plugins import ENVIRONMENT
+
+        folder = Path(value).resolve()
+        if not folder.is_dir():
+            raise BenchError(f"plugin folder {value} does not exist", "pass --plugins a folder of .py files")
+        os.environ[ENVIRONMENT] = os.pathsep.join(part for part in (os.environ.get(ENVIRONMENT), str(folder)) if part)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bench",
         description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.",
     )
     parser.add_argument("--version", action=_PrintVersion)
+    parser.add_argument(
+        "--plugins",
+        action=_UsePlugins,
+        metavar="DIR",
+        help="a folder of your own methods and tasks (repeatable; also PEFT_BENCH_PLUGINS; see examples/plugins)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
@@ -368,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     try:
+        args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
         return args.handler(args)
     except BenchError as error:
         print(f"bench: error: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from core import plugins
 from core.errors import BenchError
 
 SCHEMA_VERSION = 1
@@ -28,7 +29,8 @@ PROJECT_PACKAGES = ("bench", "core", "methods", "tasks")
 
 def project_modules(*objects: Any) -> list[ModuleType]:
     """The project modules defining `objects` (modules, classes, functions or instances) and every project module
-    they reach through their imports, transitively, sorted by name. Packages (`methods`, `tasks`: registries that
+    they reach through their imports, transitively, sorted by name; plugin modules (core.plugins) count as project
+    modules. Packages (`methods`, `tasks`: registries that
     reach every method and task) are not followed, so a run depends on the code it uses, not on its neighbours'."""
     found: dict[str, ModuleType] = {}
     pending = [
@@ -42,7 +44,7 @@ def project_modules(*objects: Any) -> list[ModuleType]:
         if (
             module is None
             or module.__name__ in found
-            or module.__name__.split(".")[0] not in PROJECT_PACKAGES
+            or not (module.__name__.split(".")[0] in PROJECT_PACKAGES or plugins.is_plugin_module(module.__name__))
             or hasattr(module, "__path__")
         ):
             continue

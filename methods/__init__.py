@@ -1,18 +1,18 @@
 """Fine-tuning methods behind one interface (`methods.base.PeftMethod`), found by name.
 
 Every module in this package that defines a `PeftMethod` subclass with a `name` is registered automatically:
-a new method is a new file. `catalogue()` describes the same methods without importing them (for `bench list`).
+a new method is a new file, here or in a plugin folder or package (core.plugins). `catalogue()` describes the same methods without importing them (for `bench list`).
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core import plugins
 from core.errors import BenchError
 
 if TYPE_CHECKING:
@@ -22,18 +22,15 @@ _INFRASTRUCTURE = {"base", "density", "recipes", "targets"}
 
 
 def registry() -> dict[str, type[PeftMethod]]:
-    """All methods by name."""
+    """All methods by name: this package's and the plugins' (core.plugins)."""
     from methods.base import PeftMethod
 
-    found: dict[str, type[PeftMethod]] = {}
-    for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name in _INFRASTRUCTURE or module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, PeftMethod) and "name" in vars(value):
-                found[value.name] = value
-    return dict(sorted(found.items()))
+    def named(value: object) -> str | None:
+        return (
+            value.name if isinstance(value, type) and issubclass(value, PeftMethod) and "name" in vars(value) else None
+        )
+
+    return plugins.collect(plugins.package_modules(__name__, __path__, _INFRASTRUCTURE), named)
 
 
 def get_method(name: str) -> type[PeftMethod]:
@@ -124,8 +121,9 @@ def catalogue() -> dict[str, MethodInfo]:
 
 
 def _method_files() -> list[Path]:
-    return [
+    own = [
         Path(__path__[0]) / f"{m.name}.py"
         for m in pkgutil.iter_modules(__path__)
         if m.name not in _INFRASTRUCTURE and not m.name.startswith("_")
     ]
+    return own + plugins.plugin_files()

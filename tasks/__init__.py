@@ -2,15 +2,14 @@
 
 Every module in this package may define `Task` instances at module level, or a module-level list `TASKS` of them;
 each one is registered by its `name`. YAML declarations in `tasks/yaml/` are loaded by `tasks/declared.py`.
-A new task is a new instance, a new file, or a new YAML (see tasks/README.md).
+A new task is a new instance, a new file, a new YAML (see tasks/README.md), or a plugin (core.plugins).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import TYPE_CHECKING
 
+from core import plugins
 from core.errors import BenchError
 
 if TYPE_CHECKING:
@@ -30,18 +29,13 @@ _INFRASTRUCTURE = {
 
 
 def registry() -> dict[str, Task]:
-    """All tasks by name (imports every task module, and torch with them)."""
+    """All tasks by name, this package's and the plugins' (core.plugins); imports every task module, and torch."""
     from tasks.base import Task
 
-    found: dict[str, Task] = {}
-    for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name in _INFRASTRUCTURE or module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
-        for value in [*vars(module).values(), *getattr(module, "TASKS", [])]:
-            if isinstance(value, Task):
-                found[value.name] = value
-    return dict(sorted(found.items()))
+    return plugins.collect(
+        plugins.package_modules(__name__, __path__, _INFRASTRUCTURE),
+        lambda value: value.name if isinstance(value, Task) else None,
+    )
 
 
 def get_task(name: str) -> Task:
