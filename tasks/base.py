@@ -43,10 +43,8 @@ class EvalResult:
 
 
 def progress_bar(total: int, description: str, enabled: bool, unit: str = "example") -> tqdm:
-    """The bar of an evaluation or generation loop, on stderr, removed when done; silent unless `enabled`."""
-    return tqdm(
-        total=total, desc=description, unit=unit, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True
-    )
+    """The bar of an evaluation or generation loop, on stderr, left at its final count; silent unless `enabled`."""
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 def hold_out(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -337,7 +337,7 @@ def _scores(records: list[dict[str, Any]], scored: dict[str, dict[str, Any]]) ->
         scores["loglik_accuracy_norm"] = sum(part["acc_norm"] * len(part["choices"]) for part in scored.values()) / len(
             with_choices
         )
-        if len(scored) == 1 and (stderr := next(iter(scored.values()))["acc_stderr"]) is not None:
+        if len(scored) == 1 and (stderr := next(iter(scored.values())).get("acc_stderr")) is not None:
             scores["loglik_accuracy_stderr"] = (
                 stderr  # lm-eval's own, for one test set (parts are pooled by mean, not here)
             )
