@@ -33,6 +33,7 @@ def project_modules(*objects: Any) -> list[ModuleType]:
     modules. Packages (`methods`, `tasks`: registries that
     reach every method and task) are not followed, so a run depends on the code it uses, not on its neighbours'."""
     found: dict[str, ModuleType] = {}
+    plugin_code = plugins.plugin_prefixes()
     pending = [
         obj
         if inspect.ismodule(obj)
@@ -44,7 +45,7 @@ def project_modules(*objects: Any) -> list[ModuleType]:
         if (
             module is None
             or module.__name__ in found
-            or not (module.__name__.split(".")[0] in PROJECT_PACKAGES or plugins.is_plugin_module(module.__name__))
+            or not (module.__name__.split(".")[0] in PROJECT_PACKAGES or _within(module.__name__, plugin_code))
             or hasattr(module, "__path__")
         ):
             continue
@@ -67,6 +68,10 @@ def code_digest(source: str) -> str:
         ):
             node.body = node.body[1:]
     return hashlib.sha256(ast.dump(tree, annotate_fields=True, include_attributes=False).encode()).hexdigest()
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
 
 
 def source_hash(*objects: Any) -> str:

@@ -62,11 +62,12 @@ def plugin_modules() -> list[ModuleType]:
     return modules
 
 
-def is_plugin_module(name: str) -> bool:
-    """Whether module `name` came from a plugin folder or an entry point (its code then counts in run keys)."""
-    return name.split(".")[0] == FOLDER_PACKAGE or any(
-        name == entry.value or name.startswith(entry.value + ".") for entry in entry_points(group=ENTRY_POINT_GROUP)
-    )
+def plugin_prefixes() -> tuple[str, ...]:
+    """Module-name prefixes of plugin code: the folder package, then each installed entry point's module.
+
+    A module is plugin code when its name equals a prefix or starts with it and a dot; its code then counts in run
+    keys. Read once per use, since scanning installed packages takes milliseconds."""
+    return (FOLDER_PACKAGE, *(entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)))
 
 
 def _import_file(path: Path) -> ModuleType:
