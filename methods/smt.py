@@ -7,8 +7,10 @@ Choices (options; all recorded by `describe`):
 - candidates: `roles` (default q, k, v, the paper's final configuration). The MLP (`mlp_roles`, default the gate/up/down
   projections the model has) joins only if `mlp_share` > 0: then round(mlp_share·N) of the N blocks are the best MLP
   blocks and the rest the best attention blocks, two rankings as in the reference code's separate quotas.
-- block size b (`block_size`): default the largest power of two ≤ 256 (the paper's tile) dividing every candidate
-  dimension, e.g. 128 on MiniLM (384-wide), 64 on SmolLM2 (k/v are 192 wide).
+- block size b (`block_size`): default the paper's ratio of block to width, 256 on LLaMA-7B's 4096-wide matrices =
+  1/16: the largest b ≤ min(256, d/16) dividing every candidate dimension, d the model width (the candidates' smallest
+  input dimension). 256 on LLaMA-7B, 24 on MiniLM (384 wide), 32 on SmolLM2 (576 wide, k/v 192). A fixed 256 tile (or
+  the largest power of two dividing the dimensions, 128 on MiniLM) would make one block a third of MiniLM's width.
 - warm-up (`warmup`): "accumulate" (default) sums gradients over the batches without optimizer steps, in eval mode, so
   the fine-tuned model is the base plus a sparse delta. This deviates from the reference code, whose "full" warm-up
   (also available, AdamW at `warmup_lr`, constant, train mode) fine-tunes every weight first; the warmed-up weights are
@@ -34,6 +36,7 @@ Weight decay, if passed, acts on the block values themselves (they are W's entri
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -51,7 +54,8 @@ from methods.targets import find_linears, role_of
 SCORES = ("abs_mean", "mean_abs")
 SELECTIONS = ("global", "per-matrix")
 WARMUPS = ("accumulate", "full")
-MAX_BLOCK = 256
+MAX_BLOCK = 256  # the paper's tile
+WIDTH_PER_BLOCK = 16  # the paper's 4096-wide LLaMA-7B matrices hold 16 tiles of 256 per row
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class SmtOptions(MethodOptions):
     roles: tuple[str, ...] = ("q", "k", "v")
     mlp_roles: tuple[str, ...] = ("gate", "up", "down")  # those the model has; candidates only if mlp_share > 0
     mlp_share: float = 0.0  # fraction of the N blocks taken from the MLP pool
-    block_size: int | None = None  # None = largest power of two <= 256 dividing every candidate dimension
+    block_size: int | None = None  # None = the paper's 1/16 of the width, at most 256 (see the module docstring)
     score: str = "abs_mean"
     selection: str = "global"
     warmup: str = "accumulate"
@@ -225,10 +229,10 @@ class SMT(PeftMethod):
                     "choose a block size dividing every candidate dimension",
                 )
             return self.options.block_size
-        size = MAX_BLOCK
-        while any(d % size for d in dims):
-            size //= 2
-        return size
+        width = min(linear.in_features for linear in self.candidates.values())
+        common = math.gcd(*dims)
+        limit = max(1, min(MAX_BLOCK, width // WIDTH_PER_BLOCK))
+        return max(b for b in range(1, limit + 1) if common % b == 0)
 
     def _blocks_of(self, name: str) -> int:
         linear = self.candidates[name]

@@ -117,16 +117,18 @@ def test_training_moves_only_the_selected_blocks_and_the_merge_matches(minilm_cl
 
 def test_counts_bounds_and_budget_solving(minilm_classifier) -> None:
     method = SMT(minilm_classifier.model, head_prefixes=minilm_classifier.head_prefixes)
-    blocks = 6 * 3 * (384 // 128) ** 2  # 6 layers x q, k, v x 3x3 blocks of 128
-    assert method.block_size == 128 and method.knob_bounds() == (1, blocks)
-    assert [method.count_for_knob(n) for n in (1, 7, blocks)] == [128**2, 7 * 128**2, blocks * 128**2]
-    assert method.solve_budget(7 * 128**2 + 8000) == 7 and method.solve_budget(7 * 128**2 + 8500) == 8
+    b = 384 // 16  # the paper's block-to-width ratio, 256 / 4096
+    blocks = 6 * 3 * (384 // b) ** 2  # 6 layers x q, k, v x 16x16 blocks of 24
+    assert method.block_size == b and method.knob_bounds() == (1, blocks)
+    assert [method.count_for_knob(n) for n in (1, 7, blocks)] == [b**2, 7 * b**2, blocks * b**2]
+    assert method.solve_budget(7 * b**2 + 288) == 7 and method.solve_budget(7 * b**2 + 289) == 8
     with pytest.raises(BenchError, match=re.escape(f"blocks 1..{blocks}")):
-        method.solve_budget(blocks * 128**2 + 1)
+        method.solve_budget(blocks * b**2 + 1)
     assert SMT(minilm_classifier.model, SmtOptions(mlp_share=1.0)).knob_bounds() == (
         1,
-        6 * 2 * 3 * 12,
-    )  # up and down: 12x3 / 3x12 blocks
+        6 * 2 * 64 * 16,
+    )  # up and down: 64x16 / 16x64 blocks
+    assert SMT(minilm_classifier.model, SmtOptions(block_size=128)).knob_bounds() == (1, 6 * 3 * 9)
     assert SMT(minilm_classifier.model, SmtOptions(selection="per-matrix")).knob_bounds() == (1, blocks)
     with pytest.raises(BenchError, match="does not divide"):
         _ = SMT(minilm_classifier.model, SmtOptions(block_size=256)).block_size
@@ -142,10 +144,10 @@ def test_smollm2_block_size_and_gradients(smollm2) -> None:
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     dense = copy.deepcopy(smollm2.model)
     method = SMT(smollm2.model)
-    assert method.block_size == 64  # k and v are 192 wide
+    assert method.block_size == 32  # at most 576 / 16 = 36, dividing the 192-wide k and v
     method.calibrate([batch], None, {})
     method.apply(40)
-    assert method.trainable_count() == 40 * 64**2
+    assert method.trainable_count() == 40 * 32**2
     method.model.eval()
     method.model(**batch).loss.backward()
     expected = dense_block_gradients(dense, method, batch)
@@ -163,7 +165,8 @@ def test_only_the_blocks_and_the_head_reach_the_optimizer(minilm_classifier, sst
     head = {id(p) for n, p in method.model.named_parameters() if n.startswith(minilm_classifier.head_prefixes)}
     assert in_optimizer == blocks | head
     assert (
-        sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == 10 * 128**2 + method.head_count()
+        sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+        == 10 * method.block_size**2 + method.head_count()
     )
     state = method.export_state()
     for name, module in method.model.named_modules():
@@ -171,7 +174,7 @@ def test_only_the_blocks_and_the_head_reach_the_optimizer(minilm_classifier, sst
             assert torch.equal(state[f"{name}.block_rows"], module.block_rows.int()) and torch.equal(
                 state[f"{name}.block_cols"], module.block_cols.int()
             )
-    assert sum(v.numel() for k, v in state.items() if k.endswith(".blocks")) == 10 * 128**2
+    assert sum(v.numel() for k, v in state.items() if k.endswith(".blocks")) == 10 * method.block_size**2
 
 
 def test_calibration_is_cached_and_reused_across_budgets(minilm_classifier, sst2_rows, tmp_path) -> None:
@@ -228,9 +231,9 @@ def test_bench_run_records_the_analytic_count(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     record = recorded_run("smt", tmp_path / "out")
     blocks = record["method"]["knob"]["value"]
-    assert record["params"]["achieved"] == blocks * 128**2 and blocks == round(record["params"]["requested"] / 128**2)
+    assert record["params"]["achieved"] == blocks * 24**2 and blocks == round(record["params"]["requested"] / 24**2)
     assert (
-        record["method"]["choices"]["block_size"] == 128
+        record["method"]["choices"]["block_size"] == 24
         and record["method"]["calibration"]["loaded_from_cache"] is False
     )
     assert record["cost"]["adapter_bytes"] >= 4 * (record["params"]["achieved"] + record["params"]["head"])
