@@ -66,6 +66,7 @@ class RunConfig:
     eval_batch_size: int = 64
     eval_every: int | None = None
     calibration_batches: int = 8
+    head_probe_steps: int = 100  # a new task head is fitted alone before calibration (methods.head_probe)
     options: dict[str, str] = field(default_factory=dict)
     dtype: str = "float32"
     precision: str = "32-true"
@@ -259,7 +260,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         "max_length": config.max_length,
         "train_examples": config.train_examples,
     }
-    module.calibrate(calibration_batches, models.cache_dir() / "calibration", context)
+    module.calibrate(calibration_batches, models.cache_dir() / "calibration", context, config.head_probe_steps)
 
     knob = solve_knob(module, requested, config.method)
     module.apply(knob)

@@ -89,6 +89,11 @@ def check_settings(values: dict[str, Any]) -> None:
                 f"{name} must be at least 1, got {values[name]!r}",
                 f"omit {_flag(name)} to use the default (all examples, all threads, validation at the end only)",
             )
+    if not _integer(values["head_probe_steps"]) or values["head_probe_steps"] < 0:
+        raise BenchError(
+            f"head_probe_steps must be a whole number of at least 0, got {values['head_probe_steps']!r}",
+            "pass e.g. --head-probe-steps 100, or 0 to calibrate through the new head as initialised",
+        )
     if not _integer(values["seed"]) or not 0 <= values["seed"] <= MAX_SEED:
         raise BenchError(f"seed must be a whole number in 0..{MAX_SEED}, got {values['seed']!r}", "pass e.g. --seed 0")
     if values["lr"] is not None and (not _number(values["lr"]) or values["lr"] <= 0):

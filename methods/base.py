@@ -27,7 +27,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +39,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from core.errors import BenchError
+from methods.head_probe import head_module, probed_head
 
 if typing.TYPE_CHECKING:
     from methods.recipes import Recipe
@@ -255,25 +256,39 @@ class PeftMethod(L.LightningModule):
         return min((low, below), key=lambda knob: (abs(self.count_for_knob(knob) - target), knob))
 
     def calibrate(
-        self, batches: Iterable[dict[str, torch.Tensor]], cache_dir: Path | None, context: dict[str, Any]
+        self,
+        batches: Sequence[dict[str, torch.Tensor]],
+        cache_dir: Path | None,
+        context: dict[str, Any],
+        head_probe_steps: int = 0,
     ) -> None:
-        """Compute (or load from `cache_dir`) the calibration; `context` names model, data and seed."""
+        """Compute (or load from `cache_dir`) the calibration; `context` names model, data and seed. A new task head is
+        first fitted alone for `head_probe_steps` steps and put back afterwards (`methods.head_probe`)."""
         if not self.needs_calibration:
             return
-        payload = {"method": self.name, "settings": self.calibration_settings(), **context}
-        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        probe_steps = head_probe_steps if head_module(self.model, self.head_prefixes) is not None else 0
+        payload = {"method": self.name, "settings": self.calibration_settings(), "head_probe_steps": probe_steps}
+        key = hashlib.sha256(json.dumps(payload | context, sort_keys=True, default=str).encode()).hexdigest()
         path = cache_dir / f"{self.name}-{key[:20]}.safetensors" if cache_dir else None
+        probe: dict[str, float] = {}
         if path is not None and path.is_file():
             state, cached = load_file(path), True
         else:
-            state, cached = self.compute_calibration(batches), False
+            with probed_head(self.model, self.head_prefixes, batches, probe_steps) as probe:
+                state = self.compute_calibration(batches)
+            cached = False
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 partial = path.with_suffix(f".{os.getpid()}.partial")
                 save_file({k: v.contiguous() for k, v in state.items()}, partial)
                 partial.replace(path)
         self.load_calibration(state)
-        self.calibration_info = {"key": key, "loaded_from_cache": cached, "settings": self.calibration_settings()}
+        self.calibration_info = {
+            "key": key,
+            "loaded_from_cache": cached,
+            "settings": self.calibration_settings(),
+            "head_probe": {"steps": probe_steps, **probe},
+        }
 
     def apply(self, knob: int) -> None:
         """Attach the method for `knob`, then make the task head trainable."""
