@@ -360,15 +360,21 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
         "## Learning-rate tuning",
         "",
         f"Selection: {tuning['selection']}. Tuning seed {tuning['tuning_seed']}, {tuning['grid_size']} learning rates per method (the same tuning budget for every method).",
+        *([f"Interpolation: {tuning['interpolation']}."] if tuning.get("interpolation") else []),
         "",
     ]
     rows = []
     for entry in tuning["cells"]:
-        grid = ", ".join(
-            f"{point['lr']:g}: "
-            + (f"{100 * point['validation']:.1f}" if point["validation"] is not None else point["status"])
-            for point in entry["grid"]
-        )
+        if "interpolated_from" in entry:
+            grid = "interpolated from " + ", ".join(
+                f"{anchor['budget']}: {anchor['lr']:g}" for anchor in entry["interpolated_from"]
+            )
+        else:
+            grid = ", ".join(
+                f"{point['lr']:g}: "
+                + (f"{100 * point['validation']:.1f}" if point["validation"] is not None else point["status"])
+                for point in entry["grid"]
+            )
         chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed)"
         rows.append(
             [

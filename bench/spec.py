@@ -13,7 +13,9 @@ A spec (see profiles/*.yaml) has these top-level keys:
 - `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs}; `budgets: native` runs a
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed); every tuned method
-  gets a grid of the same size, so every method has the same tuning budget;
+  gets a grid of the same size, so every method has the same tuning budget; `budgets` (optional, at least 3): tune
+  each method at that many of its budgets, spread evenly over its sorted budget list with both ends included, and
+  interpolate the chosen learning rate in log-lr against log-budget for the others (default: tune at every budget);
 - `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
 
 Methods without a knob range (full fine-tuning) run once per task and seed whatever the budgets.
@@ -57,7 +59,8 @@ TOP_KEYS = {
 }
 METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr"}
 MODEL_KEYS = {"tasks", "training"}
-TUNING_KEYS = {"lrs", "seed"}
+TUNING_KEYS = {"lrs", "seed", "budgets"}
+MIN_TUNING_BUDGETS = 3  # interpolation needs the two ends and a point between
 WANDB_KEYS = {"project", "entity", "enabled", "mode"}
 WANDB_MODES = (
     "offline",
@@ -93,6 +96,7 @@ class SweepSpec:
     training: dict[str, Any]
     model_training: dict[str, dict[str, Any]]
     tuning_seed: int | None
+    tuning_budgets: int | None  # tune at this many budgets per method and interpolate; None: at every budget
     wandb: dict[str, Any]
     slurm: dict[str, Any]
     source: dict[str, Any]
@@ -258,10 +262,18 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
                 f"{where}: tuning seed {tuning_seed} is not one of the seeds {list(seeds)}",
                 "pick a tuning seed from `seeds`",
             )
-    elif "seed" in tuning:
+    elif "seed" in tuning or "budgets" in tuning:
         raise BenchError(
-            f"{where}: tuning.seed is set but no method has a learning-rate grid",
+            f"{where}: tuning.{'seed' if 'seed' in tuning else 'budgets'} is set but no method has a learning-rate grid",
             "add `tuning.lrs` or per-method `lrs`",
+        )
+    tuning_budgets = tuning.get("budgets")
+    if tuning_budgets is not None and (
+        isinstance(tuning_budgets, bool) or not isinstance(tuning_budgets, int) or tuning_budgets < MIN_TUNING_BUDGETS
+    ):
+        raise BenchError(
+            f"{where}: tuning.budgets is {tuning_budgets!r}",
+            f"give a whole number of budgets of at least {MIN_TUNING_BUDGETS} (the two ends and one between), or omit it to tune at every budget",
         )
 
     wandb = data.get("wandb") or {}
@@ -279,6 +291,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         training=training,
         model_training=model_training,
         tuning_seed=tuning_seed,
+        tuning_budgets=tuning_budgets,
         wandb={"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb},
         slurm=dict(slurm),
         source=data,

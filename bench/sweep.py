@@ -5,8 +5,11 @@ Order of work:
 2. phase 1 runs the tuning cells (each lr of the grid at the tuning seed, for every method/budget/task) and every
    cell of untuned methods;
 3. the learning rate with the highest VALIDATION score is chosen per (method, budget, task) (ties: the earlier lr of
-   the grid); the grid, every score and the choice go to `tuning.json`;
-4. phase 2 runs the remaining seeds at the chosen lr (the tuning seed's run at that lr is already stored).
+   the grid); the grid, every score and the choice go to `tuning.json`. With `tuning.budgets: n` only n budgets per
+   method are tuned (evenly spread, both ends) and the others take the chosen lrs interpolated in log-lr against
+   log-budget (clamped at the ends), recorded in `tuning.json` with the points they came from;
+4. phase 2 runs the remaining seeds at the chosen lr (the tuning seed's run at that lr is already stored) and every
+   seed of the interpolated budgets.
 
 Each cell runs under its key's file lock and re-checks the store after acquiring it, so two sweeps on one store never
 run a cell twice. A failed run is recorded (status "failed") and retried by the next sweep. A cell whose worker died
@@ -17,10 +20,11 @@ Corrupt files found in the store when a sweep starts are moved to `<store>/quara
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
@@ -45,6 +49,7 @@ class Cell:
     config: dict[str, Any]
     role: str  # "final" (reported) or "tuning" (a grid point; the chosen one is also final)
     group: str  # the spec's name; W&B groups by spec name and sweep start
+    requested: int | None  # the budget as a parameter count of the model (None: no budget)
     wandb: dict[str, Any]
     sweep_started: str
     wait: bool = False
@@ -177,30 +182,80 @@ def _plan_cells(
                         f"budgets {same} and {budget} of {method.name} resolve to the same count on {model} ({run.requested:,} parameters)",
                         "list each budget once (a percentage and a count can name the same budget)",
                     )
-                cells.append(Cell(key=run.key, config=config.to_dict(), role=role, **common))
+                cells.append(Cell(key=run.key, config=config.to_dict(), role=role, requested=run.requested, **common))
     return cells
 
 
-def expand(spec: SweepSpec, common: dict[str, Any]) -> tuple[list[Cell], list[tuple[str, str, str, str | None]]]:
+@dataclass
+class Phase1:
+    """The first phase of a sweep and what the second needs: the groups tuned on their own grid, those whose lr is
+    interpolated, and every tuned method's budgets as parameter counts."""
+
+    cells: list[Cell]
+    tuned: list[tuple[str, str, str, str | None]]
+    interpolated: list[tuple[str, str, str, str | None]]
+    counts: dict[tuple[str, str, str, str | None], int | None]
+
+
+def tuning_points(counts: dict[tuple, int | None], per_series: int | None) -> set[tuple]:
+    """The groups tuned on their grid: for each (method, model, task), `per_series` of its budgets spread evenly over
+    the budgets sorted by count, both ends included; every group if `per_series` is None or covers them all."""
+    series: dict[tuple, list[tuple[int, tuple]]] = defaultdict(list)
+    for group, count in counts.items():
+        series[group[:3]].append((count or 0, group))
+    chosen = set()
+    for points in series.values():
+        points.sort()
+        if per_series is None or len(points) <= per_series:
+            chosen.update(group for _, group in points)
+        else:
+            chosen.update(points[round(i * (len(points) - 1) / (per_series - 1))][1] for i in range(per_series))
+    return chosen
+
+
+def interpolate_lr(count: int, anchors: list[tuple[int, float]]) -> float:
+    """The lr at `count` from (count, lr) anchors, linear in log-lr against log-count, clamped at the end anchors,
+    rounded to 3 significant digits."""
+    anchors = sorted(anchors)
+    x = math.log(count)
+    xs, ys = [math.log(c) for c, _ in anchors], [math.log(lr) for _, lr in anchors]
+    if x <= xs[0] or len(anchors) == 1:
+        y = ys[0]
+    elif x >= xs[-1]:
+        y = ys[-1]
+    else:
+        right = next(i for i, xi in enumerate(xs) if xi >= x)
+        t = (x - xs[right - 1]) / (xs[right] - xs[right - 1])
+        y = ys[right - 1] + t * (ys[right] - ys[right - 1])
+    return float(f"{math.exp(y):.3g}")
+
+
+def expand(spec: SweepSpec, common: dict[str, Any]) -> Phase1:
     """Phase-1 cells (tuning grids at the tuning seed, every seed of untuned methods) and the tuned groups.
 
     Also plans every later cell once (with the first lr of its grid), so bad input fails before anything runs.
     """
     untuned = {group_key(m.name, model, t, b): [m.lr] for m, model, t, b in _groups(spec, tuned=False)}
-    tuned = {group_key(m.name, model, t, b): list(m.lrs) for m, model, t, b in _groups(spec, tuned=True)}
+    grids = {group_key(m.name, model, t, b): list(m.lrs) for m, model, t, b in _groups(spec, tuned=True)}
+    later = _plan_cells(spec, {group: lrs[:1] for group, lrs in grids.items()}, "final", common)
+    counts = {group_key(*(c.config[f] for f in ("method", "model", "task", "budget"))): c.requested for c in later}
+    points = tuning_points(counts, spec.tuning_budgets)
+    tuned = {group: lrs for group, lrs in grids.items() if group in points}
     cells = _plan_cells(spec, untuned, "final", common) + _plan_cells(spec, tuned, "tuning", common)
-    _plan_cells(spec, {group: lrs[:1] for group, lrs in tuned.items()}, "final", common)
-    return cells, list(tuned)
+    return Phase1(cells, list(tuned), [group for group in grids if group not in points], counts)
 
 
-def choose_lrs(spec: SweepSpec, store: Store, phase1: list[Cell]) -> dict[str, Any]:
-    """Pick each tuned group's lr by its validation score (ties: earlier in the grid); the content of tuning.json."""
+def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
+    """Pick each tuned group's lr by its validation score (ties: earlier in the grid), interpolate the others; the
+    content of tuning.json."""
     entries = []
     for method, model, task, budget in _groups(spec, tuned=True):
+        if group_key(method.name, model, task, budget) not in phase1.tuned:
+            continue
         grid = []
         for cell in (
             c
-            for c in phase1
+            for c in phase1.cells
             if c.role == "tuning"
             and group_key(*(c.config[f] for f in ("method", "model", "task", "budget")))
             == group_key(method.name, model, task, budget)
@@ -223,12 +278,30 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: list[Cell]) -> dict[str, A
             }
             | {"chosen_lr": best["lr"] if best else None, "chosen_key": best["run_key"] if best else None}
         )
+    for group in phase1.interpolated:
+        anchors = [
+            {"budget": e["budget"], "count": phase1.counts[_entry_group(e)], "lr": e["chosen_lr"]}
+            for e in entries
+            if _entry_group(e)[:3] == group[:3] and e["chosen_lr"] is not None
+        ]
+        lr = interpolate_lr(phase1.counts[group], [(a["count"], a["lr"]) for a in anchors]) if anchors else None
+        entries.append(
+            dict(zip(("method", "model", "task", "budget"), group))
+            | {"seed": spec.tuning_seed, "interpolated_from": anchors, "chosen_lr": lr, "chosen_key": None}
+        )
     return {
         "selection": "highest validation-split score of the task's primary metric at the tuning seed; ties go to the earlier lr of the grid; test scores are never used",
+        "interpolation": None
+        if spec.tuning_budgets is None
+        else f"tuned at {spec.tuning_budgets} budgets per method (evenly spread, both ends); the other budgets take the chosen lrs interpolated linearly in log-lr against log-budget, clamped at the ends, rounded to 3 significant digits",
         "tuning_seed": spec.tuning_seed,
         "grid_size": max((len(m.lrs) for m in spec.methods), default=0),
         "cells": entries,
     }
+
+
+def _entry_group(entry: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    return group_key(entry["method"], entry["model"], entry["task"], entry["budget"])
 
 
 def run_sweep(
@@ -252,7 +325,7 @@ def run_sweep(
         "sweep_started": now(),
         "progress": progress and workers == 1 and executor == "local" and not isolate,
     }
-    phase1, tuned_groups = expand(spec, common)
+    phase1 = expand(spec, common)
     devices = spec.training.get("devices", "1")
     runner = make_executor(
         executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1, isolate
@@ -264,7 +337,7 @@ def run_sweep(
         )
     result = SweepResult(store=store.root)
     remaining_seeds = tuple(seed for seed in spec.seeds if seed != spec.tuning_seed)
-    total = len(phase1) + len(tuned_groups) * len(remaining_seeds)
+    total = len(phase1.cells) + len(phase1.tuned) * len(remaining_seeds) + len(phase1.interpolated) * len(spec.seeds)
     manifest = {
         "name": spec.name,
         "digest": spec.digest,
@@ -276,10 +349,10 @@ def run_sweep(
         total=total, desc=f"sweep {spec.name}", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True
     )
     with bar:
-        store.write_meta("sweep.json", manifest | {"cells": [_manifest_entry(c) for c in phase1]})
-        _run_phase(runner, phase1, result, bar)
+        store.write_meta("sweep.json", manifest | {"cells": [_manifest_entry(c) for c in phase1.cells]})
+        _run_phase(runner, phase1.cells, result, bar)
         phase2: list[Cell] = []
-        if tuned_groups:
+        if phase1.tuned:
             tuning = choose_lrs(spec, store, phase1)
             store.write_meta("tuning.json", tuning)
             chosen = {
@@ -288,15 +361,21 @@ def run_sweep(
                 if e["chosen_lr"] is not None
             }
             result.untuned = [
-                " ".join(str(part or "all") for part in group) for group in tuned_groups if group not in chosen
+                " ".join(str(part or "all") for part in group)
+                for group in [*phase1.tuned, *phase1.interpolated]
+                if group not in chosen
             ]
-            bar.total -= len(result.untuned) * len(remaining_seeds)
+            bar.total -= sum(
+                len(remaining_seeds if group in phase1.tuned else spec.seeds)
+                for group in [*phase1.tuned, *phase1.interpolated]
+                if group not in chosen
+            )
             finals = _plan_cells(spec, chosen, "final", common)
             chosen_keys = {e["chosen_key"] for e in tuning["cells"]}
             phase2 = [c for c in finals if c.key not in chosen_keys]
             tuning_cells = [
                 dataclasses.replace(c, role="tuning+final" if c.key in chosen_keys else "tuning")
-                for c in phase1
+                for c in phase1.cells
                 if c.role == "tuning"
             ]
             store.write_meta(
@@ -304,7 +383,8 @@ def run_sweep(
                 manifest
                 | {
                     "cells": [
-                        _manifest_entry(c) for c in [*(c for c in phase1 if c.role != "tuning"), *tuning_cells, *phase2]
+                        _manifest_entry(c)
+                        for c in [*(c for c in phase1.cells if c.role != "tuning"), *tuning_cells, *phase2]
                     ]
                 },
             )

@@ -17,13 +17,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from bench.record import read_records
 from bench.spec import load_spec, parse_spec
 from bench.store import Store
-from bench.sweep import run_sweep, summary_text
+from bench.sweep import interpolate_lr, run_sweep, summary_text, tuning_points
 from core.errors import BenchError
 
 TRAINING = {
@@ -269,3 +270,42 @@ def test_shipped_profiles_are_valid() -> None:
     for name in ("default", "cpu-full", "paper"):
         spec = load_spec(Path(__file__).resolve().parent.parent / "profiles" / f"{name}.yaml")
         assert spec.methods and spec.seeds
+
+
+def test_interpolated_learning_rates_follow_numpy_in_log_space() -> None:
+    anchors = [(10_000, 3e-3), (100_000, 1e-3), (3_500_000, 3e-4)]
+    xs, ys = np.log([c for c, _ in anchors]), np.log([lr for _, lr in anchors])
+    for count in (5_000, 10_000, 32_000, 320_000, 1_000_000, 3_500_000, 9_000_000):
+        expected = float(np.exp(np.interp(np.log(count), xs, ys)))  # numpy clamps at the ends too
+        assert interpolate_lr(count, anchors) == pytest.approx(expected, rel=5e-3)
+    counts = {("m", "x", "t", str(c)): c for c in (10, 32, 100, 320, 1000, 3500)} | {("full", "x", "t", None): None}
+    points = tuning_points(counts, 3)
+    assert sorted(counts[g] for g in points if g[0] == "m") == [10, 100, 3500] and ("full", "x", "t", None) in points
+    assert tuning_points(counts, None) == set(counts)
+
+
+def test_sweep_tunes_at_three_budgets_and_interpolates_the_rest(tmp_path: Path) -> None:
+    spec = parse_spec(
+        {
+            **TINY,
+            "seeds": [0],
+            "budgets": ["0.1%", "0.2%", "0.5%", "1%"],
+            "methods": {"lora": {}},
+            "tuning": {"lrs": [1e-4, 3e-3], "budgets": 3},
+        }
+    )
+    result = run_sweep(spec, tmp_path, progress=False)
+    assert result.ok and result.counts() == Counter(done=7)  # 3 budgets x 2 lrs, then the interpolated budget
+    cells = json.loads((tmp_path / "tuning.json").read_text())["cells"]
+    (interpolated,) = [e for e in cells if "interpolated_from" in e]
+    assert interpolated["budget"] == "0.2%" and [a["budget"] for a in interpolated["interpolated_from"]] == [
+        "0.1%",
+        "0.5%",
+        "1%",
+    ]
+    anchors = [(a["count"], a["lr"]) for a in interpolated["interpolated_from"]]
+    records = [r for r in read_records(tmp_path) if r["config"]["budget"] == "0.2%"]
+    assert [r["config"]["lr"] for r in records] == [interpolated["chosen_lr"]]
+    assert interpolated["chosen_lr"] == interpolate_lr(records[0]["params"]["requested"], anchors)
+    with pytest.raises(BenchError, match="tuning.budgets"):
+        parse_spec({**TINY, "tuning": {"lrs": [1e-4, 3e-3], "budgets": 2}})
