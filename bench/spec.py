@@ -4,7 +4,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
 
 - `name`: the sweep's name (W&B group, report title);
 - `model` (a name from `bench list`) and `tasks`, or `models`: a mapping model -> {tasks, training} for sweeps over
-  several models (each with its own tasks and training overrides);
+  several models (each with its own tasks and training overrides); `tasks` is a list, or a mapping task -> training
+  overrides of that task (`{glue/sst2: {max_steps: 500}, glue/stsb: {max_steps: 300}}`);
 - `seeds`: a list; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
 - `training`: any RunConfig field except method/task/model/budget/seed/options/recipe (max_steps, batch_size, devices, ...);
 - `recipe` (optional): the hyperparameter recipe of every method, `default` (the project's) or `paper` (each method's
@@ -95,6 +96,7 @@ class SweepSpec:
     methods: tuple[MethodSpec, ...]
     training: dict[str, Any]
     model_training: dict[str, dict[str, Any]]
+    task_training: dict[tuple[str, str], dict[str, Any]]  # (model, task) -> overrides
     tuning_seed: int | None
     tuning_budgets: int | None  # tune at this many budgets per method and interpolate; None: at every budget
     wandb: dict[str, Any]
@@ -116,8 +118,13 @@ class SweepSpec:
     def run_config(
         self, method: MethodSpec, model: str, task: str, budget: str | None, seed: int, lr: float | None
     ) -> RunConfig:
-        """Training settings: the spec's, then the model's, then the method's (later ones win)."""
-        training = {**self.training, **self.model_training.get(model, {}), **method.training}
+        """Training settings: the spec's, then the model's, the task's and the method's (later ones win)."""
+        training = {
+            **self.training,
+            **self.model_training.get(model, {}),
+            **self.task_training.get((model, task), {}),
+            **method.training,
+        }
         return RunConfig(
             method=method.name,
             task=task,
@@ -173,7 +180,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     for required in ("seeds", "methods"):
         if required not in data:
             raise BenchError(f"{where} has no {required!r}", f"add `{required}:` (see profiles/default.yaml)")
-    pairs, model_training = _models(data, where)
+    pairs, model_training, task_training = _models(data, where)
     for model in dict.fromkeys(model for model, _ in pairs):
         check_model_name(model)
     for task in dict.fromkeys(task for _, task in pairs):
@@ -290,6 +297,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         methods=tuple(methods),
         training=training,
         model_training=model_training,
+        task_training=task_training,
         tuning_seed=tuning_seed,
         tuning_budgets=tuning_budgets,
         wandb={"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb},
@@ -297,13 +305,22 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         source=data,
     )
     for method in spec.methods:  # every field combination must make a valid RunConfig
-        for model in spec.models:
-            spec.run_config(method, model, spec.tasks[0], (method.budgets or (None,))[0], seeds[0], method.lr)
+        for model, task in spec.pairs:
+            spec.run_config(method, model, task, (method.budgets or (None,))[0], seeds[0], method.lr)
     return spec
 
 
-def _models(data: dict[str, Any], where: str) -> tuple[tuple[tuple[str, str], ...], dict[str, dict[str, Any]]]:
-    """(model, task) pairs and per-model training overrides, from `model` + `tasks` or from `models`."""
+def _tasks(value: Any, what: str) -> dict[str, dict[str, Any]]:
+    """Task names and their training overrides, from a list of names or a mapping name -> overrides."""
+    if isinstance(value, dict):
+        return {str(task): _training(settings or {}, f"{what}.{task}") for task, settings in value.items()}
+    return {task: {} for task in _unique(_strings(value, what), what)}
+
+
+def _models(
+    data: dict[str, Any], where: str
+) -> tuple[tuple[tuple[str, str], ...], dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+    """(model, task) pairs, per-model and per-task training overrides, from `model` + `tasks` or from `models`."""
     if ("models" in data) == ("model" in data):
         raise BenchError(
             f"{where} needs exactly one of `model` (with `tasks`) or `models`",
@@ -312,26 +329,27 @@ def _models(data: dict[str, Any], where: str) -> tuple[tuple[tuple[str, str], ..
     if "model" in data:
         if "tasks" not in data:
             raise BenchError(f"{where} has no 'tasks'", "add `tasks:` (see profiles/default.yaml)")
-        return tuple(
-            (str(data["model"]), task)
-            for task in _unique(_strings(data["tasks"], f"{where}: tasks"), f"{where}: tasks")
-        ), {}
+        tasks = _tasks(data["tasks"], f"{where}: tasks")
+        model = str(data["model"])
+        return tuple((model, task) for task in tasks), {}, {(model, task): tasks[task] for task in tasks}
     if "tasks" in data:
         raise BenchError(
             f"{where} sets top-level tasks next to `models`",
             "list tasks under each model: `models: {name: {tasks: [...]}}`",
         )
     _mapping(data["models"], f"{where}: models")
-    pairs, training = [], {}
+    pairs, training, task_training = [], {}, {}
     for model, settings in data["models"].items():
         what = f"{where}: models.{model}"
         _mapping(settings, what)
         _known(settings, MODEL_KEYS, what)
         if "tasks" not in settings:
             raise BenchError(f"{what} has no tasks", f"add `tasks: [...]` under {model}")
-        pairs += [(str(model), task) for task in _unique(_strings(settings["tasks"], f"{what}.tasks"), f"{what}.tasks")]
+        tasks = _tasks(settings["tasks"], f"{what}.tasks")
+        pairs += [(str(model), task) for task in tasks]
+        task_training |= {(str(model), task): overrides for task, overrides in tasks.items()}
         training[str(model)] = _training(settings.get("training", {}), f"{what}.training")
-    return tuple(pairs), training
+    return tuple(pairs), training, task_training
 
 
 def _has_knob_range(method_cls: type) -> bool:

@@ -307,5 +307,16 @@ def test_sweep_tunes_at_three_budgets_and_interpolates_the_rest(tmp_path: Path) 
     records = [r for r in read_records(tmp_path) if r["config"]["budget"] == "0.2%"]
     assert [r["config"]["lr"] for r in records] == [interpolated["chosen_lr"]]
     assert interpolated["chosen_lr"] == interpolate_lr(records[0]["params"]["requested"], anchors)
-    with pytest.raises(BenchError, match="tuning.budgets"):
+    with pytest.raises(BenchError, match=r"tuning\.budgets"):
         parse_spec({**TINY, "tuning": {"lrs": [1e-4, 3e-3], "budgets": 2}})
+
+
+def test_per_task_training_overrides_apply_to_their_task_only() -> None:
+    spec = parse_spec(
+        {**TINY, "tasks": {"glue/sst2": {"max_steps": 3}, "glue/stsb": {}}, "methods": {"lora": {"training": {}}}}
+    )
+    (lora,) = spec.methods
+    steps = {task: spec.run_config(lora, "minilm-l6", task, "0.5%", 0, None).max_steps for task in spec.tasks}
+    assert steps == {"glue/sst2": 3, "glue/stsb": TRAINING["max_steps"]}
+    with pytest.raises(BenchError, match=r"tasks\.glue/sst2 has unknown key"):
+        parse_spec({**TINY, "tasks": {"glue/sst2": {"max_stepz": 3}}})
