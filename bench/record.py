@@ -19,6 +19,7 @@ from typing import Any
 
 from core import plugins
 from core.errors import BenchError
+from core.files import once_per_version
 
 SCHEMA_VERSION = 1
 FILE_MODE = 0o644
@@ -79,8 +80,12 @@ def source_hash(*objects: Any) -> str:
     digest = hashlib.sha256()
     for module in project_modules(*objects):
         digest.update(module.__name__.encode())
-        digest.update(code_digest(Path(inspect.getsourcefile(module)).read_text(encoding="utf-8")).encode())
+        digest.update(once_per_version(Path(inspect.getsourcefile(module)), _file_digest).encode())
     return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    return code_digest(path.read_text(encoding="utf-8"))
 
 
 def _stable(value: Any) -> str:

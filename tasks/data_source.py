@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BenchError
+from core.files import once_per_version
 
 COMMITTED_DATA = Path(__file__).resolve().parent / "data"
 DATA_ENV = "PEFT_BENCH_DATA"
@@ -53,7 +54,7 @@ class DataSource:
                 f"put the file at {path}, or point --data-dir / {DATA_ENV} at a folder that has it",
             )
         if relative not in self.files:
-            self.files[relative] = sha256_file(path)
+            self.files[relative] = once_per_version(path, sha256_file)
         return path
 
     def has(self, relative: str) -> bool:
@@ -78,40 +79,41 @@ class DataSource:
         """Rows of a `.jsonl`, `.json` (a list of objects) or `.tsv` file; malformed rows and non-UTF-8 files are named."""
         path = self.path(relative)
         try:
-            return self._rows(path)
+            return list(once_per_version(path, _rows))
         except UnicodeDecodeError as error:
             raise BenchError(
                 f"{path} is not UTF-8 text ({error.reason} at byte {error.start})", "save the file as UTF-8"
             ) from None
 
-    def _rows(self, path: Path) -> list[dict[str, Any]]:
-        if path.suffix == ".jsonl":
-            rows = []
-            with open(path, encoding="utf-8") as handle:
-                for line_number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise BenchError(
-                            f"{path}, row {line_number}: not valid JSON ({error.msg})", "repair or remove that row"
-                        ) from None
-            return _check_objects(rows, path)
-        if path.suffix == ".json":
-            try:
-                rows = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise BenchError(
-                    f"{path}: not valid JSON at line {error.lineno} ({error.msg})", "repair the file"
-                ) from None
-            if not isinstance(rows, list):
-                raise BenchError(f"{path}: expected a JSON list of examples", "store the split as a list of objects")
-            return _check_objects(rows, path)
-        if path.suffix == ".tsv":
-            with open(path, encoding="utf-8", newline="") as handle:
-                return _check_objects(list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)), path)
-        raise BenchError(f"{path}: unsupported file type {path.suffix!r}", "use .jsonl, .json or .tsv")
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise BenchError(
+                        f"{path}, row {line_number}: not valid JSON ({error.msg})", "repair or remove that row"
+                    ) from None
+        return _check_objects(rows, path)
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise BenchError(
+                f"{path}: not valid JSON at line {error.lineno} ({error.msg})", "repair the file"
+            ) from None
+        if not isinstance(rows, list):
+            raise BenchError(f"{path}: expected a JSON list of examples", "store the split as a list of objects")
+        return _check_objects(rows, path)
+    if path.suffix == ".tsv":
+        with open(path, encoding="utf-8", newline="") as handle:
+            return _check_objects(list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)), path)
+    raise BenchError(f"{path}: unsupported file type {path.suffix!r}", "use .jsonl, .json or .tsv")
 
 
 def _check_objects(rows: list[Any], path: Path) -> list[dict[str, Any]]:
