@@ -11,7 +11,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
 - `recipe` (optional): the hyperparameter recipe of every method, `default` (the project's) or `paper` (each method's
   published settings, see methods/recipes.py); a method's own `recipe:` wins, and its `lr`, `options` and `training`
   values win over the recipe's;
-- `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs}; `budgets: native` runs a
+- `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs}; `lr` is one learning
+  rate, or a mapping budget -> learning rate covering the method's budgets; `budgets: native` runs a
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed); every tuned method
   gets a grid of the same size, so every method has the same tuning budget; `budgets` (optional, at least 3): tune
@@ -84,6 +85,11 @@ class MethodSpec:
     lr: float | None = None
     lrs: tuple[float, ...] = ()
     recipe: str = DEFAULT_RECIPE
+    lr_by_budget: dict[str, float] = field(default_factory=dict)
+
+    def lr_at(self, budget: str | None) -> float | None:
+        """The fixed learning rate of `budget` (None: the recipe's; a tuned method's comes from its grid)."""
+        return self.lr_by_budget.get(budget, self.lr) if budget is not None else self.lr
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
             raise BenchError(
                 f"{what} sets both lr and a tuning grid", "keep `lr` (fixed) or `lrs`/`tuning.lrs` (tuned), not both"
             )
-        lr = _floats([settings["lr"]], f"{what}.lr")[0] if "lr" in settings else None
+        lr, lr_by_budget = _fixed_lrs(settings.get("lr"), budgets if has_knob else (), f"{what}.lr")
         recipe = str(settings.get("recipe", data.get("recipe", DEFAULT_RECIPE)))
         check_recipe(method_cls, recipe)
         methods.append(
@@ -246,6 +252,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
                 lr,
                 lrs,
                 recipe,
+                lr_by_budget,
             )
         )
 
@@ -306,7 +313,8 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     )
     for method in spec.methods:  # every field combination must make a valid RunConfig
         for model, task in spec.pairs:
-            spec.run_config(method, model, task, (method.budgets or (None,))[0], seeds[0], method.lr)
+            budget = (method.budgets or (None,))[0]
+            spec.run_config(method, model, task, budget, seeds[0], method.lr_at(budget))
     return spec
 
 
@@ -390,6 +398,21 @@ def _ints(value: Any, what: str) -> list[int]:
     if not all(isinstance(item, int) and not isinstance(item, bool) for item in items):
         raise BenchError(f"{what} must be integers, got {items!r}", "write seeds as [0, 1, 2]")
     return items
+
+
+def _fixed_lrs(value: Any, budgets: tuple[str, ...], what: str) -> tuple[float | None, dict[str, float]]:
+    """(one lr, {}) or (None, budget -> lr) from a method's `lr:` setting; a mapping must cover exactly `budgets`."""
+    if value is None:
+        return None, {}
+    if not isinstance(value, dict):
+        return _floats([value], what)[0], {}
+    given = {str(budget): _floats([lr], f"{what}.{budget}")[0] for budget, lr in value.items()}
+    if set(given) != set(budgets):
+        raise BenchError(
+            f"{what} gives learning rates for budgets {sorted(given)}, but the method's budgets are {list(budgets)}",
+            "give one learning rate per budget of the method (same spelling), or a single `lr`",
+        )
+    return None, given
 
 
 def _floats(value: Any, what: str) -> list[float]:

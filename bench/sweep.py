@@ -235,7 +235,7 @@ def expand(spec: SweepSpec, common: dict[str, Any]) -> Phase1:
 
     Also plans every later cell once (with the first lr of its grid), so bad input fails before anything runs.
     """
-    untuned = {group_key(m.name, model, t, b): [m.lr] for m, model, t, b in _groups(spec, tuned=False)}
+    untuned = {group_key(m.name, model, t, b): [m.lr_at(b)] for m, model, t, b in _groups(spec, tuned=False)}
     grids = {group_key(m.name, model, t, b): list(m.lrs) for m, model, t, b in _groups(spec, tuned=True)}
     later = _plan_cells(spec, {group: lrs[:1] for group, lrs in grids.items()}, "final", common)
     counts = {group_key(*(c.config[f] for f in ("method", "model", "task", "budget"))): c.requested for c in later}

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from bench.spec import SweepSpec
+from core.errors import BenchError
 
 
 def wandb_sweep(spec: SweepSpec, method_index: int, store: Path) -> dict[str, Any]:
@@ -29,6 +30,11 @@ def wandb_sweep(spec: SweepSpec, method_index: int, store: Path) -> dict[str, An
     }
     if method.budgets:
         parameters["budget"] = {"values": list(method.budgets)}
+    if method.lr_by_budget:
+        raise BenchError(
+            f"{spec.name}: {method.name} has a learning rate per budget, which a W&B grid cannot pair with its budget",
+            "give the method one `lr` or a grid (`lrs`) for the W&B sweep, or run it with `bench sweep`",
+        )
     if method.lrs:
         parameters["lr"] = {"values": list(method.lrs)}
     elif method.lr is not None:

@@ -25,7 +25,7 @@ inner instance of it on the same model; `base_options` passes options to it as `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +147,14 @@ class Deft(PeftMethod):
         return self.inner.count_for_knob(knob)
 
     def calibrate(
-        self, batches: Iterable[dict[str, torch.Tensor]], cache_dir: Path | None, context: dict[str, Any]
+        self,
+        batches: Sequence[dict[str, torch.Tensor]],
+        cache_dir: Path | None,
+        context: dict[str, Any],
+        head_probe_steps: int = 0,
     ) -> None:
-        self.inner.calibrate(batches, cache_dir, context)  # the base's cache entry, shared with runs without DEFT
+        # the base's cache entry, shared with runs without DEFT
+        self.inner.calibrate(batches, cache_dir, context, head_probe_steps)
         self.calibration_info = self.inner.calibration_info
 
     def attach(self, knob: int) -> None:

@@ -320,3 +320,11 @@ def test_per_task_training_overrides_apply_to_their_task_only() -> None:
     assert steps == {"glue/sst2": 3, "glue/stsb": TRAINING["max_steps"]}
     with pytest.raises(BenchError, match=r"tasks\.glue/sst2 has unknown key"):
         parse_spec({**TINY, "tasks": {"glue/sst2": {"max_stepz": 3}}})
+
+
+def test_a_learning_rate_per_budget_reaches_each_budget_and_must_cover_them() -> None:
+    spec = parse_spec({**TINY, "budgets": ["0.1%", "1%"], "methods": {"lora": {"lr": {"0.1%": 3e-3, "1%": 1e-3}}}})
+    (lora,) = spec.methods
+    assert [lora.lr_at(b) for b in lora.budgets] == [3e-3, 1e-3]
+    with pytest.raises(BenchError, match=r"budgets \['0\.1%'\], but the method's budgets are \['0\.1%', '1%'\]"):
+        parse_spec({**TINY, "budgets": ["0.1%", "1%"], "methods": {"lora": {"lr": {"0.1%": 3e-3}}}})
