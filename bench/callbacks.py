@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import lightning as L
@@ -19,12 +20,21 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 
+def full_weights(wrapped: torch.nn.Module | None) -> AbstractContextManager:
+    """Every weight of the model on every rank while inside: FSDP keeps a shard of each per rank (a no-op otherwise)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    return FSDP.summon_full_params(wrapped, writeback=False) if isinstance(wrapped, FSDP) else nullcontext()
+
+
 class CostMeter(L.Callback):
     """Median step time, tokens per second and peak memory over `fit`.
 
-    Peak memory is CUDA's max allocated bytes on a GPU; on a CPU it is the peak resident set size of this process
-    sampled every 5 ms during fit (stated in the record as `memory_kind`), with the resident size when fit started
-    (`fit_start_memory_bytes`), so the rise that training itself caused can be read off even in a shared process.
+    Tokens (and so tokens per second) count the batches of every process of a distributed run; step time and peak
+    memory are this process's. Peak memory is CUDA's max allocated bytes on a GPU; on a CPU it is the peak resident
+    set size of this process sampled every 5 ms during fit (stated in the record as `memory_kind`), with the resident
+    size when fit started (`fit_start_memory_bytes`), so the rise that training itself caused can be read off even in
+    a shared process.
     `memory_isolated` says whether the peak belongs to this run alone: always for CUDA (its peak is reset at fit
     start), for the CPU only in the first fit of a fresh process, since a long-lived process keeps what earlier runs
     left in its allocator.
@@ -64,6 +74,7 @@ class CostMeter(L.Callback):
             self._sampler.start()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.tokens = int(trainer.strategy.reduce(torch.tensor(self.tokens, device=pl_module.device), reduce_op="sum"))
         if self.memory_kind == "cuda_max_allocated":
             self.peak_bytes = torch.cuda.max_memory_allocated(pl_module.device)
         elif self._sampler is not None:
@@ -133,7 +144,8 @@ class LearningCurves(L.Callback):
         self.train_loss.append({"step": step, "loss": float(loss)})
         self.lr.append({"step": step, "lr": self._lr})
         if self.every and step % self.every == 0 and step < trainer.max_steps:
-            self.validation.append({"step": step, **self._evaluate_between_steps(pl_module)})
+            with full_weights(trainer.strategy.model):
+                self.validation.append({"step": step, **self._evaluate_between_steps(pl_module)})
 
     def _evaluate_between_steps(self, pl_module: L.LightningModule) -> dict[str, float]:
         modes = {module: module.training for module in pl_module.modules()}

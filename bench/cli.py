@@ -92,6 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run = plan(_run_config(args))
     record = execute(run, Path(args.out), progress=not args.quiet)
+    if record is None:  # a non-zero rank of a distributed run: rank 0 records and reports
+        return 0
     if args.wandb:
         from bench import wandb_logging
         from bench.spec import DEFAULT_PROJECT

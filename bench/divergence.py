@@ -25,23 +25,29 @@ class Diverged(RuntimeError):
 
 class DivergenceGuard(L.Callback):
     """Raise `Diverged` at the first non-finite training loss (before its backward pass) or gradient (before the
-    optimizer step), so not one more step runs on a broken model."""
+    optimizer step), so not one more step runs on a broken model.
+
+    Under DDP/FSDP every rank decides on every rank's losses and gradients (a rank's own batch, an FSDP shard), so all
+    ranks stop at the same step instead of one waiting for the others in a collective."""
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            raise Diverged(trainer.global_step + 1, "training loss", loss.detach().float().item())
+        losses = trainer.strategy.all_gather(loss.detach().float()).flatten()
+        if not torch.isfinite(losses).all():
+            raise Diverged(trainer.global_step + 1, "training loss", losses[~torch.isfinite(losses)][0].item())
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         named = [(name, p.grad) for name, p in pl_module.named_parameters() if p.grad is not None]
-        if (
-            not named or torch.isfinite(torch.stack([grad.detach().float().sum() for _, grad in named])).all()
-        ):  # one sync per step
+        finite = not named or bool(
+            torch.isfinite(torch.stack([grad.detach().float().sum() for _, grad in named])).all()
+        )
+        if trainer.strategy.reduce_boolean_decision(finite, all=True):  # every rank's verdict, one sync per step
             return
         for name, grad in named:  # a sum can overflow where no element does: name the first tensor that holds one
             if not torch.isfinite(grad).all():
                 raise Diverged(
                     trainer.global_step + 1, f"gradient of {name}", grad[~torch.isfinite(grad)].flatten()[0].item()
                 )
+        raise Diverged(trainer.global_step + 1, "gradient on another rank", math.nan)
 
 
 def check_metrics(metrics: dict[str, dict[str, Any]]) -> None:

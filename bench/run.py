@@ -30,9 +30,11 @@ from core.errors import BenchError
 from tasks.data_source import DataSource
 
 if TYPE_CHECKING:
+    import lightning as L
     import torch
     from torch.utils.data import DataLoader
 
+    from bench.divergence import Diverged
     from methods.base import PeftMethod
     from methods.recipes import Resolved
     from tasks.base import Task
@@ -216,23 +218,28 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
     )
 
 
-def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any] | None:
     """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions, + the trained state); returns the record.
 
     `progress` shows bars on stderr: training steps, then evaluation or generation. A diverged run (non-finite loss,
-    gradient or metric) writes a failed record with its `divergence` and returns it."""
+    gradient or metric) writes a failed record with its `divergence` and returns it.
+
+    Under DDP/FSDP every process runs this function: evaluation is split across them (`tasks.base.across_ranks`), and
+    rank 0 alone writes and returns the record, once every rank has finished; the other ranks return None. A rank
+    that raises ends its process, which ends the run (Lightning's launcher stops the others) before any record."""
     import lightning as L
     import torch
+    from lightning.pytorch.utilities import rank_zero_only
 
     from bench.artifacts import ADAPTER_SUFFIX, write_state
-    from bench.callbacks import CostMeter, LearningCurves, StepProgressBar
+    from bench.callbacks import CostMeter, LearningCurves, StepProgressBar, full_weights
     from bench.divergence import Diverged, DivergenceGuard, check_metrics
-    from bench.store import Store
     from methods.density import activation_density
     from tasks.leakage import leakage_report
 
     config = run.config
     check_writable(out_dir)
+    progress = progress and rank_zero_only.rank == 0  # one set of bars, rank 0's
     started = time.perf_counter()
     laps = Laps()
     if config.threads:
@@ -305,84 +312,103 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     )
     try:
         trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
-        laps.lap("fit")
+    except Diverged as diverged:
+        return _diverged(run, out_dir, trainer, diverged)
+    laps.lap("fit")
+    with full_weights(trainer.strategy.model):  # FSDP leaves each rank a shard of every weight: gather them all
         model = module.model.to(module.device)
         evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
-        check_metrics({split: result.metrics for split, result in evaluations.items()})
-    except Diverged as diverged:
-        failure = (
-            Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=diverged.cause())
-            if trainer.is_global_zero
-            else None
+        try:
+            check_metrics({split: result.metrics for split, result in evaluations.items()})
+        except Diverged as diverged:
+            return _diverged(run, out_dir, trainer, diverged)
+        laps.lap("evaluate")
+        trainer.strategy.barrier("evaluated")  # every rank got here: only now may rank 0 record success
+        if not trainer.is_global_zero:
+            return None
+        density = activation_density(
+            model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size)
         )
-        return failure or {"status": "failed", "error": str(diverged), "divergence": diverged.cause()}
-    laps.lap("evaluate")
-    density = activation_density(
-        model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size)
-    )
-    laps.lap("density")
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "run_key": run.key,
-        "status": "ok",
-        "error": None,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": _record_config(run),
-        "method": {
-            "name": config.method,
-            "knob": {"name": module.knob_name, "value": knob},
-            "options": dataclasses.asdict(module.options),
-            "recipe": run.recipe.record,
-            "choices": module.describe(),
-            "calibration": module.calibration_info,
-        },
-        "task": {
-            "name": run.task.name,
-            "family": run.task.family,
-            "primary_metric": run.task.primary_metric,
-            **run.task.describe(run.source),
-        },
-        "leakage": leakage_report(run.task, run.splits),
-        "model": {
-            "name": loaded.name,
-            "source": loaded.source,
-            "fingerprint": loaded.fingerprint,
-            "fingerprint_of": loaded.fingerprint_of,
-            "dtype": config.dtype,
-        },
-        "params": {
-            "base_model": base_params,
-            "budget": run.budget.text if run.budget else None,
-            "requested": requested,
-            "requested_pct": 100 * requested / base_params if requested else None,
-            "achieved": achieved,
-            "achieved_pct": 100 * achieved / base_params,
-            "head": module.head_count(),
-        },
-        "metrics": {split: result.metrics for split, result in evaluations.items()},
-        "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
-        "density": density,
-        "cost": {**meter.summary(), "adapter_bytes": module.adapter_bytes()},
-        "curves": curves.curves(trainer.global_step, evaluations["validation"].metrics),
-        "data": {
-            "source": run.source.kind,
-            "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root),
-            "files": run.source.files,
-        },
-        "env": environment(),
-    }
-    if trainer.is_global_zero:  # under DDP/FSDP every rank runs this function; rank 0 writes
+        laps.lap("density")
+        record = {
+            "schema_version": SCHEMA_VERSION,
+            "run_key": run.key,
+            "status": "ok",
+            "error": None,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": _record_config(run),
+            "method": {
+                "name": config.method,
+                "knob": {"name": module.knob_name, "value": knob},
+                "options": dataclasses.asdict(module.options),
+                "recipe": run.recipe.record,
+                "choices": module.describe(),
+                "calibration": module.calibration_info,
+            },
+            "task": {
+                "name": run.task.name,
+                "family": run.task.family,
+                "primary_metric": run.task.primary_metric,
+                **run.task.describe(run.source),
+            },
+            "leakage": leakage_report(run.task, run.splits),
+            "model": {
+                "name": loaded.name,
+                "source": loaded.source,
+                "fingerprint": loaded.fingerprint,
+                "fingerprint_of": loaded.fingerprint_of,
+                "dtype": config.dtype,
+            },
+            "params": {
+                "base_model": base_params,
+                "budget": run.budget.text if run.budget else None,
+                "requested": requested,
+                "requested_pct": 100 * requested / base_params if requested else None,
+                "achieved": achieved,
+                "achieved_pct": 100 * achieved / base_params,
+                "head": module.head_count(),
+            },
+            "metrics": {split: result.metrics for split, result in evaluations.items()},
+            "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
+            "density": density,
+            "cost": {
+                **meter.summary(),
+                "adapter_bytes": module.adapter_bytes(),
+                "world_size": trainer.world_size,
+                "global_batch_size": config.batch_size * trainer.world_size,
+            },
+            "curves": curves.curves(trainer.global_step, evaluations["validation"].metrics),
+            "data": {
+                "source": run.source.kind,
+                "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root),
+                "files": run.source.files,
+            },
+            "env": environment(),
+        }
         description = {"run_key": run.key, "method": record["method"], "model": record["model"], "task": run.task.name}
         record["artifacts"] = {"adapter": write_state(module, out_dir / f"{run.key}{ADAPTER_SUFFIX}", description)}
-    laps.lap("record")
-    record |= {"timings": laps.seconds, "wall_time_s": time.perf_counter() - started}
-    if trainer.is_global_zero:
+        laps.lap("record")
+        record |= {"timings": laps.seconds, "wall_time_s": time.perf_counter() - started}
         write_jsonl_atomic(
             out_dir / f"{run.key}.predictions.jsonl",
             [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions],
         )
         write_record(out_dir / f"{run.key}.json", record)
-    return record
+        return record
+
+
+def _diverged(run: RunPlan, out_dir: Path, trainer: L.Trainer, diverged: Diverged) -> dict[str, Any] | None:
+    """Rank 0 records the divergence (never over an ok record) and returns the failure; other ranks return None.
+
+    `Diverged` is raised on every rank at once: the guard decides on every rank's losses and gradients, and the
+    metrics are gathered before they are checked."""
+    from bench.store import Store
+
+    if not trainer.is_global_zero:
+        return None
+    cause = diverged.cause()
+    failure = Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=cause)
+    return failure or {"status": "failed", "error": str(diverged), "divergence": cause}
 
 
 class Laps:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import random
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -28,6 +29,8 @@ from tasks.data_source import DataSource
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 HOLDOUT_SEED = 1234
+Item = TypeVar("Item")
+Scored = TypeVar("Scored")
 
 
 @dataclass
@@ -45,6 +48,23 @@ class EvalResult:
 def progress_bar(total: int, description: str, enabled: bool, unit: str = "example") -> tqdm:
     """The bar of an evaluation or generation loop, on stderr, left at its final count; silent unless `enabled`."""
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def across_ranks(items: list[Item], score: Callable[[list[Item]], list[Scored]]) -> list[Scored]:
+    """`score(items)`, split across the processes of a distributed run and gathered back in order on every process.
+
+    Of N processes, rank r scores items r, r + N, r + 2N, ... (strided, so long and short items spread evenly). `score`
+    must map each item on its own (a batch to its predictions, a prompt to its answer), so the result equals one
+    process scoring every item. Without an initialized process group it is `score(items)`.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return score(items)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, score(items[rank::world]))
+    return [parts[index % world][index // world] for index in range(len(items))]
 
 
 def hold_out(rows: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

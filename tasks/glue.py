@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from core.errors import BenchError
 from tasks import metrics
-from tasks.base import EvalResult, Task, progress_bar
+from tasks.base import EvalResult, Task, across_ranks, progress_bar
 from tasks.data_source import DataSource
 
 Metric = Callable[[list[Any], list[Any]], float]
@@ -112,24 +113,16 @@ class GlueTask(Task):
     ) -> EvalResult:
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
         features = [self.encode(example, tokenizer, max_length) for example in examples]
         order = sorted(
             range(len(features)), key=lambda index: len(features[index]["input_ids"])
         )  # batches of similar length pad less
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         predictions: list[Any] = [None] * len(features)
-        with progress_bar(len(order), f"evaluate {self.name}", progress) as bar:
-            for start in range(0, len(order), batch_size):
-                indices = order[start : start + batch_size]
-                batch = self.collate([features[index] for index in indices], tokenizer)
-                logits = model(
-                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                ).logits.float()
-                for index, prediction in zip(
-                    indices, logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist()
-                ):
-                    predictions[index] = prediction
-                bar.update(len(indices))
+        scored = across_ranks(batches, partial(self._predict, model, tokenizer, features, progress))
+        for indices, values in zip(batches, scored):
+            for index, prediction in zip(indices, values):
+                predictions[index] = prediction
         model.train(was_training)
         scores = {}
         for split in self.test_splits:
@@ -153,6 +146,22 @@ class GlueTask(Task):
             for i, (ex, pred) in enumerate(zip(examples, predictions))
         ]
         return EvalResult(metrics=scores, predictions=records)
+
+    def _predict(
+        self, model: nn.Module, tokenizer: Any, features: list[dict[str, Any]], progress: bool, batches: list[list[int]]
+    ) -> list[list[Any]]:
+        """The predictions of each batch of feature indices: a score (regression) or a class per example."""
+        device = next(model.parameters()).device
+        predictions = []
+        with progress_bar(sum(map(len, batches)), f"evaluate {self.name}", progress) as bar:
+            for indices in batches:
+                batch = self.collate([features[index] for index in indices], tokenizer)
+                logits = model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                ).logits.float()
+                predictions.append(logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist())
+                bar.update(len(indices))
+        return predictions
 
 
 ACCURACY = {"accuracy": metrics.accuracy}

@@ -14,6 +14,8 @@ Every row is normalised to `instruction`, `input`, `output`, `answer`, `answer_k
 (b) log-likelihood: lm-eval multiple choice over the same prompt + the answer lead ("the correct answer is") with the
     row's label words (or the letters A-E) as choices (tasks/lm_eval_bridge.py); `loglik_accuracy`,
     `loglik_accuracy_norm`. Open numeric answers have no choice set, so (b) does not apply to them (recorded so).
+In a distributed run (a) is split across the processes and gathered; (b) runs in full on every process (lm-eval is
+handed the in-memory model, which it scores as one process).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from torch import nn
 
 from core.errors import BenchError
 from tasks import extraction
-from tasks.base import EvalResult, Task
+from tasks.base import EvalResult, Task, across_ranks
 from tasks.data_source import DataSource
 from tasks.generation import generate
 from tasks.lm_eval_bridge import ChoiceItem, score_multiple_choice
@@ -249,7 +252,12 @@ class InstructionTask(Task):
         progress: bool = False,
     ) -> EvalResult:
         prompts = [build_prompt(row["instruction"], row["input"]) for row in examples]
-        outputs = generate(model, tokenizer, prompts, self.max_new_tokens, batch_size, progress=progress)
+        outputs = across_ranks(
+            prompts,
+            partial(
+                generate, model, tokenizer, max_new_tokens=self.max_new_tokens, batch_size=batch_size, progress=progress
+            ),
+        )  # greedy decoding is batch-invariant: the same answers as one process
         records = [
             {"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **judge(row, text)}
             for i, (row, text) in enumerate(zip(examples, outputs))
