@@ -183,7 +183,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
-    report = write_report(Path(args.dir), log_to_wandb=not args.no_wandb)
+    report = write_report(
+        Path(args.dir), log_to_wandb=not args.no_wandb, variant=Path(args.variant) if args.variant else None
+    )
     print(report.console_text())
     return 0
 
@@ -324,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", help="a results store folder")
     report.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
+    report.add_argument(
+        "--variant",
+        metavar="STORE",
+        help="another store over the same grid (e.g. the papers' fixed recipes), drawn dotted in the plateau figures and tabulated against this one",
+    )
     report.set_defaults(handler=cmd_report)
 
     compare = commands.add_parser(

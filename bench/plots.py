@@ -74,9 +74,27 @@ def _seed_counts(runs: pd.DataFrame) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
-def plateau_figure(runs: pd.DataFrame, fits: dict[str, PlateauFit], title: str, metric: str, stem: Path) -> list[Path]:
-    """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method."""
+def plateau_figure(
+    runs: pd.DataFrame,
+    fits: dict[str, PlateauFit],
+    title: str,
+    metric: str,
+    stem: Path,
+    variant: pd.DataFrame | None = None,
+    variant_label: str = "",
+) -> list[Path]:
+    """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method;
+    `variant`: runs of the same grid under other settings (e.g. the papers' fixed recipes), drawn as thin dotted lines
+    with hollow markers, seed means, no band."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    if variant is not None and len(variant):
+        for method, group in variant.groupby("method", sort=True):
+            means = group.groupby("params")["score"].mean()
+            style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
+            if method == REFERENCE:
+                axes.axhline(means.mean(), **style)
+            else:
+                axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
     onset_drawn = False
     for method, group in runs[runs["method"] != REFERENCE].groupby("method", sort=True):
         by_params = group.groupby("params")["score"]
@@ -110,6 +128,11 @@ def plateau_figure(runs: pd.DataFrame, fits: dict[str, PlateauFit], title: str, 
     if onset_drawn:
         handles.append(plt.Line2D([], [], color="grey", linestyle=":", linewidth=1))
         labels.append("plateau onset")
+    if variant is not None and len(variant):
+        handles.append(
+            plt.Line2D([], [], color="grey", linestyle=":", linewidth=1.2, marker="o", markerfacecolor="none")
+        )
+        labels.append(variant_label)
     axes.set_xscale("log")
     axes.set_xlabel("trainable parameters (log scale)")
     axes.set_ylabel(f"{metric} (points)")
@@ -171,3 +194,24 @@ def pareto_frontier(cells: pd.DataFrame) -> pd.DataFrame:
             keep.append(index)
             best = row["score_mean"]
     return ordered.loc[keep]
+
+
+def learning_curves_figure(curves: pd.DataFrame, title: str, metric: str, stem: Path) -> list[Path]:
+    """`curves`: one row per (method, budget, seed, step) with the validation `score`; one line per method and budget
+    through the seed means, against training steps."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for (method, budget), group in curves.groupby(["method", "budget"], sort=True):
+        means = group.groupby("step")["score"].mean()
+        axes.plot(means.index, means.values, marker=".", color=color(method), label=f"{display_name(method)} {budget}")
+    axes.set_xlabel("training step")
+    axes.set_ylabel(f"validation {metric} (points)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    seeds = sorted(set(curves.groupby(["method", "budget", "step"])["score"].count()))
+    axes.legend(
+        title=f"mean over {seeds[0] if len(seeds) == 1 else f'{seeds[0]}-{seeds[-1]}'} seeds",
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
+    return _save(figure, stem)

@@ -426,12 +426,69 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
     return "\n".join([*lines, pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)])
 
 
+def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Validation learning curves (`--eval-every`) of each method's largest budget, one row per (run, step), in points."""
+    rows = [
+        {
+            "model": record["config"]["model"],
+            "task": record["task"]["name"],
+            "method": record["config"]["method"],
+            "budget": _budget(record),
+            "params": record["params"]["achieved"],
+            "seed": record["config"]["seed"],
+            "step": point["step"],
+            "score": 100 * point[record["task"]["primary_metric"]],
+        }
+        for record in records
+        if len(record.get("curves", {}).get("validation", [])) > 1
+        for point in record["curves"]["validation"]
+    ]
+    frame = pd.DataFrame(rows, columns=["model", "task", "method", "budget", "params", "seed", "step", "score"])
+    largest = frame.groupby(["model", "task", "method"])["params"].transform("max")
+    return frame[frame["params"] == largest]
+
+
+def variant_markdown(runs: pd.DataFrame, variant: pd.DataFrame, label: str) -> str:
+    """Per task, method and budget: the store's seed mean against the variant's (test, points)."""
+    keys = ["model", "task", "method", "budget"]
+    ours = runs.groupby(keys, as_index=False).agg(score=("score", "mean"), seeds=("seed", "count"))
+    theirs = variant.groupby(keys, as_index=False).agg(variant=("score", "mean"), variant_seeds=("seed", "count"))
+    both = ours.merge(theirs, on=keys, how="outer").sort_values(keys)
+    both["difference"] = both["variant"] - both["score"]
+    rows = [
+        [
+            row["model"],
+            row["task"],
+            display_name(row["method"]),
+            row["budget"],
+            *(
+                "missing" if pd.isna(row[column]) else f"{row[column]:.1f} ({int(row[count])})"
+                for column, count in (("score", "seeds"), ("variant", "variant_seeds"))
+            ),
+            "" if pd.isna(row["difference"]) else f"{row['difference']:+.1f}",
+        ]
+        for _, row in both.iterrows()
+    ]
+    header = ["Model", "Task", "Method", "Budget", "This store (seeds)", f"{label} (seeds)", "Difference"]
+    return "\n".join(
+        [
+            f"## Against {label}",
+            "",
+            "Test score in points, seed means; the difference is the variant minus this store.",
+            "",
+            pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True),
+        ]
+    )
+
+
 def _metric_of(runs: pd.DataFrame, model: str, task: str) -> str:
     return "average" if task == "average" else runs[(runs["model"] == model) & (runs["task"] == task)]["metric"].iloc[0]
 
 
-def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
-    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run."""
+def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
+    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
+    store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
+    one."""
     store = Store(directory)
     if not store.root.is_dir():
         raise BenchError(
@@ -463,6 +520,19 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
         tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
     fits = plateau_fits(usable)
+    variant_runs, variant_label = None, ""
+    if variant is not None:
+        variant_store = Store(variant)
+        variant_records = final_records(variant_store)
+        if not variant_records:
+            raise BenchError(
+                f"variant store {variant} has no finished run", "pass the --out folder of a finished sweep"
+            )
+        variant_runs = runs_frame(variant_records)
+        variant_runs = usable_runs(variant_runs, cells_frame(variant_runs))
+        manifest_of_variant = variant_store.read_meta("sweep.json")
+        variant_label = manifest_of_variant["name"] if manifest_of_variant else variant_store.root.name
+    variant_views = dict(plateau_views(variant_runs)) if variant_runs is not None else {}
 
     figures: list[Path] = []
     for (model, task), view in plateau_views(usable):
@@ -472,6 +542,16 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
             f"{model} · {task}",
             _metric_of(runs, model, task),
             figures_dir / f"plateau_{slug(model)}_{slug(task)}",
+            variant_views.get((model, task)),
+            variant_label,
+        )
+    curves = curves_frame(records)
+    for (model, task), group in curves.groupby(["model", "task"]):
+        figures += plots.learning_curves_figure(
+            group,
+            f"{model} · {task}: validation during training, each method's largest budget",
+            _metric_of(runs, model, task),
+            figures_dir / f"curves_{slug(model)}_{slug(task)}",
         )
     pareto_notes = []
     for (model, task), group in ranked(cells).groupby(["model", "task"]):
@@ -516,10 +596,15 @@ def write_report(directory: Path, log_to_wandb: bool = True) -> Report:
         ]
     if tuning:
         sections += ["", _tuning_markdown(tuning)]
-    sections += ["", _plateau_markdown(fits), "", "## Figures", ""]
+    sections += ["", _plateau_markdown(fits)]
+    if variant_runs is not None:
+        sections += ["", variant_markdown(usable, variant_runs, variant_label)]
+    sections += ["", "## Figures", ""]
     sections += [
         "Plateau curves: one colour per method in every figure; lines through the seed means, shaded bands from the seed minimum to maximum (the legend "
-        "says over how many seeds), dashed the saturating fit, dotted its onset when reached. Pareto: score against peak memory measured in isolation only.",
+        "says over how many seeds), dashed the saturating fit, dotted its onset when reached; with `--variant`, the other store's seed means as dotted lines "
+        "with hollow markers. Learning curves (runs with `--eval-every`): validation score against steps for each method's largest budget. "
+        "Pareto: score against peak memory measured in isolation only.",
         "",
         *(f"{note}\n" for note in pareto_notes),
     ]

@@ -21,6 +21,7 @@ import pytest
 from bench import plateau, plots, stats
 from bench.record import read_records
 from bench.report import write_report
+from core.errors import BenchError
 from tests.test_sweep import tiny_store
 
 
@@ -363,3 +364,30 @@ def test_decoder_tables_show_both_protocols_and_format_failures_per_test_set(rep
         "**60.0 ± 0.0 [60.0, 60.0]**",
     ]
     assert "**" not in "".join(table_row(per_set, "Full FT", "100%")[3::3])  # format-failure rates are never bold
+
+
+def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp_path: Path) -> None:
+    def shifted(records: list[dict], manifest: dict) -> None:
+        manifest["name"] = "fixed-recipe"
+        for record in records:
+            record["metrics"]["test"]["accuracy"] += 0.05
+
+    def with_curves(records: list[dict], manifest: dict) -> None:
+        for record in records:
+            final = record["metrics"]["validation"]["accuracy"]
+            record["curves"] = {"validation": [{"step": 1, "accuracy": final - 0.1}, {"step": 2, "accuracy": final}]}
+
+    variant = derived_store(report.folder.parent, tmp_path / "variant", shifted)
+    store = derived_store(report.folder.parent, tmp_path / "store", with_curves)
+    derived = write_report(store, log_to_wandb=False, variant=variant)
+    markdown = (derived.folder / "results.md").read_text()
+    section = markdown[markdown.index("## Against fixed-recipe") :].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| minilm-l6")]
+    assert len(rows) == len(derived.cells) and all(row.rstrip(" |").endswith("+5.0") for row in rows)
+    assert {path.name for path in derived.figures} >= {
+        "curves_minilm-l6_glue-sst2.png",
+        "plateau_minilm-l6_glue-sst2.png",
+    }
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchError, match="variant store"):
+        write_report(store, log_to_wandb=False, variant=tmp_path / "empty")
