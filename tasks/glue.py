@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from core.errors import BenchError
 from tasks import metrics
 from tasks.base import EvalResult, Task, progress_bar
 from tasks.data_source import DataSource
+
+if TYPE_CHECKING:
+    from torch import nn
 
 Metric = Callable[[list[Any], list[Any]], float]
 HUB_DATASET = "nyu-mll/glue"
@@ -100,7 +100,6 @@ class GlueTask(Task):
         label = float(example["label"]) if self.num_labels == 1 else int(example["label"])
         return {"input_ids": ids, "labels": label}
 
-    @torch.no_grad()
     def evaluate(
         self,
         model: nn.Module,
@@ -110,6 +109,8 @@ class GlueTask(Task):
         max_length: int,
         progress: bool = False,
     ) -> EvalResult:
+        import torch
+
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
@@ -118,7 +119,7 @@ class GlueTask(Task):
             range(len(features)), key=lambda index: len(features[index]["input_ids"])
         )  # batches of similar length pad less
         predictions: list[Any] = [None] * len(features)
-        with progress_bar(len(order), f"evaluate {self.name}", progress) as bar:
+        with torch.no_grad(), progress_bar(len(order), f"evaluate {self.name}", progress) as bar:
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = self.collate([features[index] for index in indices], tokenizer)

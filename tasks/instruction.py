@@ -21,17 +21,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.errors import BenchError
 from tasks import extraction
 from tasks.base import EvalResult, Task
 from tasks.data_source import DataSource
-from tasks.generation import generate
 from tasks.lm_eval_bridge import ChoiceItem, score_multiple_choice
 from tasks.prompts import BOS_POLICY, TEMPLATE_HASH, build_prompt, encode_for_training
+
+if TYPE_CHECKING:
+    from torch import nn
 
 AnswerKind = Literal["label", "number", "letter"]
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
@@ -248,6 +248,8 @@ class InstructionTask(Task):
         max_length: int,
         progress: bool = False,
     ) -> EvalResult:
+        from tasks.generation import generate
+
         prompts = [build_prompt(row["instruction"], row["input"]) for row in examples]
         outputs = generate(model, tokenizer, prompts, self.max_new_tokens, batch_size, progress=progress)
         records = [
