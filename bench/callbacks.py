@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -17,6 +17,9 @@ import psutil
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+if TYPE_CHECKING:
+    from methods.training import Training
 
 
 class CostMeter(L.Callback):
@@ -135,7 +138,7 @@ class LearningCurves(L.Callback):
         if self.every and step % self.every == 0 and step < trainer.max_steps:
             self.validation.append({"step": step, **self._evaluate_between_steps(pl_module)})
 
-    def _evaluate_between_steps(self, pl_module: L.LightningModule) -> dict[str, float]:
+    def _evaluate_between_steps(self, pl_module: Training) -> dict[str, float]:
         modes = {module: module.training for module in pl_module.modules()}
         states = (
             random.getstate(),
@@ -144,7 +147,7 @@ class LearningCurves(L.Callback):
             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         )
         try:
-            return self.evaluate(pl_module.model)
+            return self.evaluate(pl_module.method.model)
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])

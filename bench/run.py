@@ -168,10 +168,10 @@ def plan(config: RunConfig) -> RunPlan:
 def _run_modules() -> tuple[ModuleType, ...]:
     """This module and those `execute` imports when it runs: their code is part of every run key."""
     from bench import artifacts, callbacks, divergence
-    from methods import density
+    from methods import density, training
     from tasks import leakage
 
-    return (sys.modules[__name__], artifacts, callbacks, density, divergence, leakage)
+    return (sys.modules[__name__], artifacts, callbacks, density, divergence, leakage, training)
 
 
 def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
@@ -228,6 +228,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     from bench.divergence import Diverged, DivergenceGuard, check_metrics
     from bench.store import Store
     from methods.density import activation_density
+    from methods.training import Training
     from tasks.leakage import leakage_report
 
     config = run.config
@@ -303,9 +304,10 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         deterministic="warn",
     )
     try:
-        trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
+        training = Training(module)
+        trainer.fit(training, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
         laps.lap("fit")
-        model = module.model.to(module.device)
+        model = module.model.to(training.device)
         evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
         check_metrics({split: result.metrics for split, result in evaluations.items()})
     except Diverged as diverged:
