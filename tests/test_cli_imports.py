@@ -1,5 +1,6 @@
 """What the quick answers of the command line import: help, the version and `bench list` load no deep-learning
-library, so they answer at once. Each case runs `bench` in a fresh process and lists the heavy modules it loaded."""
+library, so they answer at once, and a budget is checked without Lightning. Each case runs `bench` in a fresh process
+and lists the heavy modules it loaded."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import contextlib, json, sys
 from bench.cli import main
 with contextlib.redirect_stdout(None), contextlib.suppress(SystemExit):
     main(sys.argv[1:])
-print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in {heavy})))
+print(json.dumps(sorted({{name.split(".")[0] for name in sys.modules}} & {heavy})))
 """
 
 
 def heavy_imports(*argv: str) -> list[str]:
-    """The modules of HEAVY loaded by `bench *argv` in a fresh process (no plugin folders)."""
+    """The packages of HEAVY loaded by `bench *argv` in a fresh process (no plugin folders)."""
     env = {key: value for key, value in os.environ.items() if key != "PEFT_BENCH_PLUGINS"}
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(heavy=set(HEAVY)), *argv],
@@ -47,5 +48,10 @@ def test_help_version_and_list_import_no_deep_learning_library(argv: tuple[str, 
     assert heavy_imports(*argv) == []
 
 
-def test_the_probe_sees_heavy_imports() -> None:
-    assert "torch" in heavy_imports("run", "--method", "lora", "--task", "glue/sst2", "--model", "no-such-model")
+def test_an_unreachable_budget_is_found_without_lightning() -> None:
+    """The budget is solved on a weightless model: torch and transformers, but not Lightning, which only trains."""
+    loaded = heavy_imports(
+        "run", "--method", "lora", "--budget", "90%", "--task", "glue/sst2", "--model", "minilm-l6", "--max-steps", "10"
+    )
+    assert "torch" in loaded and "transformers" in loaded  # the probe sees heavy imports
+    assert "lightning" not in loaded
