@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -18,6 +18,9 @@ import psutil
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+if TYPE_CHECKING:
+    from methods.training import Training
 
 
 def full_weights(wrapped: torch.nn.Module | None) -> AbstractContextManager:
@@ -147,7 +150,7 @@ class LearningCurves(L.Callback):
             with full_weights(trainer.strategy.model):
                 self.validation.append({"step": step, **self._evaluate_between_steps(pl_module)})
 
-    def _evaluate_between_steps(self, pl_module: L.LightningModule) -> dict[str, float]:
+    def _evaluate_between_steps(self, pl_module: Training) -> dict[str, float]:
         modes = {module: module.training for module in pl_module.modules()}
         states = (
             random.getstate(),
@@ -156,7 +159,7 @@ class LearningCurves(L.Callback):
             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         )
         try:
-            return self.evaluate(pl_module.model)
+            return self.evaluate(pl_module.method.model)
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])

@@ -171,10 +171,10 @@ def plan(config: RunConfig) -> RunPlan:
 def _run_modules() -> tuple[ModuleType, ...]:
     """This module and those `execute` imports when it runs: their code is part of every run key."""
     from bench import artifacts, callbacks, divergence
-    from methods import density
+    from methods import density, training
     from tasks import leakage
 
-    return (sys.modules[__name__], artifacts, callbacks, density, divergence, leakage)
+    return (sys.modules[__name__], artifacts, callbacks, density, divergence, leakage, training)
 
 
 def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
@@ -235,6 +235,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     from bench.callbacks import CostMeter, LearningCurves, StepProgressBar, full_weights
     from bench.divergence import Diverged, DivergenceGuard, check_metrics
     from methods.density import activation_density
+    from methods.training import Training
     from tasks.leakage import leakage_report
 
     config = run.config
@@ -310,13 +311,14 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         default_root_dir=run_dir,
         deterministic="warn",
     )
+    training = Training(module)
     try:
-        trainer.fit(module, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
+        trainer.fit(training, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
     except Diverged as diverged:
         return _diverged(run, out_dir, trainer, diverged)
     laps.lap("fit")
     with full_weights(trainer.strategy.model):  # FSDP leaves each rank a shard of every weight: gather them all
-        model = module.model.to(module.device)
+        model = module.model.to(training.device)
         evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
         try:
             check_metrics({split: result.metrics for split, result in evaluations.items()})

@@ -18,7 +18,7 @@ from core.errors import BenchError
 if TYPE_CHECKING:
     from methods.base import PeftMethod
 
-_INFRASTRUCTURE = {"base", "density", "recipes", "targets"}
+_INFRASTRUCTURE = {"base", "density", "recipes", "targets", "training"}
 
 
 def registry() -> dict[str, type[PeftMethod]]:

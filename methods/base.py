@@ -1,7 +1,9 @@
 """The one interface every fine-tuning method implements.
 
-`PeftMethod` is a LightningModule that owns the model, trains it on the task's own loss, and builds the optimizer
-and LR schedule over the trainable parameters only. A method subclass fills in a few hooks:
+`PeftMethod` is a torch module that owns the model, computes the training loss (the task's own loss, plus the
+method's term if any), and builds the optimizer and LR schedule over the trainable parameters only;
+`methods.training.Training` is the one LightningModule that trains any of them. Lightning is imported only to
+train, so a budget is solved and checked on a weightless model without it. A method subclass fills in a few hooks:
 
 - `count_for_knob` / `knob_bounds`: the exact trainable count for a knob value (the budget solver searches these);
 - `compute_calibration` / `load_calibration`: optional statistics gathered on training batches before training,
@@ -12,7 +14,7 @@ and LR schedule over the trainable parameters only. A method subclass fills in a
 - `export_state` / `load_selection`: what is saved after training, and how the selection saved in it (block or row
   indices) stands in for calibration when a saved run is rebuilt.
 
-The lifecycle is `calibrate` (if the method needs it) -> `solve_budget` -> `apply(knob)` -> `Trainer.fit`; a saved
+The lifecycle is `calibrate` (if the method needs it) -> `solve_budget` -> `apply(knob)` -> `Trainer.fit(Training(method))`; a saved
 run is rebuilt on a fresh base model by `restore(knob, state)`.
 Hyperparameters come from a recipe (`methods.recipes`): the project's defaults or a paper's, chosen by `--recipe`.
 The task head (a classifier, if any) is always trainable and counted separately from the method's parameters.
@@ -32,11 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 from safetensors.torch import load_file, save, save_file
 from torch import nn
-from transformers import get_linear_schedule_with_warmup
 
 from core.errors import BenchError
 from methods.head_probe import head_module, probed_head
@@ -105,8 +105,8 @@ class MethodOptions:
                 )
 
 
-class PeftMethod(L.LightningModule):
-    """Base LightningModule for a fine-tuning method (see the module docstring for the hooks)."""
+class PeftMethod(nn.Module):
+    """Base module of a fine-tuning method (see the module docstring for the hooks)."""
 
     name: ClassVar[str]
     knob_name: ClassVar[str]
@@ -133,9 +133,6 @@ class PeftMethod(L.LightningModule):
         self._head_ids = {id(p) for n, p in model.named_parameters() if head_prefixes and n.startswith(head_prefixes)}
         self.knob: int | None = None
         self.calibration_info: dict[str, Any] = {}
-        self.save_hyperparameters(
-            {"method": self.name, "options": dataclasses.asdict(self.options), "optim": dataclasses.asdict(self.optim)}
-        )
 
     # ----- hooks a method implements ---------------------------------------------------------------------------
 
@@ -315,23 +312,16 @@ class PeftMethod(L.LightningModule):
     def forward(self, **batch: torch.Tensor) -> Any:
         return self.model(**batch)
 
-    def on_train_start(self) -> None:
-        """Train with every module in train mode (dropout on), as the papers do: `from_pretrained` returns a model in
-        eval mode and Lightning keeps each module's mode, so without this the backbone's dropout would stay off."""
-        self.train()
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss to minimise on `batch` (`loss`: the task loss plus `extra_loss`, when the method adds one)."""
         outputs = self.model(**batch)
-        loss = outputs.loss
         extra = self.extra_loss(batch, outputs)
-        batch_size = batch["input_ids"].shape[0]
-        if extra is not None:
-            self.log("train/extra_loss", extra.detach(), batch_size=batch_size)
-            loss = loss + extra
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
-        return loss
+        return {"loss": outputs.loss} if extra is None else {"loss": outputs.loss + extra, "extra_loss": extra}
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over the trainable parameters and its per-step LR schedule, in Lightning's form."""
+        from transformers import get_linear_schedule_with_warmup
+
         parameters = self.trainable_parameters()
         if not parameters:
             raise BenchError(f"{self.name} left no trainable parameters", "check the method's targets and budget")

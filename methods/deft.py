@@ -18,7 +18,7 @@ neither, HF's defaults]. Decoder: [inferred] DEFT publishes no decoder recipe (i
 adapters): the LLM-Adapters LoRA recipe (q, k, v, up, down, alpha = 2r, dropout 0.05, lr 3e-4, 100 warm-up steps)
 with λ 1.0, ε 1e-7.
 
-Activations are captured only during the training forward (hooks live for one `training_step`), and dropped
+Activations are captured only during the training forward (hooks live for one `training_losses` call), and dropped
 every step. Everything else (knob, budget, calibration, attach, merge, export, restore) is the base method's, through an
 inner instance of it on the same model; `base_options` passes options to it as `key=value;key=value`.
 """
@@ -200,9 +200,9 @@ class Deft(PeftMethod):
                 handle.remove()
             self.captured = []
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with self.capturing():
-            return super().training_step(batch, batch_idx)
+            return super().training_losses(batch)
 
     def extra_loss(self, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor | None:
         if len(self.captured) != len(self.activation_modules):

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-import peft
 from torch import nn
 
 from methods.base import MethodOptions, PeftMethod, bounded
@@ -102,6 +101,8 @@ class LoRA(PeftMethod):
         return sum(knob * (d_out + d_in) + (d_out if self.use_dora else 0) for d_out, d_in in self.target_shapes)
 
     def attach(self, knob: int) -> None:
+        import peft  # here, not at the top: counting a budget needs no peft
+
         self.target_shapes  # noqa: B018 - read the shapes before peft wraps the layers
         config = peft.LoraConfig(
             r=knob,
@@ -117,6 +118,8 @@ class LoRA(PeftMethod):
         return copy.deepcopy(self.model).merge_and_unload()
 
     def describe(self) -> dict:
+        import peft
+
         return {
             "targets": list(self.roles),
             "peft_version": peft.__version__,

@@ -29,7 +29,7 @@ _INFRASTRUCTURE = {
 
 
 def registry() -> dict[str, Task]:
-    """All tasks by name, this package's and the plugins' (core.plugins); imports every task module, and torch."""
+    """All tasks by name, this package's and the plugins' (core.plugins); imports every task module (not torch)."""
     from tasks.base import Task
 
     return plugins.collect(

@@ -18,13 +18,15 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from tasks.data_source import DataSource
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
@@ -142,6 +144,8 @@ class Task(ABC):
 
     def collate(self, features: list[dict[str, Any]], tokenizer: Any) -> dict[str, torch.Tensor]:
         """Right-pad `input_ids`/`attention_mask` (and list-valued `labels` with -100) into a batch."""
+        import torch
+
         width = max(len(feature["input_ids"]) for feature in features)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 

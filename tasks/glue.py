@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from core.errors import BenchError
 from tasks import metrics
 from tasks.base import EvalResult, Task, across_ranks, progress_bar
 from tasks.data_source import DataSource
+
+if TYPE_CHECKING:
+    from torch import nn
 
 Metric = Callable[[list[Any], list[Any]], float]
 HUB_DATASET = "nyu-mll/glue"
@@ -101,7 +101,6 @@ class GlueTask(Task):
         label = float(example["label"]) if self.num_labels == 1 else int(example["label"])
         return {"input_ids": ids, "labels": label}
 
-    @torch.no_grad()
     def evaluate(
         self,
         model: nn.Module,
@@ -151,9 +150,11 @@ class GlueTask(Task):
         self, model: nn.Module, tokenizer: Any, features: list[dict[str, Any]], progress: bool, batches: list[list[int]]
     ) -> list[list[Any]]:
         """The predictions of each batch of feature indices: a score (regression) or a class per example."""
+        import torch
+
         device = next(model.parameters()).device
         predictions = []
-        with progress_bar(sum(map(len, batches)), f"evaluate {self.name}", progress) as bar:
+        with torch.no_grad(), progress_bar(sum(map(len, batches)), f"evaluate {self.name}", progress) as bar:
             for indices in batches:
                 batch = self.collate([features[index] for index in indices], tokenizer)
                 logits = model(

@@ -24,17 +24,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.errors import BenchError
 from tasks import extraction
 from tasks.base import EvalResult, Task, across_ranks
 from tasks.data_source import DataSource
-from tasks.generation import generate
 from tasks.lm_eval_bridge import ChoiceItem, score_multiple_choice
 from tasks.prompts import BOS_POLICY, TEMPLATE_HASH, build_prompt, encode_for_training
+
+if TYPE_CHECKING:
+    from torch import nn
 
 AnswerKind = Literal["label", "number", "letter"]
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
@@ -251,6 +251,8 @@ class InstructionTask(Task):
         max_length: int,
         progress: bool = False,
     ) -> EvalResult:
+        from tasks.generation import generate
+
         prompts = [build_prompt(row["instruction"], row["input"]) for row in examples]
         outputs = across_ranks(
             prompts,

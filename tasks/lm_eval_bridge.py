@@ -21,12 +21,14 @@ import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from torch import nn
 
 from tasks.prompts import encode_text
+
+if TYPE_CHECKING:
+    from torch import nn
 
 STDERR_BOOTSTRAP_ITERS = (
     1000  # lm-eval's switch for standard errors; accuracy (a mean) gets its closed form, not a bootstrap

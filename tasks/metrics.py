@@ -1,17 +1,14 @@
 """Official GLUE metrics over predictions and references: scikit-learn for the label metrics, scipy for correlations.
 
 A correlation over predictions that are not all finite (a diverged regression head) is nan, a failed metric: reports
-show it as failed, never as a number.
+show it as failed, never as a number. The libraries are imported when a metric is computed, so declaring a task
+that names a metric costs nothing.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-import numpy as np
-from scipy import stats
-from sklearn import metrics
 
 
 def _check(predictions: Sequence, references: Sequence, name: str) -> None:
@@ -21,23 +18,33 @@ def _check(predictions: Sequence, references: Sequence, name: str) -> None:
 
 def accuracy(predictions: Sequence[int], references: Sequence[int]) -> float:
     _check(predictions, references, "accuracy")
+    from sklearn import metrics
+
     return float(metrics.accuracy_score(references, predictions))
 
 
 def f1(predictions: Sequence[int], references: Sequence[int]) -> float:
     """Binary F1 of the positive class 1 (GLUE MRPC/QQP); 0 when there are no true or predicted positives."""
     _check(predictions, references, "f1")
+    from sklearn import metrics
+
     return float(metrics.f1_score(references, predictions, pos_label=1, average="binary", zero_division=0.0))
 
 
 def matthews_corrcoef(predictions: Sequence[int], references: Sequence[int]) -> float:
     """Matthews correlation of binary labels (GLUE CoLA); 0 when a marginal is constant."""
     _check(predictions, references, "matthews_corrcoef")
+    from sklearn import metrics
+
     return float(metrics.matthews_corrcoef(references, predictions))
 
 
-def _correlation(function, predictions: Sequence[float], references: Sequence[float], name: str) -> float:
+def _correlation(function: str, predictions: Sequence[float], references: Sequence[float], name: str) -> float:
+    """`scipy.stats.<function>` of predictions and references, or nan (see the module docstring)."""
     _check(predictions, references, name)
+    import numpy as np
+    from scipy import stats
+
     predictions = np.asarray(predictions, dtype=float)
     if (
         not np.all(np.isfinite(predictions))
@@ -45,14 +52,14 @@ def _correlation(function, predictions: Sequence[float], references: Sequence[fl
         or np.ptp(np.asarray(references, dtype=float)) == 0
     ):
         return math.nan
-    return float(function(predictions, references).statistic)
+    return float(getattr(stats, function)(predictions, references).statistic)
 
 
 def pearson(predictions: Sequence[float], references: Sequence[float]) -> float:
     """Pearson correlation (GLUE STS-B); nan when a prediction is not finite or either side is constant."""
-    return _correlation(stats.pearsonr, predictions, references, "pearson")
+    return _correlation("pearsonr", predictions, references, "pearson")
 
 
 def spearman(predictions: Sequence[float], references: Sequence[float]) -> float:
     """Spearman rank correlation, ties at their average rank (GLUE STS-B); nan like `pearson`."""
-    return _correlation(stats.spearmanr, predictions, references, "spearman")
+    return _correlation("spearmanr", predictions, references, "spearman")

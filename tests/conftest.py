@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from bench.models import LoadedModel, load_model
+from methods.training import Training
 from tasks import get_task
 from tasks.data_source import DataSource
 
@@ -53,13 +54,14 @@ def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
 
 
 def train_steps(method, batch: dict[str, torch.Tensor], steps: int = 3) -> None:
-    """A few optimizer steps of `method` on one batch, through its own training_step, optimizer and LR schedule."""
+    """A few optimizer steps of `method` on one batch, through the training step, optimizer and LR schedule of a run."""
     configured = method.configure_optimizers()
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    training = Training(method)
     method.model.train()
     for _ in range(steps):
         optimizer.zero_grad()
-        method.training_step(batch, 0).backward()
+        training.training_step(batch, 0).backward()
         optimizer.step()
         scheduler.step()
 

@@ -12,6 +12,7 @@ from methods.deft import Deft, DeftOptions, density_loss
 from methods.density import activation_density
 from methods.lora import LoRA, LoraOptions
 from methods.targets import find_activations
+from methods.training import Training
 from tests.conftest import batch_of, logits, train_steps
 
 MERGE_ATOL = 1e-5  # fp32 logits of a merged vs unmerged LoRA base on MiniLM
@@ -56,7 +57,7 @@ def test_training_step_adds_weighted_density_of_the_captured_activations_only_wh
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0  # so the task loss of the training forward can be recomputed
     method.model.train()
-    total = method.training_step(batch, 0)
+    total = Training(method).training_step(batch, 0)
     assert len(seen) == len(activations) == minilm_classifier.model.config.num_hidden_layers
     expected = 0.5 * _naive_density_loss(seen, batch["attention_mask"], 1e-7)
     with torch.no_grad():
@@ -127,11 +128,12 @@ def _density_after_training(rows, deft: bool, steps: int = 10) -> float:
     )
     method.apply(8)
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-2)
+    training = Training(method)
     method.model.train()
     for step in range(steps):
         optimizer.zero_grad()
         start = 8 * step % 48  # the first 48 rows train, the last 16 measure
-        method.training_step(batch_of("glue/sst2", rows[start : start + 8], loaded.tokenizer), step).backward()
+        training.training_step(batch_of("glue/sst2", rows[start : start + 8], loaded.tokenizer), step).backward()
         optimizer.step()
     return activation_density(method.model, [batch_of("glue/sst2", rows[-16:], loaded.tokenizer)])["density"]
 

@@ -25,6 +25,7 @@ from methods import get_method
 from methods.base import OptimConfig
 from methods.row_sft import RowDeltaLinear
 from methods.svfit import SingularValueLinear, SVFit, SvfitOptions
+from methods.training import Training
 from tests.conftest import batch_of, train_steps
 
 ENCODER_TASK, DECODER_TASK = "glue/sst2", "glue-lm/sst2"
@@ -295,7 +296,7 @@ def dead_groups(method, train: dict[str, torch.Tensor], probe: dict[str, torch.T
     method.model.double()
     method.model.zero_grad(set_to_none=True)
     method.model.train()
-    method.training_step(probe, 0).backward()
+    Training(method).training_step(probe, 0).backward()
     groups = gradient_groups(method)
     assert sum(g.numel() for g in groups.values()) > 0
     median = torch.cat(list(groups.values())).median()

@@ -7,6 +7,7 @@ import torch
 
 from methods import get_method
 from methods.base import OptimConfig
+from methods.training import Training
 from tests.conftest import batch_of
 
 
@@ -38,7 +39,7 @@ def test_every_module_trains_in_train_mode(minilm_classifier, sst2_rows) -> None
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
+    trainer.fit(Training(module), train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
     assert modes.seen and all(all(flags.values()) for flags in modes.seen), [
         name for name, on in modes.seen[0].items() if not on
     ][:5]

@@ -1,0 +1,46 @@
+"""The LightningModule that trains a fine-tuning method: `Trainer.fit(Training(method))`.
+
+Methods themselves are plain torch modules (methods/base.py), so choosing and checking a budget never imports
+Lightning; this wrapper adds what Lightning needs to train one: the training step with its logged losses, the
+method's optimizer and schedule, and train mode for every module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import lightning as L
+import torch
+
+from methods.base import PeftMethod
+
+
+class Training(L.LightningModule):
+    """Trains `method` on its own losses (`PeftMethod.training_losses`) with its own optimizer and schedule."""
+
+    def __init__(self, method: PeftMethod) -> None:
+        super().__init__()
+        self.method = method
+        self.save_hyperparameters(
+            {
+                "method": method.name,
+                "options": dataclasses.asdict(method.options),
+                "optim": dataclasses.asdict(method.optim),
+            }
+        )
+
+    def on_train_start(self) -> None:
+        """Train with every module in train mode (dropout on), as the papers do: `from_pretrained` returns a model in
+        eval mode and Lightning keeps each module's mode, so without this the backbone's dropout would stay off."""
+        self.train()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.method.training_losses(batch)
+        batch_size = batch["input_ids"].shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
+        return losses["loss"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return self.method.configure_optimizers()
