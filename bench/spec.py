@@ -18,6 +18,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
   gets a grid of the same size, so every method has the same tuning budget; `budgets` (optional, at least 3): tune
   each method at that many of its budgets, spread evenly over its sorted budget list with both ends included, and
   interpolate the chosen learning rate in log-lr against log-budget for the others (default: tune at every budget);
+- `full_data` (optional, default false): the spec needs full training sets, so it is refused on the committed subsets
+  (`tasks/data`); point `PEFT_BENCH_DATA` (or `training.data_dir`) at a full data folder;
 - `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
 
 Methods without a knob range (full fine-tuning) run once per task and seed whatever the budgets.
@@ -56,6 +58,7 @@ TOP_KEYS = {
     "recipe",
     "methods",
     "tuning",
+    "full_data",
     "wandb",
     "slurm",
 }
@@ -105,6 +108,7 @@ class SweepSpec:
     task_training: dict[tuple[str, str], dict[str, Any]]  # (model, task) -> overrides
     tuning_seed: int | None
     tuning_budgets: int | None  # tune at this many budgets per method and interpolate; None: at every budget
+    full_data: bool  # refuse the committed data subsets
     wandb: dict[str, Any]
     slurm: dict[str, Any]
     source: dict[str, Any]
@@ -307,6 +311,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         task_training=task_training,
         tuning_seed=tuning_seed,
         tuning_budgets=tuning_budgets,
+        full_data=_flag(data.get("full_data", False), f"{where}: full_data"),
         wandb={"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb},
         slurm=dict(slurm),
         source=data,
@@ -363,6 +368,12 @@ def _models(
 def _has_knob_range(method_cls: type) -> bool:
     """Whether a method has a budget knob: full fine-tuning declares `knob_name = "all"` with a single value."""
     return method_cls.knob_name != "all"
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise BenchError(f"{what} must be true or false, got {value!r}", "write `full_data: true` or leave it out")
+    return value
 
 
 def _mapping(value: Any, what: str) -> None:

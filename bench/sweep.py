@@ -304,6 +304,18 @@ def _entry_group(entry: dict[str, Any]) -> tuple[str, str, str, str | None]:
     return group_key(entry["method"], entry["model"], entry["task"], entry["budget"])
 
 
+def require_full_data(spec: SweepSpec) -> None:
+    """BenchError if the spec needs full training sets but would read the committed subsets."""
+    from tasks.data_source import DATA_ENV, DataSource
+
+    source = DataSource(spec.training.get("data_dir"))
+    if source.kind != "data-dir":
+        raise BenchError(
+            f"spec {spec.name} needs the full training sets, but the data would come from the committed subsets ({source.root})",
+            f"point {DATA_ENV} (or training.data_dir in the spec) at a folder laid out like tasks/data/ with the full files",
+        )
+
+
 def run_sweep(
     spec: SweepSpec,
     out: str | Path,
@@ -317,6 +329,8 @@ def run_sweep(
 
     store = Store(out)
     check_writable(store.root)
+    if spec.full_data:
+        require_full_data(spec)
     started = time.perf_counter()
     common = {
         "store": str(store.root),

@@ -328,3 +328,13 @@ def test_a_learning_rate_per_budget_reaches_each_budget_and_must_cover_them() ->
     assert [lora.lr_at(b) for b in lora.budgets] == [3e-3, 1e-3]
     with pytest.raises(BenchError, match=r"budgets \['0\.1%'\], but the method's budgets are \['0\.1%', '1%'\]"):
         parse_spec({**TINY, "budgets": ["0.1%", "1%"], "methods": {"lora": {"lr": {"0.1%": 3e-3}}}})
+
+
+def test_a_full_data_spec_is_refused_on_the_committed_subsets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PEFT_BENCH_DATA", raising=False)
+    spec = parse_spec({**TINY, "full_data": True})
+    with pytest.raises(BenchError, match="needs the full training sets"):
+        run_sweep(spec, tmp_path / "store", progress=False)
+    assert not list((tmp_path / "store").glob("*.json")), "nothing may be written before the refusal"
+    with pytest.raises(BenchError, match="full_data must be true or false"):
+        parse_spec({**TINY, "full_data": "yes"})
