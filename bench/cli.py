@@ -50,6 +50,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
             text = f"one of {', '.join(CHOICES[config_field.name])} (default: {default})"
         else:
             text = f"default: {default}"
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+            continue
         parser.add_argument(flag, type=base, default=default, required=required, help=text)
 
 

@@ -67,6 +67,7 @@ class RunConfig:
     test_examples: int | None = None
     eval_batch_size: int = 64
     eval_every: int | None = None
+    group_by_length: bool = False  # training batches of similar length (bench.batching): far less padding
     calibration_batches: int = 8
     head_probe_steps: int = 100  # a new task head is fitted alone before calibration (methods.head_probe)
     options: dict[str, str] = field(default_factory=dict)
@@ -170,11 +171,11 @@ def plan(config: RunConfig) -> RunPlan:
 
 def _run_modules() -> tuple[ModuleType, ...]:
     """This module and those `execute` imports when it runs: their code is part of every run key."""
-    from bench import artifacts, callbacks, divergence
+    from bench import artifacts, batching, callbacks, divergence
     from methods import density, training
     from tasks import leakage
 
-    return (sys.modules[__name__], artifacts, callbacks, density, divergence, leakage, training)
+    return (sys.modules[__name__], artifacts, batching, callbacks, density, divergence, leakage, training)
 
 
 def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
@@ -202,20 +203,47 @@ def _batches(
 
 
 def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
+    """Shuffled training batches; with `group_by_length`, batches of similar length (bench.batching)."""
     import torch
     from torch.utils.data import DataLoader
 
+    from bench.batching import LengthGrouped
+
     config = plan_.config
-    features = [plan_.task.encode(row, tokenizer, config.max_length) for row in plan_.splits["train"]]
+    features = _train_features(plan_, tokenizer)
     generator = torch.Generator().manual_seed(seed)
+    grouped = (
+        LengthGrouped([len(f["input_ids"]) for f in features], config.batch_size, generator)
+        if config.group_by_length
+        else None
+    )
     return DataLoader(
         features,
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=grouped is None,
+        sampler=grouped,
         generator=generator,
         collate_fn=partial(plan_.task.collate, tokenizer=tokenizer),
         drop_last=len(features) > config.batch_size,
     )
+
+
+_FEATURES: dict[tuple[Any, ...], list[dict[str, Any]]] = {}  # a sweep worker encodes a training set once
+
+
+def _train_features(plan_: RunPlan, tokenizer: Any) -> list[dict[str, Any]]:
+    """The training split encoded by the task, cached per task, data files, model and length in this process."""
+    config = plan_.config
+    key = (
+        plan_.task.name,
+        tuple(sorted(plan_.source.files.items())),
+        config.model,
+        config.max_length,
+        config.train_examples,
+    )
+    if key not in _FEATURES:
+        _FEATURES[key] = [plan_.task.encode(row, tokenizer, config.max_length) for row in plan_.splits["train"]]
+    return _FEATURES[key]
 
 
 def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any] | None:

@@ -465,7 +465,7 @@ def _training(value: Any, what: str) -> dict[str, Any]:
         allowed = tuple(arg for arg in typing.get_args(hints[name]) or (hints[name],) if isinstance(arg, type))
         if allowed == (float,) or float in allowed:
             allowed = (*allowed, int)
-        if isinstance(item, bool) or not isinstance(item, allowed):
+        if isinstance(item, bool) != (allowed == (bool,)) or not isinstance(item, allowed):
             raise BenchError(
                 f"{what}.{name} must be {' or '.join(a.__name__ for a in allowed)}, got {item!r}",
                 f"see `bench run --help` for {name}",
