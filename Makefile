@@ -8,7 +8,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_
 BENCH_OUT ?= runs/default
 BASELINE ?= results/baselines/default
 
-.PHONY: venv bench test test-slow lint benchmarks gpu-check clean
+.PHONY: venv bench test test-slow lint benchmarks gpu-check plateau clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,14 @@ lint: $(STAMP)
 benchmarks: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/step_cost.py --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/generation_batching.py
+
+# The plateau study (hours on a CPU, resumable: run it again to continue). Needs the full GLUE SST-2 and STS-B
+# training sets: PEFT_BENCH_DATA=<folder laid out like tasks/data> make plateau
+plateau: $(STAMP)
+	$(OFFLINE) $(BIN)/python benchmarks/plateau_ablations.py --out results/plateau-ablations --workers 2
+	$(OFFLINE) $(BIN)/bench sweep profiles/plateau.yaml --out results/plateau --workers 2
+	$(OFFLINE) $(BIN)/bench sweep profiles/plateau-paper.yaml --out results/plateau-paper --workers 2
+	$(OFFLINE) $(BIN)/bench report results/plateau --variant results/plateau-paper
 
 # On a GPU host: bf16 step costs (SmolLM2, and TinyLlama-1.1B when the hub answers), a DDP run, CPU/GPU agreement.
 # Without CUDA it prints one line and exits 0.
