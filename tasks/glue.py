@@ -37,6 +37,10 @@ class GlueTask(Task):
     num_labels: int
     metrics: dict[str, Metric]
     test_splits: tuple[str, ...] = ("validation",)
+    # A regression task's label range: training targets are mapped linearly onto [-1, 1] and predictions back, so a
+    # new head starting near 0 is near the targets' centre instead of spending its first hundreds of steps moving
+    # its output to the label mean (STS-B's 0-5). Pearson and Spearman do not change under the map.
+    label_range: tuple[float, float] | None = None
     family: str = "glue"
     model_kind: str = "sequence-classification"
 
@@ -47,6 +51,25 @@ class GlueTask(Task):
     def _subtask(self, split: str) -> str | None:
         """`matched` for MNLI's `validation_matched`; None for a task scored on one split."""
         return split.removeprefix("validation_") if len(self.test_splits) > 1 else None
+
+    def _to_target(self, label: float) -> float:
+        if self.label_range is None:
+            return label
+        low, high = self.label_range
+        return (2 * label - low - high) / (high - low)
+
+    def _from_target(self, value: float) -> float:
+        if self.label_range is None:
+            return value
+        low, high = self.label_range
+        return (value * (high - low) + low + high) / 2
+
+    def describe(self, source: DataSource) -> dict[str, Any]:
+        if self.label_range is None:
+            return {}
+        return {
+            "target_scaling": f"labels {list(self.label_range)} mapped linearly onto [-1, 1] for training, predictions mapped back"
+        }
 
     @staticmethod
     def _metric_name(metric: str, subtask: str | None) -> str:
@@ -98,7 +121,7 @@ class GlueTask(Task):
     def encode(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> dict[str, Any]:
         texts = [example[field] for field in self.text_fields]
         ids = tokenizer(*texts, truncation=True, max_length=max_length)["input_ids"]
-        label = float(example["label"]) if self.num_labels == 1 else int(example["label"])
+        label = self._to_target(float(example["label"])) if self.num_labels == 1 else int(example["label"])
         return {"input_ids": ids, "labels": label}
 
     def evaluate(
@@ -160,7 +183,11 @@ class GlueTask(Task):
                 logits = model(
                     input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
                 ).logits.float()
-                predictions.append(logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist())
+                predictions.append(
+                    [self._from_target(value) for value in logits[:, 0].tolist()]
+                    if self.num_labels == 1
+                    else logits.argmax(-1).tolist()
+                )
                 bar.update(len(indices))
         return predictions
 
@@ -198,6 +225,7 @@ STSB = GlueTask(
     text_fields=PAIR,
     num_labels=1,
     metrics={"pearson": metrics.pearson, "spearman": metrics.spearman},
+    label_range=(0.0, 5.0),
 )
 QNLI = GlueTask(
     name="glue/qnli",

@@ -153,3 +153,35 @@ def test_stsb_regression_run(tmp_path):
         [p["prediction"] for p in test_predictions], [p["label"] for p in test_predictions]
     ) == pytest.approx(test_metrics["pearson"])
     assert record["leakage"]["pairs"]["train -> test"]["test_examples"] == 64
+
+
+
+def test_stsb_trains_on_targets_in_minus_one_to_one_and_reports_predictions_on_the_label_scale():
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class Tokenizer:
+        pad_token_id = 0
+
+        def __call__(self, *texts, truncation, max_length):
+            return {"input_ids": [1, 2, 3]}
+
+    class Constant(torch.nn.Module):
+        """Outputs 0.2 for every example, which is 3.0 on STS-B's 0-5 scale."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask):
+            return SequenceClassifierOutput(logits=torch.full((len(input_ids), 1), 0.2))
+
+    task = get_task("glue/stsb")
+    rows = task.load("test", DataSource(), limit=40)
+    targets = [task.encode(row, Tokenizer(), 16)["labels"] for row in rows]
+    assert targets == pytest.approx([row["label"] / 2.5 - 1 for row in rows])
+    assert min(row["label"] for row in rows) < 1 and max(row["label"] for row in rows) > 4  # the ends are covered
+    result = task.evaluate(Constant(), Tokenizer(), rows, batch_size=8, max_length=16)
+    assert [p["prediction"] for p in result.predictions] == pytest.approx([3.0] * len(rows))
+    assert math.isnan(result.metrics["pearson"])  # a constant prediction has no correlation
+    assert task.describe(DataSource())["target_scaling"].startswith("labels [0.0, 5.0]")
