@@ -2,12 +2,12 @@
 
 Lightning starts the extra processes of a multi-device run by running the command that started it once more per
 device. Run inside a sweep, that copies the whole sweep: its copies would queue for the cell lock the first process
-holds while it waits for them. So a worker runs such a cell as `python -m bench.distributed CONFIG OUT`, the only
-command Lightning then replicates; the worker keeps the cell's lock, waits for the command and reads the record that
-rank 0 wrote. Every process of the cell dies with its parent (the worker, or rank 0 for the other ranks), and the
-command fails when any rank fails: Lightning stops rank 0 when another rank dies, and rank 0 records success only
-after every rank has finished evaluating (`bench.run.execute`).
-"""
+holds while it waits for them. So a worker runs such a cell as `python -m bench.distributed CONFIG STORE KEY`, the
+only command Lightning then replicates; the worker keeps the cell's lock, waits for the command and reads the record
+that rank 0 wrote. Every process of the cell dies with its parent (the worker, or rank 0 for the other ranks), and
+the command fails when any rank fails: a rank that raises ends its process, the others fail in their next collective
+(or Lightning's launcher stops them), and rank 0 records success only after every rank has finished evaluating
+(`bench.run.execute`)."""
 
 from __future__ import annotations
 
