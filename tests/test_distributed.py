@@ -151,14 +151,16 @@ def test_ddp_divergence_stops_every_rank_and_is_recorded_once(tmp_path: Path) ->
 
 
 def test_fsdp_on_two_cpu_processes_saves_the_whole_model(tmp_path: Path) -> None:
-    """Full fine-tuning sharded by FSDP: evaluation and the saved state see every weight, gathered from both ranks."""
+    """Full fine-tuning sharded by FSDP: the learning curve's evaluation between steps, the final evaluation and the
+    saved state see every weight, gathered from both ranks."""
     done = _command(
         "tests.distributed_cli", "run", "--method", "full", "--task", "glue/sst2", "--model", "minilm-l6",
-        *_run_flags(), "--strategy", "fsdp_cpu", "--out", str(tmp_path), "--quiet", "--wandb",
+        *_run_flags(eval_every=1), "--strategy", "fsdp_cpu", "--out", str(tmp_path), "--quiet", "--wandb",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     (record,) = read_records(tmp_path)
     assert record["status"] == "ok" and record["cost"]["world_size"] == WORLD
+    assert [point["step"] for point in record["curves"]["validation"]] == [1, 2]
     assert _reevaluated_alone(tmp_path / f"{record['run_key']}.json")
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1  # rank 0's alone
 
