@@ -32,13 +32,13 @@ PR_SET_PDEATHSIG = 1
 
 def _start_worker(threads: int, parent: int) -> None:
     """A worker's set-up: die with the sweep process `parent`, and share the cores with the other workers."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """SIGKILL this process when `parent` dies: the kernel's parent-death signal on Linux, a watchdog thread elsewhere."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

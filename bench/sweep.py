@@ -15,6 +15,8 @@ Each cell runs under its key's file lock and re-checks the store after acquiring
 run a cell twice. A failed run is recorded (status "failed") and retried by the next sweep. A cell whose worker died
 is retried in a fresh pool, then left for the next sweep (`interrupted`); a failure is never written over an ok record.
 Corrupt files found in the store when a sweep starts are moved to `<store>/quarantine/`, and the sweep goes on.
+A cell that Lightning would run on several local processes (DDP, FSDP) runs as a command of its own, which Lightning
+replicates instead of the sweep (`bench.distributed`); the worker holds its lock and logs its record to W&B.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import wandb_logging
+from bench.distributed import launch, relaunches
 from bench.executors import make_executor
 from bench.run import RunConfig, execute, plan
 from bench.spec import MethodSpec, SweepSpec
@@ -85,24 +88,33 @@ def run_cell(cell: Cell) -> dict[str, Any]:
                     f"the run key of {cell.label} changed since the sweep was planned",
                     "the code or data changed during the sweep; rerun it",
                 )
-            record = execute(run, store.root, progress=cell.progress)
+            record = (
+                launch(config, cell.key, store.root)
+                if relaunches(config)
+                else execute(run, store.root, progress=cell.progress)
+            )
         except Exception as error:
+            if rank != 0:  # the job fails, and task 0 or the executor records it
+                raise
             failure = store.write_failure(cell.key, config.to_dict(), error)
             store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
-            wandb_logging.log_record(
-                store.root,
-                cell.wandb,
-                failure,
-                wandb_logging.sweep_group(cell.group, cell.sweep_started),
-                cell.role,
-                cell.group,
-            )
+            if failure is not None:  # None: a rank failed after rank 0 recorded the run ok; that record stands
+                wandb_logging.log_record(
+                    store.root,
+                    cell.wandb,
+                    failure,
+                    wandb_logging.sweep_group(cell.group, cell.sweep_started),
+                    cell.role,
+                    cell.group,
+                )
             return {
                 "key": cell.key,
                 "status": "failed",
                 "error": f"{type(error).__name__}: {error}",
                 "seconds": time.perf_counter() - started,
             }
+        if record is None:  # a non-zero task of a multi-device SLURM job: task 0 logs and reports
+            return {"key": cell.key, "status": "done", "seconds": time.perf_counter() - started}
         wandb_logging.log_record(
             store.root,
             cell.wandb,
