@@ -155,7 +155,6 @@ def test_stsb_regression_run(tmp_path):
     assert record["leakage"]["pairs"]["train -> test"]["test_examples"] == 64
 
 
-
 def test_stsb_trains_on_targets_in_minus_one_to_one_and_reports_predictions_on_the_label_scale():
     import torch
     from transformers.modeling_outputs import SequenceClassifierOutput
