@@ -58,6 +58,8 @@ class OptimConfig:
       row-SFT reference's `StepLR(gamma=0.85)` once per epoch over 3 epochs).
 
     Warm-up: `warmup_steps` if set (recipes quoting a step count), else `warmup_ratio · max_steps`.
+    Gradients are clipped to a global norm of `max_grad_norm` before each step (None: no clipping): 1.0 is the default
+    of transformers' Trainer, which the LoRA (GLUE), LLM-Adapters/DoRA and DEFT reference scripts train with.
     """
 
     lr: float = 5e-4
@@ -69,6 +71,7 @@ class OptimConfig:
     schedule: str = "linear"
     step_gamma: float = 0.85
     step_periods: int = 3
+    max_grad_norm: float | None = 1.0
 
     @property
     def num_warmup_steps(self) -> int:

@@ -44,3 +44,15 @@ class Training(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return self.method.configure_optimizers()
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip to the method's `max_grad_norm` (global norm over the trainable parameters), whatever the Trainer says."""
+        if self.method.optim.max_grad_norm is not None:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.method.optim.max_grad_norm, gradient_clip_algorithm="norm"
+            )
