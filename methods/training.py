@@ -51,8 +51,14 @@ class Training(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip to the method's `max_grad_norm` (global norm over the trainable parameters), whatever the Trainer says."""
-        if self.method.optim.max_grad_norm is not None:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=self.method.optim.max_grad_norm, gradient_clip_algorithm="norm"
-            )
+        """Clip to the method's `max_grad_norm` (global norm over the trainable parameters), whatever the Trainer says.
+        Under FSDP each rank holds a shard of every gradient, so the sharded model computes the global norm itself."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        max_norm = self.method.optim.max_grad_norm
+        if max_norm is None:
+            return
+        if isinstance(self.trainer.model, FullyShardedDataParallel):
+            self.trainer.model.clip_grad_norm_(max_norm)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")

@@ -199,10 +199,12 @@ def test_sweep_invocations_get_their_own_group() -> None:
 
 
 def test_curve_evaluation_restores_rng_state_and_train_modes() -> None:
-    module = torch.nn.Module()
-    module.model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
-    module.inner = torch.nn.Module()
-    module.inner.model = module.model  # reached twice, as DEFT's inner method holds the same model
+    module = torch.nn.Module()  # the LightningModule: Training, holding the method, holding the model
+    module.method = torch.nn.Module()
+    module.method.model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+    module.method.inner = torch.nn.Module()
+    module.method.inner.model = module.method.model  # reached twice, as DEFT's inner method holds the same model
+    module.model = module.method.model
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         model.eval()
