@@ -140,15 +140,22 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values([*CELL, "seed"]).reset_index(drop=True)
 
 
+def _run_cell(record: dict[str, Any]) -> dict[str, Any]:
+    """The cell (model, task, method, budget) and seed of a record."""
+    return {
+        "model": record["config"]["model"],
+        "task": record["task"]["name"],
+        "method": record["config"]["method"],
+        "budget": _budget(record),
+        "seed": record["config"]["seed"],
+    }
+
+
 def metrics_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (run, test metric), in points; `primary` marks the task's primary metric."""
     rows = [
         {
-            "model": record["config"]["model"],
-            "task": record["task"]["name"],
-            "method": record["config"]["method"],
-            "budget": _budget(record),
-            "seed": record["config"]["seed"],
+            **_run_cell(record),
             "metric": name,
             "order": order,
             "primary": name == record["task"]["primary_metric"],
@@ -430,12 +437,8 @@ def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Validation learning curves (`--eval-every`) of each method's largest budget, one row per (run, step), in points."""
     rows = [
         {
-            "model": record["config"]["model"],
-            "task": record["task"]["name"],
-            "method": record["config"]["method"],
-            "budget": _budget(record),
+            **_run_cell(record),
             "params": record["params"]["achieved"],
-            "seed": record["config"]["seed"],
             "step": point["step"],
             "score": 100 * point[record["task"]["primary_metric"]],
         }
