@@ -344,16 +344,20 @@ def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
 
 
 def test_pareto_chart_holds_only_memory_measured_in_isolation(reported: dict) -> None:
+    from bench.report import final_records
+    from bench.store import Store
+
     store = reported["store"]
     summary = final_summary(read_run(offline_runs(store)[0]))
     table = json.loads(
         (offline_runs(store)[0] / "files" / summary["pareto/minilm-l6/glue-sst2_table/path"]).read_text()
     )
-    records = [json.loads(path.read_text()) for path in sorted(store.glob("*.json")) if len(path.stem) == 64]
-    isolated = {record["config"]["method"] for record in records if record["cost"]["memory_isolated"]}
-    shared = {record["config"]["method"] for record in records if not record["cost"]["memory_isolated"]}
+    records = final_records(Store(store))
+    points = wandb_logging._chart_points([record for record in records if record["task"]["name"] == "glue/sst2"])
+    isolated = {(point["method"], point["budget"]) for point in points if point["memory_mb"] is not None}
+    shared = {(point["method"], point["budget"]) for point in points if point["memory_mb"] is None}
     assert shared, "the committed store ran in long-lived workers: most peaks are not isolated"
-    assert {row[0] for row in table["data"]} <= isolated - shared, "only cells whose every run was isolated"
+    assert {(row[0], row[1]) for row in table["data"]} == isolated - shared, "only cells whose every run was isolated"
     record = next(record for record in records if not record["cost"]["memory_isolated"])
     alone = json.loads(json.dumps(record))
     alone["cost"]["memory_isolated"] = True
