@@ -11,6 +11,9 @@ Order of work:
 4. phase 2 runs the remaining seeds at the chosen lr (the tuning seed's run at that lr is already stored) and every
    seed of the interpolated budgets.
 
+Phases 1 and 2 run for one (model, task) pair after the other, in the spec's order: a long study that stops early
+leaves whole results for its first tasks rather than tuning runs of all of them.
+
 Each cell runs under its key's file lock and re-checks the store after acquiring it, so two sweeps on one store never
 run a cell twice. A failed run is recorded (status "failed") and retried by the next sweep. A cell whose worker died
 is retried in a fresh pool, then left for the next sweep (`interrupted`); a failure is never written over an ok record.
@@ -208,6 +211,15 @@ class Phase1:
     interpolated: list[tuple[str, str, str, str | None]]
     counts: dict[tuple[str, str, str, str | None], int | None]
 
+    def part(self, model: str, task: str) -> Phase1:
+        """The share of one (model, task) pair."""
+        return Phase1(
+            [c for c in self.cells if (c.config["model"], c.config["task"]) == (model, task)],
+            [group for group in self.tuned if group[1:3] == (model, task)],
+            [group for group in self.interpolated if group[1:3] == (model, task)],
+            {group: count for group, count in self.counts.items() if group[1:3] == (model, task)},
+        )
+
 
 def tuning_points(counts: dict[tuple, int | None], per_series: int | None) -> set[tuple]:
     """The groups tuned on their grid: for each (method, model, task), `per_series` of its budgets spread evenly over
@@ -374,47 +386,44 @@ def run_sweep(
     bar = tqdm(
         total=total, desc=f"sweep {spec.name}", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True
     )
+    listed = {pair: [_manifest_entry(c) for c in phase1.part(*pair).cells] for pair in spec.pairs}
+    choices: list[dict[str, Any]] = []
     with bar:
-        store.write_meta("sweep.json", manifest | {"cells": [_manifest_entry(c) for c in phase1.cells]})
-        _run_phase(runner, phase1.cells, result, bar)
-        phase2: list[Cell] = []
-        if phase1.tuned:
-            tuning = choose_lrs(spec, store, phase1)
-            store.write_meta("tuning.json", tuning)
+        store.write_meta("sweep.json", manifest | {"cells": [entry for pair in spec.pairs for entry in listed[pair]]})
+        for pair in spec.pairs:
+            part = phase1.part(*pair)
+            _run_phase(runner, part.cells, result, bar)
+            if not part.tuned:
+                continue
+            tuning = choose_lrs(spec, store, part)
+            choices += tuning["cells"]
+            store.write_meta("tuning.json", tuning | {"cells": choices})
             chosen = {
                 group_key(e["method"], e["model"], e["task"], e["budget"]): [e["chosen_lr"]]
                 for e in tuning["cells"]
                 if e["chosen_lr"] is not None
             }
-            result.untuned = [
-                " ".join(str(part or "all") for part in group)
-                for group in [*phase1.tuned, *phase1.interpolated]
-                if group not in chosen
-            ]
-            bar.total -= sum(
-                len(remaining_seeds if group in phase1.tuned else spec.seeds)
-                for group in [*phase1.tuned, *phase1.interpolated]
-                if group not in chosen
-            )
-            finals = _plan_cells(spec, chosen, "final", common)
+            unusable = [group for group in [*part.tuned, *part.interpolated] if group not in chosen]
+            result.untuned += [" ".join(str(piece or "all") for piece in group) for group in unusable]
+            bar.total -= sum(len(remaining_seeds if group in part.tuned else spec.seeds) for group in unusable)
             chosen_keys = {e["chosen_key"] for e in tuning["cells"]}
-            phase2 = [c for c in finals if c.key not in chosen_keys]
-            tuning_cells = [
-                dataclasses.replace(c, role="tuning+final" if c.key in chosen_keys else "tuning")
-                for c in phase1.cells
-                if c.role == "tuning"
+            phase2 = [c for c in _plan_cells(spec, chosen, "final", common) if c.key not in chosen_keys]
+            listed[pair] = [
+                _manifest_entry(c)
+                for c in [
+                    *(c for c in part.cells if c.role != "tuning"),
+                    *(
+                        dataclasses.replace(c, role="tuning+final" if c.key in chosen_keys else "tuning")
+                        for c in part.cells
+                        if c.role == "tuning"
+                    ),
+                    *phase2,
+                ]
             ]
             store.write_meta(
-                "sweep.json",
-                manifest
-                | {
-                    "cells": [
-                        _manifest_entry(c)
-                        for c in [*(c for c in phase1.cells if c.role != "tuning"), *tuning_cells, *phase2]
-                    ]
-                },
+                "sweep.json", manifest | {"cells": [entry for pair in spec.pairs for entry in listed[pair]]}
             )
-        _run_phase(runner, phase2, result, bar)
+            _run_phase(runner, phase2, result, bar)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -311,6 +311,19 @@ def test_sweep_tunes_at_three_budgets_and_interpolates_the_rest(tmp_path: Path) 
         parse_spec({**TINY, "tuning": {"lrs": [1e-4, 3e-3], "budgets": 2}})
 
 
+def test_each_task_is_finished_before_the_next_is_tuned(tmp_path: Path) -> None:
+    spec = parse_spec({**TINY, "tasks": ["glue/sst2", "glue/stsb"], "methods": {"lora": {"lrs": [1e-4, 3e-3]}}})
+    result = run_sweep(spec, tmp_path, progress=False)
+    assert result.ok and result.counts() == Counter(done=6)
+    started = [event["label"] for event in Store(tmp_path).events() if event["event"] == "started"]
+    assert [label.split()[2] for label in started] == ["glue/sst2"] * 3 + ["glue/stsb"] * 3, started
+    assert [label.split()[3] for label in started[:3]] == ["seed=0", "seed=0", "seed=1"]
+    tuning = json.loads((tmp_path / "tuning.json").read_text())
+    assert [entry["task"] for entry in tuning["cells"]] == ["glue/sst2", "glue/stsb"]
+    roles = Counter(cell["role"] for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"])
+    assert roles == Counter({"tuning": 2, "tuning+final": 2, "final": 2})
+
+
 def test_per_task_training_overrides_apply_to_their_task_only() -> None:
     spec = parse_spec(
         {**TINY, "tasks": {"glue/sst2": {"max_steps": 3}, "glue/stsb": {}}, "methods": {"lora": {"training": {}}}}
