@@ -9,30 +9,30 @@ task, so an instruction task is scored with the same pinned template it was trai
 `tasks.prompts.encode_text`, the encoding of training and generation (`prompt_hflm`): the same BOS policy and the
 prompt tokenized apart from the answer, so lm-eval scores exactly the token ids training saw.
 
-Metrics: `acc` (argmax of summed log-likelihood) and `acc_norm` (per-byte normalized), as lm-eval defines them.
+Metrics: `acc` (argmax of summed log-likelihood) and `acc_norm` (per-byte normalized), as lm-eval defines them, with
+the standard error of `acc`. A distributed run splits the items across its ranks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from statistics import fmean, stdev
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tasks.base import across_ranks
 from tasks.prompts import encode_text
 
 if TYPE_CHECKING:
     from torch import nn
-
-STDERR_BOOTSTRAP_ITERS = (
-    1000  # lm-eval's switch for standard errors; accuracy (a mean) gets its closed form, not a bootstrap
-)
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,35 @@ def prompt_hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
 def score_multiple_choice(
     model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int, progress: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "choices": [predicted index per item]}}.
+    """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "acc_stderr", "choices"}}, where
+    "choices" is the predicted index per item.
 
-    `progress` keeps lm-eval's own bar over its log-likelihood requests; without it the bar is off.
+    In a distributed run the items are split across ranks (`tasks.base.across_ranks`), and each rank's lm-eval scores
+    its share. The metrics are then aggregated from the gathered per-item outcomes as lm-eval aggregates them: the
+    mean, and its standard error (sample standard deviation / sqrt(n); none for a single item). `progress` keeps
+    lm-eval's own bar over its log-likelihood requests; without it the bar is off.
     """
+    flat = [(name, item) for name, part in items.items() for item in part]
+    outcomes = across_ranks(flat, partial(_score_items, model, tokenizer, batch_size=batch_size, progress=progress))
+    scored = {}
+    for name in items:
+        own = [outcome for (part, _), outcome in zip(flat, outcomes) if part == name]
+        hits = [outcome["acc"] for outcome in own]
+        scored[name] = {
+            "acc": fmean(hits),
+            "acc_norm": fmean(outcome["acc_norm"] for outcome in own),
+            "acc_stderr": stdev(hits) / math.sqrt(len(hits)) if len(hits) > 1 else None,
+            "choices": [outcome["choice"] for outcome in own],
+        }
+    return scored
+
+
+def _score_items(
+    model: nn.Module, tokenizer: Any, named: list[tuple[str, ChoiceItem]], batch_size: int, progress: bool
+) -> list[dict[str, Any]]:
+    """lm-eval's outcome for each (name, item), in order: {"acc", "acc_norm" (0 or 1), "choice" (argmax index)}."""
+    if not named:
+        return []
     import datasets
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -104,13 +129,17 @@ def score_multiple_choice(
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     datasets.disable_progress_bars()
     was_training = model.training
-    names = {name: _safe_name(name) for name in items}
+    names = {name: _safe_name(name) for name, _ in named}
     with tempfile.TemporaryDirectory(prefix="peft-bench-lm-eval-") as folder:
         for name, task_name in names.items():
             data_file = Path(folder) / f"{task_name}.json"
             data_file.write_text(
                 json.dumps(
-                    [{"context": item.context, "choices": item.choices, "gold": item.gold} for item in items[name]]
+                    [
+                        {"context": item.context, "choices": item.choices, "gold": item.gold}
+                        for part, item in named
+                        if part == name
+                    ]
                 ),
                 encoding="utf-8",
             )
@@ -127,30 +156,26 @@ def score_multiple_choice(
             task_manager=TaskManager(include_path=folder, include_defaults=False),
             num_fewshot=0,
             log_samples=True,
-            bootstrap_iters=STDERR_BOOTSTRAP_ITERS,
+            bootstrap_iters=0,  # the standard errors come from the gathered items (score_multiple_choice)
             random_seed=0,
             numpy_random_seed=0,
             torch_random_seed=0,
             fewshot_random_seed=0,
         )
     model.train(was_training)
-    scored = {}
-    for name, task_name in names.items():
-        samples = sorted(results["samples"][task_name], key=lambda sample: sample["doc_id"])
-        chosen = [
-            max(range(len(sample["filtered_resps"])), key=lambda i: sample["filtered_resps"][i][0])
-            for sample in samples
-        ]
-        task_results = results["results"][task_name]
-        scored[name] = {
-            "acc": task_results["acc,none"],
-            "acc_norm": task_results["acc_norm,none"],
-            "acc_stderr": _stderr(task_results["acc_stderr,none"]),
-            "choices": chosen,
-        }
-    return scored
-
-
-def _stderr(value: Any) -> float | None:
-    """lm-eval's standard error, or None where it gives "N/A" (a part of one example)."""
-    return float(value) if isinstance(value, int | float) else None
+    samples = {
+        name: iter(sorted(results["samples"][task_name], key=lambda sample: sample["doc_id"]))
+        for name, task_name in names.items()
+    }
+    outcomes = []
+    for name, _ in named:
+        sample = next(samples[name])
+        loglikelihoods = [response[0] for response in sample["filtered_resps"]]
+        outcomes.append(
+            {
+                "acc": float(sample["acc"]),
+                "acc_norm": float(sample["acc_norm"]),
+                "choice": max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__),
+            }
+        )
+    return outcomes

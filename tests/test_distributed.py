@@ -73,6 +73,49 @@ def test_glue_evaluation_is_split_across_ranks_with_the_predictions_of_one_proce
     assert out[0][0] == out[1][0] == alone
 
 
+def _commonsense(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, float], int]:
+    """SmolLM2's commonsense predictions and metrics on `rows` (generation and log-likelihood), and how many
+    log-likelihood items this process had lm-eval score."""
+    import tasks.lm_eval_bridge as bridge
+
+    loaded = load_model("smollm2-135m", "causal-lm")
+    scored, score_items = [], bridge._score_items
+
+    def counted(model: Any, tokenizer: Any, named: list[Any], **options: Any) -> list[dict[str, Any]]:
+        scored.extend(named)
+        return score_items(model, tokenizer, named, **options)
+
+    bridge._score_items = counted
+    try:
+        result = get_task("commonsense/all").evaluate(
+            loaded.model, loaded.tokenizer, rows, batch_size=4, max_length=256
+        )
+    finally:
+        bridge._score_items = score_items
+    return result.predictions, result.metrics, len(scored)
+
+
+def _commonsense_on_rank(rank: int, store: str, rows: list[dict[str, Any]], out: Any) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    try:
+        out[rank] = _commonsense(rows)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_decoder_evaluation_is_split_across_ranks_with_the_scores_of_one_process(tmp_path: Path) -> None:
+    """One test example of each commonsense set (8 parts of one item each): some ranks score no item of a part."""
+    rows = get_task("commonsense/all").load("test", DataSource(), 1)
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_commonsense_on_rank, args=(str(tmp_path / "store"), rows, out), nprocs=WORLD)
+        out = dict(out)
+    alone = _commonsense(rows)
+    assert alone[2] == len(rows) == 8 and (out[0][2], out[1][2]) == (4, 4)  # each rank scored its half
+    assert out[0][:2] == out[1][:2] == alone[:2]
+    assert {"average_loglik", "boolq/loglik_accuracy"} <= set(alone[1])
+
+
 def test_across_ranks_without_a_process_group_scores_everything() -> None:
     assert across_ranks([1, 2, 3], lambda own: [item + 1 for item in own]) == [2, 3, 4]
 
