@@ -5,7 +5,8 @@
 `~/.cache/peft-bench`). Any other name is taken as a local folder or a hub id (needs a network).
 
 `model_skeleton` builds a model from its config on the meta device (no weights), so budgets and method options are
-checked in a second, before any weight loads. torch and transformers are imported only when a model is built.
+checked in a second, before any weight loads; its layout is cached, so later plans skip transformers' model classes
+(bench/skeleton.py). torch and transformers are imported only when a model is built.
 
 `model_fingerprint` identifies the weights without loading them, for the run key: the sha256 of the weight files
 (SmolLM2: the packaged GGUF; a folder: its *.safetensors or *.bin), cached by path, size and mtime in
@@ -286,13 +287,48 @@ def _cannot_load(name: str, source: str, error: OSError) -> BenchError:
 
 @cache
 def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedModel:
-    """`name` built from its config on the meta device: the architecture and parameter shapes, no weights, no tokenizer.
+    """`name`'s architecture on the meta device: module names, linear and parameter shapes, config; no weights, no
+    tokenizer. Rebuilt from a cached layout where the config is a local file (bench/skeleton.py), so a plan does not
+    import transformers' model classes.
 
     Shared between callers (cached): use it to count and to solve budgets, never to train."""
+    from bench.skeleton import rebuild
+
+    source = model_source(name)
+    config_file = Path(source) / "config.json"
+    cached = _layout_file(config_file, kind, num_labels) if config_file.is_file() else None
+    layout = json.loads(cached.read_text(encoding="utf-8")) if cached is not None and cached.is_file() else None
+    if layout is None:
+        layout = _describe_from_config(name, source, kind, num_labels)
+        if cached is not None:
+            write_json_atomic(cached, layout)
+    model = rebuild(layout)
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=None,
+        source=source,
+        fingerprint="meta",
+        head_prefixes=_head_prefixes(model, kind),
+    )
+
+
+def _layout_file(config_file: Path, kind: ModelKind, num_labels: int) -> Path:
+    """Where the layout of the model `config_file` configures is cached, for this kind, label count and transformers."""
+    from bench.skeleton import LAYOUT_VERSION
+
+    digest = hashlib.sha256(config_file.read_bytes())
+    digest.update(f"{kind}:{num_labels}:{importlib.metadata.version('transformers')}:{LAYOUT_VERSION}".encode())
+    return cache_dir() / "skeletons" / f"{digest.hexdigest()}.json"
+
+
+def _describe_from_config(name: str, source: str, kind: ModelKind, num_labels: int) -> dict[str, Any]:
+    """The layout of `name` built by transformers from its config on the meta device."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    source = model_source(name)
+    from bench.skeleton import describe
+
     try:
         config = AutoConfig.from_pretrained(
             source, **({"num_labels": num_labels} if kind == "sequence-classification" else {})
@@ -303,14 +339,7 @@ def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedMod
         model = (
             AutoModelForSequenceClassification if kind == "sequence-classification" else AutoModelForCausalLM
         ).from_config(config)
-    return LoadedModel(
-        name=name,
-        model=model,
-        tokenizer=None,
-        source=source,
-        fingerprint="meta",
-        head_prefixes=_head_prefixes(model, kind),
-    )
+    return json.loads(json.dumps(describe(model), default=str))  # as the cache holds it: the same model either way
 
 
 def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "float32") -> LoadedModel:
