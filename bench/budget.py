@@ -48,9 +48,13 @@ def parse_budget(text: str) -> Budget:
     return Budget(text=str(text).strip(), count=count)
 
 
+FIXED_KNOBS = {"all": "100%", "none": "none"}  # single-valued knobs: full fine-tuning trains all, zero-shot none
+
+
 def budget_label(budget: str | None, knob_name: str) -> str:
-    """How reports and W&B name a run's budget: "100%" for full fine-tuning (knob "all"), "native" for a method run
-    without a budget at its own count (e.g. SVFit's energy rule), the budget as written otherwise."""
-    if knob_name == "all":
-        return "100%"
+    """How reports and W&B name a run's budget: "100%" for full fine-tuning (knob "all"), "none" for zero-shot,
+    "native" for a method run without a budget at its own count (e.g. SVFit's energy rule), the budget as written
+    otherwise."""
+    if knob_name in FIXED_KNOBS:
+        return FIXED_KNOBS[knob_name]
     return budget or "native"

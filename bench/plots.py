@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from bench.budget import FIXED_KNOBS
 from bench.plateau import PlateauFit
 
 FORMATS = ("png", "pdf")
 REFERENCE = "full"
 DISPLAY = {
     "full": "Full FT",
+    "zero-shot": "Zero-shot",
     "lora": "LoRA",
     "dora": "DoRA",
     "smt": "SMT",
@@ -37,6 +39,7 @@ DISPLAY = {
 _TAB10 = plt.get_cmap("tab10").colors
 COLORS = {
     "full": "black",
+    "zero-shot": "grey",
     "lora": _TAB10[0],
     "dora": _TAB10[1],
     "smt": _TAB10[2],
@@ -91,12 +94,13 @@ def plateau_figure(
         for method, group in variant.groupby("method", sort=True):
             means = group.groupby("params")["score"].mean()
             style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
-            if method == REFERENCE:
+            if group["budget"].isin(FIXED_KNOBS).all():
                 axes.axhline(means.mean(), **style)
             else:
                 axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
     onset_drawn = False
-    for method, group in runs[runs["method"] != REFERENCE].groupby("method", sort=True):
+    fixed = runs["budget"].isin(FIXED_KNOBS)  # full fine-tuning and zero-shot: no budget axis, a horizontal line
+    for method, group in runs[~fixed].groupby("method", sort=True):
         by_params = group.groupby("params")["score"]
         params = np.array(sorted(by_params.groups))
         axes.plot(params, by_params.mean().loc[params], marker="o", color=color(method), label=display_name(method))
@@ -115,10 +119,12 @@ def plateau_figure(
             if fit.onset_params is not None:
                 axes.axvline(fit.onset_params, color=color(method), linestyle=":", linewidth=1)
                 onset_drawn = True
-    full = runs[runs["method"] == REFERENCE]["score"]
-    if len(full):
-        axes.axhline(full.mean(), color=color(REFERENCE), linewidth=1.2, label=f"{display_name(REFERENCE)} (mean)")
-        axes.axhspan(full.min(), full.max(), color=color(REFERENCE), alpha=0.08, linewidth=0)
+    for method, scores in runs[fixed].groupby("method", sort=True)["score"]:
+        style = "-" if method == REFERENCE else "-."
+        axes.axhline(
+            scores.mean(), color=color(method), linestyle=style, linewidth=1.2, label=f"{display_name(method)} (mean)"
+        )
+        axes.axhspan(scores.min(), scores.max(), color=color(method), alpha=0.08, linewidth=0)
     handles, labels = axes.get_legend_handles_labels()
     handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
     labels.append(f"bands: min–max over {_seed_counts(runs)} seeds")

@@ -319,7 +319,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
     L.seed_everything(config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
     trainer = L.Trainer(
-        max_steps=config.max_steps,
+        max_steps=config.max_steps if run.method_cls.trains else 0,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from bench.budget import parse_budget
+from bench.budget import FIXED_KNOBS, parse_budget
 from bench.models import check_model_name
 from bench.run import RunConfig
 from bench.settings import MAX_SEED
@@ -366,8 +366,9 @@ def _models(
 
 
 def _has_knob_range(method_cls: type) -> bool:
-    """Whether a method has a budget knob: full fine-tuning declares `knob_name = "all"` with a single value."""
-    return method_cls.knob_name != "all"
+    """Whether a method has a budget knob: full fine-tuning (`knob_name = "all"`) and zero-shot ("none") have a single
+    value."""
+    return method_cls.knob_name not in FIXED_KNOBS
 
 
 def _flag(value: Any, what: str) -> bool:

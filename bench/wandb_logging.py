@@ -33,7 +33,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from bench.budget import budget_label
+from bench.budget import FIXED_KNOBS, budget_label
 from core.errors import BenchError
 
 PREDICTION_ROWS = 200  # rows of the per-example prediction table (test split)
@@ -179,11 +179,13 @@ def _chart_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dict[str, Any]:
+def report_charts(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Native W&B charts built from ok records: per (model, task) a plateau line series and a score/memory scatter.
 
-    Records with a failed (non-finite) metric are left out, and the scatter holds only cells whose peak memory was
-    measured in isolation (`cost.memory_isolated`), as in the report's Pareto figure."""
+    Methods without a budget axis (full fine-tuning, zero-shot) are horizontal lines at their seed mean across the
+    swept range, as in the papers' figures. Records with a failed (non-finite) metric are left out, and the scatter
+    holds only cells whose peak memory was measured in isolation (`cost.memory_isolated`), as in the report's Pareto
+    figure."""
     import wandb
 
     points = _chart_points(records)
@@ -195,15 +197,16 @@ def report_charts(records: list[dict[str, Any]], reference: str = "full") -> dic
         by_method: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for point in view:
             by_method[point["method"]][point["params"]].append(point["score"])
-        swept = sorted(
-            {params for method, scores in by_method.items() if method != reference for params in scores}
-        ) or sorted(by_method[reference])
+        lines = {point["method"] for point in view if point["budget"] in FIXED_KNOBS.values()}
+        swept = (
+            sorted({params for method, scores in by_method.items() if method not in lines for params in scores})
+            or sorted({params for method in lines for params in by_method[method] if params > 0})
+            or [1]
+        )
         xs, ys, keys = [], [], []
         for method, scores in sorted(by_method.items()):
             params = sorted(scores)
-            if (
-                method == reference
-            ):  # a horizontal line at the seed mean across the swept range, as in the paper's figures
+            if method in lines:
                 params, means = [swept[0], swept[-1]], [fmean([s for values in scores.values() for s in values])] * 2
             else:
                 means = [fmean(scores[p]) for p in params]

@@ -115,6 +115,7 @@ class PeftMethod(nn.Module):
     knob_name: ClassVar[str]
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     needs_calibration: ClassVar[bool] = False
+    trains: ClassVar[bool] = True  # False: nothing trains (zero-shot); a run takes no training step
     # The project's own optimiser defaults (the "default" recipe); named recipes (methods.recipes) live in `recipes`.
     default_lr: ClassVar[float] = 5e-4
     default_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)

@@ -42,7 +42,7 @@ class Training(L.LightningModule):
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
         return losses["loss"]
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> dict[str, Any] | None:
         return self.method.configure_optimizers()
 
     def configure_gradient_clipping(
