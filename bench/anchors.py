@@ -1,8 +1,10 @@
 """Published numbers to show next to ours when the setting matches: same model and the same task set.
 
 Scores are task-set averages in points, as printed in the sources (DoRA paper Tables 1 and 15, LoRA paper Table 2,
-the SMT repository README, LIFT Tables 1-3). A report shows an anchor only when its model is the run's model and
-the report's task columns are exactly the anchor's task set; otherwise it says that nothing matches.
+the SMT repository README, LIFT Tables 1-3), with the per-set scores where the source prints them. A report's main
+table shows an anchor only when its model is the run's model and the report's task columns are exactly the anchor's
+task set; otherwise it says that nothing matches. The per-set tables of decoder groups show the per-set anchors of
+any model, labelled as another model and scale.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ TASK_SETS: dict[str, tuple[frozenset[str], ...]] = {
 }
 
 
+PER_SET = {  # the order of the per-set scores an anchor may carry (`Anchor.per_set`)
+    "commonsense-8": COMMONSENSE,
+    "math-6": ("gsm8k", "singleeq", "svamp", "multiarith", "addsub", "aqua"),
+}
+
+
 @dataclass(frozen=True)
 class Anchor:
     model: str
@@ -33,20 +41,43 @@ class Anchor:
     trainable: str
     score: float
     source: str
+    per_set: tuple[float, ...] = ()  # scores per test set, in PER_SET[task_set] order, where the source prints them
 
 
 def _rows(model: str, task_set: str, source: str, *entries: tuple[str, str, float]) -> list[Anchor]:
     return [Anchor(model, task_set, method, trainable, score, source) for method, trainable, score in entries]
 
 
+def _per_set(model: str, task_set: str, source: str, method: str, trainable: str, *scores: float) -> Anchor:
+    """An anchor printed per test set: the scores in PER_SET[task_set] order, then the average."""
+    *per_set, average = scores
+    return Anchor(model, task_set, method, trainable, average, source, tuple(per_set))
+
+
 ANCHORS: list[Anchor] = [
-    *_rows(
+    _per_set(
         "llama-7b",
         "commonsense-8",
         "DoRA paper Table 1 (LoRA from LLM-Adapters)",
-        ("LoRA r32", "0.83%", 74.7),
-        ("DoRA (half rank) r16", "0.43%", 77.5),
-        ("DoRA r32", "0.84%", 78.4),
+        "LoRA r32",
+        "0.83%",
+        *(68.9, 80.7, 77.4, 78.1, 78.8, 77.8, 61.3, 74.8, 74.7),
+    ),
+    _per_set(
+        "llama-7b",
+        "commonsense-8",
+        "DoRA paper Table 1 (LoRA from LLM-Adapters)",
+        "DoRA (half rank) r16",
+        "0.43%",
+        *(70.0, 82.6, 79.7, 83.2, 80.6, 80.6, 65.4, 77.6, 77.5),
+    ),
+    _per_set(
+        "llama-7b",
+        "commonsense-8",
+        "DoRA paper Table 1 (LoRA from LLM-Adapters)",
+        "DoRA r32",
+        "0.84%",
+        *(69.7, 83.4, 78.6, 87.2, 81.0, 81.9, 66.2, 79.2, 78.4),
     ),
     *_rows(
         "llama-7b",
@@ -77,8 +108,17 @@ ANCHORS: list[Anchor] = [
         ("DoRA (half rank)", "0.35%", 85.0),
         ("DoRA", "0.71%", 85.2),
     ),
-    *_rows("llama3-8b", "commonsense-8", "SMT repository README", ("SMT", "0.71%", 86.8)),
-    *_rows("llama3-8b", "math-6", "SMT repository README", ("SMT", "0.71%", 66.1)),
+    _per_set(
+        "llama3-8b",
+        "commonsense-8",
+        "SMT repository README",
+        "SMT",
+        "0.71%",
+        *(75.7, 88.4, 81.4, 96.2, 88.2, 92.7, 83.2, 88.6, 86.8),
+    ),
+    _per_set(
+        "llama3-8b", "math-6", "SMT repository README", "SMT", "0.71%", *(42.8, 88.5, 60.4, 93.9, 85.8, 25.2, 66.1)
+    ),
     *_rows("roberta-base", "glue-8", "LoRA paper Table 2", ("Full FT", "100%", 86.4), ("LoRA (q,v r8)", "0.3M", 87.2)),
     *_rows(
         "roberta-large",
@@ -131,7 +171,17 @@ ANCHORS: list[Anchor] = [
 ]
 
 
+def task_set_of(tasks: set[str]) -> str | None:
+    """The task set that `tasks` form (None: none of TASK_SETS)."""
+    return next((name for name, forms in TASK_SETS.items() if frozenset(tasks) in forms), None)
+
+
 def matching(model: str, tasks: set[str]) -> tuple[str | None, list[Anchor]]:
     """The task set that `tasks` forms, and the anchors for (`model`, that set)."""
-    task_set = next((name for name, forms in TASK_SETS.items() if frozenset(tasks) in forms), None)
+    task_set = task_set_of(tasks)
     return task_set, [anchor for anchor in ANCHORS if anchor.model == model and anchor.task_set == task_set]
+
+
+def per_set_anchors(test_sets: list[str]) -> list[Anchor]:
+    """Anchors printed per test set whose sets overlap `test_sets` (short names such as "boolq"), any model."""
+    return [anchor for anchor in ANCHORS if anchor.per_set and set(PER_SET[anchor.task_set]) & set(test_sets)]

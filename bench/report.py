@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from bench import plateau, plots, stats, wandb_logging
+from bench.budget import FIXED_KNOBS
 from bench.plots import display_name
 from bench.record import write_json_atomic
 from bench.spec import DEFAULT_PROJECT
@@ -91,7 +92,8 @@ def config_fingerprint(config: dict[str, Any]) -> str:
 
 
 def _budget(record: dict[str, Any]) -> str:
-    return record["params"]["budget"] or ("all" if record["method"]["knob"]["name"] == "all" else "native")
+    knob = record["method"]["knob"]["name"]
+    return record["params"]["budget"] or (knob if knob in FIXED_KNOBS else "native")
 
 
 def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -276,7 +278,7 @@ def plateau_fits(runs: pd.DataFrame) -> dict[tuple[str, str], dict[str, plateau.
     """Per (model, task or "average") the plateau fit of every method with a budget grid."""
     fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]] = {}
     for (model, task), group in plateau_views(runs):
-        for method, method_runs in group[group["method"] != REFERENCE].groupby("method"):
+        for method, method_runs in group[~group["budget"].isin(FIXED_KNOBS)].groupby("method"):
             points = {float(params): list(scores) for params, scores in method_runs.groupby("params")["score"]}
             fits.setdefault((model, task), {})[method] = plateau.fit_plateau(points)
     return fits
@@ -519,7 +521,8 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
                 model, runs[runs["model"] == model], cells[in_model], marks, metric_rows[metric_rows["model"] == model]
             )
         )
-        tables += test_set_tables(model, cells[in_model], metric_rows[metric_rows["model"] == model])
+        slices = {r["task"]["name"]: r["config"]["test_examples"] for r in records if r["config"]["model"] == model}
+        tables += test_set_tables(model, cells[in_model], metric_rows[metric_rows["model"] == model], slices)
         tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
     fits = plateau_fits(usable)

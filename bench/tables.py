@@ -5,8 +5,9 @@ with caption and label, and the tables a report holds.
   std [95 % t-interval] over seeds, and the average of the primary metrics when there are several tasks; bold: best
   per column (format-failure rates are diagnostics and never bold); †: tied with the best on the primary metric;
   italic rows: published anchors where the setting matches (bench.anchors);
-- test-set tables: tasks with several test sets (decoder groups) per test set, both protocols and the format-failure
-  rate;
+- test-set tables: tasks with several test sets (decoder groups), one table per metric (generation accuracy,
+  log-likelihood accuracy, format-failure rate, ...) in the papers' layout: a column per set, then the average, and
+  the published per-set rows of other models below;
 - cost table: trainable %, adapter size, median step time and peak memory measured in isolation;
 - failed and missing runs.
 """
@@ -256,41 +257,79 @@ def paper_table(
     return table
 
 
-def test_set_tables(model: str, cells: pd.DataFrame, metric_rows: pd.DataFrame) -> list[Table]:
-    """Per task with several test sets (`<set>/<metric>` metrics): rows (method, budget), a column per test set and
-    metric, so both decoder protocols and the format-failure rate show per test set next to the averages."""
+GROUP_AVERAGES = {  # a per-set metric and the group's unweighted average of it (tasks.instruction)
+    "accuracy": "average",
+    "loglik_accuracy": "average_loglik",
+    "format_failure_rate": "average_format_failure_rate",
+}
+
+
+def test_set_tables(
+    model: str, cells: pd.DataFrame, metric_rows: pd.DataFrame, slices: dict[str, int | None] | None = None
+) -> list[Table]:
+    """Per task with several test sets (`<set>/<metric>` metrics), one table per metric in the papers' layout: rows
+    (method, budget), a column per test set, then the group average. The generation-accuracy table lists below the
+    published per-set rows of other models (bench.anchors), labelled as such. `slices`: test examples per set, by
+    task (None: every example), for the caption."""
     tables = []
     for task, per_task in metric_rows[metric_rows["metric"].str.contains("/")].groupby("task"):
-        columns = per_task.groupby("metric", as_index=False)["order"].min().sort_values("order")["metric"].tolist()
-        header = [
-            "Method",
-            "Budget",
-            *(f"{part} {metric_label(name, True)}" for part, name in (column.split("/", 1) for column in columns)),
-        ]
-        best = {
-            metric: group.loc[~group["failed"].astype(bool), "mean"].max()
-            for metric, group in per_task.groupby("metric")
-            if _ranked_metric(metric)
-        }
-        rows, styles = [], []
-        for method, budget in _row_order(cells[cells["task"] == task]):
-            texts, style = [display_name(method), budget if method != REFERENCE else "100%"], ["", ""]
-            for metric in columns:
-                match = per_task[
-                    (per_task["method"] == method) & (per_task["budget"] == budget) & (per_task["metric"] == metric)
-                ]
-                texts.append("–" if match.empty else format_score(match.iloc[0]))
-                style.append(
-                    "bold"
-                    if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == best.get(metric)
-                    else ""
+        in_order = per_task.groupby("metric")["order"].min().sort_values().index
+        sets = list(dict.fromkeys(metric.split("/", 1)[0] for metric in in_order))
+        for name in dict.fromkeys(metric.split("/", 1)[1] for metric in in_order if not metric.endswith("_stderr")):
+            average = GROUP_AVERAGES.get(name)
+            with_metric = [part for part in sets if f"{part}/{name}" in in_order]
+            columns = [f"{part}/{name}" for part in with_metric]
+            averages = metric_rows[(metric_rows["task"] == task) & (metric_rows["metric"] == average)]
+            if len(with_metric) > 1 and len(averages):
+                columns.append(average)
+            shown = per_task[per_task["metric"].isin(columns)]
+            rows, styles = [], []
+            best = {
+                metric: group.loc[~group["failed"].astype(bool), "mean"].max()
+                for metric, group in pd.concat([shown, averages]).groupby("metric")
+                if _ranked_metric(metric)
+            }
+            for method, budget in _row_order(cells[cells["task"] == task]):
+                texts, style = [display_name(method), budget if method != REFERENCE else "100%"], ["", ""]
+                for metric in columns:
+                    source = averages if metric == average else shown
+                    match = source[
+                        (source["method"] == method) & (source["budget"] == budget) & (source["metric"] == metric)
+                    ]
+                    texts.append("–" if match.empty else format_score(match.iloc[0]))
+                    usable = not match.empty and not match.iloc[0]["failed"]
+                    style.append("bold" if usable and match.iloc[0]["mean"] == best.get(metric) else "")
+                rows.append(texts)
+                styles.append(style)
+            published = anchors.per_set_anchors(with_metric) if name == "accuracy" else []
+            for anchor in published:
+                scores = dict(zip(anchors.PER_SET[anchor.task_set], anchor.per_set))
+                texts = [f"{anchor.method}, {anchor.model} ({anchor.source})", anchor.trainable]
+                texts += [f"{scores[part]:.1f}" if part in scores else "–" for part in with_metric]
+                texts += [f"{anchor.score:.1f}"] if average in columns else []
+                rows.append(texts)
+                styles.append(["italic"] * len(texts))
+            header = ["Method", "Budget", *with_metric, *(["Avg"] if average in columns else [])]
+            size = (slices or {}).get(task)
+            caption = (
+                f"{metric_label(name, True)} per test set, points, mean ± std [95 % t-interval] over seeds"
+                + (f"; the first {size} test examples of each set" if size else "; every test example")
+                + ("; Avg: unweighted over the sets" if average in columns else "")
+                + "."
+            )
+            table = _table(
+                f"test-sets-{model}-{task}-{name}",
+                f"{model} · {task}: {metric_label(name, True)} per test set",
+                caption,
+                rows,
+                styles,
+                header,
+            )
+            if published:
+                table.notes.append(
+                    "Italic rows: published numbers of other models and scales (their full training sets, the papers' protocols and hyperparameters), for orientation, not comparison."
                 )
-            rows.append(texts)
-            styles.append(style)
-        caption = "Every test set, both protocols (Gen: generation with answer extraction; LL: lm-eval log-likelihood), points, mean ± std [95 % t-interval] over seeds."
-        tables.append(
-            _table(f"test-sets-{model}-{task}", f"{model} · {task} per test set", caption, rows, styles, header)
-        )
+            tables.append(table)
     return tables
 
 
