@@ -296,12 +296,15 @@ def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedMod
 
     source = model_source(name)
     config_file = Path(source) / "config.json"
-    cached = _layout_file(config_file, kind, num_labels) if config_file.is_file() else None
-    layout = json.loads(cached.read_text(encoding="utf-8")) if cached is not None and cached.is_file() else None
+    stored = layout_name(config_file, kind, num_labels) if config_file.is_file() else None
+    found = next(
+        (folder / stored for folder in (SHIPPED_LAYOUTS, _layout_cache()) if (folder / stored).is_file()), None
+    )
+    layout = json.loads(found.read_text(encoding="utf-8")) if stored and found else None
     if layout is None:
-        layout = _describe_from_config(name, source, kind, num_labels)
-        if cached is not None:
-            write_json_atomic(cached, layout)
+        layout = describe_from_config(name, kind, num_labels)
+        if stored is not None:
+            write_json_atomic(_layout_cache() / stored, layout)
     model = rebuild(layout)
     return LoadedModel(
         name=name,
@@ -313,22 +316,31 @@ def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedMod
     )
 
 
-def _layout_file(config_file: Path, kind: ModelKind, num_labels: int) -> Path:
-    """Where the layout of the model `config_file` configures is cached, for this kind, label count and transformers."""
+SHIPPED_LAYOUTS = Path(__file__).resolve().parent / "layouts"  # the built-in models' layouts, for the pinned libraries
+
+
+def _layout_cache() -> Path:
+    return cache_dir() / "skeletons"
+
+
+def layout_name(config_file: Path, kind: ModelKind, num_labels: int) -> str:
+    """The file name of the layout of the model `config_file` configures, for this kind, label count and transformers
+    version: shipped in SHIPPED_LAYOUTS (`python -m bench.skeleton` writes them) or cached after the first plan."""
     from bench.skeleton import LAYOUT_VERSION
 
     digest = hashlib.sha256(config_file.read_bytes())
     digest.update(f"{kind}:{num_labels}:{importlib.metadata.version('transformers')}:{LAYOUT_VERSION}".encode())
-    return cache_dir() / "skeletons" / f"{digest.hexdigest()}.json"
+    return f"{digest.hexdigest()}.json"
 
 
-def _describe_from_config(name: str, source: str, kind: ModelKind, num_labels: int) -> dict[str, Any]:
+def describe_from_config(name: str, kind: ModelKind, num_labels: int) -> dict[str, Any]:
     """The layout of `name` built by transformers from its config on the meta device."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from bench.skeleton import describe
 
+    source = model_source(name)
     try:
         config = AutoConfig.from_pretrained(
             source, **({"num_labels": num_labels} if kind == "sequence-classification" else {})
