@@ -41,6 +41,7 @@ lint: $(STAMP)
 benchmarks: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/step_cost.py --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/generation_batching.py
+	$(OFFLINE) $(BIN)/python benchmarks/evaluation_split.py
 
 # The plateau study (hours on a CPU, resumable: run it again to continue). Needs the full GLUE SST-2 and STS-B
 # training sets: PEFT_BENCH_DATA=<folder laid out like tasks/data> make plateau
