@@ -297,10 +297,8 @@ def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedMod
     source = model_source(name)
     config_file = Path(source) / "config.json"
     stored = layout_name(config_file, kind, num_labels) if config_file.is_file() else None
-    found = next(
-        (folder / stored for folder in (SHIPPED_LAYOUTS, _layout_cache()) if (folder / stored).is_file()), None
-    )
-    layout = json.loads(found.read_text(encoding="utf-8")) if stored and found else None
+    found = [folder / stored for folder in (SHIPPED_LAYOUTS, _layout_cache()) if stored and (folder / stored).is_file()]
+    layout = json.loads(found[0].read_text(encoding="utf-8")) if found else None
     if layout is None:
         layout = describe_from_config(name, kind, num_labels)
         if stored is not None:

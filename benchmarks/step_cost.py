@@ -92,27 +92,18 @@ def text_batches(tokenizer: Any, count: int) -> list[dict[str, Any]]:
 
 
 def floor_method() -> type:
-    """Forward + backward through the frozen model with nothing to train (not a registered method)."""
-    from methods.base import PeftMethod
+    """Forward + backward through the frozen model with nothing to train (not a registered method): zero-shot whose
+    embeddings' output asks for gradients, so the backward pass runs through every layer."""
+    from methods.zero_shot import ZeroShot
 
-    class Floor(PeftMethod):
+    class Floor(ZeroShot):
         name = "floor"
-        knob_name = "none"
-
-        def knob_bounds(self) -> tuple[int, int]:
-            return (0, 0)
-
-        def count_for_knob(self, knob: int) -> int:
-            return 0
 
         def attach(self, knob: int) -> None:
-            self.model.requires_grad_(False)
+            super().attach(knob)
             self.model.get_input_embeddings().register_forward_hook(
                 lambda _module, _inputs, output: output.requires_grad_(True)
             )
-
-        def configure_optimizers(self) -> None:
-            return None
 
     return Floor
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 from torch import nn
 
 from core.errors import BenchError
-from methods.base import MethodOptions, OptimConfig, PeftMethod
+from methods.base import PeftMethod
 
 
 class ZeroShot(PeftMethod):
@@ -23,21 +23,12 @@ class ZeroShot(PeftMethod):
     knob_name = "none"
     trains: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        options: MethodOptions | None = None,
-        optim: OptimConfig | None = None,
-        head_prefixes: tuple[str, ...] = (),
-    ) -> None:
-        if head_prefixes:
+    def knob_bounds(self) -> tuple[int, int]:
+        if self.head_prefixes:  # checked when a run is planned, before any weight loads
             raise BenchError(
                 "zero-shot would score a new, untrained classification head",
                 "use it on a decoder task (commonsense/..., arithmetic/..., glue-lm/...)",
             )
-        super().__init__(model, options, optim, head_prefixes)
-
-    def knob_bounds(self) -> tuple[int, int]:
         return (0, 0)
 
     def count_for_knob(self, knob: int) -> int:

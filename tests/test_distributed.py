@@ -53,20 +53,25 @@ def _stsb(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     return result.predictions, sum(seen)
 
 
-def _stsb_on_rank(rank: int, store: str, rows: list[dict[str, Any]], out: Any) -> None:
+def _on_rank(rank: int, store: str, score: Any, rows: list[dict[str, Any]], out: Any) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
-        out[rank] = _stsb(rows)
+        out[rank] = score(rows)
     finally:
         dist.destroy_process_group()
 
 
-def test_glue_evaluation_is_split_across_ranks_with_the_predictions_of_one_process(tmp_path: Path) -> None:
-    rows = get_task("glue/stsb").load("test", DataSource(), STSB_ROWS)
+def _on_ranks(score: Any, rows: list[dict[str, Any]], folder: Path) -> dict[int, Any]:
+    """What `score(rows)` returned on each of WORLD processes of one process group."""
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_stsb_on_rank, args=(str(tmp_path / "store"), rows, out), nprocs=WORLD)
-        out = dict(out)
+        mp.spawn(_on_rank, args=(str(folder / "store"), score, rows, out), nprocs=WORLD)
+        return dict(out)
+
+
+def test_glue_evaluation_is_split_across_ranks_with_the_predictions_of_one_process(tmp_path: Path) -> None:
+    rows = get_task("glue/stsb").load("test", DataSource(), STSB_ROWS)
+    out = _on_ranks(_stsb, rows, tmp_path)
     alone, scored_alone = _stsb(rows)
     assert scored_alone == STSB_ROWS and out[0][1] + out[1][1] == STSB_ROWS
     assert 0 < out[1][1] <= out[0][1] < STSB_ROWS  # each rank ran its own batches only
@@ -95,21 +100,10 @@ def _commonsense(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
     return result.predictions, result.metrics, len(scored)
 
 
-def _commonsense_on_rank(rank: int, store: str, rows: list[dict[str, Any]], out: Any) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    try:
-        out[rank] = _commonsense(rows)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_decoder_evaluation_is_split_across_ranks_with_the_scores_of_one_process(tmp_path: Path) -> None:
     """One test example of each commonsense set (8 parts of one item each): some ranks score no item of a part."""
     rows = get_task("commonsense/all").load("test", DataSource(), 1)
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_commonsense_on_rank, args=(str(tmp_path / "store"), rows, out), nprocs=WORLD)
-        out = dict(out)
+    out = _on_ranks(_commonsense, rows, tmp_path)
     alone = _commonsense(rows)
     assert alone[2] == len(rows) == 8 and (out[0][2], out[1][2]) == (4, 4)  # each rank scored its half
     assert out[0][:2] == out[1][:2] == alone[:2]

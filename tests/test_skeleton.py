@@ -71,15 +71,15 @@ def _knobs(model: nn.Module, head_prefixes: tuple[str, ...], kind: str) -> dict[
     for name in registry():
         method_cls = get_method(name)
         options = resolve(method_cls, "default", kind, {}, 10).options
-        try:
-            method = method_cls(model, options, head_prefixes=head_prefixes)
-        except BenchError as refused:  # zero-shot with a classification head
-            found[name] = ("refused", str(refused))
-            continue
+        method = method_cls(model, options, head_prefixes=head_prefixes)
         if not method.counts_before_calibration():
             found[name] = ("counted after calibration",)
             continue
-        low, high = method.knob_bounds()
+        try:
+            low, high = method.knob_bounds()
+        except BenchError as refused:  # zero-shot with a classification head
+            found[name] = ("refused", str(refused))
+            continue
         found[name] = (low, high, *(method.count_for_knob(k) for k in (low, (low + high) // 2, high)))
     return found
 
