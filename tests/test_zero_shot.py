@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -88,3 +89,18 @@ def test_a_sweep_runs_zero_shot_once_per_seed_without_a_budget() -> None:
     )
     zero_shot = next(method for method in spec.methods if method.name == "zero-shot")
     assert zero_shot.budgets is None and not zero_shot.lrs
+
+
+def test_wandb_plateau_chart_draws_zero_shot_flat_across_the_swept_budgets(store: Path) -> None:
+    from bench import wandb_logging
+
+    records = [json.loads(path.read_text()) for path in store.glob("*.json") if len(path.stem) == 64]
+    chart = wandb_logging.report_charts(records)["plateau/smollm2-135m/commonsense-boolq"]
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for step, key, value in chart.table.data:
+        lines.setdefault(key, []).append((step, value))
+    lora = next(record for record in records if record["config"]["method"] == "lora")
+    zero_shot = next(record for record in records if record["config"]["method"] == "zero-shot")
+    x = math.log10(lora["params"]["achieved"])  # zero-shot's 0 parameters have no place on a log axis
+    score = 100 * zero_shot["metrics"]["test"][zero_shot["task"]["primary_metric"]]
+    assert lines["zero-shot"] == [(x, pytest.approx(score))] * 2
