@@ -10,9 +10,10 @@ The built-in offline models' layouts ship in bench/layouts/ for the pinned trans
 writes them), so even a machine's first plan skips transformers' model classes.
 
 The rebuilt model has the same module names, every `nn.Linear` as an `nn.Linear` of the same shape, torch's
-containers as themselves, every other module as an `nn.Module` of the same class name holding parameters of the same shapes and dtypes, shared modules and
-tied parameters shared again, and `.config` as a namespace of the config's fields. tests/test_skeleton.py checks it
-against the transformers model, with every method's budget range and solved knobs.
+containers as themselves, every other module as an `nn.Module` of the same class name holding parameters of the
+same shapes and dtypes, shared modules and tied parameters shared again, and `.config` as a namespace of the
+config's fields. tests/test_skeleton.py checks it against the transformers model, with every method's budget range
+and solved knobs.
 """
 
 from __future__ import annotations
