@@ -370,10 +370,20 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
         "",
         f"Selection: {tuning['selection']}. Tuning seed {tuning['tuning_seed']}, {tuning['grid_size']} learning rates per method (the same tuning budget for every method).",
         *([f"Interpolation: {tuning['interpolation']}."] if tuning.get("interpolation") else []),
+        *(
+            [
+                "With two rates per grid every choice is one of its ends: the grid brackets the best rate, not locates it."
+            ]
+            if tuning["grid_size"] == 2
+            else []
+        ),
         "",
     ]
-    rows = []
+    rows, edges, tuned = [], 0, 0
     for entry in tuning["cells"]:
+        edge = _at_grid_edge(entry)
+        tuned += "grid" in entry
+        edges += edge
         if "interpolated_from" in entry:
             grid = "interpolated from " + ", ".join(
                 f"{anchor['budget']}: {anchor['lr']:g}" for anchor in entry["interpolated_from"]
@@ -385,6 +395,7 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
                 for point in entry["grid"]
             )
         chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed)"
+        chosen += " (grid edge)" if edge else ""
         rows.append(
             [
                 display_name(entry["method"]),
@@ -395,7 +406,22 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
             ]
         )
     frame = pd.DataFrame(rows, columns=["Method", "Budget", "Model · task", "Grid (lr: validation score)", "Chosen lr"])
-    return "\n".join([*lines, frame.to_markdown(index=False, disable_numparse=True)])
+    note = (
+        [
+            "",
+            f"{edges} of {tuned} tuned cells chose the lowest or highest learning rate of their grid (marked): their "
+            "best rate may lie outside it.",
+        ]
+        if edges
+        else []
+    )
+    return "\n".join([*lines, frame.to_markdown(index=False, disable_numparse=True), *note])
+
+
+def _at_grid_edge(entry: dict[str, Any]) -> bool:
+    """Whether a tuned cell chose the lowest or highest learning rate of a grid of at least three."""
+    rates = sorted(point["lr"] for point in entry.get("grid", []))
+    return len(rates) >= 3 and entry["chosen_lr"] in (rates[0], rates[-1])
 
 
 def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]) -> str:

@@ -394,3 +394,27 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
     (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="variant store"):
         write_report(store, log_to_wandb=False, variant=tmp_path / "empty")
+
+
+def test_tuning_section_marks_choices_at_an_end_of_their_grid() -> None:
+    from bench.report import _tuning_markdown
+
+    def cell(budget: str, scores: dict[float, float]) -> dict:
+        grid = [{"lr": lr, "run_key": "k", "status": "ok", "validation": score} for lr, score in scores.items()]
+        chosen = max(scores, key=scores.get)
+        return {"method": "lora", "model": "m", "task": "t", "budget": budget, "grid": grid, "chosen_lr": chosen}
+
+    tuning = {
+        "selection": "best validation",
+        "interpolation": None,
+        "tuning_seed": 0,
+        "grid_size": 3,
+        "cells": [
+            cell("10k", {1e-4: 0.80, 3e-4: 0.85, 1e-3: 0.82}),  # inside
+            cell("1M", {1e-4: 0.86, 3e-4: 0.85, 1e-3: 0.50}),  # the lowest rate
+            cell("3M", {1e-4: 0.70, 3e-4: 0.75, 1e-3: 0.80}),  # the highest rate
+        ],
+    }
+    markdown = _tuning_markdown(tuning)
+    assert [row.split("|")[2].strip() for row in markdown.splitlines() if "(grid edge)" in row] == ["1M", "3M"]
+    assert "2 of 3 tuned cells chose the lowest or highest learning rate" in markdown
