@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -101,6 +100,8 @@ def score_multiple_choice(
     mean, and its standard error (sample standard deviation / sqrt(n); none for a single item). `progress` keeps
     lm-eval's own bar over its log-likelihood requests; without it the bar is off.
     """
+    from lm_eval.api.metrics import mean_stderr
+
     flat = [(name, item) for name, part in items.items() for item in part]
     outcomes = across_ranks(flat, partial(_score_items, model, tokenizer, batch_size=batch_size, progress=progress))
     scored = {}
@@ -110,7 +111,7 @@ def score_multiple_choice(
         scored[name] = {
             "acc": fmean(hits),
             "acc_norm": fmean(outcome["acc_norm"] for outcome in own),
-            "acc_stderr": stdev(hits) / math.sqrt(len(hits)) if len(hits) > 1 else None,
+            "acc_stderr": mean_stderr(hits) if len(hits) > 1 else None,  # lm-eval's own; undefined for one item
             "choices": [outcome["choice"] for outcome in own],
         }
     return scored
