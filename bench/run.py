@@ -68,6 +68,7 @@ class RunConfig:
     eval_batch_size: int = 64
     eval_every: int | None = None
     group_by_length: bool = False  # training batches of similar length (bench.batching): far less padding
+    mask_prompt: bool = True  # instruction tasks: prompt tokens out of the loss (False trains on them, as LLM-Adapters)
     calibration_batches: int = 8
     head_probe_steps: int = 100  # a new task head is fitted alone before calibration (methods.head_probe)
     options: dict[str, str] = field(default_factory=dict)
@@ -113,7 +114,7 @@ def plan(config: RunConfig) -> RunPlan:
     from tasks import get_task
 
     method_cls = get_method(config.method)
-    task = get_task(config.task)
+    task = with_prompt_masking(get_task(config.task), config.mask_prompt)
     budget = parse_budget(config.budget) if config.budget is not None else None
     recipe = resolve(
         method_cls,
@@ -167,6 +168,18 @@ def plan(config: RunConfig) -> RunPlan:
         requested=requested,
         recipe=recipe,
     )
+
+
+def with_prompt_masking(task: Task, mask_prompt: bool) -> Task:
+    """`task` training with or without its prompt tokens in the loss; BenchError if it has no prompt to leave in."""
+    if hasattr(task, "mask_prompt"):
+        return dataclasses.replace(task, mask_prompt=mask_prompt)
+    if not mask_prompt:
+        raise BenchError(
+            f"task {task.name} has no instruction prompt, so mask_prompt=false does not apply",
+            "drop --no-mask-prompt (or `mask_prompt: false`) for this task",
+        )
+    return task
 
 
 def _run_modules() -> tuple[ModuleType, ...]:

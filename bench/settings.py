@@ -89,11 +89,11 @@ def check_settings(values: dict[str, Any]) -> None:
                 f"{name} must be at least 1, got {values[name]!r}",
                 f"omit {_flag(name)} to use the default (all examples, all threads, validation at the end only)",
             )
-    if not isinstance(values["group_by_length"], bool):
-        raise BenchError(
-            f"group_by_length must be true or false, got {values['group_by_length']!r}",
-            "pass --group-by-length or --no-group-by-length",
-        )
+    for name in ("group_by_length", "mask_prompt"):
+        if not isinstance(values[name], bool):
+            raise BenchError(
+                f"{name} must be true or false, got {values[name]!r}", f"pass {_flag(name)} or --no-{_flag(name)[2:]}"
+            )
     if not _integer(values["head_probe_steps"]) or values["head_probe_steps"] < 0:
         raise BenchError(
             f"head_probe_steps must be a whole number of at least 0, got {values['head_probe_steps']!r}",

@@ -58,7 +58,7 @@ class KeepModel(InstructionTask):
 
 
 def short_run(
-    task: str, args: argparse.Namespace, out: Path, test_examples: int, **task_changes: Any
+    task: str, args: argparse.Namespace, out: Path, test_examples: int, mask_prompt: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]], KeepModel]:
     """One harness run (LoRA at 0.2 %); its record, test predictions and the task holding the trained model."""
     config = RunConfig(
@@ -73,15 +73,14 @@ def short_run(
         validation_examples=2,
         test_examples=test_examples,
         eval_batch_size=16,
+        mask_prompt=mask_prompt,
         threads=args.threads,
     )
     run = plan(config)
-    run.task = KeepModel(
-        **{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)} | task_changes
-    )
+    run.task = KeepModel(**{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)})
     started = time.perf_counter()
     record = execute(run, out, progress=False)
-    print(f"  {task} {task_changes or ''}: {time.perf_counter() - started:.0f} s")
+    print(f"  {task} mask_prompt={mask_prompt}: {time.perf_counter() - started:.0f} s, run key {record['run_key'][:12]}")
     lines = (out / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()
     return record, [p for p in map(json.loads, lines) if p["split"] == "test"], run.task
 

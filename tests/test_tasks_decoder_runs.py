@@ -7,8 +7,11 @@ import dataclasses
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
+from bench.models import model_source
 from bench.run import RunConfig, execute, plan
+from core.errors import BenchError
 from tasks.prompts import TEMPLATE_HASH
 
 MIX_PARTS = {
@@ -68,3 +71,20 @@ def test_family_trains_on_the_mix_and_reports_each_benchmark(task, benchmarks, m
         assert ("loglik_choice" in p) == (p["subtask"] in with_choices)
     pairs = record["leakage"]["pairs"]
     assert set(pairs) == {f"{part} -> {name}" for part in MIX_PARTS[task] for name in names}
+
+
+def test_prompt_masking_is_a_run_setting_in_the_key_and_the_training_labels():
+    masked = plan(RunConfig(task="commonsense/boolq", **SHORT))
+    unmasked = plan(RunConfig(task="commonsense/boolq", mask_prompt=False, **SHORT))
+    assert masked.key != unmasked.key  # two runs that differ only in masking never share a record
+    assert unmasked.config.to_dict()["mask_prompt"] is False
+    assert unmasked.task.describe(unmasked.source)["prompt_masked"] is False
+    tokenizer = AutoTokenizer.from_pretrained(model_source("smollm2-135m"))
+    row = unmasked.splits["train"][0]
+    trained_on_prompt = unmasked.task.encode(row, tokenizer, max_length=256)
+    answer_only = masked.task.encode(row, tokenizer, max_length=256)
+    assert trained_on_prompt["input_ids"] == answer_only["input_ids"]
+    assert trained_on_prompt["labels"] == trained_on_prompt["input_ids"]
+    assert answer_only["labels"][0] == -100 and answer_only["labels"][-1] == answer_only["input_ids"][-1]
+    with pytest.raises(BenchError, match="no instruction prompt"):
+        plan(RunConfig(method="lora", budget="1%", task="glue/sst2", model="minilm-l6", mask_prompt=False))
