@@ -516,6 +516,23 @@ def _metric_of(runs: pd.DataFrame, model: str, task: str) -> str:
     return "average" if task == "average" else runs[(runs["model"] == model) & (runs["task"] == task)]["metric"].iloc[0]
 
 
+def _nothing_to_report(store: Store, directory: Path) -> BenchError:
+    """The error for a store without final runs; a sweep still tuning says how far its tuning has come."""
+    manifest = store.read_meta("sweep.json")
+    tuning = [cell["key"] for cell in (manifest or {}).get("cells", []) if cell["role"] == "tuning"]
+    if tuning:
+        done = sum((store.read(key) or {}).get("status") == "ok" for key in tuning)
+        return BenchError(
+            f"results store {directory} has no final run yet: the sweep is tuning learning rates "
+            f"({done} of {len(tuning)} tuning runs done), and plans its final runs from the picks",
+            f"run the same `bench sweep` again to continue it; `{directory}/events.jsonl` shows its progress",
+        )
+    return BenchError(
+        f"results store {directory} has no finished run to report",
+        f"run a sweep into it first: bench sweep profiles/default.yaml --out {directory}",
+    )
+
+
 def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
     """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
     store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
@@ -527,10 +544,7 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
         )
     records = final_records(store)
     if not records:
-        raise BenchError(
-            f"results store {directory} has no finished run to report",
-            f"run a sweep into it first: bench sweep profiles/default.yaml --out {directory}",
-        )
+        raise _nothing_to_report(store, directory)
     folder = store.root / "report"
     figures_dir = folder / "figures"
     runs = runs_frame(records)

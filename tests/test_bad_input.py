@@ -90,6 +90,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }.items():
         (root / name).mkdir()
         (root / name / "record.json").write_text(content)
+    Store(root / "tuning").write_meta("sweep.json", {"name": "tuning", "cells": [{"key": "d" * 64, "role": "tuning"}]})
     (root / "badmeta").mkdir()
     (root / "badmeta" / "sweep.json").write_text("\x00\x01 not json")
     (root / "baseline").mkdir()
@@ -231,6 +232,7 @@ REPORT_CASES = [
     ("{root}/truncated", "record.json is corrupt"),
     ("{root}/future", "has schema version 99"),
     ("{root}/badmeta", "sweep.json is corrupt"),
+    ("{root}/tuning", "no final run yet: the sweep is tuning learning rates (0 of 1 tuning runs done)"),
 ]
 
 
