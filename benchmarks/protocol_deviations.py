@@ -80,7 +80,9 @@ def short_run(
     run.task = KeepModel(**{field.name: getattr(run.task, field.name) for field in dataclasses.fields(run.task)})
     started = time.perf_counter()
     record = execute(run, out, progress=False)
-    print(f"  {task} mask_prompt={mask_prompt}: {time.perf_counter() - started:.0f} s, run key {record['run_key'][:12]}")
+    print(
+        f"  {task} mask_prompt={mask_prompt}: {time.perf_counter() - started:.0f} s, run key {record['run_key'][:12]}"
+    )
     lines = (out / f"{record['run_key']}.predictions.jsonl").read_text().splitlines()
     return record, [p for p in map(json.loads, lines) if p["split"] == "test"], run.task
 
