@@ -37,6 +37,7 @@ from bench.plots import display_name
 from bench.record import write_json_atomic
 from bench.spec import DEFAULT_PROJECT
 from bench.store import Store
+from bench.sweep import beyond_the_edge
 from bench.tables import CELL, Table, cost_table, paper_table, slug, test_set_tables, unfinished_table
 from core.errors import BenchError
 
@@ -370,6 +371,7 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
         "",
         f"Selection: {tuning['selection']}. Tuning seed {tuning['tuning_seed']}, {tuning['grid_size']} learning rates per method (the same tuning budget for every method).",
         *([f"Interpolation: {tuning['interpolation']}."] if tuning.get("interpolation") else []),
+        *([f"Extension: {tuning['extension']}."] if tuning.get("extension") else []),
         *(
             [
                 "With two rates per grid every choice is one of its ends: the grid brackets the best rate, not locates it."
@@ -381,7 +383,7 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
     ]
     rows, edges, tuned = [], 0, 0
     for entry in tuning["cells"]:
-        edge = _at_grid_edge(entry)
+        edge = beyond_the_edge(entry) is not None  # chose the lowest or highest rate of a grid of at least three
         tuned += "grid" in entry
         edges += edge
         if "interpolated_from" in entry:
@@ -416,12 +418,6 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
         else []
     )
     return "\n".join([*lines, frame.to_markdown(index=False, disable_numparse=True), *note])
-
-
-def _at_grid_edge(entry: dict[str, Any]) -> bool:
-    """Whether a tuned cell chose the lowest or highest learning rate of a grid of at least three."""
-    rates = sorted(point["lr"] for point in entry.get("grid", []))
-    return len(rates) >= 3 and entry["chosen_lr"] in (rates[0], rates[-1])
 
 
 def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]) -> str:

@@ -24,7 +24,7 @@ import yaml
 from bench.record import read_records
 from bench.spec import load_spec, parse_spec
 from bench.store import Store
-from bench.sweep import interpolate_lr, run_sweep, summary_text, tuning_points
+from bench.sweep import beyond_the_edge, interpolate_lr, run_sweep, summary_text, tuning_points
 from core.errors import BenchError
 
 TRAINING = {
@@ -214,6 +214,33 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     )
 
 
+def test_the_rate_beyond_a_grid_end_steps_by_the_grid_ratio_at_the_picked_end() -> None:
+    def entry(chosen: float, *rates: float) -> dict:
+        return {"chosen_lr": chosen, "grid": [{"lr": lr} for lr in rates]}
+
+    assert beyond_the_edge(entry(3e-4, 1e-3, 3e-4, 3e-3)) == 9e-5  # grid order does not matter
+    assert beyond_the_edge(entry(3e-3, 3e-4, 1e-3, 3e-3)) == 9e-3
+    assert beyond_the_edge(entry(1e-2, 1e-3, 3e-3, 1e-2)) == 0.0333  # 3 significant digits
+    assert beyond_the_edge(entry(1e-3, 3e-4, 1e-3, 3e-3)) is None  # inside the grid
+    assert beyond_the_edge(entry(3e-4, 3e-4, 1e-3)) is None  # two rates: no inside to find
+
+
+def test_a_pick_at_a_grid_end_gets_a_rate_beyond_it_until_the_pick_is_inside(tmp_path: Path) -> None:
+    spec = parse_spec(
+        {**TINY, "seeds": [0], "methods": {"lora": {}}, "tuning": {"lrs": [1e-9, 1e-8, 1e-7], "extend": 2}}
+    )
+    result = run_sweep(spec, tmp_path, progress=False)
+    (entry,) = json.loads((tmp_path / "tuning.json").read_text())["cells"]
+    scores = [point["validation"] for point in entry["grid"]]
+    assert len(set(scores)) == 1  # rates this small leave every prediction as it was, so all points tie
+    # a tie goes to the earlier rate, 1e-9: the grid's low end, so 1e-10 is added; 1e-9 still wins and is now inside
+    assert [point["lr"] for point in entry["grid"]] == [1e-9, 1e-8, 1e-7, 1e-10]
+    assert entry["chosen_lr"] == 1e-9 and result.counts() == Counter(done=4)
+    roles = Counter(cell["role"] for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"])
+    assert roles == Counter({"tuning": 3, "tuning+final": 1})
+    assert run_sweep(spec, tmp_path, progress=False).counts() == Counter(skipped=4)  # a rerun adds nothing
+
+
 def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) -> None:
     spec = parse_spec(
         {**TINY, "seeds": [0], "training": {**TRAINING, "max_steps": 8}, "methods": {"full": {"lr": 1e8}}}
@@ -244,6 +271,9 @@ def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) ->
         ({"model": "nosuch"}, "unknown model 'nosuch'"),
         ({"tasks": ["glue/sst2", "glue/sst2"]}, "repeats glue/sst2"),
         ({"training": {"max_steps": 0}}, "max_steps must be"),
+        ({"tuning": {"lrs": [1e-4, 1e-3, 1e-2], "extend": -1}}, "tuning.extend is -1"),
+        ({"tuning": {"lrs": [1e-4, 1e-3, 1e-2], "extend": True}}, "tuning.extend is True"),
+        ({"tuning": {"extend": 1}}, "tuning.extend is set but no method has a learning-rate grid"),
     ],
 )
 def test_bad_specs_fail_before_anything_runs(change: dict, message: str) -> None:
