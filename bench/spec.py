@@ -18,6 +18,9 @@ A spec (see profiles/*.yaml) has these top-level keys:
   gets a grid of the same size, so every method has the same tuning budget; `budgets` (optional, at least 3): tune
   each method at that many of its budgets, spread evenly over its sorted budget list with both ends included, and
   interpolate the chosen learning rate in log-lr against log-budget for the others (default: tune at every budget);
+  `extend` (optional, default 0): a pick at an end of its grid (three or more rates) gets one more rate one step
+  beyond that end (the ratio between the end and its neighbour), and the choice is made again, up to `extend` times
+  per tuned group, so a curve's cell is not held back by where the grid stops;
 - `full_data` (optional, default false): the spec needs full training sets, so it is refused on the committed subsets
   (`tasks/data`); point `PEFT_BENCH_DATA` (or `training.data_dir`) at a full data folder;
 - `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
@@ -64,7 +67,7 @@ TOP_KEYS = {
 }
 METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr"}
 MODEL_KEYS = {"tasks", "training"}
-TUNING_KEYS = {"lrs", "seed", "budgets"}
+TUNING_KEYS = {"lrs", "seed", "budgets", "extend"}
 MIN_TUNING_BUDGETS = 3  # interpolation needs the two ends and a point between
 WANDB_KEYS = {"project", "entity", "enabled", "mode"}
 WANDB_MODES = (
@@ -108,6 +111,7 @@ class SweepSpec:
     task_training: dict[tuple[str, str], dict[str, Any]]  # (model, task) -> overrides
     tuning_seed: int | None
     tuning_budgets: int | None  # tune at this many budgets per method and interpolate; None: at every budget
+    tuning_extend: int  # at most this many rates beyond a grid's end, per tuned group whose pick is that end
     full_data: bool  # refuse the committed data subsets
     wandb: dict[str, Any]
     slurm: dict[str, Any]
@@ -280,10 +284,16 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
                 f"{where}: tuning seed {tuning_seed} is not one of the seeds {list(seeds)}",
                 "pick a tuning seed from `seeds`",
             )
-    elif "seed" in tuning or "budgets" in tuning:
+    elif set(tuning) - {"lrs"}:
         raise BenchError(
-            f"{where}: tuning.{'seed' if 'seed' in tuning else 'budgets'} is set but no method has a learning-rate grid",
+            f"{where}: tuning.{sorted(set(tuning) - {'lrs'})[0]} is set but no method has a learning-rate grid",
             "add `tuning.lrs` or per-method `lrs`",
+        )
+    tuning_extend = tuning.get("extend", 0)
+    if isinstance(tuning_extend, bool) or not isinstance(tuning_extend, int) or tuning_extend < 0:
+        raise BenchError(
+            f"{where}: tuning.extend is {tuning_extend!r}",
+            "give how many rates a grid may grow beyond its end as a whole number (0 keeps every grid as written)",
         )
     tuning_budgets = tuning.get("budgets")
     if tuning_budgets is not None and (
@@ -311,6 +321,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         task_training=task_training,
         tuning_seed=tuning_seed,
         tuning_budgets=tuning_budgets,
+        tuning_extend=tuning_extend,
         full_data=_flag(data.get("full_data", False), f"{where}: full_data"),
         wandb={"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb},
         slurm=dict(slurm),

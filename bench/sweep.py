@@ -7,7 +7,9 @@ Order of work:
 3. the learning rate with the highest VALIDATION score is chosen per (method, budget, task) (ties: the earlier lr of
    the grid); the grid, every score and the choice go to `tuning.json`. With `tuning.budgets: n` only n budgets per
    method are tuned (evenly spread, both ends) and the others take the chosen lrs interpolated in log-lr against
-   log-budget (clamped at the ends), recorded in `tuning.json` with the points they came from;
+   log-budget (clamped at the ends), recorded in `tuning.json` with the points they came from. With
+   `tuning.extend: n`, a pick at an end of its grid first gets one more rate beyond that end, run and compared in turn,
+   up to n times per group (`beyond_the_edge`);
 4. phase 2 runs the remaining seeds at the chosen lr (the tuning seed's run at that lr is already stored) and every
    seed of the interpolated budgets.
 
@@ -44,6 +46,8 @@ from bench.run import RunConfig, execute, plan
 from bench.spec import MethodSpec, SweepSpec
 from bench.store import Store, now
 from core.errors import BenchError
+
+MIN_EDGE_GRID = 3  # a two-point grid has no inside: every pick is at an end
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,9 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
         )
     return {
         "selection": "highest validation-split score of the task's primary metric at the tuning seed; ties go to the earlier lr of the grid; test scores are never used",
+        "extension": f"a pick at an end of its grid (3 or more rates) got one more rate one step beyond that end, up to {spec.tuning_extend} times per group; added rates follow the grid in `grid`"
+        if spec.tuning_extend
+        else None,
         "interpolation": None
         if spec.tuning_budgets is None
         else f"tuned at {spec.tuning_budgets} budgets per method (evenly spread, both ends); the other budgets take the chosen lrs interpolated linearly in log-lr against log-budget, clamped at the ends, rounded to 3 significant digits",
@@ -322,6 +329,26 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
         "grid_size": max((len(m.lrs) for m in spec.methods), default=0),
         "cells": entries,
     }
+
+
+def beyond_the_edge(entry: dict[str, Any]) -> float | None:
+    """The rate one grid step outside the end where a tuning entry picked (the ratio between that end and its
+    neighbour, 3 significant digits), or None if the pick is inside its grid or the grid has fewer than 3 rates."""
+    grid = sorted(point["lr"] for point in entry.get("grid", []))
+    if len(grid) < MIN_EDGE_GRID or entry["chosen_lr"] not in (grid[0], grid[-1]):
+        return None
+    beyond = grid[0] ** 2 / grid[1] if entry["chosen_lr"] == grid[0] else grid[-1] ** 2 / grid[-2]
+    return float(f"{beyond:.3g}")
+
+
+def edge_cells(spec: SweepSpec, store: Store, part: Phase1, common: dict[str, Any]) -> list[Cell]:
+    """Tuning cells one rate beyond each grid end that a group picked (see `beyond_the_edge`)."""
+    beyond = {}
+    for entry in choose_lrs(spec, store, part)["cells"]:
+        lr = beyond_the_edge(entry) if entry["chosen_lr"] is not None else None
+        if lr is not None:
+            beyond[_entry_group(entry)] = [lr]
+    return _plan_cells(spec, beyond, "tuning", common)
 
 
 def _entry_group(entry: dict[str, Any]) -> tuple[str, str, str, str | None]:
@@ -395,6 +422,17 @@ def run_sweep(
             _run_phase(runner, part.cells, result, bar)
             if not part.tuned:
                 continue
+            for _ in range(spec.tuning_extend):
+                extra = edge_cells(spec, store, part, common)
+                if not extra:
+                    break
+                part.cells += extra
+                bar.total += len(extra)
+                listed[pair] = [_manifest_entry(c) for c in part.cells]
+                store.write_meta(
+                    "sweep.json", manifest | {"cells": [entry for pair in spec.pairs for entry in listed[pair]]}
+                )
+                _run_phase(runner, extra, result, bar)
             tuning = choose_lrs(spec, store, part)
             choices += tuning["cells"]
             store.write_meta("tuning.json", tuning | {"cells": choices})
