@@ -43,6 +43,9 @@ from core.errors import BenchError
 
 REFERENCE = plots.REFERENCE
 NOT_FINGERPRINTED = {"seed", "lr", "threads", "data_dir"}
+# run settings added after stores existed, with the value that keeps the earlier behaviour: at that value they are left
+# out of the fingerprint, so older records (which lack them) stay comparable with newer ones
+LATER_SETTINGS = {"mask_prompt": True}
 SUMMARY_SCHEMA = "peft-bench-summary/1"
 FINAL_ROLES = ("final", "tuning+final")
 
@@ -88,7 +91,11 @@ def unfinished_runs(store: Store) -> pd.DataFrame:
 
 def config_fingerprint(config: dict[str, Any]) -> str:
     """A short hash of the settings that make a cell comparable (the config minus seed, lr and machine details)."""
-    kept = {name: value for name, value in config.items() if name not in NOT_FINGERPRINTED}
+    kept = {
+        name: value
+        for name, value in config.items()
+        if name not in NOT_FINGERPRINTED and not (name in LATER_SETTINGS and value == LATER_SETTINGS[name])
+    }
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

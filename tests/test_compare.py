@@ -11,6 +11,8 @@ import pytest
 
 from bench.compare import Tolerances, compare_stores, write_baseline
 from bench.record import read_records
+from bench.report import config_fingerprint
+from bench.run import RunConfig
 from tests.test_sweep import TINY, bench_command, sweep_process, tiny_store, write_spec
 
 
@@ -85,3 +87,18 @@ def test_gpu_memory_regression_and_missing_cells_fail_while_cpu_cost_is_informat
     summary["cells"].append({**full, "budget": "9%", "method": "lora"})
     path.write_text(json.dumps(summary))
     assert "missing" in compare_stores(store, path).markdown()
+
+
+def test_a_setting_added_later_leaves_older_records_comparable_with_the_baseline() -> None:
+    """Records written before `mask_prompt` existed fingerprint as today's default runs do, so `make bench` against
+    the committed baseline compares like with like; a run that changes the setting does not."""
+    repo = Path(__file__).resolve().parent.parent
+    summary = json.loads((repo / "results" / "baselines" / "default" / "summary.json").read_text())
+    fingerprints = {cell["config_fingerprint"] for cell in summary["cells"]}
+    records = read_records(repo / "results" / "default")
+    assert records and all("mask_prompt" not in record["config"] for record in records)  # written before it existed
+    for record in records:
+        today = RunConfig(**record["config"]).to_dict()
+        assert today["mask_prompt"] is True
+        assert config_fingerprint(today) == config_fingerprint(record["config"]) in fingerprints
+        assert config_fingerprint({**today, "mask_prompt": False}) != config_fingerprint(today)
