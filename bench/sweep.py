@@ -345,7 +345,7 @@ def edge_cells(spec: SweepSpec, store: Store, part: Phase1, common: dict[str, An
     """Tuning cells one rate beyond each grid end that a group picked (see `beyond_the_edge`)."""
     beyond = {}
     for entry in choose_lrs(spec, store, part)["cells"]:
-        lr = beyond_the_edge(entry) if entry["chosen_lr"] is not None else None
+        lr = beyond_the_edge(entry)  # None for a pick inside its grid, or no pick (every rate failed)
         if lr is not None:
             beyond[_entry_group(entry)] = [lr]
     return _plan_cells(spec, beyond, "tuning", common)
