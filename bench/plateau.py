@@ -8,13 +8,19 @@ nothing measured. CIs: percentile intervals of scipy.stats.bootstrap over BOOTST
 of seeds drawn with replacement within every budget (needs two seeds at every budget); an upper onset bound past the
 largest budget is "not reached" too. A fit needs at least MIN_BUDGETS distinct budgets (three parameters plus one
 degree of freedom); with fewer the method is reported as having too few points.
+
+A saturating curve cannot fall, so direct comparisons answer "levels off, falls or keeps improving" without it: the
+largest budget against the budget nearest one decade below it (the last decade), against the best-scoring budget (a
+decline after the peak) and against full fine-tuning, each as a difference of seed means with a Welch 95% t-interval
+over the seeds (runs at different budgets are independent trainings). A difference whose interval excludes zero
+"rises" or "falls"; otherwise it is "flat".
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +31,31 @@ from scipy.stats import DegenerateDataWarning
 ONSET_TOLERANCE = 1.0  # points
 MIN_BUDGETS = 4
 BOOTSTRAP = 300
+
+
+@dataclass(frozen=True)
+class Change:
+    """mean(after) − mean(before) in points, with a Welch 95% t-interval; no interval with fewer than two seeds a side."""
+
+    delta: float
+    ci: tuple[float, float] | None
+
+    @property
+    def verdict(self) -> str:
+        if self.ci is None:
+            return "one seed"
+        return "rises" if self.ci[0] > 0 else "falls" if self.ci[1] < 0 else "flat"
+
+
+def welch_change(before: list[float], after: list[float]) -> Change:
+    """The change from the runs `before` to the runs `after` (independent samples, unequal variances)."""
+    delta = float(np.mean(after) - np.mean(before))
+    if min(len(before), len(after)) < 2:
+        return Change(delta, None)
+    if np.ptp(before) == 0 and np.ptp(after) == 0:
+        return Change(delta, (delta, delta))
+    interval = stats.ttest_ind(after, before, equal_var=False).confidence_interval(0.95)
+    return Change(delta, (float(interval.low), float(interval.high)))
 
 
 @dataclass
@@ -40,6 +71,9 @@ class PlateauFit:
     peak_params: float | None = None
     peak_score: float | None = None
     declines_after_peak: bool = False
+    last_decade_from: float | None = None  # the budget nearest one decade below the largest
+    last_decade: Change | None = None  # largest budget minus `last_decade_from`
+    versus_full: Change | None = None  # largest budget minus full fine-tuning
     coefficients: tuple[float, float, float, float] | None = None  # a, b, c, x0
     notes: list[str] = field(default_factory=list)
 
@@ -48,7 +82,12 @@ class PlateauFit:
         return _model(np.log10(params) - x0, a, b, c)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "coefficients"} | {"coefficients": self.coefficients}
+        fields = asdict(self)
+        for name in ("last_decade", "versus_full"):
+            change = getattr(self, name)
+            if change is not None:
+                fields[name]["verdict"] = change.verdict
+        return fields
 
 
 def _model(dx: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -75,16 +114,24 @@ def _onset(a: float, b: float, c: float, x0: float, x_max: float) -> float | Non
     return x if x <= x_max else None
 
 
-def fit_plateau(points: dict[float, list[float]], seed: int = 0) -> PlateauFit:
-    """Fit `points` ({trainable params: [score per seed]}); see the module docstring."""
+def fit_plateau(points: dict[float, list[float]], full: list[float] | None = None, seed: int = 0) -> PlateauFit:
+    """Fit `points` ({trainable params: [score per seed]}); compare the largest budget with the scores of full
+    fine-tuning, `full`, when given. See the module docstring."""
     budgets = sorted(points)
     means = np.array([np.mean(points[p]) for p in budgets])
     peak = int(np.argmax(means))
     fit = PlateauFit(status="ok", budgets=len(budgets), peak_params=budgets[peak], peak_score=float(means[peak]))
-    spread = max((np.std(points[p], ddof=1) if len(points[p]) > 1 else 0.0) for p in budgets) if budgets else 0.0
-    fit.declines_after_peak = peak < len(budgets) - 1 and means[peak] - means[-1] > max(ONSET_TOLERANCE, spread)
+    if len(budgets) > 1:
+        top = budgets[-1]
+        fit.last_decade_from = min(budgets[:-1], key=lambda p: abs(math.log10(top / p) - 1.0))
+        fit.last_decade = welch_change(points[fit.last_decade_from], points[top])
+    if full:
+        fit.versus_full = welch_change(full, points[budgets[-1]])
+    fit.declines_after_peak = (
+        peak < len(budgets) - 1 and welch_change(points[budgets[peak]], points[budgets[-1]]).verdict == "falls"
+    )
     if fit.declines_after_peak:
-        fit.notes.append("the score declines after its peak; a saturating curve cannot show the decline")
+        fit.notes.append("the largest budget scores below the peak (Welch 95% CI); a saturating curve cannot show it")
     if len(budgets) < MIN_BUDGETS:
         fit.status = "too few points"
         fit.notes.append(f"{len(budgets)} budget(s); a plateau fit needs at least {MIN_BUDGETS}")

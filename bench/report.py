@@ -286,9 +286,10 @@ def plateau_fits(runs: pd.DataFrame) -> dict[tuple[str, str], dict[str, plateau.
     """Per (model, task or "average") the plateau fit of every method with a budget grid."""
     fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]] = {}
     for (model, task), group in plateau_views(runs):
+        full = list(group.loc[group["method"] == REFERENCE, "score"])
         for method, method_runs in group[~group["budget"].isin(FIXED_KNOBS)].groupby("method"):
             points = {float(params): list(scores) for params, scores in method_runs.groupby("params")["score"]}
-            fits.setdefault((model, task), {})[method] = plateau.fit_plateau(points)
+            fits.setdefault((model, task), {})[method] = plateau.fit_plateau(points, full=full)
     return fits
 
 
@@ -433,12 +434,18 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
             return ""
         return f" [{format(values[0], fmt)}, {'not reached' if values[1] is None else format(values[1], fmt)}]"
 
+    def change(value: plateau.Change | None) -> str:
+        return "–" if value is None else f"{value.delta:+.1f}{ci(value.ci, '+.1f')} {value.verdict}"
+
     lines = [
         "## Plateau fits",
         "",
         f"Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters p where the curve is within "
         f'{plateau.ONSET_TOLERANCE:g} point of a, within the measured budgets ("not reached" when the curve gets there only past the largest budget); '
-        f"95% percentile CIs from {plateau.BOOTSTRAP} bootstrap refits over seeds (scipy.stats.bootstrap). At least {plateau.MIN_BUDGETS} budgets are needed.",
+        f"95% percentile CIs from {plateau.BOOTSTRAP} bootstrap refits over seeds (scipy.stats.bootstrap). At least {plateau.MIN_BUDGETS} budgets are needed. "
+        "The fit cannot fall, so two differences of seed means answer whether a curve levels off, falls or keeps improving: the largest budget "
+        "against the budget nearest one decade below it (last decade) and against full fine-tuning, in points with Welch 95% t-intervals over "
+        "seeds; rises or falls when the interval excludes zero, flat otherwise.",
         "",
     ]
     rows = []
@@ -448,9 +455,11 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
             onset = "not reached" if fit.onset_params is None else f"{fit.onset_params:,.0f}{ci(fit.onset_ci, ',.0f')}"
             onset = onset if fit.status == "ok" else "–"
             peak = f"{fit.peak_params:,.0f}: {fit.peak_score:.1f}"
-            rows.append(
-                [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, "; ".join(fit.notes)]
+            decade = (
+                "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {change(fit.last_decade)}"
             )
+            row = [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, decade]
+            rows.append([*row, change(fit.versus_full), "; ".join(fit.notes)])
     header = [
         "Model",
         "Task",
@@ -459,6 +468,8 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
         "Asymptote [95% CI]",
         "Onset params [95% CI]",
         "Peak (params: score)",
+        "Last decade Δ [95% CI]",
+        "Largest − full FT [95% CI]",
         "Notes",
     ]
     return "\n".join([*lines, pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)])

@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from bench import plateau, plots, stats
 from bench.record import read_records
@@ -151,6 +152,51 @@ def test_plateau_onset_is_never_past_the_largest_budget() -> None:
     assert "onset not reached within the sweep" in rising.notes
     flat = plateau.fit_plateau({p: [70 + rng.normal(0, 0.2) for _ in range(2)] for p in params})
     assert flat.onset_params == pytest.approx(params[0])  # already on the plateau: clipped to the smallest budget
+
+
+def welch_interval(before: list[float], after: list[float]) -> tuple[float, float]:
+    """Welch's 95% interval for mean(after) − mean(before), from its textbook formula (Welch–Satterthwaite df)."""
+    va, vb = statistics.variance(after) / len(after), statistics.variance(before) / len(before)
+    df = (va + vb) ** 2 / (va**2 / (len(after) - 1) + vb**2 / (len(before) - 1))
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    delta = statistics.mean(after) - statistics.mean(before)
+    return delta - half, delta + half
+
+
+def test_plateau_section_compares_the_largest_budget_with_full_fine_tuning(report) -> None:
+    scores: dict[str, list[float]] = {}
+    for record in read_records(report.folder.parent):
+        if record["status"] == "ok" and record["config"]["method"] in ("full", "lora"):
+            scores.setdefault(record["config"]["method"], []).append(100 * record["metrics"]["test"]["accuracy"])
+    markdown = report.markdown_path.read_text()
+    row = table_row(markdown[markdown.index("## Plateau fits") :], "minilm-l6", "glue/sst2", "LoRA")
+    low, high = welch_interval(scores["full"], scores["lora"])
+    delta = statistics.mean(scores["lora"]) - statistics.mean(scores["full"])
+    verdict = "rises" if low > 0 else "falls" if high < 0 else "flat"
+    assert row[-2] == f"{delta:+.1f} [{low:+.1f}, {high:+.1f}] {verdict}"
+    assert row[-3] == "–"  # one budget: no last decade
+
+
+def test_last_decade_and_full_ft_changes_are_welch_intervals_with_a_verdict() -> None:
+    params = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
+    offsets = [-0.4, 0.1, 0.3]
+    falling = {p: [m + o for o in offsets] for p, m in zip(params, [70, 75, 80, 82, 81, 76])}
+    fit = plateau.fit_plateau(falling, full=[84.0, 85.0, 84.5])
+    assert fit.last_decade_from == 3e5  # the budget nearest one decade below 3M
+    assert fit.last_decade.delta == pytest.approx(-6.0) and fit.last_decade.verdict == "falls"
+    assert fit.last_decade.ci == pytest.approx(welch_interval(falling[3e5], falling[3e6]))
+    assert fit.declines_after_peak and any("below the peak" in note for note in fit.notes)
+    assert fit.versus_full.ci == pytest.approx(welch_interval([84.0, 85.0, 84.5], falling[3e6]))
+    assert fit.versus_full.verdict == "falls"
+
+    rising = plateau.fit_plateau({p: [50 + 5 * math.log10(p) + o for o in offsets] for p in params})
+    assert rising.last_decade.verdict == "rises" and not rising.declines_after_peak and rising.versus_full is None
+    noisy = plateau.fit_plateau({p: [80 + o for o in (-2.0, 0.0, 2.5)] for p in params})
+    assert noisy.last_decade.verdict == "flat" and not noisy.declines_after_peak
+    one_seed = plateau.fit_plateau({p: [80.0 + i] for i, p in enumerate(params)})
+    assert one_seed.last_decade.ci is None and one_seed.last_decade.verdict == "one seed"
+    saved = json.loads(json.dumps(fit.as_dict()))
+    assert saved["last_decade"]["verdict"] == "falls" and saved["versus_full"]["delta"] == pytest.approx(-8.5)
 
 
 def test_report_files_figures_latex_tables_and_honest_anchor_note(report) -> None:
