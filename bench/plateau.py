@@ -4,9 +4,10 @@ Model: y(x) = a − b·exp(−c·(x − x0)), x = log10(params), x0 = the smalle
 `a` is the asymptote. The onset of the plateau is the smallest parameter count where the curve is within
 ONSET_TOLERANCE points of its asymptote, clipped to the measured range: the smallest budget if the curve is already
 there, and "not reached" (None) if it only gets there past the largest budget, since an extrapolated count says
-nothing measured. CIs: percentile intervals of scipy.stats.bootstrap over BOOTSTRAP refits, each on per-budget means
-of seeds drawn with replacement within every budget (needs two seeds at every budget); an upper onset bound past the
-largest budget is "not reached" too. A fit needs at least MIN_BUDGETS distinct budgets (three parameters plus one
+nothing measured; the asymptote is then not reported either, for the same reason. CIs: percentile intervals of
+scipy.stats.bootstrap over BOOTSTRAP refits, each on per-budget means of seeds drawn with replacement within every
+budget (needs two seeds at every budget); a refit whose onset lies past the largest budget counts as "not reached"
+for both, so an upper bound among such refits reads "not reached". A fit needs at least MIN_BUDGETS distinct budgets (three parameters plus one
 degree of freedom); with fewer the method is reported as having too few points.
 
 A saturating curve cannot fall, so direct comparisons answer "levels off, falls or keeps improving" without it: the
@@ -29,6 +30,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.stats import DegenerateDataWarning
 
 ONSET_TOLERANCE = 1.0  # points
+UNREACHED_SCORE = 1e9  # stands for "no asymptote within the sweep" in bootstrap samples; far above any score
 MIN_BUDGETS = 4
 BOOTSTRAP = 300
 
@@ -64,8 +66,8 @@ class PlateauFit:
 
     status: str  # "ok", "too few points", "fit failed"
     budgets: int
-    asymptote: float | None = None
-    asymptote_ci: tuple[float, float] | None = None
+    asymptote: float | None = None  # None when the onset is not reached: the fitted a would be an extrapolation
+    asymptote_ci: tuple[float, float | None] | None = None  # upper bound None: refits past it do not reach it
     onset_params: float | None = None  # None when the fit is ok but the onset is not reached within the sweep
     onset_ci: tuple[float, float | None] | None = None  # upper bound None: not reached within the sweep
     peak_params: float | None = None
@@ -145,23 +147,24 @@ def fit_plateau(points: dict[float, list[float]], full: list[float] | None = Non
         return fit
     a, b, c = coefficients
     fit.coefficients = (a, b, c, x0)
-    fit.asymptote = a
     onset = _onset(a, b, c, x0, x_max)
     fit.onset_params = None if onset is None else 10**onset
+    fit.asymptote = None if onset is None else a
     if onset is None:
-        fit.notes.append("onset not reached within the sweep")
+        fit.notes.append("onset not reached within the sweep, so no asymptote: it would be an extrapolation")
 
     if any(len(points[p]) < 2 for p in budgets):
         fit.notes.append("a budget has one seed: no bootstrap CI")
         return fit
-    beyond = x_max + 1.0  # stands for "not reached" in the bootstrap distribution: any value past x_max would do
+    # stand-ins for "not reached" in the bootstrap distribution: an onset past x_max, an asymptote above any score
+    beyond, unreached = x_max + 1.0, UNREACHED_SCORE
 
     def refit(*samples: np.ndarray) -> np.ndarray:
         refitted = _fit(x - x0, np.array([sample.mean() for sample in samples]))
         if refitted is None:
             return np.array([np.nan, np.nan])
         onset = _onset(*refitted, x0, x_max)
-        return np.array([refitted[0], beyond if onset is None else onset])
+        return np.array([unreached, beyond] if onset is None else [refitted[0], onset])
 
     samples = tuple(np.asarray(points[p], dtype=float) for p in budgets)
     with warnings.catch_warnings():
@@ -172,7 +175,8 @@ def fit_plateau(points: dict[float, list[float]], full: list[float] | None = Non
         fit.notes.append(f"{failed}/{BOOTSTRAP} bootstrap refits did not converge; no CI")
         return fit
     (asymptote_low, onset_low), (asymptote_high, onset_high) = result.confidence_interval
-    fit.asymptote_ci = (float(asymptote_low), float(asymptote_high))
+    if asymptote_low < unreached / 2:
+        fit.asymptote_ci = (float(asymptote_low), float(asymptote_high) if asymptote_high < unreached / 2 else None)
     if onset_low <= x_max:
         fit.onset_ci = (float(10**onset_low), float(10**onset_high) if onset_high <= x_max else None)
     return fit

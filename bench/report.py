@@ -441,7 +441,8 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
         "## Plateau fits",
         "",
         f"Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters p where the curve is within "
-        f'{plateau.ONSET_TOLERANCE:g} point of a, within the measured budgets ("not reached" when the curve gets there only past the largest budget); '
+        f'{plateau.ONSET_TOLERANCE:g} point of a, within the measured budgets ("not reached" when the curve gets there only past the largest budget: '
+        "then a is an extrapolation and is not given either); "
         f"95% percentile CIs from {plateau.BOOTSTRAP} bootstrap refits over seeds (scipy.stats.bootstrap). At least {plateau.MIN_BUDGETS} budgets are needed. "
         "The fit cannot fall, so two differences of seed means answer whether a curve levels off, falls or keeps improving: the largest budget "
         "against the budget nearest one decade below it (last decade) and against full fine-tuning, in points with Welch 95% t-intervals over "
@@ -451,9 +452,13 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
     rows = []
     for (model, task), by_method in sorted(fits.items()):
         for method, fit in sorted(by_method.items()):
-            asymptote = f"{fit.asymptote:.1f}{ci(fit.asymptote_ci, '.1f')}" if fit.asymptote is not None else fit.status
-            onset = "not reached" if fit.onset_params is None else f"{fit.onset_params:,.0f}{ci(fit.onset_ci, ',.0f')}"
-            onset = onset if fit.status == "ok" else "–"
+            if fit.status != "ok":
+                asymptote, onset = fit.status, "–"
+            elif fit.onset_params is None:
+                asymptote, onset = "not reached", "not reached"
+            else:
+                asymptote = f"{fit.asymptote:.1f}{ci(fit.asymptote_ci, '.1f')}"
+                onset = f"{fit.onset_params:,.0f}{ci(fit.onset_ci, ',.0f')}"
             peak = f"{fit.peak_params:,.0f}: {fit.peak_score:.1f}"
             decade = (
                 "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {change(fit.last_decade)}"
