@@ -480,6 +480,34 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
     return "\n".join([*lines, pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)])
 
 
+def learning_curves_markdown(curves: pd.DataFrame) -> str:
+    """Per task: the seed-mean validation score at every evaluation of each method's largest budget, and the change
+    over the last interval with its Student-t interval over seeds (the two scores of a seed come from one run)."""
+    lines = [
+        "## Validation during training",
+        "",
+        "Each method's largest budget: validation score (points, seed means) at every evaluation, and the last interval's change (final minus "
+        "the evaluation before it) with a 95% t-interval over seeds. flat: the interval contains zero, so the last interval shows no measurable "
+        "gain; rises or falls otherwise.",
+    ]
+    for (model, task), group in curves.groupby(["model", "task"], sort=True):
+        rows = []
+        for (method, budget), runs in group.groupby(["method", "budget"], sort=True):
+            scores = runs.pivot_table(index="seed", columns="step", values="score")
+            steps = list(scores.columns)
+            mean, std, n = stats.mean_std(list((scores[steps[-1]] - scores[steps[-2]]).dropna()))
+            change = plateau.Change(mean, stats.t_interval(mean, std, n))
+            ci = "" if change.ci is None else f" [{change.ci[0]:+.1f}, {change.ci[1]:+.1f}]"
+            means = {f"step {step}": f"{value:.1f}" for step, value in scores.mean().items()}
+            rows.append(
+                {"Method": display_name(method), "Budget": budget, "Seeds": str(len(scores)), **means}
+                | {"Last Δ [95% CI]": f"{change.delta:+.1f}{ci} {change.verdict}"}
+            )
+        table = pd.DataFrame(rows).fillna("–").to_markdown(index=False, disable_numparse=True)
+        lines += ["", f"### {model} · {task}", "", table]
+    return "\n".join(lines)
+
+
 def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Validation learning curves (`--eval-every`) of each method's largest budget, one row per (run, step), in points."""
     rows = [
@@ -662,6 +690,8 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     if tuning:
         sections += ["", _tuning_markdown(tuning)]
     sections += ["", _plateau_markdown(fits)]
+    if len(curves):
+        sections += ["", learning_curves_markdown(curves)]
     if variant_runs is not None:
         sections += ["", variant_markdown(usable, variant_runs, variant_label)]
     sections += ["", "## Figures", ""]

@@ -433,7 +433,8 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
     def with_curves(records: list[dict], manifest: dict) -> None:
         for record in records:
             final = record["metrics"]["validation"]["accuracy"]
-            record["curves"] = {"validation": [{"step": 1, "accuracy": final - 0.1}, {"step": 2, "accuracy": final}]}
+            before = final - 0.1 - 0.002 * record["config"]["seed"]
+            record["curves"] = {"validation": [{"step": 1, "accuracy": before}, {"step": 2, "accuracy": final}]}
 
     variant = derived_store(report.folder.parent, tmp_path / "variant", shifted)
     store = derived_store(report.folder.parent, tmp_path / "store", with_curves)
@@ -442,6 +443,12 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
     section = markdown[markdown.index("## Against fixed-recipe") :].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| minilm-l6")]
     assert len(rows) == len(derived.cells) and all(row.rstrip(" |").endswith("+5.0") for row in rows)
+    curves = markdown[markdown.index("## Validation during training") :].split("\n## ")[0]
+    seeds = sorted({record["config"]["seed"] for record in read_records(store) if record["config"]["method"] == "lora"})
+    gains = [10 + 0.2 * seed for seed in seeds]  # points gained over the last interval, per seed
+    half = T_975[len(gains) - 1] * statistics.stdev(gains) / math.sqrt(len(gains))
+    mean = statistics.mean(gains)
+    assert table_row(curves, "LoRA")[-1] == f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}] rises"
     assert {path.name for path in derived.figures} >= {
         "curves_minilm-l6_glue-sst2.png",
         "plateau_minilm-l6_glue-sst2.png",
