@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -527,32 +528,37 @@ def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def variant_markdown(runs: pd.DataFrame, variant: pd.DataFrame, label: str) -> str:
-    """Per task, method and budget: the store's seed mean against the variant's (test, points)."""
+    """Per cell of this store: its seed mean against the variant's (test, points), the difference with a Welch 95%
+    interval when both sides have two seeds or more; the variant's other cells are counted, not listed."""
     keys = ["model", "task", "method", "budget"]
-    ours = runs.groupby(keys, as_index=False).agg(score=("score", "mean"), seeds=("seed", "count"))
-    theirs = variant.groupby(keys, as_index=False).agg(variant=("score", "mean"), variant_seeds=("seed", "count"))
-    both = ours.merge(theirs, on=keys, how="outer").sort_values(keys)
-    both["difference"] = both["variant"] - both["score"]
-    rows = [
-        [
-            row["model"],
-            row["task"],
-            display_name(row["method"]),
-            row["budget"],
-            *(
-                "missing" if pd.isna(row[column]) else f"{row[column]:.1f} ({int(row[count])})"
-                for column, count in (("score", "seeds"), ("variant", "variant_seeds"))
-            ),
-            "" if pd.isna(row["difference"]) else f"{row['difference']:+.1f}",
-        ]
-        for _, row in both.iterrows()
-    ]
-    header = ["Model", "Task", "Method", "Budget", "This store (seeds)", f"{label} (seeds)", "Difference"]
+    theirs = {cell: list(group["score"]) for cell, group in variant.groupby(keys)}
+    rows = []
+    for cell, group in runs.groupby(keys, sort=True):
+        ours, other = list(group["score"]), theirs.get(cell)
+        if other is None:
+            versus, difference = "missing", ""
+        else:
+            change = plateau.welch_change(ours, other)
+            ci = "" if change.ci is None else f" [{change.ci[0]:+.1f}, {change.ci[1]:+.1f}]"
+            versus, difference = f"{statistics.mean(other):.1f} ({len(other)})", f"{change.delta:+.1f}{ci}"
+        rows.append(
+            [
+                *cell[:2],
+                display_name(cell[2]),
+                cell[3],
+                f"{statistics.mean(ours):.1f} ({len(ours)})",
+                versus,
+                difference,
+            ]
+        )
+    unmatched = len(set(theirs) - {cell for cell, _ in runs.groupby(keys)})
+    header = ["Model", "Task", "Method", "Budget", "This store (seeds)", f"{label} (seeds)", "Difference [95% CI]"]
     return "\n".join(
         [
             f"## Against {label}",
             "",
-            "Test score in points, seed means; the difference is the variant minus this store.",
+            "Test score in points, seed means; the difference is the variant minus this store, with a Welch 95% t-interval over seeds "
+            f"when both sides have two or more. {unmatched} cell(s) of {label} have no counterpart in this store and are not listed.",
             "",
             pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True),
         ]
