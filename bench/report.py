@@ -382,6 +382,10 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
         *([f"Interpolation: {tuning['interpolation']}."] if tuning.get("interpolation") else []),
         *([f"Extension: {tuning['extension']}."] if tuning.get("extension") else []),
         *(
+            f"Tuning runs of {pair} differ from its final runs in {json.dumps(settings)}; the final runs use the chosen rates."
+            for pair, settings in tuning.get("tuning_settings", {}).items()
+        ),
+        *(
             [
                 "With two rates per grid every choice is one of its ends: the grid brackets the best rate, not locates it."
             ]
