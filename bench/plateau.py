@@ -7,8 +7,8 @@ there, and "not reached" (None) if it only gets there past the largest budget, s
 nothing measured; the asymptote is then not reported either, for the same reason. CIs: percentile intervals of
 scipy.stats.bootstrap over BOOTSTRAP refits, each on per-budget means of seeds drawn with replacement within every
 budget (needs two seeds at every budget); a refit whose onset lies past the largest budget counts as "not reached"
-for both, so an upper bound among such refits reads "not reached". A fit needs at least MIN_BUDGETS distinct budgets (three parameters plus one
-degree of freedom); with fewer the method is reported as having too few points.
+for both, so an upper bound among such refits reads "not reached". A fit needs at least MIN_BUDGETS distinct
+budgets (three parameters plus one degree of freedom); with fewer the method is reported as having too few points.
 
 A saturating curve cannot fall, so direct comparisons answer "levels off, falls or keeps improving" without it: the
 largest budget against the budget nearest one decade below it (the last decade), against the best-scoring budget (a
