@@ -433,6 +433,12 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
     return "\n".join([*lines, frame.to_markdown(index=False, disable_numparse=True), *note])
 
 
+def change_text(change: plateau.Change) -> str:
+    """A change in points with its interval, when it has one: "+1.2 [-0.4, +2.8]"."""
+    interval = "" if change.ci is None else f" [{change.ci[0]:+.1f}, {change.ci[1]:+.1f}]"
+    return f"{change.delta:+.1f}{interval}"
+
+
 def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]) -> str:
     def ci(values: tuple[float, float | None] | None, fmt: str) -> str:
         if not values:
@@ -440,7 +446,7 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
         return f" [{format(values[0], fmt)}, {'not reached' if values[1] is None else format(values[1], fmt)}]"
 
     def change(value: plateau.Change | None) -> str:
-        return "–" if value is None else f"{value.delta:+.1f}{ci(value.ci, '+.1f')} {value.verdict}"
+        return "–" if value is None else f"{change_text(value)} {value.verdict}"
 
     lines = [
         "## Plateau fits",
@@ -502,11 +508,10 @@ def learning_curves_markdown(curves: pd.DataFrame) -> str:
             steps = list(scores.columns)
             mean, std, n = stats.mean_std(list((scores[steps[-1]] - scores[steps[-2]]).dropna()))
             change = plateau.Change(mean, stats.t_interval(mean, std, n))
-            ci = "" if change.ci is None else f" [{change.ci[0]:+.1f}, {change.ci[1]:+.1f}]"
             means = {f"step {step}": f"{value:.1f}" for step, value in scores.mean().items()}
             rows.append(
                 {"Method": display_name(method), "Budget": budget, "Seeds": str(len(scores)), **means}
-                | {"Last Δ [95% CI]": f"{change.delta:+.1f}{ci} {change.verdict}"}
+                | {"Last Δ [95% CI]": f"{change_text(change)} {change.verdict}"}
             )
         table = pd.DataFrame(rows).fillna("–").to_markdown(index=False, disable_numparse=True)
         lines += ["", f"### {model} · {task}", "", table]
@@ -543,8 +548,7 @@ def variant_markdown(runs: pd.DataFrame, variant: pd.DataFrame, label: str) -> s
             versus, difference = "missing", ""
         else:
             change = plateau.welch_change(ours, other)
-            ci = "" if change.ci is None else f" [{change.ci[0]:+.1f}, {change.ci[1]:+.1f}]"
-            versus, difference = f"{statistics.mean(other):.1f} ({len(other)})", f"{change.delta:+.1f}{ci}"
+            versus, difference = f"{statistics.mean(other):.1f} ({len(other)})", change_text(change)
         rows.append(
             [
                 *cell[:2],
