@@ -5,7 +5,9 @@ A spec (see profiles/*.yaml) has these top-level keys:
 - `name`: the sweep's name (W&B group, report title);
 - `model` (a name from `bench list`) and `tasks`, or `models`: a mapping model -> {tasks, training} for sweeps over
   several models (each with its own tasks and training overrides); `tasks` is a list, or a mapping task -> training
-  overrides of that task (`{glue/sst2: {max_steps: 500}, glue/stsb: {max_steps: 300}}`);
+  overrides of that task (`{glue/sst2: {max_steps: 500}, glue/stsb: {max_steps: 300}}`), whose `tuning` key holds
+  overrides for the task's learning-rate tuning runs only (`{max_steps: 2000, tuning: {max_steps: 1000}}`: tune on a
+  shorter schedule, train the final runs on the longer one);
 - `seeds`: a list; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
 - `training`: any RunConfig field except method/task/model/budget/seed/options/recipe (max_steps, batch_size, devices, ...);
 - `recipe` (optional): the hyperparameter recipe of every method, `default` (the project's) or `paper` (each method's
@@ -130,14 +132,25 @@ class SweepSpec:
         return tuple(dict.fromkeys(task for _, task in self.pairs))
 
     def run_config(
-        self, method: MethodSpec, model: str, task: str, budget: str | None, seed: int, lr: float | None
+        self,
+        method: MethodSpec,
+        model: str,
+        task: str,
+        budget: str | None,
+        seed: int,
+        lr: float | None,
+        tuning: bool = False,
     ) -> RunConfig:
-        """Training settings: the spec's, then the model's, the task's and the method's (later ones win)."""
+        """Training settings: the spec's, then the model's, the task's and the method's (later ones win); a tuning
+        run then takes the task's tuning overrides."""
+        task_settings = dict(self.task_training.get((model, task), {}))
+        tuning_settings = task_settings.pop("tuning", {})
         training = {
             **self.training,
             **self.model_training.get(model, {}),
-            **self.task_training.get((model, task), {}),
+            **task_settings,
             **method.training,
+            **(tuning_settings if tuning else {}),
         }
         return RunConfig(
             method=method.name,
@@ -330,15 +343,29 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     for method in spec.methods:  # every field combination must make a valid RunConfig
         for model, task in spec.pairs:
             budget = (method.budgets or (None,))[0]
-            spec.run_config(method, model, task, budget, seeds[0], method.lr_at(budget))
+            spec.run_config(method, model, task, budget, seeds[0], method.lr_at(budget), tuning=bool(method.lrs))
+    overridden = sorted(task for (_, task), settings in task_training.items() if "tuning" in settings)
+    if overridden and not any(method.lrs for method in spec.methods):
+        raise BenchError(
+            f"{where}: tasks {', '.join(overridden)} set `tuning` overrides, but no method tunes its learning rate",
+            "give methods a grid (`lrs:` or `tuning: {lrs: ...}`), or drop the tasks' `tuning` keys",
+        )
     return spec
 
 
 def _tasks(value: Any, what: str) -> dict[str, dict[str, Any]]:
-    """Task names and their training overrides, from a list of names or a mapping name -> overrides."""
+    """Task names and their training overrides, from a list of names or a mapping name -> overrides; the overrides of
+    the task's tuning runs, if any, under "tuning"."""
     if isinstance(value, dict):
-        return {str(task): _training(settings or {}, f"{what}.{task}") for task, settings in value.items()}
+        return {str(task): _task_settings(settings, f"{what}.{task}") for task, settings in value.items()}
     return {task: {} for task in _unique(_strings(value, what), what)}
+
+
+def _task_settings(value: Any, what: str) -> dict[str, Any]:
+    settings = dict(value or {})
+    _mapping(settings, what)
+    tuning = settings.pop("tuning", None)
+    return _training(settings, what) | ({} if tuning is None else {"tuning": _training(tuning, f"{what}.tuning")})
 
 
 def _models(

@@ -193,7 +193,7 @@ def _plan_cells(
     for method, model, task, budget in _groups(spec, tuned=True) + _groups(spec, tuned=False):
         for lr in lrs_by_group.get(group_key(method.name, model, task, budget), []):
             for seed in (spec.tuning_seed,) if role == "tuning" else spec.seeds:
-                config = spec.run_config(method, model, task, budget, seed, lr)
+                config = spec.run_config(method, model, task, budget, seed, lr, tuning=role == "tuning")
                 run = plan(config)
                 same = budgets.setdefault((method.name, model, task, seed, lr, run.requested), budget)
                 if run.requested is not None and same != budget:
@@ -326,6 +326,11 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
         if spec.tuning_budgets is None
         else f"tuned at {spec.tuning_budgets} budgets per method (evenly spread, both ends); the other budgets take the chosen lrs interpolated linearly in log-lr against log-budget, clamped at the ends, rounded to 3 significant digits",
         "tuning_seed": spec.tuning_seed,
+        "tuning_settings": {
+            f"{model} {task}": settings["tuning"]
+            for (model, task), settings in spec.task_training.items()
+            if settings.get("tuning")
+        },
         "grid_size": max((len(m.lrs) for m in spec.methods), default=0),
         "cells": entries,
     }
@@ -444,14 +449,15 @@ def run_sweep(
             unusable = [group for group in [*part.tuned, *part.interpolated] if group not in chosen]
             result.untuned += [" ".join(str(piece or "all") for piece in group) for group in unusable]
             bar.total -= sum(len(remaining_seeds if group in part.tuned else spec.seeds) for group in unusable)
-            chosen_keys = {e["chosen_key"] for e in tuning["cells"]}
-            phase2 = [c for c in _plan_cells(spec, chosen, "final", common) if c.key not in chosen_keys]
+            finals = _plan_cells(spec, chosen, "final", common)
+            reused = {e["chosen_key"] for e in tuning["cells"]} & {c.key for c in finals}  # same settings as a final
+            phase2 = [c for c in finals if c.key not in reused]
             listed[pair] = [
                 _manifest_entry(c)
                 for c in [
                     *(c for c in part.cells if c.role != "tuning"),
                     *(
-                        dataclasses.replace(c, role="tuning+final" if c.key in chosen_keys else "tuning")
+                        dataclasses.replace(c, role="tuning+final" if c.key in reused else "tuning")
                         for c in part.cells
                         if c.role == "tuning"
                     ),

@@ -214,6 +214,28 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     )
 
 
+def test_a_task_can_tune_on_a_shorter_schedule_than_its_final_runs(tmp_path: Path) -> None:
+    tasks = {"glue/sst2": {"max_steps": 2, "tuning": {"max_steps": 1}}}
+    spec = parse_spec({**TINY, "tasks": tasks, "seeds": [0], "methods": {"lora": {}}, "tuning": {"lrs": [1e-4, 3e-3]}})
+    result = run_sweep(spec, tmp_path, progress=False)
+    records = read_records(tmp_path)
+    steps = Counter((r["config"]["max_steps"], r["cost"]["steps"]) for r in records)
+    assert result.ok and steps == Counter({(1, 1): 2, (2, 2): 1})  # both grid points at 1 step, the final run at 2
+    tuning = json.loads((tmp_path / "tuning.json").read_text())
+    (final,) = [r for r in records if r["config"]["max_steps"] == 2]
+    assert (
+        final["config"]["lr"] == tuning["cells"][0]["chosen_lr"]
+        and final["run_key"] != tuning["cells"][0]["chosen_key"]
+    )
+    assert tuning["tuning_settings"] == {"minilm-l6 glue/sst2": {"max_steps": 1}}
+    roles = Counter(cell["role"] for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"])
+    assert roles == Counter({"tuning": 2, "final": 1})  # the seed-0 grid run is not reused as a final run
+    with pytest.raises(BenchError, match="no method tunes its learning rate"):
+        parse_spec({**TINY, "tasks": tasks})
+    with pytest.raises(BenchError, match=r"tasks.glue/sst2.tuning has unknown key\(s\) \['steps'\]"):
+        parse_spec({**TINY, "tasks": {"glue/sst2": {"tuning": {"steps": 1}}}, "tuning": {"lrs": [1e-4, 3e-3]}})
+
+
 def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) -> None:
     spec = parse_spec(
         {**TINY, "seeds": [0], "training": {**TRAINING, "max_steps": 8}, "methods": {"full": {"lr": 1e8}}}
