@@ -11,11 +11,14 @@ Failed cells: a metric that is not finite in some seed (a diverged regression he
 as "failed"; a cell whose primary metric failed enters no ranking, tie test, plateau fit, figure or summary. Runs the
 sweep names without an ok record are listed with their status ("failed", "missing") in their own section.
 
+Collapsed predictions (bench.collapse): final cells and test sets on which a seed gave one answer to nearly every
+test example, with the score that answer alone earns; per-set scores of such cells are marked ‡.
+
 Cost: median step time, adapter size, trainable %, and peak memory only where it was measured in isolation
 (`cost.memory_isolated`: CUDA, or the first run of a fresh process); the Pareto plot uses only those cells.
 
 Files: results.md (everything), tables.tex (table environments with caption and label), cells.csv (cell
-aggregates of the primary metric and cost), metrics.csv (every metric per cell), runs.csv (one row per run),
+aggregates of the primary metric and cost), metrics.csv (every metric per cell), runs.csv (one row per run), collapses.csv,
 summary.json (what `bench compare` reads), plateau.json, figures/*.png|pdf.
 """
 
@@ -34,12 +37,22 @@ import pandas as pd
 
 from bench import plateau, plots, stats, wandb_logging
 from bench.budget import FIXED_KNOBS
+from bench.collapse import COLLAPSE_SHARE, collapse_frame
 from bench.plots import display_name
 from bench.record import write_json_atomic
 from bench.spec import DEFAULT_PROJECT
 from bench.store import Store
 from bench.sweep import beyond_the_edge
-from bench.tables import CELL, Table, cost_table, paper_table, slug, test_set_tables, unfinished_table
+from bench.tables import (
+    CELL,
+    Table,
+    collapse_table,
+    cost_table,
+    paper_table,
+    slug,
+    test_set_tables,
+    unfinished_table,
+)
 from core.errors import BenchError
 
 REFERENCE = plots.REFERENCE
@@ -614,16 +627,28 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     metric_rows = metric_cells(metrics)
     marks = tie_marks(store, cells)
     unfinished = pd.concat([unfinished_runs(store), failed_metric_runs(metrics)], ignore_index=True)
+    collapses = collapse_frame(
+        [
+            (_run_cell(r), store.predictions_path(r["run_key"]))
+            for r in records
+            if store.predictions_path(r["run_key"]).is_file()
+        ]
+    )
     tables: list[Table] = []
     for model in sorted(set(cells["model"])):
         in_model = cells["model"] == model
         tables.append(
             paper_table(
-                model, runs[runs["model"] == model], cells[in_model], marks, metric_rows[metric_rows["model"] == model]
+                model,
+                runs[runs["model"] == model],
+                cells[in_model],
+                marks,
+                metric_rows[metric_rows["model"] == model],
+                collapses,
             )
         )
         slices = {r["task"]["name"]: r["config"]["test_examples"] for r in records if r["config"]["model"] == model}
-        tables += test_set_tables(model, cells[in_model], metric_rows[metric_rows["model"] == model], slices)
+        tables += test_set_tables(model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses)
         tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
     fits = plateau_fits(usable)
@@ -689,6 +714,14 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
         "a cell mean (a bootstrap cannot resample 2-3 values, and one over test examples would leave the seed-to-seed spread out). "
         '"failed": a seed\'s value is not finite; failed cells are not ranked, fitted or plotted.',
     ]
+    collapsed_pairs = len(collapses.drop_duplicates([*CELL, "test_set"]))
+    if collapsed_pairs:
+        sections += [
+            "",
+            f"**Collapsed predictions:** {collapsed_pairs} cell and test-set pair(s) where a seed gave one answer to "
+            f"{COLLAPSE_SHARE:.0%} or more of the examples; those scores measure the label balance, not the method "
+            "(marked ‡, listed under Collapsed predictions).",
+        ]
     for table in tables:
         sections += ["", *table.section("##" if table.name.startswith("results-") else "###")]
     failed_table = unfinished_table(unfinished)
@@ -700,6 +733,16 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
             f"## {failed_table.title}",
             "",
             "None: every run the sweep names has an ok record with finite metrics.",
+        ]
+    collapsed_table = collapse_table(collapses)
+    if len(collapses):
+        sections += ["", *collapsed_table.section("##")]
+    else:
+        sections += [
+            "",
+            f"## {collapsed_table.title}",
+            "",
+            f"None: no final run gave one answer to {COLLAPSE_SHARE:.0%} or more of any test set's examples.",
         ]
     if tuning:
         sections += ["", _tuning_markdown(tuning)]
@@ -721,11 +764,16 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     folder.mkdir(parents=True, exist_ok=True)
     markdown_path = folder / "results.md"
     markdown_path.write_text("\n".join(sections) + "\n", encoding="utf-8")
-    latex_tables = [*tables, failed_table] if len(unfinished) else tables
+    latex_tables = [
+        *tables,
+        *([failed_table] if len(unfinished) else []),
+        *([collapsed_table] if len(collapses) else []),
+    ]
     (folder / "tables.tex").write_text("\n".join(table.latex() for table in latex_tables), encoding="utf-8")
     runs.to_csv(folder / "runs.csv", index=False)
     cells.merge(marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
     metric_rows.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
+    collapses.to_csv(folder / "collapses.csv", index=False)
     write_json_atomic(folder / "summary.json", summary(cells, str(store.root), manifest))
     write_json_atomic(
         folder / "plateau.json",

@@ -7,7 +7,8 @@ with caption and label, and the tables a report holds.
   italic rows: published anchors where the setting matches (bench.anchors);
 - test-set tables: tasks with several test sets (decoder groups), one table per metric (generation accuracy,
   log-likelihood accuracy, format-failure rate, ...) in the papers' layout: a column per set, then the average, and
-  the published per-set rows of other models below;
+  the published per-set rows of other models below; ‡: a seed gave one answer to (nearly) the whole set;
+- collapsed predictions: the cells and test sets where that happened (bench.collapse);
 - cost table: trainable %, adapter size, median step time and peak memory measured in isolation;
 - failed and missing runs.
 """
@@ -20,9 +21,13 @@ from typing import Any
 import pandas as pd
 
 from bench import anchors, stats
+from bench.collapse import COLLAPSE_SHARE
 from bench.plots import REFERENCE, display_name
 
 CELL = ["model", "task", "method", "budget"]
+TIED, COLLAPSED = "†", "‡"  # marks after a score: tied with the best; a seed gave one answer to the whole test set
+MARKS = TIED + COLLAPSED
+COLLAPSE_METRICS = {"generation": "accuracy", "log-likelihood": "loglik_accuracy"}  # a protocol's per-set metric
 METRIC_LABELS = {
     "accuracy": "Acc",
     "f1": "F1",
@@ -137,8 +142,8 @@ def _markdown_cell(text: str, style: str) -> str:
     if not text or style == "":
         return text
     marker = "**" if style == "bold" else "*"
-    core, tie = (text[:-1], "†") if text.endswith("†") else (text, "")
-    return f"{marker}{core}{marker}{tie}"
+    core = text.rstrip(MARKS)
+    return f"{marker}{core}{marker}{text[len(core) :]}"
 
 
 def _latex_text(text: str) -> str:
@@ -170,10 +175,20 @@ def _short(task: str) -> str:
 
 
 def paper_table(
-    model: str, runs: pd.DataFrame, cells: pd.DataFrame, marks: pd.DataFrame, metric_rows: pd.DataFrame
+    model: str,
+    runs: pd.DataFrame,
+    cells: pd.DataFrame,
+    marks: pd.DataFrame,
+    metric_rows: pd.DataFrame,
+    collapses: pd.DataFrame | None = None,
 ) -> Table:
     """Rows (method, budget); columns: trainable %, every top-level test metric of every task, and the average of the
-    primary metrics when there are several tasks."""
+    primary metrics when there are several tasks. The primary score of a single-set task is marked ‡ where a seed's
+    classifier gave one answer to the whole test set (`collapses`, bench.collapse.collapse_frame)."""
+    collapsed = set()
+    if collapses is not None:
+        single = collapses[collapses["test_set"] == ""]
+        collapsed = set(zip(single["task"], single["method"], single["budget"]))
     tasks = sorted(set(cells["task"]))
     top = metric_rows[~metric_rows["metric"].str.contains("/")]
     columns = top.groupby(["task", "metric"], as_index=False).agg(
@@ -219,7 +234,8 @@ def paper_table(
                 continue
             entry = match.iloc[0]
             tied = primary and not entry["failed"] and bool(ties.get((task, method, budget), False))
-            texts.append(format_score(entry) + ("†" if tied else ""))
+            mark = COLLAPSED if primary and not entry["failed"] and (task, method, budget) in collapsed else ""
+            texts.append(format_score(entry) + (TIED if tied else "") + mark)
             style.append("bold" if not entry["failed"] and entry["mean"] == best.get((task, metric)) else "")
         if average is not None:
             match = average[(average["method"] == method) & (average["budget"] == budget)]
@@ -254,6 +270,10 @@ def paper_table(
         table.notes.append(
             f"No published anchor matches {model} on {', '.join(tasks)} (anchors exist for LLaMA/RoBERTa/DeBERTa on the full commonsense, arithmetic and GLUE sets), so no reference rows are shown."
         )
+    if collapsed & set(zip(cells["task"], cells["method"], cells["budget"])):
+        table.notes.append(
+            f"{COLLAPSED}: at least one seed gave one answer to {COLLAPSE_SHARE:.0%} or more of the test examples; the score is then the label balance of the test set (see Collapsed predictions)."
+        )
     return table
 
 
@@ -265,12 +285,22 @@ GROUP_AVERAGES = {  # a per-set metric and the group's unweighted average of it 
 
 
 def test_set_tables(
-    model: str, cells: pd.DataFrame, metric_rows: pd.DataFrame, slices: dict[str, int | None] | None = None
+    model: str,
+    cells: pd.DataFrame,
+    metric_rows: pd.DataFrame,
+    slices: dict[str, int | None] | None = None,
+    collapses: pd.DataFrame | None = None,
 ) -> list[Table]:
     """Per task with several test sets (`<set>/<metric>` metrics), one table per metric in the papers' layout: rows
     (method, budget), a column per test set, then the group average. The generation-accuracy table lists below the
     published per-set rows of other models (bench.anchors), labelled as such. `slices`: test examples per set, by
-    task (None: every example), for the caption."""
+    task (None: every example), for the caption. `collapses` (bench.collapse.collapse_frame): scores of a set on
+    which a seed gave one answer to every example are marked ‡."""
+    collapsed = set()
+    if collapses is not None:
+        for row in collapses.itertuples(index=False):
+            if row.protocol in COLLAPSE_METRICS:
+                collapsed.add((row.task, row.method, row.budget, f"{row.test_set}/{COLLAPSE_METRICS[row.protocol]}"))
     tables = []
     for task, per_task in metric_rows[metric_rows["metric"].str.contains("/")].groupby("task"):
         in_order = per_task.groupby("metric")["order"].min().sort_values().index
@@ -296,7 +326,8 @@ def test_set_tables(
                     match = source[
                         (source["method"] == method) & (source["budget"] == budget) & (source["metric"] == metric)
                     ]
-                    texts.append("–" if match.empty else format_score(match.iloc[0]))
+                    mark = COLLAPSED if (task, method, budget, metric) in collapsed else ""
+                    texts.append("–" if match.empty else format_score(match.iloc[0]) + mark)
                     usable = not match.empty and not match.iloc[0]["failed"]
                     style.append("bold" if usable and match.iloc[0]["mean"] == best.get(metric) else "")
                 rows.append(texts)
@@ -328,6 +359,10 @@ def test_set_tables(
             if published:
                 table.notes.append(
                     "Italic rows: published numbers of other models and scales (their full training sets, the papers' protocols and hyperparameters), for orientation, not comparison."
+                )
+            if any(COLLAPSED in text for row in rows for text in row):
+                table.notes.append(
+                    f"{COLLAPSED}: at least one seed gave one answer to {COLLAPSE_SHARE:.0%} or more of the set's test examples; the score there is the label balance of the slice (see Collapsed predictions)."
                 )
             tables.append(table)
     return tables
@@ -393,6 +428,45 @@ def unfinished_table(unfinished: pd.DataFrame) -> Table:
     caption = "Runs the sweep names without an ok record, and runs with a failed metric; none of them is ranked, fitted or plotted."
     return _table(
         "failed-and-missing", "Failed and missing runs", caption, rows, [[""] * len(header) for _ in rows], header
+    )
+
+
+def collapse_table(collapses: pd.DataFrame) -> Table:
+    """Cells and test sets on which a seed's predictions collapsed to one answer (bench.collapse)."""
+    header = [
+        "Model",
+        "Task",
+        "Test set",
+        "Method",
+        "Budget",
+        "Protocol",
+        "Seeds",
+        "Answer",
+        "Share %",
+        "Constant score",
+    ]
+    rows = [
+        [
+            row.model,
+            row.task,
+            row.test_set or row.task.split("/", 1)[-1],
+            display_name(row.method),
+            row.budget,
+            row.protocol,
+            f"{row.collapsed} of {row.seeds}",
+            row.answers,
+            f"{100 * row.share:.1f}",
+            f"{100 * row.constant_score:.1f}",
+        ]
+        for row in collapses.itertuples(index=False)
+    ]
+    caption = (
+        f"Final cells in which a seed gave one answer to {COLLAPSE_SHARE:.0%} or more of a test set's examples, per "
+        "protocol. Share: that answer's share of the predictions (mean over the collapsed seeds). Constant score: the "
+        "score of giving that answer to every example, in points, which is what the cell's score there measures."
+    )
+    return _table(
+        "collapsed-predictions", "Collapsed predictions", caption, rows, [[""] * len(header) for _ in rows], header
     )
 
 

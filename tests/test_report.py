@@ -75,7 +75,7 @@ def test_table_numbers_and_intervals_equal_the_aggregates_of_the_stored_records(
         cells = table_row(markdown, {"full": "Full FT", "lora": "LoRA"}[method], "100%" if method == "full" else budget)
         half = T_975[n - 1] * std / math.sqrt(n)
         low, high = max(mean - half, 0.0), min(mean + half, 100.0)
-        assert cells[3].strip("*†") == f"{mean:.1f} ± {std:.1f} [{low:.1f}, {high:.1f}]", cells
+        assert cells[3].strip("*†‡") == f"{mean:.1f} ± {std:.1f} [{low:.1f}, {high:.1f}]", cells
 
 
 def test_best_is_bold_and_ties_come_from_a_paired_test(report) -> None:
@@ -403,7 +403,8 @@ def test_decoder_tables_show_both_protocols_and_format_failures_per_test_set(rep
         "all LL acc avg",
         "all Format fail % avg",
     ]
-    assert table_row(main, "LoRA", "0.5%")[3:] == [
+    # ‡: the tiny runs' test predictions are one class (tests/test_collapse.py); the values are what is checked here
+    assert [text.rstrip("‡") for text in table_row(main, "LoRA", "0.5%")[3:]] == [
         "**65.0 ± 0.0 [65.0, 65.0]**",
         "**65.0 ± 0.0 [65.0, 65.0]**",
         "10.0 ± 0.0 [10.0, 10.0]",

@@ -1,0 +1,115 @@
+"""Collapsed predictions: runs that give one answer to (nearly) every test example of a set.
+
+A model that answers "true" to every BoolQ question scores BoolQ's share of "true" labels: a number that reads like a
+measurement of the method but is the label balance of the test slice. The report lists every final cell and test set
+where a seed's predictions collapse, with what giving that answer to every example scores, so no such number is read as
+a result. Each protocol is checked on its own: the classifier's prediction (GLUE), the answer extracted from the
+generation, and the log-likelihood choice (decoder tasks). Real-valued predictions (STS-B) cannot collapse this way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+COLLAPSE_SHARE = 0.95  # a run collapsed on a set when its most common test answer covers at least this share of it
+NO_ANSWER = "(no answer)"
+COLUMNS = [
+    "model",
+    "task",
+    "method",
+    "budget",
+    "test_set",
+    "protocol",
+    "seeds",
+    "collapsed",
+    "answers",
+    "share",
+    "constant_score",
+]
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """One run's collapse on one test set under one protocol."""
+
+    test_set: str  # the subtask ("boolq"), or "" for a task with a single test set
+    protocol: str  # "classifier", "generation" or "log-likelihood"
+    answer: str  # the most common answer, NO_ANSWER when nothing could be extracted
+    share: float  # its share of the set's test predictions
+    constant_score: float  # the share of gold answers it matches: what giving it to every example scores
+
+
+def answers(row: dict[str, Any]) -> dict[str, Any]:
+    """A prediction row's categorical answers by protocol; none for a real-valued (regression) prediction."""
+    if "prediction" in row:
+        return {} if isinstance(row["prediction"], float) else {"classifier": row["prediction"]}
+    found = {"generation": row.get("extracted")}
+    if "loglik_choice" in row:
+        found["log-likelihood"] = row["loglik_choice"]
+    return found
+
+
+def _matches(answer: Any, gold: Any) -> bool:
+    if answer is None:
+        return False
+    try:
+        return float(answer) == float(gold)
+    except (TypeError, ValueError):
+        return str(answer) == str(gold)
+
+
+def run_collapses(predictions_file: Path, threshold: float = COLLAPSE_SHARE) -> list[Collapse]:
+    """The (test set, protocol) pairs on which one run's most common test answer covers at least `threshold`."""
+    by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with open(predictions_file, encoding="utf-8") as stream:
+        for line in stream:
+            row = json.loads(line)
+            if row.get("split") == "test":
+                by_set[row.get("subtask", "")].append(row)
+    found = []
+    for test_set, rows in sorted(by_set.items()):
+        for protocol in answers(rows[0]):
+            answer, count = Counter(answers(row)[protocol] for row in rows).most_common(1)[0]
+            if count / len(rows) >= threshold:
+                gold = [row["label"] if "label" in row else row["answer"] for row in rows]
+                found.append(
+                    Collapse(
+                        test_set=test_set,
+                        protocol=protocol,
+                        answer=NO_ANSWER if answer is None else str(answer),
+                        share=count / len(rows),
+                        constant_score=sum(_matches(answer, g) for g in gold) / len(gold),
+                    )
+                )
+    return found
+
+
+def collapse_frame(runs: list[tuple[dict[str, Any], Path]]) -> pd.DataFrame:
+    """Per cell (model, task, method, budget), test set and protocol with a collapsed seed: how many of the cell's
+    seeds collapsed, their answers, the mean share of the top answer and the mean score of always giving it.
+    `runs`: each final run's cell (the keys of `COLUMNS[:4]`) with its predictions file."""
+    seeds: Counter[tuple[str, ...]] = Counter()
+    hits: dict[tuple[str, ...], list[Collapse]] = defaultdict(list)
+    for cell, predictions in runs:
+        key = tuple(cell[name] for name in COLUMNS[:4])
+        seeds[key] += 1
+        for collapse in run_collapses(predictions):
+            hits[(*key, collapse.test_set, collapse.protocol)].append(collapse)
+    rows = [
+        {
+            **dict(zip(COLUMNS[:6], key)),
+            "seeds": seeds[key[:4]],
+            "collapsed": len(found),
+            "answers": ", ".join(sorted({c.answer for c in found})),
+            "share": sum(c.share for c in found) / len(found),
+            "constant_score": sum(c.constant_score for c in found) / len(found),
+        }
+        for key, found in sorted(hits.items())
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)

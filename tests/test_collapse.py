@@ -1,0 +1,74 @@
+"""Collapsed predictions: counted by hand on written prediction rows, and found by `bench report` in a copy of the tiny
+store where one run's test predictions are all one class, with the constant predictor's score from sklearn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from sklearn.metrics import accuracy_score
+
+from bench.collapse import NO_ANSWER, Collapse, run_collapses
+from bench.report import write_report
+from tests.test_report import derived_store, report, table_row  # noqa: F401 (report: the module's fixture)
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_a_set_collapses_when_one_answer_covers_95_percent_of_its_test_predictions(tmp_path: Path) -> None:
+    classifier = [{"split": "test", "index": i, "label": int(i < 12), "prediction": int(i != 0)} for i in range(20)]
+    validation = [{"split": "validation", "index": i, "label": 0, "prediction": 0} for i in range(40)]
+    (found,) = run_collapses(write_rows(tmp_path / "glue.jsonl", classifier + validation))
+    # 19 of 20 test predictions are 1 (validation rows are not counted); 12 of the 20 labels are 1
+    assert found == Collapse(test_set="", protocol="classifier", answer="1", share=0.95, constant_score=0.6)
+    assert run_collapses(write_rows(tmp_path / "glue18.jsonl", classifier[2:] + classifier[:1] * 3)) == []  # 17 of 21
+
+    regression = [{"split": "test", "index": i, "label": 2.5, "prediction": 3.0} for i in range(20)]
+    assert run_collapses(write_rows(tmp_path / "stsb.jsonl", regression)) == []  # a real value has no answer to count
+
+    decoder = [
+        {"split": "test", "index": i, "subtask": "winogrande", "answer": f"option{1 + i % 2}", "extracted": "option2"}
+        | {"loglik_choice": f"option{1 + i % 2}"}
+        for i in range(10)
+    ] + [
+        {"split": "test", "index": i, "subtask": "gsm8k", "answer": "18", "extracted": None if i > 10 else 18.0}
+        for i in range(10, 30)
+    ]
+    assert run_collapses(write_rows(tmp_path / "decoder.jsonl", decoder)) == [
+        Collapse(test_set="gsm8k", protocol="generation", answer=NO_ANSWER, share=0.95, constant_score=0.0),
+        Collapse(test_set="winogrande", protocol="generation", answer="option2", share=1.0, constant_score=0.5),
+    ]  # the log-likelihood choices alternate: not collapsed; 18.0 extracted matches the gold "18" as a number
+
+
+def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_score(report, tmp_path: Path) -> None:  # noqa: F811
+    labels: list[int] = []
+    seeds: list[int] = []
+
+    def edit(records: list[dict], manifest: dict) -> None:
+        seeds.append(sum(r["config"]["method"] == "full" for r in records))
+        for record in records:  # full fine-tuning now answers 1 to every test sentence, LoRA gets every one right
+            predictions = tmp_path / "store" / f"{record['run_key']}.predictions.jsonl"
+            rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+            labels[:] = [row["label"] for row in rows if row["split"] == "test"]
+            full = record["config"]["method"] == "full"
+            answer = (lambda row: 1) if full else (lambda row: row["label"])
+            write_rows(
+                predictions, [row | {"prediction": answer(row)} if row["split"] == "test" else row for row in rows]
+            )
+            record["metrics"]["test"]["accuracy"] = accuracy_score(labels, [1] * len(labels)) if full else 1.0
+
+    derived = write_report(derived_store(report.folder.parent, tmp_path / "store", edit), log_to_wandb=False)
+    markdown = derived.markdown_path.read_text()
+    section = markdown.split("## Collapsed predictions", 1)[1].split("\n## ", 1)[0]
+    row = table_row(section, "minilm-l6", "glue/sst2", "sst2", "Full FT")
+    constant = 100 * accuracy_score(labels, [1] * len(labels))
+    assert row[4:] == ["all", "classifier", f"{seeds[0]} of {seeds[0]}", "1", "100.0", f"{constant:.1f}"]
+    assert "LoRA" not in section and len(pd.read_csv(derived.folder / "collapses.csv")) == 1
+    results = derived.tables[0].markdown()
+    assert table_row(results, "Full FT", "100%")[3].endswith("‡")
+    assert not table_row(results, "LoRA", "0.5%")[3].endswith("‡")
+    assert "1 cell and test-set pair(s)" in markdown
