@@ -448,10 +448,11 @@ def run_sweep(
             }
             unusable = [group for group in [*part.tuned, *part.interpolated] if group not in chosen]
             result.untuned += [" ".join(str(piece or "all") for piece in group) for group in unusable]
-            bar.total -= sum(len(remaining_seeds if group in part.tuned else spec.seeds) for group in unusable)
             finals = _plan_cells(spec, chosen, "final", common)
             reused = {e["chosen_key"] for e in tuning["cells"]} & {c.key for c in finals}  # same settings as a final
             phase2 = [c for c in finals if c.key not in reused]
+            # the total counted the tuning seed's final runs as reused; unusable groups and tuning settings change that
+            bar.total += len(phase2) - len(part.tuned) * len(remaining_seeds) - len(part.interpolated) * len(spec.seeds)
             listed[pair] = [
                 _manifest_entry(c)
                 for c in [

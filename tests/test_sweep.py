@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -214,10 +215,14 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     )
 
 
-def test_a_task_can_tune_on_a_shorter_schedule_than_its_final_runs(tmp_path: Path) -> None:
+def test_a_task_can_tune_on_a_shorter_schedule_than_its_final_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tasks = {"glue/sst2": {"max_steps": 2, "tuning": {"max_steps": 1}}}
     spec = parse_spec({**TINY, "tasks": tasks, "seeds": [0], "methods": {"lora": {}}, "tuning": {"lrs": [1e-4, 3e-3]}})
-    result = run_sweep(spec, tmp_path, progress=False)
+    result = run_sweep(spec, tmp_path, progress=True)
+    bar = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.startswith("sweep tiny")][-1]
+    assert "3/3" in bar  # the progress total counts the final run the grid could not stand in for
     records = read_records(tmp_path)
     steps = Counter((r["config"]["max_steps"], r["cost"]["steps"]) for r in records)
     assert result.ok and steps == Counter({(1, 1): 2, (2, 2): 1})  # both grid points at 1 step, the final run at 2
