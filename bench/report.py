@@ -725,25 +725,11 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     for table in tables:
         sections += ["", *table.section("##" if table.name.startswith("results-") else "###")]
     failed_table = unfinished_table(unfinished)
-    if len(unfinished):
-        sections += ["", *failed_table.section("##")]
-    else:
-        sections += [
-            "",
-            f"## {failed_table.title}",
-            "",
-            "None: every run the sweep names has an ok record with finite metrics.",
-        ]
+    all_ok = "None: every run the sweep names has an ok record with finite metrics."
+    sections += ["", *failed_table.section("##", empty=all_ok)]
     collapsed_table = collapse_table(collapses)
-    if len(collapses):
-        sections += ["", *collapsed_table.section("##")]
-    else:
-        sections += [
-            "",
-            f"## {collapsed_table.title}",
-            "",
-            f"None: no final run gave one answer to {COLLAPSE_SHARE:.0%} or more of any test set's examples.",
-        ]
+    none_collapsed = f"None: no final run gave one answer to {COLLAPSE_SHARE:.0%} or more of any test set's examples."
+    sections += ["", *collapsed_table.section("##", empty=none_collapsed)]
     if tuning:
         sections += ["", _tuning_markdown(tuning)]
     sections += ["", _plateau_markdown(fits)]
@@ -764,11 +750,7 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     folder.mkdir(parents=True, exist_ok=True)
     markdown_path = folder / "results.md"
     markdown_path.write_text("\n".join(sections) + "\n", encoding="utf-8")
-    latex_tables = [
-        *tables,
-        *([failed_table] if len(unfinished) else []),
-        *([collapsed_table] if len(collapses) else []),
-    ]
+    latex_tables = [*tables, *(table for table in (failed_table, collapsed_table) if not table.frame.empty)]
     (folder / "tables.tex").write_text("\n".join(table.latex() for table in latex_tables), encoding="utf-8")
     runs.to_csv(folder / "runs.csv", index=False)
     cells.merge(marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)

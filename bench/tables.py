@@ -126,8 +126,11 @@ class Table:
             environment="table", caption=caption, label=self.label, hrules=True, convert_css=True, column_format=columns
         )
 
-    def section(self, level: str = "###") -> list[str]:
-        """The table as a Markdown section: title, caption, table, notes."""
+    def section(self, level: str = "###", empty: str | None = None) -> list[str]:
+        """The table as a Markdown section: title, caption, table, notes; just the title and `empty` when given and
+        the table has no row."""
+        if empty is not None and self.frame.empty:
+            return [f"{level} {self.title}", "", empty]
         return [
             f"{level} {self.title}",
             "",
