@@ -90,6 +90,25 @@ def run_collapses(predictions_file: Path, threshold: float = COLLAPSE_SHARE) -> 
     return found
 
 
+MAX_CHOICES = 5  # a set with more distinct gold answers (arithmetic's numbers) has no meaningful majority answer
+
+
+def majority_shares(predictions_file: Path) -> dict[str, float]:
+    """Per test set of a run's predictions, the largest share of one gold answer: what the best constant answer
+    scores. Sets with more than MAX_CHOICES distinct gold answers are left out."""
+    gold: dict[str, Counter[str]] = defaultdict(Counter)
+    with open(predictions_file, encoding="utf-8") as stream:
+        for line in stream:
+            row = json.loads(line)
+            if row.get("split") == "test" and answers(row):
+                gold[row.get("subtask", "")][str(row["label"] if "label" in row else row["answer"])] += 1
+    return {
+        test_set: counts.most_common(1)[0][1] / counts.total()
+        for test_set, counts in sorted(gold.items())
+        if len(counts) <= MAX_CHOICES
+    }
+
+
 def collapse_frame(runs: list[tuple[dict[str, Any], Path]]) -> pd.DataFrame:
     """Per cell (model, task, method, budget), test set and protocol with a collapsed seed: how many of the cell's
     seeds collapsed, their answers, the mean share of the top answer and the mean score of always giving it.

@@ -37,7 +37,7 @@ import pandas as pd
 
 from bench import plateau, plots, stats, wandb_logging
 from bench.budget import FIXED_KNOBS
-from bench.collapse import COLLAPSE_SHARE, collapse_frame
+from bench.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.plots import display_name
 from bench.record import write_json_atomic
 from bench.spec import DEFAULT_PROJECT
@@ -648,7 +648,14 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
             )
         )
         slices = {r["task"]["name"]: r["config"]["test_examples"] for r in records if r["config"]["model"] == model}
-        tables += test_set_tables(model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses)
+        majority = {}
+        for record in records:
+            predictions = store.predictions_path(record["run_key"])
+            if record["config"]["model"] == model and record["task"]["name"] not in majority and predictions.is_file():
+                majority[record["task"]["name"]] = majority_shares(predictions)
+        tables += test_set_tables(
+            model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses, majority
+        )
         tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
     fits = plateau_fits(usable)

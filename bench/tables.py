@@ -293,12 +293,14 @@ def test_set_tables(
     metric_rows: pd.DataFrame,
     slices: dict[str, int | None] | None = None,
     collapses: pd.DataFrame | None = None,
+    majority: dict[str, dict[str, float]] | None = None,
 ) -> list[Table]:
     """Per task with several test sets (`<set>/<metric>` metrics), one table per metric in the papers' layout: rows
     (method, budget), a column per test set, then the group average. The generation-accuracy table lists below the
     published per-set rows of other models (bench.anchors), labelled as such. `slices`: test examples per set, by
     task (None: every example), for the caption. `collapses` (bench.collapse.collapse_frame): scores of a set on
-    which a seed gave one answer to every example are marked ‡."""
+    which a seed gave one answer to every example are marked ‡. `majority`: per task, each set's largest share of one
+    gold answer (bench.collapse.majority_shares), shown as a reference row of the accuracy tables."""
     collapsed = set()
     if collapses is not None:
         for row in collapses.itertuples(index=False):
@@ -335,6 +337,17 @@ def test_set_tables(
                     style.append("bold" if usable and match.iloc[0]["mean"] == best.get(metric) else "")
                 rows.append(texts)
                 styles.append(style)
+            floor = {part: share for part, share in (majority or {}).get(task, {}).items() if part in with_metric}
+            if name in COLLAPSE_METRICS.values() and floor:
+                texts = ["Majority answer", "–"]
+                texts += [f"{100 * floor[part]:.1f}" if part in floor else "–" for part in with_metric]
+                if average in columns:
+                    complete = all(part in floor for part in with_metric)
+                    texts.append(
+                        f"{100 * sum(floor[p] for p in with_metric) / len(with_metric):.1f}" if complete else "–"
+                    )
+                rows.append(texts)
+                styles.append(["italic"] * len(texts))
             published = anchors.per_set_anchors(with_metric) if name == "accuracy" else []
             for anchor in published:
                 scores = dict(zip(anchors.PER_SET[anchor.task_set], anchor.per_set))
@@ -362,6 +375,10 @@ def test_set_tables(
             if published:
                 table.notes.append(
                     "Italic rows: published numbers of other models and scales (their full training sets, the papers' protocols and hyperparameters), for orientation, not comparison."
+                )
+            if floor and name in COLLAPSE_METRICS.values():
+                table.notes.append(
+                    "Majority answer: the score of giving each set's most common gold answer to all of its test examples, on the same slice."
                 )
             if any(COLLAPSED in text for row in rows for text in row):
                 table.notes.append(

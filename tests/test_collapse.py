@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import accuracy_score
 
-from bench.collapse import NO_ANSWER, Collapse, run_collapses
+from bench.collapse import NO_ANSWER, Collapse, majority_shares, run_collapses
 from bench.report import write_report
 from tests.test_report import derived_store, report, table_row  # noqa: F401 (report: the module's fixture)
 
@@ -42,6 +42,14 @@ def test_a_set_collapses_when_one_answer_covers_95_percent_of_its_test_predictio
         Collapse(test_set="gsm8k", protocol="generation", answer=NO_ANSWER, share=0.95, constant_score=0.0),
         Collapse(test_set="winogrande", protocol="generation", answer="option2", share=1.0, constant_score=0.5),
     ]  # the log-likelihood choices alternate: not collapsed; 18.0 extracted matches the gold "18" as a number
+    # the best constant answer: 12 of 20 labels are 1; winogrande's gold alternates; gsm8k has one gold number here
+    assert majority_shares(tmp_path / "glue.jsonl") == {"": 0.6}
+    assert majority_shares(tmp_path / "decoder.jsonl") == {"gsm8k": 1.0, "winogrande": 0.5}
+    assert majority_shares(tmp_path / "stsb.jsonl") == {}  # real-valued labels have no majority answer
+    many = [
+        {"split": "test", "index": i, "subtask": "gsm8k", "answer": str(i % 6), "extracted": None} for i in range(12)
+    ]
+    assert majority_shares(write_rows(tmp_path / "numbers.jsonl", many)) == {}  # 6 distinct numbers: not a choice
 
 
 def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_score(report, tmp_path: Path) -> None:  # noqa: F811
@@ -72,3 +80,34 @@ def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_sc
     assert table_row(results, "Full FT", "100%")[3].endswith("‡")
     assert not table_row(results, "LoRA", "0.5%")[3].endswith("‡")
     assert "1 cell and test-set pair(s)" in markdown
+
+
+def test_per_set_tables_mark_collapsed_sets_and_show_the_majority_answer(report, tmp_path: Path) -> None:  # noqa: F811
+    gold = {"boolq": ["true"] * 7 + ["false"] * 3, "piqa": ["solution1", "solution2"] * 5}
+
+    def edit(records: list[dict], manifest: dict) -> None:
+        for record in records:  # every run becomes a two-set commonsense run; LoRA answers "true" to all of BoolQ
+            lora = record["config"]["method"] == "lora"
+            rows = [
+                {"split": "test", "index": f"{part}-{i}", "subtask": part, "answer": answer, "extracted": extracted}
+                | {"correct": extracted == answer}
+                for part, answers in gold.items()
+                for i, answer in enumerate(answers)
+                for extracted in ["true" if lora and part == "boolq" else answer if i % 2 else None]
+            ]
+            write_rows(tmp_path / "store" / f"{record['run_key']}.predictions.jsonl", rows)
+            parts = {part: {"accuracy": sum(r["correct"] for r in rows if r["subtask"] == part) / 10} for part in gold}
+            record["metrics"]["test"] = {f"{part}/accuracy": v["accuracy"] for part, v in parts.items()} | {
+                "average": sum(v["accuracy"] for v in parts.values()) / 2
+            }
+            record["metrics"]["validation"] = dict(record["metrics"]["test"])
+            record["task"] |= {"name": "commonsense/all", "primary_metric": "average"}
+            record["config"]["task"] = "commonsense/all"
+
+    derived = write_report(derived_store(report.folder.parent, tmp_path / "store", edit), log_to_wandb=False)
+    (table,) = [t for t in derived.tables if t.name.endswith("-accuracy")]
+    markdown = table.markdown()
+    assert table_row(markdown, "*Majority answer*", "*–*")[2:] == ["*70.0*", "*50.0*", "*60.0*"]
+    boolq, piqa = table_row(markdown, "LoRA", "0.5%")[2:4]
+    assert boolq.endswith("‡") and not piqa.endswith("‡")  # BoolQ always "true" (70.0); PIQA half right, half blank
+    assert not table_row(markdown, "Full FT", "100%")[2].endswith("‡")  # half its answers are missing, half right
