@@ -12,7 +12,9 @@ as "failed"; a cell whose primary metric failed enters no ranking, tie test, pla
 sweep names without an ok record are listed with their status ("failed", "missing") in their own section.
 
 Collapsed predictions (bench.collapse): final cells and test sets on which a seed gave one answer to nearly every
-test example, with the score that answer alone earns; per-set scores of such cells are marked ‡.
+test example, with the score that answer alone earns; per-set scores of such cells are marked ‡. Protocol agreement
+(bench.agreement, decoder tasks): how alike generation and log-likelihood rank the cells, and how often they pick the
+same answer.
 
 Cost: median step time, adapter size, trainable %, and peak memory only where it was measured in isolation
 (`cost.memory_isolated`: CUDA, or the first run of a fresh process); the Pareto plot uses only those cells.
@@ -36,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from bench import plateau, plots, stats, wandb_logging
+from bench.agreement import protocol_agreement
 from bench.budget import FIXED_KNOBS
 from bench.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.plots import display_name
@@ -46,6 +49,7 @@ from bench.sweep import beyond_the_edge
 from bench.tables import (
     CELL,
     Table,
+    agreement_table,
     collapse_table,
     cost_table,
     paper_table,
@@ -734,9 +738,18 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     failed_table = unfinished_table(unfinished)
     all_ok = "None: every run the sweep names has an ok record with finite metrics."
     sections += ["", *failed_table.section("##", empty=all_ok)]
+    agreements = [
+        agreement
+        for (model, task), group in runs.groupby(["model", "task"])
+        if (
+            agreement := protocol_agreement(model, task, metric_rows, [store.predictions_path(k) for k in group["key"]])
+        )
+    ]
     collapsed_table = collapse_table(collapses)
     none_collapsed = f"None: no final run gave one answer to {COLLAPSE_SHARE:.0%} or more of any test set's examples."
     sections += ["", *collapsed_table.section("##", empty=none_collapsed)]
+    if agreements:
+        sections += ["", *agreement_table(agreements).section("##")]
     if tuning:
         sections += ["", _tuning_markdown(tuning)]
     sections += ["", _plateau_markdown(fits)]

@@ -9,18 +9,21 @@ with caption and label, and the tables a report holds.
   log-likelihood accuracy, format-failure rate, ...) in the papers' layout: a column per set, then the average, and
   the published per-set rows of other models below; ‡: a seed gave one answer to (nearly) the whole set;
 - collapsed predictions: the cells and test sets where that happened (bench.collapse);
+- protocol agreement (decoder tasks): rank correlation of the cells and shared answers of the two protocols;
 - cost table: trainable %, adapter size, median step time and peak memory measured in isolation;
 - failed and missing runs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from bench import anchors, stats
+from bench.agreement import Agreement
 from bench.collapse import COLLAPSE_SHARE
 from bench.plots import REFERENCE, display_name
 
@@ -488,6 +491,30 @@ def collapse_table(collapses: pd.DataFrame) -> Table:
     return _table(
         "collapsed-predictions", "Collapsed predictions", caption, rows, [[""] * len(header) for _ in rows], header
     )
+
+
+def agreement_table(agreements: list[Agreement]) -> Table:
+    """The decoder protocols' agreement per (model, task) (bench.agreement)."""
+    header = ["Model", "Task", "Cells", "Kendall τ-b", "p", "Examples", "Same answer %"]
+    rows = [
+        [
+            a.model,
+            a.task,
+            str(a.cells),
+            "–" if math.isnan(a.tau) else f"{a.tau:.2f}",
+            "–" if math.isnan(a.p_value) else f"{a.p_value:.3f}",
+            str(a.examples),
+            "–" if math.isnan(a.same_answer) else f"{100 * a.same_answer:.1f}",
+        ]
+        for a in agreements
+    ]
+    caption = (
+        "Generation with answer extraction against lm-eval's log-likelihood choice, on the same test examples. "
+        "Kendall τ-b: how alike the two protocols rank the cells by mean accuracy (scipy.stats.kendalltau, two-sided "
+        "p; – for fewer than two cells or a constant side). Same answer: share of the test examples, pooled over the "
+        "final runs, where the extracted answer is the log-likelihood choice (no extracted answer counts as different)."
+    )
+    return _table("protocol-agreement", "Protocol agreement", caption, rows, [[""] * len(header) for _ in rows], header)
 
 
 def slug(text: str) -> str:

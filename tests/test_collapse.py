@@ -1,5 +1,6 @@
-"""Collapsed predictions: counted by hand on written prediction rows, and found by `bench report` in a copy of the tiny
-store where one run's test predictions are all one class, with the constant predictor's score from sklearn."""
+"""Collapsed predictions: counted by hand on written prediction rows, and found by `bench report` in copies of the
+tiny store whose predictions are rewritten (one class throughout, with the constant predictor's score from sklearn; a
+two-set decoder group, whose report also gives the majority answer and the protocols' agreement)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,10 @@ def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_sc
     assert "1 cell and test-set pair(s)" in markdown
 
 
-def test_per_set_tables_mark_collapsed_sets_and_show_the_majority_answer(report, tmp_path: Path) -> None:  # noqa: F811
+def test_decoder_report_marks_collapsed_sets_and_shows_the_majority_answer_and_protocol_agreement(
+    report,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     gold = {"boolq": ["true"] * 7 + ["false"] * 3, "piqa": ["solution1", "solution2"] * 5}
 
     def edit(records: list[dict], manifest: dict) -> None:
@@ -90,7 +94,7 @@ def test_per_set_tables_mark_collapsed_sets_and_show_the_majority_answer(report,
             lora = record["config"]["method"] == "lora"
             rows = [
                 {"split": "test", "index": f"{part}-{i}", "subtask": part, "answer": answer, "extracted": extracted}
-                | {"correct": extracted == answer}
+                | {"correct": extracted == answer, "loglik_choice": answer}
                 for part, answers in gold.items()
                 for i, answer in enumerate(answers)
                 for extracted in ["true" if lora and part == "boolq" else answer if i % 2 else None]
@@ -98,7 +102,8 @@ def test_per_set_tables_mark_collapsed_sets_and_show_the_majority_answer(report,
             write_rows(tmp_path / "store" / f"{record['run_key']}.predictions.jsonl", rows)
             parts = {part: {"accuracy": sum(r["correct"] for r in rows if r["subtask"] == part) / 10} for part in gold}
             record["metrics"]["test"] = {f"{part}/accuracy": v["accuracy"] for part, v in parts.items()} | {
-                "average": sum(v["accuracy"] for v in parts.values()) / 2
+                "average": sum(v["accuracy"] for v in parts.values()) / 2,
+                "average_loglik": 1.0,
             }
             record["metrics"]["validation"] = dict(record["metrics"]["test"])
             record["task"] |= {"name": "commonsense/all", "primary_metric": "average"}
@@ -111,3 +116,10 @@ def test_per_set_tables_mark_collapsed_sets_and_show_the_majority_answer(report,
     boolq, piqa = table_row(markdown, "LoRA", "0.5%")[2:4]
     assert boolq.endswith("‡") and not piqa.endswith("‡")  # BoolQ always "true" (70.0); PIQA half right, half blank
     assert not table_row(markdown, "Full FT", "100%")[2].endswith("‡")  # half its answers are missing, half right
+    # the log-likelihood choice is always the gold answer: the same answer as generation on LoRA's 7 BoolQ "true"
+    # and 5 PIQA answers, and on full fine-tuning's 5 + 5 answers, per seed
+    runs = derived.runs.groupby("method")["key"].count()
+    same = (12 * runs["lora"] + 10 * runs["full"]) / (20 * runs.sum())
+    agreement = derived.markdown_path.read_text().split("## Protocol agreement", 1)[1]
+    row = table_row(agreement, "minilm-l6", "commonsense/all")
+    assert row[2:] == ["2", "–", "–", str(20 * runs.sum()), f"{100 * same:.1f}"]  # log-likelihood ranks nothing apart
