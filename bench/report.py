@@ -748,8 +748,9 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     collapsed_table = collapse_table(collapses)
     none_collapsed = f"None: no final run gave one answer to {COLLAPSE_SHARE:.0%} or more of any test set's examples."
     sections += ["", *collapsed_table.section("##", empty=none_collapsed)]
+    protocols_table = agreement_table(agreements)
     if agreements:
-        sections += ["", *agreement_table(agreements).section("##")]
+        sections += ["", *protocols_table.section("##")]
     if tuning:
         sections += ["", _tuning_markdown(tuning)]
     sections += ["", _plateau_markdown(fits)]
@@ -770,7 +771,8 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     folder.mkdir(parents=True, exist_ok=True)
     markdown_path = folder / "results.md"
     markdown_path.write_text("\n".join(sections) + "\n", encoding="utf-8")
-    latex_tables = [*tables, *(table for table in (failed_table, collapsed_table) if not table.frame.empty)]
+    diagnostics = [table for table in (failed_table, collapsed_table, protocols_table) if not table.frame.empty]
+    latex_tables = [*tables, *diagnostics]
     (folder / "tables.tex").write_text("\n".join(table.latex() for table in latex_tables), encoding="utf-8")
     runs.to_csv(folder / "runs.csv", index=False)
     cells.merge(marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
@@ -799,7 +801,9 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     if log_to_wandb:
         settings = manifest["spec"].get("wandb", {}) if manifest else {}
         settings = {"project": DEFAULT_PROJECT, "enabled": True} | settings
-        frames = {f"table/{t.name}": t.frame for t in tables} | {"cells": cells.drop(columns=["keys", "seeds", "lr"])}
+        frames = {f"table/{t.name}": t.frame for t in latex_tables} | {
+            "cells": cells.drop(columns=["keys", "seeds", "lr"])
+        }
         report.wandb_mode = wandb_logging.log_report(
             store.root, settings, title, records, frames, {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"}
         )

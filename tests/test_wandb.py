@@ -285,6 +285,8 @@ def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
     config = {_key(item) for update in updates for item in update.update}
     assert {"_wandb/visualize/plateau/minilm-l6/glue-sst2", "_wandb/visualize/pareto/minilm-l6/glue-sst2"} <= config
     summary = final_summary(records)
+    collapsed = json.loads((runs[0] / "files" / summary["table/collapsed-predictions/path"]).read_text())
+    assert [row[3:5] for row in collapsed["data"]] == [["SMT", "32k"]]  # the store's one collapsed seed
     table = json.loads((runs[0] / "files" / summary["plateau/minilm-l6/glue-sst2_table/path"]).read_text())
     lines = defaultdict(dict)
     for row in table["data"]:
