@@ -590,6 +590,15 @@ def variant_markdown(runs: pd.DataFrame, variant: pd.DataFrame, label: str) -> s
     )
 
 
+def _majority_by_task(records: list[dict[str, Any]], predictions: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Per task, each test set's majority-answer share, from the first of its runs with a predictions file."""
+    majority: dict[str, dict[str, float]] = {}
+    for record in records:
+        if record["task"]["name"] not in majority and record["run_key"] in predictions:
+            majority[record["task"]["name"]] = majority_shares(predictions[record["run_key"]])
+    return majority
+
+
 def _metric_of(runs: pd.DataFrame, model: str, task: str) -> str:
     return "average" if task == "average" else runs[(runs["model"] == model) & (runs["task"] == task)]["metric"].iloc[0]
 
@@ -631,12 +640,10 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     metric_rows = metric_cells(metrics)
     marks = tie_marks(store, cells)
     unfinished = pd.concat([unfinished_runs(store), failed_metric_runs(metrics)], ignore_index=True)
+    predictions = {r["run_key"]: store.predictions_path(r["run_key"]) for r in records}
+    predictions = {key: path for key, path in predictions.items() if path.is_file()}
     collapses = collapse_frame(
-        [
-            (_run_cell(r), store.predictions_path(r["run_key"]))
-            for r in records
-            if store.predictions_path(r["run_key"]).is_file()
-        ]
+        [(_run_cell(r), predictions[r["run_key"]]) for r in records if r["run_key"] in predictions]
     )
     tables: list[Table] = []
     for model in sorted(set(cells["model"])):
@@ -652,11 +659,7 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
             )
         )
         slices = {r["task"]["name"]: r["config"]["test_examples"] for r in records if r["config"]["model"] == model}
-        majority = {}
-        for record in records:
-            predictions = store.predictions_path(record["run_key"])
-            if record["config"]["model"] == model and record["task"]["name"] not in majority and predictions.is_file():
-                majority[record["task"]["name"]] = majority_shares(predictions)
+        majority = _majority_by_task([r for r in records if r["config"]["model"] == model], predictions)
         tables += test_set_tables(
             model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses, majority
         )
@@ -742,7 +745,9 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
         agreement
         for (model, task), group in runs.groupby(["model", "task"])
         if (
-            agreement := protocol_agreement(model, task, metric_rows, [store.predictions_path(k) for k in group["key"]])
+            agreement := protocol_agreement(
+                model, task, metric_rows, [predictions[k] for k in group["key"] if k in predictions]
+            )
         )
     ]
     collapsed_table = collapse_table(collapses)

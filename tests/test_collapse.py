@@ -123,3 +123,9 @@ def test_decoder_report_marks_collapsed_sets_and_shows_the_majority_answer_and_p
     agreement = derived.markdown_path.read_text().split("## Protocol agreement", 1)[1]
     row = table_row(agreement, "minilm-l6", "commonsense/all")
     assert row[2:] == ["2", "–", "–", str(20 * runs.sum()), f"{100 * same:.1f}"]  # log-likelihood ranks nothing apart
+    # a run whose predictions file is gone is left out of the per-example checks, not a crash
+    (derived.folder.parent / f"{derived.runs['key'].iloc[0]}.predictions.jsonl").unlink()
+    again = write_report(derived.folder.parent, log_to_wandb=False).markdown_path.read_text()
+    assert table_row(again.split("## Protocol agreement", 1)[1], "minilm-l6", "commonsense/all")[5] == str(
+        20 * runs.sum() - 20
+    )
