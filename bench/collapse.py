@@ -64,20 +64,29 @@ def _matches(answer: Any, gold: Any) -> bool:
         return str(answer) == str(gold)
 
 
-def run_collapses(predictions_file: Path, threshold: float = COLLAPSE_SHARE) -> list[Collapse]:
-    """The (test set, protocol) pairs on which one run's most common test answer covers at least `threshold`."""
+def _gold(row: dict[str, Any]) -> Any:
+    return row["label"] if "label" in row else row["answer"]
+
+
+def _test_rows(predictions_file: Path) -> dict[str, list[dict[str, Any]]]:
+    """A run's test prediction rows by test set (the subtask, or "" for a task with a single test set)."""
     by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with open(predictions_file, encoding="utf-8") as stream:
         for line in stream:
             row = json.loads(line)
             if row.get("split") == "test":
                 by_set[row.get("subtask", "")].append(row)
+    return dict(sorted(by_set.items()))
+
+
+def run_collapses(predictions_file: Path, threshold: float = COLLAPSE_SHARE) -> list[Collapse]:
+    """The (test set, protocol) pairs on which one run's most common test answer covers at least `threshold`."""
     found = []
-    for test_set, rows in sorted(by_set.items()):
+    for test_set, rows in _test_rows(predictions_file).items():
         for protocol in answers(rows[0]):
             answer, count = Counter(answers(row)[protocol] for row in rows).most_common(1)[0]
             if count / len(rows) >= threshold:
-                gold = [row["label"] if "label" in row else row["answer"] for row in rows]
+                gold = [_gold(row) for row in rows]
                 found.append(
                     Collapse(
                         test_set=test_set,
@@ -96,15 +105,14 @@ MAX_CHOICES = 5  # a set with more distinct gold answers (arithmetic's numbers) 
 def majority_shares(predictions_file: Path) -> dict[str, float]:
     """Per test set of a run's predictions, the largest share of one gold answer: what the best constant answer
     scores. Sets with more than MAX_CHOICES distinct gold answers are left out."""
-    gold: dict[str, Counter[str]] = defaultdict(Counter)
-    with open(predictions_file, encoding="utf-8") as stream:
-        for line in stream:
-            row = json.loads(line)
-            if row.get("split") == "test" and answers(row):
-                gold[row.get("subtask", "")][str(row["label"] if "label" in row else row["answer"])] += 1
+    gold = {
+        test_set: Counter(str(_gold(row)) for row in rows)
+        for test_set, rows in _test_rows(predictions_file).items()
+        if answers(rows[0])
+    }
     return {
         test_set: counts.most_common(1)[0][1] / counts.total()
-        for test_set, counts in sorted(gold.items())
+        for test_set, counts in gold.items()
         if len(counts) <= MAX_CHOICES
     }
 
