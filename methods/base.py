@@ -1,7 +1,7 @@
 """The one interface every fine-tuning method implements.
 
-`PeftMethod` is a torch module that owns the model, computes the training loss (the task's own loss, plus the
-method's term if any), and builds the optimizer and LR schedule over the trainable parameters only;
+`PeftMethod` is a torch module that owns the model, computes the training loss (the task's own loss,
+`methods.task_loss`, plus the method's term if any), and builds the optimizer and LR schedule over the trainable parameters only;
 `methods.training.Training` is the one LightningModule that trains any of them. Lightning is imported only to
 train, so a budget is solved and checked on a weightless model without it. A method subclass fills in a few hooks:
 
@@ -40,6 +40,7 @@ from torch import nn
 
 from core.errors import BenchError
 from methods.head_probe import head_module, probed_head
+from methods.task_loss import task_loss
 
 if typing.TYPE_CHECKING:
     from methods.recipes import Recipe
@@ -318,9 +319,9 @@ class PeftMethod(nn.Module):
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The loss to minimise on `batch` (`loss`: the task loss plus `extra_loss`, when the method adds one)."""
-        outputs = self.model(**batch)
+        loss, outputs = task_loss(self.model, batch)
         extra = self.extra_loss(batch, outputs)
-        return {"loss": outputs.loss} if extra is None else {"loss": outputs.loss + extra, "extra_loss": extra}
+        return {"loss": loss} if extra is None else {"loss": loss + extra, "extra_loss": extra}
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the trainable parameters and its per-step LR schedule, in Lightning's form."""

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from core.errors import BenchError
 from methods.targets import ROLE_PATTERNS, role_regex
+from methods.task_loss import task_loss
 
 
 def batch_loss(
@@ -25,12 +25,7 @@ def batch_loss(
 ) -> torch.Tensor:
     """The task loss of `batch`; with `parameters`, computed with those tensors in place of the model's own."""
     device = next(model.parameters()).device
-    inputs = {key: value.to(device) for key, value in batch.items()}
-    return (
-        functional_call(model, parameters, args=(), kwargs=inputs).loss
-        if parameters is not None
-        else model(**inputs).loss
-    )
+    return task_loss(model, {key: value.to(device) for key, value in batch.items()}, parameters)[0]
 
 
 def accumulate_gradients(

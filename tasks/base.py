@@ -1,7 +1,8 @@
 """The task boundary: data splits, encoding into model inputs, and evaluation with the official metric.
 
-A task never trains anything. The training loop calls `model(**batch)` on batches built by `encode` + `collate`,
-so every batch carries `labels` and the model's own loss is the task loss.
+A task never trains anything. The training loop computes the model's loss (`methods.task_loss`) on batches built by
+`encode` + `collate`, so every batch carries `labels`: a class or target per example, or a token id per position
+(-100 where a token is not scored) for a language model.
 
 Splits: `train` and `validation` come from the training file (validation is a fixed held-out slice of it, the same
 for every seed, used for learning-rate selection); `test` is the split the papers report (for GLUE, the public
