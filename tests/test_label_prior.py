@@ -1,21 +1,16 @@
 """The label prior of a training mix: entropies against scipy, supervised tokens against the tokenizer's own count
-on the committed commonsense slices, and the analysis notebook on the committed decoder store."""
+on the committed commonsense slices (the notebook that uses it: tests/test_notebook.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 from scipy.stats import entropy
 
 from tasks import get_task
 from tasks.data_source import DataSource
 from tasks.label_prior import label_prior
-
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "decoder_label_prior.ipynb"
 
 
 def test_entropies_and_loss_per_token_on_hand_counts() -> None:
@@ -42,18 +37,3 @@ def test_supervised_tokens_are_the_answer_and_eos_of_each_row(smollm2) -> None:
         len(tokenizer(row["output"], add_special_tokens=False)["input_ids"]) + 1 for row in rows
     )
     assert set(prior.counts) == {row["subtask"] for row in rows} and prior.rows == len(rows)
-
-
-def test_decoder_notebook_executes_on_the_committed_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PEFT_BENCH_DATA", raising=False)
-    monkeypatch.delenv("PEFT_BENCH_STORE", raising=False)
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(
-        notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    ).execute()
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
-    assert not [output for output in outputs if output.output_type == "error"]
-    text = "".join(output.get("text", "") for output in outputs)
-    assert "per supervised token" in text
-    runs = int(text.split(" runs of commonsense/all")[0].split()[-1])
-    assert runs >= 11  # the learning-rate grid's records
