@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-IGNORED = -100  # the label of a token that is not scored (prompt or padding), as in transformers
+from core.labels import IGNORED
 
 
 def is_language_modelling(model: nn.Module, batch: dict[str, torch.Tensor]) -> bool:

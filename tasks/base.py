@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tqdm import tqdm
 
+from core.labels import IGNORED
 from tasks.data_source import DataSource
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class Task(ABC):
         }
         labels = [feature["labels"] for feature in features]
         if isinstance(labels[0], list):
-            batch["labels"] = torch.tensor([pad(label, -100) for label in labels])
+            batch["labels"] = torch.tensor([pad(label, IGNORED) for label in labels])
         else:
             batch["labels"] = torch.tensor(labels, dtype=torch.float32 if self.num_labels == 1 else torch.long)
         return batch

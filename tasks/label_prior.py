@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from methods.task_loss import IGNORED
+from core.labels import IGNORED
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from core.labels import IGNORED
+
 INDENT = " " * 16
 RESPONSE_START = f"### Response:\n{INDENT}"
 TEMPLATE = (
@@ -71,5 +73,5 @@ def encode_for_training(
     prompt_ids = encode_text(prompt, tokenizer)
     output_ids = tokenizer(output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = (prompt_ids + output_ids)[:max_length]
-    labels = ([-100] * len(prompt_ids) if mask_prompt else list(prompt_ids)) + output_ids
+    labels = ([IGNORED] * len(prompt_ids) if mask_prompt else list(prompt_ids)) + output_ids
     return {"input_ids": ids, "labels": labels[:max_length]}

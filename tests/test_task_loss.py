@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.labels import IGNORED
 from methods.lora import LoRA
-from methods.task_loss import IGNORED, is_language_modelling, task_loss
+from methods.task_loss import is_language_modelling, task_loss
 from tasks import get_task
 from tasks.data_source import DataSource
 from tasks.prompts import build_prompt, encode_for_training

@@ -1,0 +1,3 @@
+"""The label of a token the training loss skips (prompt and padding): transformers' ignore index."""
+
+IGNORED = -100
