@@ -324,9 +324,11 @@ def test_cli_reports_a_bad_spec_in_one_line_and_writes_nothing(tmp_path: Path) -
 
 
 def test_shipped_profiles_are_valid() -> None:
-    for name in ("default", "cpu-full", "paper"):
-        spec = load_spec(Path(__file__).resolve().parent.parent / "profiles" / f"{name}.yaml")
-        assert spec.methods and spec.seeds
+    profiles = sorted((Path(__file__).resolve().parent.parent / "profiles").glob("*.yaml"))
+    assert {"default", "cpu-full", "paper", "plateau", "decoder"} <= {path.stem for path in profiles}
+    for path in profiles:
+        spec = load_spec(path)
+        assert spec.methods and spec.seeds, path.name
 
 
 def test_interpolated_learning_rates_follow_numpy_in_log_space() -> None:
