@@ -4,9 +4,9 @@
     python benchmarks/answer_logits.py [--steps 6] [--batch-size 8] [--max-length 256] [--threads 1]
 
 Batches are real rows of the commonsense training mix, encoded as a run encodes them (prompt masked), for full
-fine-tuning and for LoRA at rank 5 on q, k, v, up and down. Each step is one forward and
-backward; the two losses alternate on the same batch, after one warm-up each, and must agree. Prints the median step
-time of each, their ratio, and the logits each materialises (fp32 MB per step, from the outputs themselves).
+fine-tuning and for LoRA at rank 5 on q, k, v, up and down. Each step is one forward and backward; the two losses
+alternate on the same batch, after one warm-up each, and must agree. Prints the median step time of each, their
+ratio, and the logits each materialises (fp32 MB per step, from the outputs themselves).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The one interface every fine-tuning method implements.
 
 `PeftMethod` is a torch module that owns the model, computes the training loss (the task's own loss,
-`methods.task_loss`, plus the method's term if any), and builds the optimizer and LR schedule over the trainable parameters only;
-`methods.training.Training` is the one LightningModule that trains any of them. Lightning is imported only to
-train, so a budget is solved and checked on a weightless model without it. A method subclass fills in a few hooks:
+`methods.task_loss`, plus the method's term if any), and builds the optimizer and LR schedule over the trainable
+parameters only; `methods.training.Training` is the one LightningModule that trains any of them. Lightning is imported
+only to train, so a budget is solved and checked on a weightless model without it. A method subclass fills in a few
+hooks:
 
 - `count_for_knob` / `knob_bounds`: the exact trainable count for a knob value (the budget solver searches these);
 - `compute_calibration` / `load_calibration`: optional statistics gathered on training batches before training,

@@ -5,7 +5,7 @@ A causal language model's loss is the mean next-token cross-entropy over the sup
 supervised, yet the model's own forward projects every position of every sequence onto the vocabulary (49,152 words
 for SmolLM2). Passing the supervised positions as `logits_to_keep` projects those alone: the same loss and gradients
 without the (batch x length x vocabulary) logits and their softmax (`benchmarks/answer_logits.py` measures the step
-time and memory saved). Classification and regression heads keep the model's own loss.
+time saved and the logits' size). Classification and regression heads keep the model's own loss.
 """
 
 from __future__ import annotations
