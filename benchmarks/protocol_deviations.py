@@ -1,7 +1,7 @@
 """The measured effect of the decoder protocol's documented deviations from LLM-Adapters, on SmolLM2-135M and real slices.
 
     python benchmarks/protocol_deviations.py [--test-examples 8] [--aqua-examples 50] [--max-steps 40] [--batch-size 8] [--seed 0] [--threads 2]
-        [--parts masking,beams,aqua]
+        [--parts masking,beams,aqua] [--run RECORD] [--aqua-run RECORD] [--data-dir DIR]
 
 Four comparisons, each on the same data, model and seed:
 
@@ -16,7 +16,12 @@ Four comparisons, each on the same data, model and seed:
    "### Response:" and the next one (`split(...)[1]`; NVlabs/DoRA keeps the last piece, `[-1]`); here the generated
    text is used whole. The greedy outputs of the masked commonsense run and of the AQuA run are scored all three ways.
 
-Records go to a temporary folder; nothing is stored. Prints one Markdown table per comparison.
+`--run` and `--aqua-run` take the model and its greedy outputs from a saved run instead (a study record with its
+adapter, e.g. from `results/decoder`): comparisons 2 and 4 then use that run's commonsense test outputs (the first
+`--test-examples` of each set for the beams), comparisons 3 and 4 the AQuA outputs of a saved arithmetic run. A
+trained model answers in the label words, so beams are measured where the format is learned, not where it is not.
+
+Records of short runs go to a temporary folder; nothing is stored. Prints one Markdown table per comparison.
 """
 
 from __future__ import annotations
@@ -36,8 +41,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 
+from bench.artifacts import read_record, restore_run
 from bench.run import RunConfig, execute, plan
+from tasks import get_task
 from tasks.base import EvalResult
+from tasks.data_source import DataSource
 from tasks.instruction import InstructionTask, judge
 from tasks.prompts import build_prompt, encode_text
 
@@ -51,10 +59,54 @@ class KeepModel(InstructionTask):
     kept: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def evaluate(
-        self, model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int, max_length: int
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        examples: list[dict[str, Any]],
+        batch_size: int,
+        max_length: int,
+        progress: bool = False,
     ) -> EvalResult:
         self.kept.update(model=model, tokenizer=tokenizer, examples=examples)
-        return super().evaluate(model, tokenizer, examples, batch_size, max_length)
+        return super().evaluate(model, tokenizer, examples, batch_size, max_length, progress)
+
+
+@dataclasses.dataclass
+class SavedRun:
+    """A saved run's test rows and greedy predictions (aligned), and how to rebuild its trained model."""
+
+    path: Path
+    task: InstructionTask
+    rows: list[dict[str, Any]]
+    predictions: list[dict[str, Any]]
+
+    @classmethod
+    def read(cls, path: Path, data_dir: str | None) -> SavedRun:
+        record = read_record(path)
+        task = get_task(record["task"]["name"])
+        rows = task.load("test", DataSource(data_dir), record["config"]["test_examples"])
+        lines = path.with_name(f"{record['run_key']}.predictions.jsonl").read_text().splitlines()
+        predictions = [p for p in map(json.loads, lines) if p["split"] == "test"]
+        if len(predictions) != len(rows) or any(rows[p["index"]]["answer"] != p["answer"] for p in predictions):
+            raise SystemExit(
+                f"{path}: its test predictions do not match the test rows read from {data_dir or 'the committed slices'}; "
+                "pass --data-dir with the data folder the run read"
+            )
+        return cls(path, task, [rows[p["index"]] for p in predictions], predictions)
+
+    def first(self, per_set: int, subtask: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Rows and predictions of the first `per_set` test examples of each set (or of `subtask` only)."""
+        taken: dict[str, int] = {}
+        kept = []
+        for row, prediction in zip(self.rows, self.predictions):
+            if subtask in (None, row["subtask"]) and taken.get(row["subtask"], 0) < per_set:
+                taken[row["subtask"]] = taken.get(row["subtask"], 0) + 1
+                kept.append((row, prediction))
+        return [row for row, _ in kept], [prediction for _, prediction in kept]
+
+    def model(self) -> tuple[torch.nn.Module, Any]:
+        _, loaded, module = restore_run(self.path, self.task)
+        return module.model, loaded.tokenizer
 
 
 def short_run(
@@ -135,30 +187,50 @@ def main() -> None:
         default="masking,beams,aqua",
         help="comparisons to run (the split on '### Response:' is scored on every run's outputs)",
     )
+    parser.add_argument("--run", type=Path, help="a saved commonsense run (record path) for the beams and the split")
+    parser.add_argument("--aqua-run", type=Path, help="a saved arithmetic run (record path) for the AQuA comparisons")
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("PEFT_BENCH_DATA"), help="the data folder the saved runs read"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    torch.set_num_threads(args.threads)
     print(
-        f"SmolLM2-135M, LoRA 0.2 %, {args.max_steps} steps of batch {args.batch_size}, seed {args.seed}; each table as soon as its runs end"
+        f"SmolLM2-135M; short runs: LoRA 0.2 %, {args.max_steps} steps of batch {args.batch_size}, seed {args.seed}; "
+        "each table as soon as its runs end"
     )
     with tempfile.TemporaryDirectory(prefix="peft-bench-deviations-") as folder:
         out = Path(folder)
-        if parts & {"masking", "beams"}:
+        if "masking" in parts or ("beams" in parts and args.run is None):
             masked, masked_predictions, masked_task = short_run("commonsense/all", args, out, args.test_examples)
             rows = masked_task.kept["examples"]
             split_table(rows, masked_predictions, "the masked commonsense run")
-        if "masking" in parts:
-            unmasked = short_run("commonsense/all", args, out, args.test_examples, mask_prompt=False)[0]
-            masking_table(masked, unmasked, len(rows), args.test_examples)
-        if "beams" in parts:
-            started = time.perf_counter()
-            beams = beam_outputs(
-                masked_task.kept["model"], masked_task.kept["tokenizer"], rows, masked_task.max_new_tokens
-            )
-            beam_table(rows, [p["output"] for p in masked_predictions], beams, time.perf_counter() - started)
+            if "masking" in parts:
+                unmasked = short_run("commonsense/all", args, out, args.test_examples, mask_prompt=False)[0]
+                masking_table(masked, unmasked, len(rows), args.test_examples)
+            if "beams" in parts and args.run is None:
+                model, tokenizer = masked_task.kept["model"], masked_task.kept["tokenizer"]
+                beam_table(rows, masked_predictions, model, tokenizer, masked_task.max_new_tokens)
+        if args.run is not None:
+            saved = SavedRun.read(args.run, args.data_dir)
+            split_table(saved.rows, saved.predictions, f"saved run {args.run.name[:12]}")
+            if "beams" in parts:
+                rows, predictions = saved.first(args.test_examples)
+                beam_table(rows, predictions, *saved.model(), saved.task.max_new_tokens)
         if "aqua" in parts:
-            _, aqua_predictions, aqua_task = short_run("arithmetic/aqua", args, out, args.aqua_examples)
+            if args.aqua_run is None:
+                _, aqua_predictions, aqua_task = short_run("arithmetic/aqua", args, out, args.aqua_examples)
+                aqua_rows = aqua_task.kept["examples"]
+            else:
+                aqua_rows, aqua_predictions = SavedRun.read(args.aqua_run, args.data_dir).first(
+                    args.aqua_examples, "aqua"
+                )
             aqua_table(aqua_predictions)
-            split_table(aqua_task.kept["examples"], aqua_predictions, "the AQuA run")
+            split_table(
+                aqua_rows,
+                aqua_predictions,
+                "the AQuA run" if args.aqua_run is None else f"saved run {args.aqua_run.name[:12]}",
+            )
 
 
 def masking_table(masked: dict[str, Any], unmasked: dict[str, Any], examples: int, per_set: int) -> None:
@@ -179,9 +251,19 @@ def masking_table(masked: dict[str, Any], unmasked: dict[str, Any], examples: in
     )
 
 
-def beam_table(rows: list[dict[str, Any]], greedy: list[str], beams: list[str], beam_s: float) -> None:
+def beam_table(
+    rows: list[dict[str, Any]],
+    predictions: list[dict[str, Any]],
+    model: torch.nn.Module,
+    tokenizer: Any,
+    max_new_tokens: int,
+) -> None:
+    """4-beam outputs of `model` on `rows` against its greedy `predictions`: accuracy, format failures, changed answers."""
+    started = time.perf_counter()
+    beams = beam_outputs(model, tokenizer, rows, max_new_tokens)
+    greedy = [p["output"] for p in predictions]
     print(
-        f"\n2. Greedy vs 4-beam decoding, the masked run's model, the same {len(rows)} prompts (beam search {beam_s:.0f} s)\n"
+        f"\n2. Greedy vs 4-beam decoding, one model, the same {len(rows)} prompts (beam search {time.perf_counter() - started:.0f} s)\n"
     )
     failures = {
         name: sum(judge(row, text)["extracted"] is None for row, text in zip(rows, texts)) / len(rows)
