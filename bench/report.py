@@ -391,11 +391,29 @@ def summary(cells: pd.DataFrame, source: str, manifest: dict[str, Any] | None) -
     }
 
 
+def _seeds_text(tuning: dict[str, Any]) -> str:
+    """ "Tuning seed 0", or "Tuning seeds 0, 1 (scores are their mean)"; stores written before `tuning.seeds` name one."""
+    seeds = tuning.get("tuning_seeds", [tuning.get("tuning_seed")])
+    if len(seeds) == 1:
+        return f"Tuning seed {seeds[0]}"
+    return f"Tuning seeds {', '.join(map(str, seeds))} (a rate's score is their mean; each seed's in brackets)"
+
+
+def _point_text(point: dict[str, Any]) -> str:
+    """A grid point's validation score in points (the mean, then each seed's when several), or its status."""
+
+    def score(item: dict[str, Any]) -> str:
+        return f"{100 * item['validation']:.1f}" if item["validation"] is not None else item["status"]
+
+    runs = point.get("runs", [])
+    return score(point) + (f" ({', '.join(score(run) for run in runs)})" if len(runs) > 1 else "")
+
+
 def _tuning_markdown(tuning: dict[str, Any]) -> str:
     lines = [
         "## Learning-rate tuning",
         "",
-        f"Selection: {tuning['selection']}. Tuning seed {tuning['tuning_seed']}, {tuning['grid_size']} learning rates per method (the same tuning budget for every method).",
+        f"Selection: {tuning['selection']}. {_seeds_text(tuning)}, {tuning['grid_size']} learning rates per method (the same tuning budget for every method).",
         *([f"Interpolation: {tuning['interpolation']}."] if tuning.get("interpolation") else []),
         *([f"Extension: {tuning['extension']}."] if tuning.get("extension") else []),
         *(
@@ -421,11 +439,7 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
                 f"{anchor['budget']}: {anchor['lr']:g}" for anchor in entry["interpolated_from"]
             )
         else:
-            grid = ", ".join(
-                f"{point['lr']:g}: "
-                + (f"{100 * point['validation']:.1f}" if point["validation"] is not None else point["status"])
-                for point in entry["grid"]
-            )
+            grid = ", ".join(f"{point['lr']:g}: {_point_text(point)}" for point in entry["grid"])
         chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed)"
         chosen += " (grid edge)" if edge else ""
         rows.append(

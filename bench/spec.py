@@ -16,8 +16,9 @@ A spec (see profiles/*.yaml) has these top-level keys:
 - `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs}; `lr` is one learning
   rate, or a mapping budget -> learning rate covering the method's budgets; `budgets: native` runs a
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
-- `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed); every tuned method
-  gets a grid of the same size, so every method has the same tuning budget; `budgets` (optional, at least 3): tune
+- `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed) or `seeds` (a list:
+  every rate runs at each, and the pick has the highest mean validation score, so a rate that collapses at one seed is
+  not chosen); every tuned method gets a grid of the same size, so every method has the same tuning budget; `budgets` (optional, at least 3): tune
   each method at that many of its budgets, spread evenly over its sorted budget list with both ends included, and
   interpolate the chosen learning rate in log-lr against log-budget for the others (default: tune at every budget);
   `extend` (optional, default 0): a pick at an end of its grid (three or more rates) gets one more rate one step
@@ -69,7 +70,7 @@ TOP_KEYS = {
 }
 METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr"}
 MODEL_KEYS = {"tasks", "training"}
-TUNING_KEYS = {"lrs", "seed", "budgets", "extend"}
+TUNING_KEYS = {"lrs", "seed", "seeds", "budgets", "extend"}
 MIN_TUNING_BUDGETS = 3  # interpolation needs the two ends and a point between
 WANDB_KEYS = {"project", "entity", "enabled", "mode"}
 WANDB_MODES = (
@@ -111,7 +112,7 @@ class SweepSpec:
     training: dict[str, Any]
     model_training: dict[str, dict[str, Any]]
     task_training: dict[tuple[str, str], dict[str, Any]]  # (model, task) -> overrides
-    tuning_seed: int | None
+    tuning_seeds: tuple[int, ...]  # empty when no method is tuned
     tuning_budgets: int | None  # tune at this many budgets per method and interpolate; None: at every budget
     tuning_extend: int  # at most this many rates beyond a grid's end, per tuned group whose pick is that end
     full_data: bool  # refuse the committed data subsets
@@ -289,14 +290,9 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
             f"{where}: learning-rate grids differ in size ({', '.join(f'{m.name}: {len(m.lrs)}' for m in methods if m.lrs)})",
             "give every tuned method a grid of the same size, so each gets the same tuning budget",
         )
-    tuning_seed = None
+    tuning_seeds: tuple[int, ...] = ()
     if grid_sizes:
-        tuning_seed = tuning.get("seed", seeds[0])
-        if isinstance(tuning_seed, bool) or not isinstance(tuning_seed, int) or tuning_seed not in seeds:
-            raise BenchError(
-                f"{where}: tuning seed {tuning_seed} is not one of the seeds {list(seeds)}",
-                "pick a tuning seed from `seeds`",
-            )
+        tuning_seeds = _tuning_seeds(tuning, seeds, where)
     elif set(tuning) - {"lrs"}:
         raise BenchError(
             f"{where}: tuning.{sorted(set(tuning) - {'lrs'})[0]} is set but no method has a learning-rate grid",
@@ -332,7 +328,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         training=training,
         model_training=model_training,
         task_training=task_training,
-        tuning_seed=tuning_seed,
+        tuning_seeds=tuning_seeds,
         tuning_budgets=tuning_budgets,
         tuning_extend=tuning_extend,
         full_data=_flag(data.get("full_data", False), f"{where}: full_data"),
@@ -407,6 +403,21 @@ def _has_knob_range(method_cls: type) -> bool:
     """Whether a method has a budget knob: full fine-tuning (`knob_name = "all"`) and zero-shot ("none") have a single
     value."""
     return method_cls.knob_name not in FIXED_KNOBS
+
+
+def _tuning_seeds(tuning: dict[str, Any], seeds: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """The tuning seeds: `tuning.seeds`, or `tuning.seed` alone, or the first seed; each one of `seeds`."""
+    if "seed" in tuning and "seeds" in tuning:
+        raise BenchError(f"{where}: tuning sets both seed and seeds", "keep one: `seed: 0` or `seeds: [0, 1]`")
+    chosen = tuning.get("seeds", [tuning.get("seed", seeds[0])])
+    if not isinstance(chosen, list) or not chosen or len(set(map(str, chosen))) != len(chosen):
+        raise BenchError(f"{where}: tuning.seeds is {chosen!r}", "give a list of distinct seeds, e.g. `seeds: [0, 1]`")
+    for seed in chosen:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed not in seeds:
+            raise BenchError(
+                f"{where}: tuning seed {seed!r} is not one of the seeds {list(seeds)}", "pick tuning seeds from `seeds`"
+            )
+    return tuple(chosen)
 
 
 def _flag(value: Any, what: str) -> bool:

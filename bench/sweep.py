@@ -2,16 +2,16 @@
 
 Order of work:
 1. every cell is planned (config checked, data read, content key computed) before anything runs;
-2. phase 1 runs the tuning cells (each lr of the grid at the tuning seed, for every method/budget/task) and every
+2. phase 1 runs the tuning cells (each lr of the grid at each tuning seed, for every method/budget/task) and every
    cell of untuned methods;
-3. the learning rate with the highest VALIDATION score is chosen per (method, budget, task) (ties: the earlier lr of
-   the grid); the grid, every score and the choice go to `tuning.json`. With `tuning.budgets: n` only n budgets per
+3. the learning rate with the highest VALIDATION score (the mean over the tuning seeds; a rate that failed at any of
+   them is out) is chosen per (method, budget, task) (ties: the earlier lr of the grid); the grid, every score and the choice go to `tuning.json`. With `tuning.budgets: n` only n budgets per
    method are tuned (evenly spread, both ends) and the others take the chosen lrs interpolated in log-lr against
    log-budget (clamped at the ends), recorded in `tuning.json` with the points they came from. With
    `tuning.extend: n`, a pick at an end of its grid first gets one more rate beyond that end, run and compared in turn,
    up to n times per group (`beyond_the_edge`);
-4. phase 2 runs the remaining seeds at the chosen lr (the tuning seed's run at that lr is already stored) and every
-   seed of the interpolated budgets.
+4. phase 2 runs the remaining seeds at the chosen lr (the tuning seeds' runs at that lr are already stored) and
+   every seed of the interpolated budgets.
 
 Phases 1 and 2 run for one (model, task) pair after the other, in the spec's order: a long study that stops early
 leaves whole results for its first tasks rather than tuning runs of all of them.
@@ -187,12 +187,12 @@ def group_key(method: str, model: str, task: str, budget: str | None) -> tuple[s
 def _plan_cells(
     spec: SweepSpec, lrs_by_group: dict[tuple, list[float | None]], role: str, common: dict[str, Any]
 ) -> list[Cell]:
-    """Cells of each group for each of its lrs: at the tuning seed for role "tuning", at every seed otherwise."""
+    """Cells of each group for each of its lrs: at the tuning seeds for role "tuning", at every seed otherwise."""
     cells = []
     budgets: dict[tuple[Any, ...], str | None] = {}  # (method, model, task, seed, lr, parameter count) -> budget
     for method, model, task, budget in _groups(spec, tuned=True) + _groups(spec, tuned=False):
         for lr in lrs_by_group.get(group_key(method.name, model, task, budget), []):
-            for seed in (spec.tuning_seed,) if role == "tuning" else spec.seeds:
+            for seed in spec.tuning_seeds if role == "tuning" else spec.seeds:
                 config = spec.run_config(method, model, task, budget, seed, lr, tuning=role == "tuning")
                 run = plan(config)
                 same = budgets.setdefault((method.name, model, task, seed, lr, run.requested), budget)
@@ -259,14 +259,14 @@ def interpolate_lr(count: int, anchors: list[tuple[int, float]]) -> float:
 
 
 def expand(spec: SweepSpec, common: dict[str, Any]) -> Phase1:
-    """Phase-1 cells (tuning grids at the tuning seed, every seed of untuned methods) and the tuned groups.
+    """Phase-1 cells (tuning grids at the tuning seeds, every seed of untuned methods) and the tuned groups.
 
     Also plans every later cell once (with the first lr of its grid), so bad input fails before anything runs.
     """
     untuned = {group_key(m.name, model, t, b): [m.lr_at(b)] for m, model, t, b in _groups(spec, tuned=False)}
     grids = {group_key(m.name, model, t, b): list(m.lrs) for m, model, t, b in _groups(spec, tuned=True)}
     later = _plan_cells(spec, {group: lrs[:1] for group, lrs in grids.items()}, "final", common)
-    counts = {group_key(*(c.config[f] for f in ("method", "model", "task", "budget"))): c.requested for c in later}
+    counts = {_cell_group(c): c.requested for c in later}
     points = tuning_points(counts, spec.tuning_budgets)
     tuned = {group: lrs for group, lrs in grids.items() if group in points}
     cells = _plan_cells(spec, untuned, "final", common) + _plan_cells(spec, tuned, "tuning", common)
@@ -274,37 +274,32 @@ def expand(spec: SweepSpec, common: dict[str, Any]) -> Phase1:
 
 
 def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
-    """Pick each tuned group's lr by its validation score (ties: earlier in the grid), interpolate the others; the
-    content of tuning.json."""
+    """Pick each tuned group's lr by its mean validation score over the tuning seeds (ties: earlier in the grid; a
+    rate that failed at any tuning seed is out), interpolate the others; the content of tuning.json."""
     entries = []
     for method, model, task, budget in _groups(spec, tuned=True):
-        if group_key(method.name, model, task, budget) not in phase1.tuned:
+        group = group_key(method.name, model, task, budget)
+        if group not in phase1.tuned:
             continue
-        grid = []
-        for cell in (
-            c
-            for c in phase1.cells
-            if c.role == "tuning"
-            and group_key(*(c.config[f] for f in ("method", "model", "task", "budget")))
-            == group_key(method.name, model, task, budget)
-        ):
-            record = store.read(cell.key) or {"status": "missing"}
-            score = (
-                record["metrics"]["validation"][record["task"]["primary_metric"]] if record["status"] == "ok" else None
-            )
-            grid.append({"lr": cell.config["lr"], "run_key": cell.key, "status": record["status"], "validation": score})
+        runs_by_lr: dict[float, list[dict[str, Any]]] = {}
+        for cell in phase1.cells:
+            if cell.role == "tuning" and _cell_group(cell) == group:
+                record = store.read(cell.key) or {"status": "missing"}
+                score = (
+                    record["metrics"]["validation"][record["task"]["primary_metric"]]
+                    if record["status"] == "ok"
+                    else None
+                )
+                runs_by_lr.setdefault(cell.config["lr"], []).append(
+                    {"seed": cell.config["seed"], "run_key": cell.key, "status": record["status"], "validation": score}
+                )
+        grid = [_grid_point(lr, runs) for lr, runs in runs_by_lr.items()]
         scored = [point for point in grid if point["validation"] is not None]
         best = max(scored, key=lambda point: point["validation"], default=None)  # max keeps the first of equals
         entries.append(
-            {
-                "method": method.name,
-                "model": model,
-                "task": task,
-                "budget": budget,
-                "seed": spec.tuning_seed,
-                "grid": grid,
-            }
-            | {"chosen_lr": best["lr"] if best else None, "chosen_key": best["run_key"] if best else None}
+            {"method": method.name, "model": model, "task": task, "budget": budget, "seeds": list(spec.tuning_seeds)}
+            | {"grid": grid, "chosen_lr": best["lr"] if best else None}
+            | {"chosen_keys": [run["run_key"] for run in best["runs"]] if best else []}
         )
     for group in phase1.interpolated:
         anchors = [
@@ -315,17 +310,17 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
         lr = interpolate_lr(phase1.counts[group], [(a["count"], a["lr"]) for a in anchors]) if anchors else None
         entries.append(
             dict(zip(("method", "model", "task", "budget"), group))
-            | {"seed": spec.tuning_seed, "interpolated_from": anchors, "chosen_lr": lr, "chosen_key": None}
+            | {"seeds": list(spec.tuning_seeds), "interpolated_from": anchors, "chosen_lr": lr, "chosen_keys": []}
         )
     return {
-        "selection": "highest validation-split score of the task's primary metric at the tuning seed; ties go to the earlier lr of the grid; test scores are never used",
+        "selection": "highest validation-split score of the task's primary metric, averaged over the tuning seeds (a rate that failed at any of them is not chosen); ties go to the earlier lr of the grid; test scores are never used",
         "extension": f"a pick at an end of its grid (3 or more rates) got one more rate one step beyond that end, up to {spec.tuning_extend} times per group; added rates follow the grid in `grid`"
         if spec.tuning_extend
         else None,
         "interpolation": None
         if spec.tuning_budgets is None
         else f"tuned at {spec.tuning_budgets} budgets per method (evenly spread, both ends); the other budgets take the chosen lrs interpolated linearly in log-lr against log-budget, clamped at the ends, rounded to 3 significant digits",
-        "tuning_seed": spec.tuning_seed,
+        "tuning_seeds": list(spec.tuning_seeds),
         "tuning_settings": {
             f"{model} {task}": settings["tuning"]
             for (model, task), settings in spec.task_training.items()
@@ -334,6 +329,17 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
         "grid_size": max((len(m.lrs) for m in spec.methods), default=0),
         "cells": entries,
     }
+
+
+def _grid_point(lr: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One rate of a grid: its runs at the tuning seeds, their status (the first that is not ok) and mean score."""
+    status = next((run["status"] for run in runs if run["status"] != "ok"), "ok")
+    mean = sum(run["validation"] for run in runs) / len(runs) if status == "ok" else None
+    return {"lr": lr, "status": status, "validation": mean, "runs": runs}
+
+
+def _cell_group(cell: Cell) -> tuple[str, str, str, str | None]:
+    return group_key(*(cell.config[f] for f in ("method", "model", "task", "budget")))
 
 
 def beyond_the_edge(entry: dict[str, Any]) -> float | None:
@@ -406,14 +412,14 @@ def run_sweep(
             file=sys.stderr,
         )
     result = SweepResult(store=store.root)
-    remaining_seeds = tuple(seed for seed in spec.seeds if seed != spec.tuning_seed)
+    remaining_seeds = tuple(seed for seed in spec.seeds if seed not in spec.tuning_seeds)
     total = len(phase1.cells) + len(phase1.tuned) * len(remaining_seeds) + len(phase1.interpolated) * len(spec.seeds)
     manifest = {
         "name": spec.name,
         "digest": spec.digest,
         "spec": spec.source,
         "created_at": common["sweep_started"],
-        "tuning_seed": spec.tuning_seed,
+        "tuning_seeds": list(spec.tuning_seeds),
     }
     bar = tqdm(
         total=total, desc=f"sweep {spec.name}", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True
@@ -449,9 +455,10 @@ def run_sweep(
             unusable = [group for group in [*part.tuned, *part.interpolated] if group not in chosen]
             result.untuned += [" ".join(str(piece or "all") for piece in group) for group in unusable]
             finals = _plan_cells(spec, chosen, "final", common)
-            reused = {e["chosen_key"] for e in tuning["cells"]} & {c.key for c in finals}  # same settings as a final
+            chosen_runs = {key for e in tuning["cells"] for key in e["chosen_keys"]}
+            reused = chosen_runs & {c.key for c in finals}  # the same settings as a final run
             phase2 = [c for c in finals if c.key not in reused]
-            # the total counted the tuning seed's final runs as reused; unusable groups and tuning settings change that
+            # the total counted the tuning seeds' final runs as reused; unusable groups and tuning settings change that
             bar.total += len(phase2) - len(part.tuned) * len(remaining_seeds) - len(part.interpolated) * len(spec.seeds)
             listed[pair] = [
                 _manifest_entry(c)

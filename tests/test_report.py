@@ -484,3 +484,19 @@ def test_tuning_section_marks_choices_at_an_end_of_their_grid() -> None:
     markdown = _tuning_markdown(tuning)
     assert [row.split("|")[2].strip() for row in markdown.splitlines() if "(grid edge)" in row] == ["1M", "3M"]
     assert "2 of 3 tuned cells chose the lowest or highest learning rate" in markdown
+
+
+def test_tuning_section_shows_each_tuning_seed_and_their_mean() -> None:
+    from bench.report import _tuning_markdown
+
+    runs = [{"seed": 0, "status": "ok", "validation": 0.9}, {"seed": 1, "status": "failed", "validation": None}]
+    steady = [{"seed": 0, "status": "ok", "validation": 0.8}, {"seed": 1, "status": "ok", "validation": 0.7}]
+    grid = [
+        {"lr": 1e-3, "status": "failed", "validation": None, "runs": runs},
+        {"lr": 3e-4, "status": "ok", "validation": 0.75, "runs": steady},
+    ]
+    entry = {"method": "lora", "model": "m", "task": "t", "budget": "1M", "grid": grid, "chosen_lr": 3e-4}
+    tuning = {"selection": "best mean", "tuning_seeds": [0, 1], "grid_size": 2, "cells": [entry]}
+    markdown = _tuning_markdown(tuning)
+    assert "Tuning seeds 0, 1 (a rate's score is their mean; each seed's in brackets)" in markdown
+    assert "0.001: failed (90.0, failed), 0.0003: 75.0 (80.0, 70.0)" in markdown

@@ -25,7 +25,7 @@ import yaml
 from bench.record import read_records
 from bench.spec import load_spec, parse_spec
 from bench.store import Store
-from bench.sweep import beyond_the_edge, interpolate_lr, run_sweep, summary_text, tuning_points
+from bench.sweep import beyond_the_edge, choose_lrs, expand, interpolate_lr, run_sweep, summary_text, tuning_points
 from core.errors import BenchError
 
 TRAINING = {
@@ -194,7 +194,10 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     tuning = json.loads((tmp_path / "tuning.json").read_text())
     (entry,) = tuning["cells"]
     records = {r["run_key"]: r for r in read_records(tmp_path)}
-    scores = {point["lr"]: records[point["run_key"]]["metrics"]["validation"]["accuracy"] for point in entry["grid"]}
+    scores = {
+        point["lr"]: records[point["runs"][0]["run_key"]]["metrics"]["validation"]["accuracy"]
+        for point in entry["grid"]
+    }
     assert entry["chosen_lr"] == max(scores, key=lambda lr: (scores[lr], -list(scores).index(lr)))
     assert {r["config"]["lr"] for r in records.values() if r["config"]["seed"] == 1} == {entry["chosen_lr"]}
     final = [
@@ -215,6 +218,44 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     )
 
 
+def test_tuning_at_several_seeds_picks_the_best_mean_and_drops_a_rate_that_failed_at_one(tmp_path: Path) -> None:
+    spec = parse_spec({**TINY, "methods": {"lora": {}}, "tuning": {"lrs": [1e-4, 3e-3], "seeds": [0, 1]}})
+    result = run_sweep(spec, tmp_path, progress=False)
+    assert result.ok and result.counts() == Counter(done=4)  # both rates at both seeds; no seed is left to run
+    (entry,) = json.loads((tmp_path / "tuning.json").read_text())["cells"]
+    store = Store(tmp_path)
+
+    def accuracy(key: str) -> float:
+        return store.read(key)["metrics"]["validation"]["accuracy"]
+
+    for point in entry["grid"]:
+        assert [run["seed"] for run in point["runs"]] == [0, 1]
+        assert point["validation"] == pytest.approx(statistics.mean(accuracy(run["run_key"]) for run in point["runs"]))
+    roles = Counter(cell["role"] for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"])
+    assert roles == Counter({"tuning": 2, "tuning+final": 2})  # the chosen rate's runs are both seeds' final runs
+
+    # seed 0 alone would pick the first rate (0.9); its mean (0.7) loses to the second rate's steady 0.8
+    keys = {(point["lr"], run["seed"]): run["run_key"] for point in entry["grid"] for run in point["runs"]}
+    for (lr, seed), score in {(1e-4, 0): 0.9, (1e-4, 1): 0.5, (3e-3, 0): 0.8, (3e-3, 1): 0.8}.items():
+        record = store.read(keys[lr, seed])
+        record["metrics"]["validation"]["accuracy"] = score
+        store.record_path(keys[lr, seed]).write_text(json.dumps(record))
+    common = {"store": str(tmp_path), "group": "tiny", "wandb": spec.wandb, "sweep_started": "", "progress": False}
+    assert choose_lrs(spec, store, expand(spec, common))["cells"][0]["chosen_lr"] == 3e-3
+    store.record_path(keys[3e-3, 1]).unlink()  # a rate without a score at one tuning seed is out
+    (choice,) = choose_lrs(spec, store, expand(spec, common))["cells"]
+    assert choice["chosen_lr"] == 1e-4 and choice["grid"][1] | {"runs": None} == {
+        "lr": 3e-3,
+        "status": "missing",
+        "validation": None,
+        "runs": None,
+    }
+    with pytest.raises(BenchError, match="tuning seed 2 is not one of the seeds"):
+        parse_spec({**TINY, "tuning": {"lrs": [1e-4, 3e-3], "seeds": [0, 2]}})
+    with pytest.raises(BenchError, match="tuning sets both seed and seeds"):
+        parse_spec({**TINY, "tuning": {"lrs": [1e-4, 3e-3], "seed": 0, "seeds": [0, 1]}})
+
+
 def test_a_task_can_tune_on_a_shorter_schedule_than_its_final_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -230,7 +271,7 @@ def test_a_task_can_tune_on_a_shorter_schedule_than_its_final_runs(
     (final,) = [r for r in records if r["config"]["max_steps"] == 2]
     assert (
         final["config"]["lr"] == tuning["cells"][0]["chosen_lr"]
-        and final["run_key"] != tuning["cells"][0]["chosen_key"]
+        and final["run_key"] not in tuning["cells"][0]["chosen_keys"]
     )
     assert tuning["tuning_settings"] == {"minilm-l6 glue/sst2": {"max_steps": 1}}
     roles = Counter(cell["role"] for cell in json.loads((tmp_path / "sweep.json").read_text())["cells"])
