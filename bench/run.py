@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from methods.recipes import Resolved
     from tasks.base import Task
 
-DENSITY_EXAMPLES = 128  # test examples the MLP activation density is measured on (every run, DEFT's measure)
+DENSITY_EXAMPLES = 64  # test examples the MLP activation density is measured on (every run, DEFT's measure)
 
 
 @dataclass(frozen=True)
