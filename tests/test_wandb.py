@@ -257,11 +257,24 @@ def test_generation_shows_answers_done(smollm2) -> None:
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory) -> dict:
-    """The committed default store, copied, reported twice with W&B logging."""
+    """The committed default store, copied, with one run's test answers set to one class (the store has no collapsed
+    run of its own), reported twice with W&B logging."""
+    from bench.record import read_records
     from bench.report import write_report
+    from bench.store import Store
 
     store = tmp_path_factory.mktemp("report") / "default"
     shutil.copytree(RESULTS, store, ignore=shutil.ignore_patterns("wandb", "report", "logs", "locks"))
+    (run,) = [
+        r
+        for r in read_records(store)
+        if (r["config"]["method"], r["config"]["budget"], r["config"]["seed"]) == ("smt", "32k", 1)
+    ]
+    path = Store(store).predictions_path(run["run_key"])
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text(
+        "".join(json.dumps(row | {"prediction": 1} if row["split"] == "test" else row) + "\n" for row in rows)
+    )
     write_report(store, log_to_wandb=True)
     report = write_report(store, log_to_wandb=True)
     return {"store": store, "report": report}
@@ -286,7 +299,7 @@ def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
     assert {"_wandb/visualize/plateau/minilm-l6/glue-sst2", "_wandb/visualize/pareto/minilm-l6/glue-sst2"} <= config
     summary = final_summary(records)
     collapsed = json.loads((runs[0] / "files" / summary["table/collapsed-predictions/path"]).read_text())
-    assert [row[3:5] for row in collapsed["data"]] == [["SMT", "32k"]]  # the store's one collapsed seed
+    assert [row[3:5] for row in collapsed["data"]] == [["SMT", "32k"]]  # the one run made to collapse
     table = json.loads((runs[0] / "files" / summary["plateau/minilm-l6/glue-sst2_table/path"]).read_text())
     lines = defaultdict(dict)
     for row in table["data"]:
