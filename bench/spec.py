@@ -415,7 +415,7 @@ def _tuning_seeds(tuning: dict[str, Any], seeds: tuple[int, ...], where: str) ->
     for seed in chosen:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed not in seeds:
             raise BenchError(
-                f"{where}: tuning seed {seed!r} is not one of the seeds {list(seeds)}", "pick tuning seeds from `seeds`"
+                f"{where}: tuning seed {seed} is not one of the seeds {list(seeds)}", "pick tuning seeds from `seeds`"
             )
     return tuple(chosen)
 
