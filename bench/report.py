@@ -392,7 +392,7 @@ def summary(cells: pd.DataFrame, source: str, manifest: dict[str, Any] | None) -
 
 
 def _seeds_text(tuning: dict[str, Any]) -> str:
-    """ "Tuning seed 0", or "Tuning seeds 0, 1 (scores are their mean)"; stores written before `tuning.seeds` name one."""
+    """The tuning seeds as the report's tuning section names them; stores older than `tuning.seeds` hold one seed."""
     seeds = tuning.get("tuning_seeds", [tuning.get("tuning_seed")])
     if len(seeds) == 1:
         return f"Tuning seed {seeds[0]}"

@@ -18,9 +18,10 @@ A spec (see profiles/*.yaml) has these top-level keys:
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed) or `seeds` (a list:
   every rate runs at each, and the pick has the highest mean validation score, so a rate that collapses at one seed is
-  not chosen); every tuned method gets a grid of the same size, so every method has the same tuning budget; `budgets` (optional, at least 3): tune
-  each method at that many of its budgets, spread evenly over its sorted budget list with both ends included, and
-  interpolate the chosen learning rate in log-lr against log-budget for the others (default: tune at every budget);
+  not chosen); every tuned method gets a grid of the same size, so every method has the same tuning budget;
+  `budgets` (optional, at least 3): tune each method at that many of its budgets, spread evenly over its sorted budget
+  list with both ends included, and interpolate the chosen learning rate in log-lr against log-budget for the others
+  (default: tune at every budget);
   `extend` (optional, default 0): a pick at an end of its grid (three or more rates) gets one more rate one step
   beyond that end (the ratio between the end and its neighbour), and the choice is made again, up to `extend` times
   per tuned group, so a curve's cell is not held back by where the grid stops;
