@@ -5,9 +5,10 @@ Order of work:
 2. phase 1 runs the tuning cells (each lr of the grid at each tuning seed, for every method/budget/task) and every
    cell of untuned methods;
 3. the learning rate with the highest VALIDATION score (the mean over the tuning seeds; a rate that failed at any of
-   them is out) is chosen per (method, budget, task) (ties: the earlier lr of the grid); the grid, every score and the choice go to `tuning.json`. With `tuning.budgets: n` only n budgets per
-   method are tuned (evenly spread, both ends) and the others take the chosen lrs interpolated in log-lr against
-   log-budget (clamped at the ends), recorded in `tuning.json` with the points they came from. With
+   them is out) is chosen per (method, budget, task) (ties: the earlier lr of the grid); the grid, every score and
+   the choice go to `tuning.json`. With `tuning.budgets: n` only n budgets per method are tuned (evenly spread, both
+   ends) and the others take the chosen lrs interpolated in log-lr against log-budget (clamped at the ends), recorded
+   in `tuning.json` with the points they came from. With
    `tuning.extend: n`, a pick at an end of its grid first gets one more rate beyond that end, run and compared in turn,
    up to n times per group (`beyond_the_edge`);
 4. phase 2 runs the remaining seeds at the chosen lr (the tuning seeds' runs at that lr are already stored) and
