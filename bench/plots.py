@@ -85,10 +85,12 @@ def plateau_figure(
     stem: Path,
     variant: pd.DataFrame | None = None,
     variant_label: str = "",
+    majority: float | None = None,
 ) -> list[Path]:
     """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method;
     `variant`: runs of the same grid under other settings (e.g. the papers' fixed recipes), drawn as thin dotted lines
-    with hollow markers, seed means, no band."""
+    with hollow markers, seed means, no band; `majority`: what giving each test set's most common answer scores, drawn
+    as a thin black dotted line (a score near it measures the label balance)."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     if variant is not None and len(variant):
         for method, group in variant.groupby("method", sort=True):
@@ -125,6 +127,8 @@ def plateau_figure(
             scores.mean(), color=color(method), linestyle=style, linewidth=1.2, label=f"{display_name(method)} (mean)"
         )
         axes.axhspan(scores.min(), scores.max(), color=color(method), alpha=0.08, linewidth=0)
+    if majority is not None:
+        axes.axhline(majority, color="black", linestyle=":", linewidth=1, label="Majority answer")
     handles, labels = axes.get_legend_handles_labels()
     handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
     labels.append(f"bands: min–max over {_seed_counts(runs)} seeds")

@@ -48,6 +48,7 @@ from bench.store import Store
 from bench.sweep import beyond_the_edge
 from bench.tables import (
     CELL,
+    GROUP_AVERAGES,
     Table,
     agreement_table,
     collapse_table,
@@ -613,6 +614,25 @@ def _majority_by_task(records: list[dict[str, Any]], predictions: dict[str, Path
     return majority
 
 
+def majority_floor(metric: str, shares: dict[str, float], sets: list[str]) -> float | None:
+    """What the majority answer scores on a plateau figure's metric, in points: the share of a single-set task's
+    accuracy, or the unweighted mean over `sets` (the group's test sets) for its generation-accuracy average. None
+    for any other metric, or when one of the sets has no majority answer (real-valued or open numeric answers)."""
+    if metric == "accuracy" and set(shares) == {""}:
+        return 100 * shares[""]
+    if metric == GROUP_AVERAGES["accuracy"] and sets and all(part in shares for part in sets):
+        return 100 * sum(shares[part] for part in sets) / len(sets)
+    return None
+
+
+def _test_sets(records: list[dict[str, Any]], model: str, task: str) -> list[str]:
+    """The test sets of a group task (`<set>/accuracy` test metrics of its first record); none for a single set."""
+    for record in records:
+        if record["config"]["model"] == model and record["task"]["name"] == task:
+            return [name.split("/", 1)[0] for name in record["metrics"]["test"] if name.endswith("/accuracy")]
+    return []
+
+
 def _metric_of(runs: pd.DataFrame, model: str, task: str) -> str:
     return "average" if task == "average" else runs[(runs["model"] == model) & (runs["task"] == task)]["metric"].iloc[0]
 
@@ -659,6 +679,10 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     collapses = collapse_frame(
         [(_run_cell(r), predictions[r["run_key"]]) for r in records if r["run_key"] in predictions]
     )
+    majority = {
+        model: _majority_by_task([r for r in records if r["config"]["model"] == model], predictions)
+        for model in set(cells["model"])
+    }
     tables: list[Table] = []
     for model in sorted(set(cells["model"])):
         in_model = cells["model"] == model
@@ -673,9 +697,8 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
             )
         )
         slices = {r["task"]["name"]: r["config"]["test_examples"] for r in records if r["config"]["model"] == model}
-        majority = _majority_by_task([r for r in records if r["config"]["model"] == model], predictions)
         tables += test_set_tables(
-            model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses, majority
+            model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses, majority[model]
         )
         tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
@@ -696,14 +719,16 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
 
     figures: list[Path] = []
     for (model, task), view in plateau_views(usable):
+        metric = _metric_of(runs, model, task)
         figures += plots.plateau_figure(
             view,
             fits.get((model, task), {}),
             f"{model} · {task}",
-            _metric_of(runs, model, task),
+            metric,
             figures_dir / f"plateau_{slug(model)}_{slug(task)}",
             variant_views.get((model, task)),
             variant_label,
+            majority_floor(metric, majority[model].get(task, {}), _test_sets(records, model, task)),
         )
     curves = curves_frame(records)
     for (model, task), group in curves.groupby(["model", "task"]):
@@ -780,7 +805,7 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     sections += ["", "## Figures", ""]
     sections += [
         "Plateau curves: one colour per method in every figure; lines through the seed means, shaded bands from the seed minimum to maximum (the legend "
-        "says over how many seeds), dashed the saturating fit, dotted its onset when reached; with `--variant`, the other store's seed means as dotted lines "
+        "says over how many seeds), dashed the saturating fit, dotted its onset when reached; black dotted the majority answer's score (accuracy metrics); with `--variant`, the other store's seed means as dotted lines "
         "with hollow markers. Learning curves (runs with `--eval-every`): validation score against steps for each method's largest budget. "
         "Pareto: score against peak memory measured in isolation only.",
         "",

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sklearn.metrics import accuracy_score
 
+from bench import plots
 from bench.collapse import NO_ANSWER, Collapse, majority_shares, run_collapses
 from bench.report import write_report
 from tests.test_report import derived_store, report, table_row  # noqa: F401 (report: the module's fixture)
@@ -53,7 +55,11 @@ def test_a_set_collapses_when_one_answer_covers_95_percent_of_its_test_predictio
     assert majority_shares(write_rows(tmp_path / "numbers.jsonl", many)) == {}  # 6 distinct numbers: not a choice
 
 
-def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_score(report, tmp_path: Path) -> None:  # noqa: F811
+def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_score(
+    report,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     labels: list[int] = []
     seeds: list[int] = []
 
@@ -70,7 +76,9 @@ def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_sc
             )
             record["metrics"]["test"]["accuracy"] = accuracy_score(labels, [1] * len(labels)) if full else 1.0
 
-    derived = write_report(derived_store(report.folder.parent, tmp_path / "store", edit), log_to_wandb=False)
+    store = derived_store(report.folder.parent, tmp_path / "store", edit)
+    figures = majority_lines(monkeypatch)
+    derived = write_report(store, log_to_wandb=False)
     markdown = derived.markdown_path.read_text()
     section = markdown.split("## Collapsed predictions", 1)[1].split("\n## ", 1)[0]
     row = table_row(section, "minilm-l6", "glue/sst2", "sst2", "Full FT")
@@ -81,11 +89,27 @@ def test_report_lists_and_marks_a_collapsed_cell_with_the_constant_predictors_sc
     assert table_row(results, "Full FT", "100%")[3].endswith("‡")
     assert not table_row(results, "LoRA", "0.5%")[3].endswith("‡")
     assert "1 cell and test-set pair(s)" in markdown
+    majority = 100 * max(labels.count(1), labels.count(0)) / len(labels)
+    assert figures["plateau_minilm-l6_glue-sst2"] == [majority]
+
+
+def majority_lines(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[float]]:
+    """Patches the figure writer: per figure stem, the heights of its "Majority answer" lines."""
+    drawn: dict[str, list[float]] = {}
+
+    def capture(figure, stem: Path) -> list[Path]:
+        lines = [line for line in figure.axes[0].get_lines() if line.get_label() == "Majority answer"]
+        drawn[stem.name] = [line.get_ydata()[0] for line in lines]
+        return []
+
+    monkeypatch.setattr(plots, "_save", capture)
+    return drawn
 
 
 def test_decoder_report_marks_collapsed_sets_and_shows_the_majority_answer_and_protocol_agreement(
     report,  # noqa: F811
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gold = {"boolq": ["true"] * 7 + ["false"] * 3, "piqa": ["solution1", "solution2"] * 5}
 
@@ -109,10 +133,13 @@ def test_decoder_report_marks_collapsed_sets_and_shows_the_majority_answer_and_p
             record["task"] |= {"name": "commonsense/all", "primary_metric": "average"}
             record["config"]["task"] = "commonsense/all"
 
-    derived = write_report(derived_store(report.folder.parent, tmp_path / "store", edit), log_to_wandb=False)
+    store = derived_store(report.folder.parent, tmp_path / "store", edit)
+    figures = majority_lines(monkeypatch)
+    derived = write_report(store, log_to_wandb=False)
     (table,) = [t for t in derived.tables if t.name.endswith("-accuracy")]
     markdown = table.markdown()
     assert table_row(markdown, "*Majority answer*", "*–*")[2:] == ["*70.0*", "*50.0*", "*60.0*"]
+    assert figures["plateau_minilm-l6_commonsense-all"] == [60.0]  # the plateau figure's floor is the table's Avg
     boolq, piqa = table_row(markdown, "LoRA", "0.5%")[2:4]
     assert boolq.endswith("‡") and not piqa.endswith("‡")  # BoolQ always "true" (70.0); PIQA half right, half blank
     assert not table_row(markdown, "Full FT", "100%")[2].endswith("‡")  # half its answers are missing, half right
