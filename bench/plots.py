@@ -90,7 +90,8 @@ def plateau_figure(
     """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method;
     `variant`: runs of the same grid under other settings (e.g. the papers' fixed recipes), drawn as thin dotted lines
     with hollow markers, seed means, no band; `majority`: what giving each test set's most common answer scores, drawn
-    as a thin black dotted line (a score near it measures the label balance)."""
+    as a thin black dotted line (a score near it measures the label balance); one further from the scores than their
+    span is left off the axis and its value given in the legend."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     if variant is not None and len(variant):
         for method, group in variant.groupby("method", sort=True):
@@ -128,7 +129,12 @@ def plateau_figure(
         )
         axes.axhspan(scores.min(), scores.max(), color=color(method), alpha=0.08, linewidth=0)
     if majority is not None:
-        axes.axhline(majority, color="black", linestyle=":", linewidth=1, label="Majority answer")
+        low, high = axes.get_ylim()
+        off_axis = not low - (high - low) <= majority <= high + (high - low)
+        label = f"Majority answer ({majority:.1f}, off the axis)" if off_axis else "Majority answer"
+        axes.axhline(majority, color="black", linestyle=":", linewidth=1, label=label)
+        if off_axis:  # further from the scores than their own span: drawing it would squeeze the curves flat
+            axes.set_ylim(low, high)
     handles, labels = axes.get_legend_handles_labels()
     handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
     labels.append(f"bands: min–max over {_seed_counts(runs)} seeds")

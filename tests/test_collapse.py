@@ -98,7 +98,7 @@ def majority_lines(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[float]]:
     drawn: dict[str, list[float]] = {}
 
     def capture(figure, stem: Path) -> list[Path]:
-        lines = [line for line in figure.axes[0].get_lines() if line.get_label() == "Majority answer"]
+        lines = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("Majority answer")]
         drawn[stem.name] = [line.get_ydata()[0] for line in lines]
         return []
 
@@ -156,3 +156,30 @@ def test_decoder_report_marks_collapsed_sets_and_shows_the_majority_answer_and_p
     assert table_row(again.split("## Protocol agreement", 1)[1], "minilm-l6", "commonsense/all")[5] == str(
         20 * runs.sum() - 20
     )
+
+
+def test_a_majority_far_from_the_scores_stays_off_the_axis_and_is_named_in_the_legend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = pd.DataFrame(
+        {
+            "method": ["lora"] * 4,
+            "budget": ["10k", "10k", "100k", "100k"],
+            "params": [10_000, 10_000, 100_000, 100_000],
+            "score": [85.0, 86.0, 87.0, 88.0],
+        }
+    )
+    drawn: dict[str, tuple[list[str], tuple[float, float]]] = {}
+
+    def capture(figure, stem: Path) -> list[Path]:
+        axes = figure.axes[0]
+        drawn[stem.name] = ([line.get_label() for line in axes.get_lines()], axes.get_ylim())
+        return []
+
+    monkeypatch.setattr(plots, "_save", capture)
+    plots.plateau_figure(runs, {}, "far", "accuracy", Path("far"), majority=50.9)
+    plots.plateau_figure(runs, {}, "near", "accuracy", Path("near"), majority=84.0)
+    labels, (low, high) = drawn["far"]
+    assert "Majority answer (50.9, off the axis)" in labels and 50.9 < low < 85.0 and high > 88.0
+    labels, (low, high) = drawn["near"]
+    assert "Majority answer" in labels and low <= 84.0
