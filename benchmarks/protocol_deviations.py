@@ -195,13 +195,13 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
-    short = ("masking" in parts or ("beams" in parts and args.run is None)) or (
-        "aqua" in parts and args.aqua_run is None
+    trains = (
+        "masking" in parts or ("beams" in parts and args.run is None) or ("aqua" in parts and args.aqua_run is None)
     )
     print(
         f"SmolLM2-135M; short runs: LoRA 0.2 %, {args.max_steps} steps of batch {args.batch_size}, seed {args.seed}; "
         "each table as soon as its runs end"
-        if short
+        if trains
         else "SmolLM2-135M; the saved runs' own outputs, no training"
     )
     with tempfile.TemporaryDirectory(prefix="peft-bench-deviations-") as folder:
