@@ -404,7 +404,9 @@ def _point_text(point: dict[str, Any]) -> str:
     """A grid point's validation score in points (the mean, then each seed's when several), or its status."""
 
     def score(item: dict[str, Any]) -> str:
-        return f"{100 * item['validation']:.1f}" if item["validation"] is not None else item["status"]
+        if item["validation"] is None:
+            return item["status"]
+        return f"{100 * item['validation']:.1f}" + (" collapsed" if item["status"] == "collapsed" else "")
 
     runs = point.get("runs", [])
     return score(point) + (f" ({', '.join(score(run) for run in runs)})" if len(runs) > 1 else "")
@@ -441,7 +443,7 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
             )
         else:
             grid = ", ".join(f"{point['lr']:g}: {_point_text(point)}" for point in entry["grid"])
-        chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed)"
+        chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed or collapsed)"
         chosen += " (grid edge)" if edge else ""
         rows.append(
             [

@@ -5,12 +5,13 @@ Order of work:
 2. phase 1 runs the tuning cells (each lr of the grid at each tuning seed, for every method/budget/task) and every
    cell of untuned methods;
 3. the learning rate with the highest VALIDATION score (the mean over the tuning seeds; a rate that failed at any of
-   them is out) is chosen per (method, budget, task) (ties: the earlier lr of the grid); the grid, every score and
-   the choice go to `tuning.json`. With `tuning.budgets: n` only n budgets per method are tuned (evenly spread, both
-   ends) and the others take the chosen lrs interpolated in log-lr against log-budget (clamped at the ends), recorded
-   in `tuning.json` with the points they came from. With
-   `tuning.extend: n`, a pick at an end of its grid first gets one more rate beyond that end, run and compared in turn,
-   up to n times per group (`beyond_the_edge`);
+   them, or whose validation predictions collapsed onto one answer, is out) is chosen per (method, budget, task)
+   (ties: the earlier lr of the grid); the grid, every score and the choice go to `tuning.json`. With
+   `tuning.budgets: n` only n budgets per method are tuned (evenly spread, both ends) and the others take the chosen
+   lrs interpolated in log-lr against log-budget (clamped at the ends), recorded in `tuning.json` with the points
+   they came from. With `tuning.extend: n`, a pick at an end of its grid first gets one more rate beyond that end,
+   run and compared in turn, up to n times per group, and a grid where every rate failed or collapsed gets one below
+   its low end (`beyond_the_edge`);
 4. phase 2 runs the remaining seeds at the chosen lr (the tuning seeds' runs at that lr are already stored) and
    every seed of the interpolated budgets.
 
@@ -49,6 +50,7 @@ from bench.store import Store, now
 from core.errors import BenchError
 
 MIN_EDGE_GRID = 3  # a two-point grid has no inside: every pick is at an end
+UNSTABLE = ("collapsed", "failed")  # grid points whose training never gave a usable model
 
 
 @dataclass(frozen=True)
@@ -285,17 +287,9 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
         runs_by_lr: dict[float, list[dict[str, Any]]] = {}
         for cell in phase1.cells:
             if cell.role == "tuning" and _cell_group(cell) == group:
-                record = store.read(cell.key) or {"status": "missing"}
-                score = (
-                    record["metrics"]["validation"][record["task"]["primary_metric"]]
-                    if record["status"] == "ok"
-                    else None
-                )
-                runs_by_lr.setdefault(cell.config["lr"], []).append(
-                    {"seed": cell.config["seed"], "run_key": cell.key, "status": record["status"], "validation": score}
-                )
+                runs_by_lr.setdefault(cell.config["lr"], []).append(_tuning_run(store, cell))
         grid = [_grid_point(lr, runs) for lr, runs in runs_by_lr.items()]
-        scored = [point for point in grid if point["validation"] is not None]
+        scored = [point for point in grid if point["status"] == "ok"]
         best = max(scored, key=lambda point: point["validation"], default=None)  # max keeps the first of equals
         entries.append(
             {"method": method.name, "model": model, "task": task, "budget": budget, "seeds": list(spec.tuning_seeds)}
@@ -314,8 +308,8 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
             | {"seeds": list(spec.tuning_seeds), "interpolated_from": anchors, "chosen_lr": lr, "chosen_keys": []}
         )
     return {
-        "selection": "highest validation-split score of the task's primary metric, averaged over the tuning seeds (a rate that failed at any of them is not chosen); ties go to the earlier lr of the grid; test scores are never used",
-        "extension": f"a pick at an end of its grid (3 or more rates) got one more rate one step beyond that end, up to {spec.tuning_extend} times per group; added rates follow the grid in `grid`"
+        "selection": "highest validation-split score of the task's primary metric, averaged over the tuning seeds (a rate that failed, or whose validation predictions collapsed onto one answer, at any of them is not chosen); ties go to the earlier lr of the grid; test scores are never used",
+        "extension": f"a pick at an end of its grid (3 or more rates), or a grid where every rate failed or collapsed (then below its low end), got one more rate one step beyond that end, up to {spec.tuning_extend} times per group; added rates follow the grid in `grid`"
         if spec.tuning_extend
         else None,
         "interpolation": None
@@ -332,10 +326,26 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
     }
 
 
+def _tuning_run(store: Store, cell: Cell) -> dict[str, Any]:
+    """A tuning run's seed, key, status and validation score. An ok run whose validation predictions collapse onto one
+    answer (bench.collapse) has status "collapsed": its score is kept for the record but never chosen."""
+    from bench.collapse import run_collapses
+
+    record = store.read(cell.key) or {"status": "missing"}
+    status, score = record["status"], None
+    if status == "ok":
+        score = record["metrics"]["validation"][record["task"]["primary_metric"]]
+        if run_collapses(store.predictions_path(cell.key), split="validation"):
+            status = "collapsed"
+    return {"seed": cell.config["seed"], "run_key": cell.key, "status": status, "validation": score}
+
+
 def _grid_point(lr: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One rate of a grid: its runs at the tuning seeds, their status (the first that is not ok) and mean score."""
+    """One rate of a grid: its runs at the tuning seeds, their status (the first that is not ok) and mean score (None
+    when a run has none)."""
     status = next((run["status"] for run in runs if run["status"] != "ok"), "ok")
-    mean = sum(run["validation"] for run in runs) / len(runs) if status == "ok" else None
+    scores = [run["validation"] for run in runs]
+    mean = None if None in scores else sum(scores) / len(scores)
     return {"lr": lr, "status": status, "validation": mean, "runs": runs}
 
 
@@ -345,11 +355,19 @@ def _cell_group(cell: Cell) -> tuple[str, str, str, str | None]:
 
 def beyond_the_edge(entry: dict[str, Any]) -> float | None:
     """The rate one grid step outside the end where a tuning entry picked (the ratio between that end and its
-    neighbour, 3 significant digits), or None if the pick is inside its grid or the grid has fewer than 3 rates."""
-    grid = sorted(point["lr"] for point in entry.get("grid", []))
-    if len(grid) < MIN_EDGE_GRID or entry["chosen_lr"] not in (grid[0], grid[-1]):
+    neighbour, 3 significant digits), or None if the pick is inside its grid or the grid has fewer than 3 rates.
+
+    A grid where every rate collapsed or failed steps below its low end: at every rate training was unstable."""
+    points = entry.get("grid", [])
+    grid = sorted(point["lr"] for point in points)
+    if len(grid) < MIN_EDGE_GRID:
         return None
-    beyond = grid[0] ** 2 / grid[1] if entry["chosen_lr"] == grid[0] else grid[-1] ** 2 / grid[-2]
+    if entry["chosen_lr"] == grid[0] or all(point["status"] in UNSTABLE for point in points):
+        beyond = grid[0] ** 2 / grid[1]
+    elif entry["chosen_lr"] == grid[-1]:
+        beyond = grid[-1] ** 2 / grid[-2]
+    else:
+        return None
     return float(f"{beyond:.3g}")
 
 
@@ -357,7 +375,7 @@ def edge_cells(spec: SweepSpec, store: Store, part: Phase1, common: dict[str, An
     """Tuning cells one rate beyond each grid end that a group picked (see `beyond_the_edge`)."""
     beyond = {}
     for entry in choose_lrs(spec, store, part)["cells"]:
-        lr = beyond_the_edge(entry)  # None for a pick inside its grid, or no pick (every rate failed)
+        lr = beyond_the_edge(entry)  # None for a pick inside its grid
         if lr is not None:
             beyond[_entry_group(entry)] = [lr]
     return _plan_cells(spec, beyond, "tuning", common)

@@ -479,14 +479,15 @@ def collapse_table(collapses: pd.DataFrame) -> Table:
             f"{row.collapsed} of {row.seeds}",
             row.answers,
             f"{100 * row.share:.1f}",
-            f"{100 * row.constant_score:.1f}",
+            "undefined" if math.isnan(row.constant_score) else f"{100 * row.constant_score:.1f}",
         ]
         for row in collapses.itertuples(index=False)
     ]
     caption = (
         f"Final cells in which a seed gave one answer to {COLLAPSE_SHARE:.0%} or more of a test set's examples, per "
         "protocol. Share: that answer's share of the predictions (mean over the collapsed seeds). Constant score: the "
-        "score of giving that answer to every example, in points, which is what the cell's score there measures."
+        "score of giving that answer to every example, in points, which is what the cell's score there measures; a "
+        "regression's answer is the value its predictions sit at, whose correlation with the labels is undefined."
     )
     return _table(
         "collapsed-predictions", "Collapsed predictions", caption, rows, [[""] * len(header) for _ in rows], header

@@ -5,6 +5,7 @@ two-set decoder group, whose report also gives the majority answer and the proto
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +31,23 @@ def test_a_set_collapses_when_one_answer_covers_95_percent_of_its_test_predictio
     assert found == Collapse(test_set="", protocol="classifier", answer="1", share=0.95, constant_score=0.6)
     assert run_collapses(write_rows(tmp_path / "glue18.jsonl", classifier[2:] + classifier[:1] * 3)) == []  # 17 of 21
 
-    regression = [{"split": "test", "index": i, "label": 2.5, "prediction": 3.0} for i in range(20)]
-    assert run_collapses(write_rows(tmp_path / "stsb.jsonl", regression)) == []  # a real value has no answer to count
+    # regression: labels 0, 0.25, ..., 4.75 (population std 1.44); 19 predictions at 3.0 and one at 3.5
+    regression = [{"split": "test", "index": i, "label": i / 4, "prediction": 3.0 + (i == 0) / 2} for i in range(20)]
+    (constant,) = run_collapses(write_rows(tmp_path / "stsb.jsonl", regression))
+    assert constant.protocol == "regression" and constant.answer == "3" and constant.share == 0.95
+    assert math.isnan(constant.constant_score)  # a constant has no correlation with the labels
+    # within 5 % of that std (0.072) of the median counts as the same value: 3.05 does, 3.1 does not
+    assert run_collapses(
+        write_rows(tmp_path / "near.jsonl", [row | {"prediction": 3.05} for row in regression[:1]] + regression[1:])
+    )
+    wider = [row | {"prediction": 3.1} for row in regression[:2]] + regression[2:]
+    assert run_collapses(write_rows(tmp_path / "wide.jsonl", wider)) == []  # 18 of 20 near 3.0
+    tracking = [row | {"prediction": row["label"]} for row in regression]
+    assert run_collapses(write_rows(tmp_path / "good.jsonl", tracking)) == []
+    validation = [row | {"split": "validation"} for row in regression]
+    assert run_collapses(write_rows(tmp_path / "val.jsonl", validation + tracking)) == []  # test rows only
+    (on_validation,) = run_collapses(tmp_path / "val.jsonl", split="validation")
+    assert on_validation == constant
 
     decoder = [
         {"split": "test", "index": i, "subtask": "winogrande", "answer": f"option{1 + i % 2}", "extracted": "option2"}

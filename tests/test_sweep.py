@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -218,6 +219,13 @@ def test_learning_rate_is_tuned_on_validation_at_one_seed(tmp_path: Path) -> Non
     )
 
 
+def set_validation_predictions(path: Path, predict: Callable[[dict], Any]) -> None:
+    """Rewrite a run's validation predictions as `predict(row)`."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = [row | {"prediction": predict(row)} if row["split"] == "validation" else row for row in rows]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
 def test_tuning_at_several_seeds_picks_the_best_mean_and_drops_a_rate_that_failed_at_one(tmp_path: Path) -> None:
     spec = parse_spec({**TINY, "methods": {"lora": {}}, "tuning": {"lrs": [1e-4, 3e-3], "seeds": [0, 1]}})
     result = run_sweep(spec, tmp_path, progress=False)
@@ -240,8 +248,16 @@ def test_tuning_at_several_seeds_picks_the_best_mean_and_drops_a_rate_that_faile
         record = store.read(keys[lr, seed])
         record["metrics"]["validation"]["accuracy"] = score
         store.record_path(keys[lr, seed]).write_text(json.dumps(record))
+        set_validation_predictions(store.predictions_path(keys[lr, seed]), lambda row: row["label"])  # not collapsed
     common = {"store": str(tmp_path), "group": "tiny", "wandb": spec.wandb, "sweep_started": "", "progress": False}
     assert choose_lrs(spec, store, expand(spec, common))["cells"][0]["chosen_lr"] == 3e-3
+    # one class for every validation example at (3e-3, seed 0): that rate collapsed, so it is out despite its mean
+    set_validation_predictions(store.predictions_path(keys[3e-3, 0]), lambda row: 1)
+    (choice,) = choose_lrs(spec, store, expand(spec, common))["cells"]
+    assert choice["chosen_lr"] == 1e-4
+    assert [run["status"] for run in choice["grid"][1]["runs"]] == ["collapsed", "ok"]
+    assert choice["grid"][1]["status"] == "collapsed" and choice["grid"][1]["validation"] == pytest.approx(0.8)
+    set_validation_predictions(store.predictions_path(keys[3e-3, 0]), lambda row: row["label"])
     store.record_path(keys[3e-3, 1]).unlink()  # a rate without a score at one tuning seed is out
     (choice,) = choose_lrs(spec, store, expand(spec, common))["cells"]
     assert choice["chosen_lr"] == 1e-4 and choice["grid"][1] | {"runs": None} == {
@@ -283,14 +299,21 @@ def test_a_task_can_tune_on_a_shorter_schedule_than_its_final_runs(
 
 
 def test_the_rate_beyond_a_grid_end_steps_by_the_grid_ratio_at_the_picked_end() -> None:
-    def entry(chosen: float, *rates: float) -> dict:
-        return {"chosen_lr": chosen, "grid": [{"lr": lr} for lr in rates]}
+    def entry(chosen: float | None, *rates: float, status: str = "ok") -> dict:
+        return {"chosen_lr": chosen, "grid": [{"lr": lr, "status": status} for lr in rates]}
 
     assert beyond_the_edge(entry(3e-4, 1e-3, 3e-4, 3e-3)) == 9e-5  # grid order does not matter
     assert beyond_the_edge(entry(3e-3, 3e-4, 1e-3, 3e-3)) == 9e-3
     assert beyond_the_edge(entry(1e-2, 1e-3, 3e-3, 1e-2)) == 0.0333  # 3 significant digits
     assert beyond_the_edge(entry(1e-3, 3e-4, 1e-3, 3e-3)) is None  # inside the grid
     assert beyond_the_edge(entry(3e-4, 3e-4, 1e-3)) is None  # two rates: no inside to find
+    # every rate collapsed or failed: unstable throughout, so one step below the low end
+    assert beyond_the_edge(entry(None, 1e-3, 3e-3, 1e-2, status="collapsed")) == 0.000333
+    unstable = entry(None, 1e-3, 3e-3, 1e-2, status="failed")
+    unstable["grid"][0]["status"] = "collapsed"
+    assert beyond_the_edge(unstable) == 0.000333
+    unstable["grid"][0]["status"] = "missing"  # not run yet: nothing to learn from
+    assert beyond_the_edge(unstable) is None
 
 
 def test_a_pick_at_a_grid_end_gets_a_rate_beyond_it_until_the_pick_is_inside(tmp_path: Path) -> None:
