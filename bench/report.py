@@ -382,7 +382,7 @@ def _tuning_markdown(tuning: dict[str, Any]) -> str:
                 + (f"{100 * point['validation']:.1f}" if point["validation"] is not None else point["status"])
                 for point in entry["grid"]
             )
-        chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed)"
+        chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed or collapsed)"
         rows.append(
             [
                 display_name(entry["method"]),

@@ -40,6 +40,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import wandb_logging
+from bench.collapse import run_collapses
 from bench.distributed import launch, relaunches
 from bench.executors import make_executor
 from bench.run import RunConfig, execute, plan
@@ -48,6 +49,7 @@ from bench.store import Store, now
 from core.errors import BenchError
 
 MIN_EDGE_GRID = 3  # a two-point grid has no inside: every pick is at an end
+UNSTABLE = ("collapsed", "failed")  # grid points whose training never gave a usable model
 
 
 @dataclass(frozen=True)
@@ -289,11 +291,13 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
             == group_key(method.name, model, task, budget)
         ):
             record = store.read(cell.key) or {"status": "missing"}
-            score = (
-                record["metrics"]["validation"][record["task"]["primary_metric"]] if record["status"] == "ok" else None
-            )
-            grid.append({"lr": cell.config["lr"], "run_key": cell.key, "status": record["status"], "validation": score})
-        scored = [point for point in grid if point["validation"] is not None]
+            status, score = record["status"], None
+            if status == "ok":
+                score = record["metrics"]["validation"][record["task"]["primary_metric"]]
+                if run_collapses(store.predictions_path(cell.key), split="validation"):
+                    status = "collapsed"
+            grid.append({"lr": cell.config["lr"], "run_key": cell.key, "status": status, "validation": score})
+        scored = [point for point in grid if point["status"] == "ok"]
         best = max(scored, key=lambda point: point["validation"], default=None)  # max keeps the first of equals
         entries.append(
             {
@@ -318,8 +322,8 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
             | {"seed": spec.tuning_seed, "interpolated_from": anchors, "chosen_lr": lr, "chosen_key": None}
         )
     return {
-        "selection": "highest validation-split score of the task's primary metric at the tuning seed; ties go to the earlier lr of the grid; test scores are never used",
-        "extension": f"a pick at an end of its grid (3 or more rates) got one more rate one step beyond that end, up to {spec.tuning_extend} times per group; added rates follow the grid in `grid`"
+        "selection": "highest validation-split score of the task's primary metric at the tuning seed (a rate whose validation predictions collapsed onto one answer is not chosen); ties go to the earlier lr of the grid; test scores are never used",
+        "extension": f"a pick at an end of its grid (3 or more rates), or a grid where every rate failed or collapsed (then below its low end), got one more rate one step beyond that end, up to {spec.tuning_extend} times per group; added rates follow the grid in `grid`"
         if spec.tuning_extend
         else None,
         "interpolation": None
@@ -339,10 +343,16 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
 def beyond_the_edge(entry: dict[str, Any]) -> float | None:
     """The rate one grid step outside the end where a tuning entry picked (the ratio between that end and its
     neighbour, 3 significant digits), or None if the pick is inside its grid or the grid has fewer than 3 rates."""
-    grid = sorted(point["lr"] for point in entry.get("grid", []))
-    if len(grid) < MIN_EDGE_GRID or entry["chosen_lr"] not in (grid[0], grid[-1]):
+    points = entry.get("grid", [])
+    grid = sorted(point["lr"] for point in points)
+    if len(grid) < MIN_EDGE_GRID:
         return None
-    beyond = grid[0] ** 2 / grid[1] if entry["chosen_lr"] == grid[0] else grid[-1] ** 2 / grid[-2]
+    if entry["chosen_lr"] == grid[0] or all(point["status"] in UNSTABLE for point in points):
+        beyond = grid[0] ** 2 / grid[1]
+    elif entry["chosen_lr"] == grid[-1]:
+        beyond = grid[-1] ** 2 / grid[-2]
+    else:
+        return None
     return float(f"{beyond:.3g}")
 
 
@@ -350,7 +360,7 @@ def edge_cells(spec: SweepSpec, store: Store, part: Phase1, common: dict[str, An
     """Tuning cells one rate beyond each grid end that a group picked (see `beyond_the_edge`)."""
     beyond = {}
     for entry in choose_lrs(spec, store, part)["cells"]:
-        lr = beyond_the_edge(entry) if entry["chosen_lr"] is not None else None
+        lr = beyond_the_edge(entry)  # None for a pick inside its grid
         if lr is not None:
             beyond[_entry_group(entry)] = [lr]
     return _plan_cells(spec, beyond, "tuning", common)
