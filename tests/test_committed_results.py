@@ -1,7 +1,7 @@
 """The committed results say what their records say: every report's per-cell numbers are the mean and sample std of
 the record files it lists (recomputed here from the JSON, without the report code), every listed run was made at a
-clean commit with its provenance, and the README's decoder tables carry the reports' numbers, so a table edited by
-hand or a store changed without its report fails here."""
+clean commit with its provenance, and the README's decoder and plateau tables carry the reports' numbers, so a table
+edited by hand or a store changed without its report fails here."""
 
 from __future__ import annotations
 
@@ -136,3 +136,26 @@ def test_readme_decoder_tables_carry_the_committed_reports_numbers(heading: str,
             assert math.isclose(float(printed.split(" ± ")[0]), round(mean, 1), abs_tol=0.051), (row[0], column)
             checked += 1
     assert checked == 8 * (len(header) - 2)
+
+
+PLATEAU_METHODS = {"LoRA": "lora", "DoRA": "dora", "DEFT (λ = 0.1)": "deft", "SMT": "smt", "row-SFT": "row-sft"}
+PLATEAU_BUDGETS = {"13.8k": "13824", "20.8k": "20766", "2.65M": "2654208"}  # a method's own first or last count
+
+
+def test_readme_plateau_table_carries_the_committed_reports_numbers() -> None:
+    means = {
+        (row["task"], row["method"], row["budget"], row["metric"]): float(row["mean"])
+        for row in read_csv(ROOT / "results" / "plateau" / "report" / "metrics.csv")
+    }
+    header, rows = readme_table("### Plateau study: results")
+    checked = 0
+    for row in rows:
+        for column, printed in zip(header[1:], row[1:]):
+            scores, _, own = printed.partition(" (")
+            budget = PLATEAU_BUDGETS[own.rstrip(")")] if own else column
+            sst2, stsb = (float(score) for score in scores.split(" / "))
+            method = PLATEAU_METHODS[row[0]]
+            assert sst2 == round(means[("glue/sst2", method, budget, "accuracy")], 1), (row[0], column)
+            assert stsb == round(means[("glue/stsb", method, budget, "pearson")], 1), (row[0], column)
+            checked += 1
+    assert checked == 5 * 6
