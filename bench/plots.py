@@ -26,6 +26,7 @@ from bench.plateau import PlateauFit
 
 FORMATS = ("png", "pdf")
 REFERENCE = "full"
+VARIANT_LEVEL = (0, (4, 1.5, 1, 1.5, 1, 1.5))  # a variant's method without a budget axis: dash-dot-dot
 DISPLAY = {
     "full": "Full FT",
     "zero-shot": "Zero-shot",
@@ -89,7 +90,7 @@ def plateau_figure(
 ) -> list[Path]:
     """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method;
     `variant`: runs of the same grid under other settings (e.g. the papers' fixed recipes), drawn as thin dotted lines
-    with hollow markers, seed means, no band; `majority`: what giving each test set's most common answer scores, drawn
+    with hollow markers, seed means, no band (a method without a budget axis as a labelled dash-dot-dot line); `majority`: what giving each test set's most common answer scores, drawn
     as a thin black dotted line (a score near it measures the label balance); one further from the scores than their
     span is left off the axis and its value given in the legend."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
@@ -97,8 +98,9 @@ def plateau_figure(
         for method, group in variant.groupby("method", sort=True):
             means = group.groupby("params")["score"].mean()
             style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
-            if group["budget"].isin(FIXED_KNOBS).all():
-                axes.axhline(means.mean(), **style)
+            if group["budget"].isin(FIXED_KNOBS).all():  # dash-dot-dot, labelled: not to be read as the majority line
+                label = f"{display_name(method)}, {variant_label}"
+                axes.axhline(means.mean(), **style | {"linestyle": VARIANT_LEVEL, "label": label})
             else:
                 axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
     onset_drawn = False
