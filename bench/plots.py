@@ -90,9 +90,10 @@ def plateau_figure(
 ) -> list[Path]:
     """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method;
     `variant`: runs of the same grid under other settings (e.g. the papers' fixed recipes), drawn as thin dotted lines
-    with hollow markers, seed means, no band (a method without a budget axis as a labelled dash-dot-dot line); `majority`: what giving each test set's most common answer scores, drawn
-    as a thin black dotted line (a score near it measures the label balance); one further from the scores than their
-    span is left off the axis and its value given in the legend."""
+    with hollow markers, seed means, no band (a method without a budget axis as a labelled dash-dot-dot level);
+    `majority`: what giving each test set's most common answer scores, drawn as a thin black dotted line (a score near
+    it measures the label balance); one further from the scores than their span is left off the axis and its value
+    given in the legend."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     if variant is not None and len(variant):
         for method, group in variant.groupby("method", sort=True):
