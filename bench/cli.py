@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.run import RunConfig
-from bench.settings import CHOICES
+from bench.run.config import RunConfig
+from bench.run.settings import CHOICES
 from core.errors import BenchError
 
 Command = Callable[[argparse.Namespace], int]
@@ -58,7 +58,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _choices_text() -> str:
     """The methods (knob, options), tasks and models a run may name: the epilog of `bench run --help` and `bench list`."""
-    from bench.models import MODELS
+    from bench.run.models import MODELS
     from methods import catalogue
     from tasks import registry as task_registry
 
@@ -91,15 +91,16 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.run import execute, plan
+    from bench.run.execute import execute
+    from bench.run.plan import plan
 
     run = plan(_run_config(args))
     record = execute(run, Path(args.out), progress=not args.quiet)
     if record is None:  # a non-zero rank of a distributed run: rank 0 records and reports
         return 0
     if args.wandb:
-        from bench import wandb_logging
-        from bench.spec import DEFAULT_PROJECT
+        from bench.report import wandb_logging
+        from bench.report.wandb_logging import DEFAULT_PROJECT
 
         wandb_logging.log_record(Path(args.out), {"project": DEFAULT_PROJECT}, record, "bench-run", "final")
     if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
@@ -166,12 +167,12 @@ def _is_number(text: str) -> bool:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from bench.spec import load_spec
-    from bench.sweep import run_sweep, summary_text
+    from bench.sweep.driver import run_sweep, summary_text
+    from bench.sweep.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.emit_wandb_sweep:
-        from bench.wandb_sweep import write_wandb_sweeps
+        from bench.sweep.wandb_sweep import write_wandb_sweeps
 
         for path in write_wandb_sweeps(spec, Path(args.emit_wandb_sweep), Path(args.out)):
             print(f"wrote {path}  (start it with: wandb sweep {path})")
@@ -184,7 +185,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.report.write import write_report
 
     report = write_report(
         Path(args.dir), log_to_wandb=not args.no_wandb, variant=Path(args.variant) if args.variant else None
@@ -194,7 +195,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.compare import Tolerances, compare_stores, write_baseline
+    from bench.report.compare import Tolerances, compare_stores, write_baseline
 
     if args.update:
         print(f"baseline written: {write_baseline(Path(args.new), Path(args.baseline))}")
@@ -246,7 +247,7 @@ class _PrintVersion(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        from bench.environment import version
+        from bench.records.environment import version
 
         print(version())
         parser.exit()

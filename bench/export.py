@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bench.artifacts import read_record, restore_run
-from bench.record import check_writable, write_json_atomic
-from bench.run import quiet_libraries
+from bench.run.artifacts import read_record, restore_run
+from bench.run.execute import quiet_libraries
 from core.errors import BenchError
+from core.files import check_writable, write_json_atomic
 from tasks import get_task
 
 PROVENANCE = "peft_bench_run.json"

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from bench.artifacts import check_compatible, read_record, restore_run
-from bench.environment import environment
-from bench.record import check_writable, write_json_atomic
-from bench.run import quiet_libraries
+from bench.records.environment import environment
+from bench.run.artifacts import check_compatible, read_record, restore_run
+from bench.run.execute import quiet_libraries
 from core.errors import BenchError
+from core.files import check_writable, write_json_atomic
 from tasks import get_task
 from tasks.data_source import DataSource
 

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch
 
-from bench.models import load_model
+from bench.run.models import load_model
 from methods.lora import LoRA
 from methods.task_loss import task_loss
 from tasks import get_task

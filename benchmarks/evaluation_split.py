@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bench.models import load_model
+from bench.run.models import load_model
 from tasks import get_task
 from tasks.data_source import DataSource
 

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch
 
-from bench.models import load_model
+from bench.run.models import load_model
 from tasks import get_task
 from tasks.data_source import DataSource
 from tasks.generation import generate

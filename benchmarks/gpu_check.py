@@ -119,7 +119,7 @@ def prediction_agreement(
     devices: tuple[str, str], model: str = "smollm2-135m", task_name: str = "glue-lm/sst2", examples: int = 64
 ) -> dict[str, Any]:
     """The task's fp32 predictions on the first `examples` test rows on each device: metrics and differing indices."""
-    from bench.models import load_model
+    from bench.run.models import load_model
     from tasks import get_task
     from tasks.data_source import DataSource
 

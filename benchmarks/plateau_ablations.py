@@ -29,10 +29,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.record import read_records
-from bench.run import RunConfig, execute, plan
-from bench.spec import load_spec
-from bench.sweep import require_full_data
+from bench.records.record import read_records
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.plan import plan
+from bench.sweep.driver import require_full_data
+from bench.sweep.spec import load_spec
 
 PROFILE = Path(__file__).resolve().parent.parent / "profiles" / "plateau.yaml"
 BUDGET = "100k"

@@ -41,8 +41,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 
-from bench.artifacts import read_record, restore_run
-from bench.run import RunConfig, execute, plan
+from bench.run.artifacts import read_record, restore_run
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.plan import plan
 from tasks import get_task
 from tasks.base import EvalResult
 from tasks.data_source import DataSource

@@ -164,9 +164,10 @@ def measure(
     import torch
     import transformers
 
-    from bench.budget import parse_budget
-    from bench.callbacks import CostMeter
-    from bench.models import cache_dir, load_model
+    from bench.run.budget import parse_budget
+    from bench.run.callbacks import CostMeter
+    from bench.run.models import load_model
+    from core.files import cache_dir
     from methods import registry
     from methods.base import OptimConfig
 
@@ -242,7 +243,7 @@ def measure(
 
 def run_worker(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """`measure` in a fresh Python process (so peaks are comparable); the error text if it fails."""
-    from bench.models import MODELS
+    from bench.run.models import MODELS
 
     settings = [
         "--steps",

@@ -14,7 +14,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import pytest
 import torch
 
-from bench.models import LoadedModel, load_model
+from bench.run.models import LoadedModel, load_model
 from methods.training import Training
 from tasks import get_task
 from tasks.data_source import DataSource
@@ -68,7 +68,9 @@ def train_steps(method, batch: dict[str, torch.Tensor], steps: int = 3) -> None:
 
 def recorded_run(method: str, out: Path) -> dict:
     """A short real run of `method` at 0.5 % on SST-2 with MiniLM, through `execute`; the record it wrote."""
-    from bench.run import RunConfig, execute, plan
+    from bench.run.config import RunConfig
+    from bench.run.execute import execute
+    from bench.run.plan import plan
 
     config = RunConfig(
         method=method,

@@ -18,7 +18,8 @@ from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
 from torch import nn
 
 import tasks.glue
-from bench import cli, settings
+from bench import cli
+from bench.run import settings
 
 
 class CPUFSDPStrategy(FSDPStrategy):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.agreement import GENERATION, LOGLIK, protocol_agreement, same_answers
+from bench.report.agreement import GENERATION, LOGLIK, protocol_agreement, same_answers
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:

@@ -12,11 +12,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 
-import bench.artifacts
-from bench.artifacts import restore_run, write_state
+import bench.run.artifacts
 from bench.cli import main
-from bench.models import FINGERPRINT_CACHE, MODELS, model_fingerprint
-from bench.run import RunConfig, execute, plan
+from bench.run.artifacts import restore_run, write_state
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.models import FINGERPRINT_CACHE, MODELS, model_fingerprint
+from bench.run.plan import plan
 from core.errors import BenchError
 from tasks import get_task
 from tasks.data_source import sha256_file

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from bench.cli import main
-from bench.models import model_skeleton
-from bench.settings import ACCELERATORS, DTYPES, PRECISIONS, STRATEGIES
-from bench.store import Store
+from bench.records.store import Store
+from bench.run.models import model_skeleton
+from bench.run.settings import ACCELERATORS, DTYPES, PRECISIONS, STRATEGIES
 from tasks.data_source import COMMITTED_DATA
 from tests.test_sweep import TINY
 

@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from bench.batching import LengthGrouped
+from bench.run.batching import LengthGrouped
 
 
 def _batches(sampler: LengthGrouped, size: int) -> list[list[int]]:
@@ -36,8 +36,10 @@ def test_every_example_once_in_batches_of_similar_length_reproducibly() -> None:
 def test_a_run_and_a_spec_take_the_setting(tmp_path) -> None:
     import pytest
 
-    from bench.run import RunConfig, execute, plan
-    from bench.spec import parse_spec
+    from bench.run.config import RunConfig
+    from bench.run.execute import execute
+    from bench.run.plan import plan
+    from bench.sweep.spec import parse_spec
     from core.errors import BenchError
 
     config = RunConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.budget import parse_budget
+from bench.run.budget import parse_budget
 from core.errors import BenchError
 from methods.lora import LoRA
 

@@ -49,7 +49,7 @@ def test_help_version_and_list_import_no_deep_learning_library(argv: tuple[str, 
 
 
 def test_an_unreachable_budget_is_found_without_lightning_or_transformers() -> None:
-    """The budget is solved on a weightless torch model rebuilt from the shipped layout (bench/skeleton.py): neither
+    """The budget is solved on a weightless torch model rebuilt from the shipped layout (bench/run/skeleton.py): neither
     Lightning, which only trains, nor transformers, whose model classes only describe a layout not stored yet."""
     loaded = heavy_imports(
         "run", "--method", "lora", "--budget", "90%", "--task", "glue/sst2", "--model", "minilm-l6", "--max-steps", "10"

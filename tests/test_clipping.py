@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from bench.models import load_model
+from bench.run.models import load_model
 from methods.base import OptimConfig
 from methods.full import FullFineTuning
 from methods.training import Training

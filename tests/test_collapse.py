@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score
 
-from bench import plots
-from bench.collapse import NO_ANSWER, Collapse, majority_shares, run_collapses
-from bench.report import write_report
+from bench.records.collapse import NO_ANSWER, Collapse, majority_shares, run_collapses
+from bench.report import plots
+from bench.report.write import write_report
 from tests.test_report import derived_store, report, table_row  # noqa: F401 (report: the module's fixture)
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import Tolerances, compare_stores, write_baseline
-from bench.record import read_records
-from bench.report import config_fingerprint
-from bench.run import RunConfig
+from bench.records.record import read_records
+from bench.report.compare import Tolerances, compare_stores, write_baseline
+from bench.report.write import config_fingerprint
+from bench.run.config import RunConfig
 from tests.test_sweep import TINY, bench_command, sweep_process, tiny_store, write_spec
 
 

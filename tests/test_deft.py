@@ -116,7 +116,7 @@ def test_bad_options_are_refused(options: dict[str, str], message: str) -> None:
 
 
 def _density_after_training(rows, deft: bool, steps: int = 10) -> float:
-    from bench.models import load_model
+    from bench.run.models import load_model
 
     torch.manual_seed(0)  # the same classification head and dropout masks for both runs
     loaded = load_model("minilm-l6", "sequence-classification", num_labels=2)

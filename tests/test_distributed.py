@@ -16,9 +16,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
-from bench.artifacts import restore_run
-from bench.models import load_model
-from bench.record import read_records
+from bench.records.record import read_records
+from bench.run.artifacts import restore_run
+from bench.run.models import load_model
 from tasks import get_task
 from tasks.base import across_ranks
 from tasks.data_source import DataSource

@@ -16,12 +16,14 @@ import psutil
 import pytest
 
 from bench.cli import main
-from bench.compare import write_baseline
-from bench.record import read_records
-from bench.run import RunConfig, execute, plan
-from bench.spec import parse_spec
-from bench.store import Store
-from bench.sweep import run_sweep
+from bench.records.record import read_records
+from bench.records.store import Store
+from bench.report.compare import write_baseline
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.plan import plan
+from bench.sweep.driver import run_sweep
+from bench.sweep.spec import parse_spec
 from tests.test_sweep import TINY, TRAINING, ok_records, sweep_process, wait_for, write_spec
 
 

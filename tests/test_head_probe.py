@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from bench.models import load_model
+from bench.run.models import load_model
 from methods.head_probe import probed_head
 from methods.smt import SMT
 from tasks import get_task

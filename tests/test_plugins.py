@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.models import load_model
-from bench.run import RunConfig, execute, plan
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.models import load_model
+from bench.run.plan import plan
 from core.errors import BenchError
 from core.plugins import ENVIRONMENT
 from methods import catalogue, get_method, registry

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.run import RunConfig, plan
-from bench.spec import parse_spec
+from bench.run.config import RunConfig
+from bench.run.plan import plan
+from bench.sweep.spec import parse_spec
 from core.errors import BenchError
 from methods import get_method
 from methods.base import OptimConfig

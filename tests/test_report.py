@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bench import plateau, plots, stats
-from bench.record import read_records
-from bench.report import write_report
+from bench.records.record import read_records
+from bench.report import plateau, plots, stats
+from bench.report.write import write_report
 from core.errors import BenchError
 from tests.test_sweep import tiny_store
 
@@ -463,7 +463,7 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
 
 
 def test_tuning_section_marks_choices_at_an_end_of_their_grid() -> None:
-    from bench.report import _tuning_markdown
+    from bench.report.write import _tuning_markdown
 
     def cell(budget: str, scores: dict[float, float]) -> dict:
         grid = [{"lr": lr, "run_key": "k", "status": "ok", "validation": score} for lr, score in scores.items()]
@@ -487,7 +487,7 @@ def test_tuning_section_marks_choices_at_an_end_of_their_grid() -> None:
 
 
 def test_tuning_section_shows_each_tuning_seed_and_their_mean() -> None:
-    from bench.report import _tuning_markdown
+    from bench.report.write import _tuning_markdown
 
     runs = [{"seed": 0, "status": "ok", "validation": 0.9}, {"seed": 1, "status": "failed", "validation": None}]
     steady = [{"seed": 0, "status": "ok", "validation": 0.8}, {"seed": 1, "status": "ok", "validation": 0.7}]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.environment import PROJECT_ROOT
+from bench.records.environment import PROJECT_ROOT
 
 SMALL_RUN = [
     "--task",
@@ -93,8 +93,8 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path, lora_record: dict) ->
 
 
 def test_run_key_covers_the_code_the_run_uses_and_not_its_neighbours() -> None:
-    import bench.run
-    from bench.record import project_modules
+    import bench.run.execute
+    from bench.run.key import project_modules
     from methods import get_method
     from tasks import get_task
 
@@ -169,7 +169,7 @@ def test_help_and_version_import_neither_torch_nor_lightning() -> None:
 
 
 def test_run_help_lists_the_choices_and_version_names_the_commit(capsys) -> None:
-    from bench.environment import git_state
+    from bench.records.environment import git_state
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])

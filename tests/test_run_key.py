@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import record
+from bench.records import record
 
 PACKAGE = "keyprobe"
 HELPER = '''"""Helpers."""

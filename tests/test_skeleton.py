@@ -1,4 +1,4 @@
-"""The planning skeleton rebuilt from a stored layout (bench/skeleton.py) against transformers' own meta-device model:
+"""The planning skeleton rebuilt from a stored layout (bench/run/skeleton.py) against transformers' own meta-device model:
 the same modules, shapes, ties and config for the methods, the same budget ranges and knobs for every method, shipped
 layouts equal to fresh ones, a cache keyed by the config, and plans from either that never import transformers'
 model classes."""
@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from bench import models
-from bench.models import SHIPPED_LAYOUTS, describe_from_config, layout_name, model_skeleton, model_source
-from bench.skeleton import shipped_cases
+from bench.run import models
+from bench.run.models import SHIPPED_LAYOUTS, describe_from_config, layout_name, model_skeleton, model_source
+from bench.run.shipped_layouts import shipped_cases
 from core.errors import BenchError
 from methods import get_method, registry
 from methods.recipes import resolve
@@ -125,7 +125,7 @@ def test_built_in_layouts_ship_and_others_are_cached_by_config(fresh_cache: Path
 
 @pytest.mark.parametrize(("name", "kind", "num_labels"), shipped_cases())
 def test_shipped_layouts_equal_a_fresh_description(name: str, kind: str, num_labels: int) -> None:
-    """Fails when the transformers pin or a model changes: rerun `python -m bench.skeleton` and commit bench/layouts."""
+    """Fails when the transformers pin or a model changes: rerun `python -m bench.run.shipped_layouts` and commit bench/run/layouts."""
     path = SHIPPED_LAYOUTS / layout_name(Path(model_source(name)) / "config.json", kind, num_labels)
     assert path.is_file(), f"no shipped layout for {name} {kind} {num_labels}"
     assert json.loads(path.read_text(encoding="utf-8")) == describe_from_config(name, kind, num_labels)

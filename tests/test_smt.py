@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from bench.models import CACHE_ENV
 from core.errors import BenchError
+from core.files import CACHE_ENV
 from methods.base import OptimConfig
 from methods.smt import SMT, BlockSparseLinear, SmtOptions
 from tests.conftest import batch_of, logits, recorded_run, train_steps

@@ -23,10 +23,18 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.record import read_records
-from bench.spec import load_spec, parse_spec
-from bench.store import Store
-from bench.sweep import beyond_the_edge, choose_lrs, expand, interpolate_lr, run_sweep, summary_text, tuning_points
+from bench.records.record import read_records
+from bench.records.store import Store
+from bench.sweep.driver import (
+    beyond_the_edge,
+    choose_lrs,
+    expand,
+    interpolate_lr,
+    run_sweep,
+    summary_text,
+    tuning_points,
+)
+from bench.sweep.spec import load_spec, parse_spec
 from core.errors import BenchError
 
 TRAINING = {

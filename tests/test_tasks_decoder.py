@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.models import LoadedModel, load_model
+from bench.run.models import LoadedModel, load_model
 from tasks import get_task
 from tasks.data_source import DataSource
 from tasks.generation import generate

@@ -9,8 +9,10 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from bench.models import model_source
-from bench.run import RunConfig, execute, plan
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.models import model_source
+from bench.run.plan import plan
 from core.errors import BenchError
 from tasks.prompts import TEMPLATE_HASH
 

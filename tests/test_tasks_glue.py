@@ -11,7 +11,9 @@ import statistics
 
 import pytest
 
-from bench.run import RunConfig, execute, plan
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.plan import plan
 from core.errors import BenchError
 from tasks import get_task, metrics
 from tasks.data_source import DataSource

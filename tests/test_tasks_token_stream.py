@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from bench.models import LoadedModel, load_model
+from bench.run.models import LoadedModel, load_model
 from tasks import get_task
 from tasks.data_source import DataSource
 from tasks.generation import generate

@@ -24,9 +24,11 @@ import torch
 import wandb
 from wandb.proto import wandb_internal_pb2
 
-from bench import wandb_logging
-from bench.callbacks import LearningCurves
-from bench.run import RunConfig, execute, plan
+from bench.report import wandb_logging
+from bench.run.callbacks import LearningCurves
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.plan import plan
 from core.errors import BenchError
 
 BLOCK = 32 * 1024
@@ -259,9 +261,9 @@ def test_generation_shows_answers_done(smollm2) -> None:
 def reported(tmp_path_factory) -> dict:
     """The committed default store, copied, with one run's test answers set to one class (the store has no collapsed
     run of its own), reported twice with W&B logging."""
-    from bench.record import read_records
-    from bench.report import write_report
-    from bench.store import Store
+    from bench.records.record import read_records
+    from bench.records.store import Store
+    from bench.report.write import write_report
 
     store = tmp_path_factory.mktemp("report") / "default"
     shutil.copytree(RESULTS, store, ignore=shutil.ignore_patterns("wandb", "report", "logs", "locks"))
@@ -281,8 +283,8 @@ def reported(tmp_path_factory) -> dict:
 
 
 def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
-    from bench.report import final_records
-    from bench.store import Store
+    from bench.records.store import Store
+    from bench.report.write import final_records
 
     store = reported["store"]
     runs = offline_runs(store)
@@ -318,9 +320,9 @@ def test_one_report_run_per_store_with_native_charts(reported: dict) -> None:
 
 
 def test_tags_use_the_budget_labels_of_the_report(reported: dict) -> None:
-    from bench.plots import display_name
-    from bench.report import final_records
-    from bench.store import Store
+    from bench.records.store import Store
+    from bench.report.plots import display_name
+    from bench.report.write import final_records
 
     frame = reported["report"].tables[0].frame
     in_report = set(zip(frame["Method"], frame["Budget"]))
@@ -335,8 +337,8 @@ def test_tags_use_the_budget_labels_of_the_report(reported: dict) -> None:
 
 
 def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
-    from bench.spec import parse_spec
-    from bench.wandb_sweep import wandb_sweep
+    from bench.sweep.spec import parse_spec
+    from bench.sweep.wandb_sweep import wandb_sweep
 
     spec = {
         "name": "tiny",
@@ -359,8 +361,8 @@ def test_spec_mode_and_eval_every_and_emitted_sweeps(logged: dict) -> None:
 
 
 def test_pareto_chart_holds_only_memory_measured_in_isolation(reported: dict) -> None:
-    from bench.report import final_records
-    from bench.store import Store
+    from bench.records.store import Store
+    from bench.report.write import final_records
 
     store = reported["store"]
     summary = final_summary(read_run(offline_runs(store)[0]))

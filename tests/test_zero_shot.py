@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.models import load_model
-from bench.report import write_report
-from bench.run import RunConfig, execute, plan
+from bench.report.write import write_report
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.models import load_model
+from bench.run.plan import plan
 from core.errors import BenchError
 
 SHORT = {
@@ -75,7 +77,7 @@ def test_report_draws_zero_shot_as_a_line_and_tabulates_it(store: Path) -> None:
 
 
 def test_a_sweep_runs_zero_shot_once_per_seed_without_a_budget() -> None:
-    from bench.spec import parse_spec
+    from bench.sweep.spec import parse_spec
 
     spec = parse_spec(
         {
@@ -92,7 +94,7 @@ def test_a_sweep_runs_zero_shot_once_per_seed_without_a_budget() -> None:
 
 
 def test_wandb_plateau_chart_draws_zero_shot_flat_across_the_swept_budgets(store: Path) -> None:
-    from bench import wandb_logging
+    from bench.report import wandb_logging
 
     records = [json.loads(path.read_text()) for path in store.glob("*.json") if len(path.stem) == 64]
     chart = wandb_logging.report_charts(records)["plateau/smollm2-135m/commonsense-boolq"]

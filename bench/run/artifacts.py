@@ -19,7 +19,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from bench.models import LoadedModel, load_model
+from bench.run.models import LoadedModel, load_model
 from core.errors import BenchError
 from methods import get_method
 from methods.base import PeftMethod

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.errors import BenchError
+
+if TYPE_CHECKING:
+    from methods.base import PeftMethod
 
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
 _PATTERN = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>%|[kmb])?\s*$", re.IGNORECASE)
@@ -58,3 +62,16 @@ def budget_label(budget: str | None, knob_name: str) -> str:
     if knob_name in FIXED_KNOBS:
         return FIXED_KNOBS[knob_name]
     return budget or "native"
+
+
+def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
+    """The knob for a budget of `requested` parameters (None: the method's single value); BenchError if none fits."""
+    if requested is not None:
+        return module.solve_budget(requested)
+    low, high = module.knob_bounds()
+    if low != high:
+        raise BenchError(
+            f"method {method} needs a budget (its {module.knob_name} ranges over {low}..{high})",
+            "pass --budget (bench run) or give it budgets (sweep spec), e.g. 0.5% or 120k",
+        )
+    return low

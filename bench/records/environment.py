@@ -12,7 +12,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from core.files import cache_dir
+from tasks.data_source import DATA_ENV
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = (
     "torch",
     "lightning",
@@ -95,9 +98,6 @@ def portable(text: str) -> str:
     """`text` with this machine's folders named instead of spelled out: `<cache>` (the model and calibration cache),
     `<data-dir>` (PEFT_BENCH_DATA), `<site-packages>`, `<python>`, `<project>` (this checkout) and `~` (home), so a
     record says where a file came from without telling where the machine keeps it."""
-    from bench.models import cache_dir
-    from tasks.data_source import DATA_ENV
-
     roots = {str(cache_dir()): "<cache>", **({os.environ[DATA_ENV]: "<data-dir>"} if os.environ.get(DATA_ENV) else {})}
     roots |= {folder: "<site-packages>" for folder in site.getsitepackages()} | {
         sys.prefix: "<python>",

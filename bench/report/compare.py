@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.record import read_json, write_json_atomic
-from bench.store import Store
+from bench.records.store import Store
 from core.errors import BenchError
+from core.files import read_json, write_json_atomic
 
 CELL = ("model", "task", "method", "budget")
 
@@ -60,7 +60,7 @@ class Tolerances:
 
 def load_summary(path: Path) -> dict[str, Any]:
     """A summary from a summary.json, a folder holding one, or a results store (computed from its records)."""
-    from bench import report
+    from bench.report import write as report
 
     if path.is_file():
         data = read_json(path)

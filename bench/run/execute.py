@@ -1,207 +1,38 @@
-"""One run: fine-tune one method at one budget on one task and seed, evaluate, and write its record.
+"""Executing a planned run: fine-tune, evaluate, and write its record.
 
-`plan` checks the input (settings, method options, and the budget solved on a weightless meta-device model) and
-computes the run key without loading weights, so a sweep can skip stored runs; `execute` does the work. Bad input
-raises BenchError before anything is written. A run whose loss, gradient or metric turns non-finite stops at once
-and is recorded as failed, with the step and the quantity that diverged. This module imports torch and Lightning
-only when a run is planned, so the command line answers `--help` at once.
+A run whose loss, gradient or metric turns non-finite stops at once and is recorded as failed, with the step and the
+quantity that diverged. torch and Lightning are imported when a run executes, not when this module loads: planning
+(which hashes this module's code) checks a budget without them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from bench import models
-from bench.budget import Budget, parse_budget
-from bench.environment import environment, library_versions
-from bench.record import SCHEMA_VERSION, check_writable, content_key, source_hash, write_jsonl_atomic, write_record
-from bench.settings import check_settings
+from bench.records.environment import environment
+from bench.records.record import SCHEMA_VERSION, write_record
+from bench.records.store import Store
+from bench.run import models
+from bench.run.budget import solve_knob
 from core.errors import BenchError
-from tasks.data_source import DataSource
+from core.files import cache_dir, check_writable, write_jsonl_atomic
 
 if TYPE_CHECKING:
     import lightning as L
     import torch
     from torch.utils.data import DataLoader
 
-    from bench.divergence import Diverged
-    from methods.base import PeftMethod
-    from methods.recipes import Resolved
-    from tasks.base import Task
+    from bench.run.divergence import Diverged
+    from bench.run.plan import RunPlan
 
 DENSITY_EXAMPLES = 64  # test examples the MLP activation density is measured on (every run, DEFT's measure)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a user chooses for one run. `None` learning rate, weight decay or warm-up means the recipe's.
-
-    `eval_every`: steps between validation evaluations during training, recorded as the run's learning curve
-    (`curves.validation`); None evaluates only at the end. It does not change what the run trains.
-    """
-
-    method: str
-    task: str
-    model: str
-    budget: str | None = None
-    seed: int = 0
-    max_steps: int = 100
-    batch_size: int = 16
-    recipe: str = "default"  # "default" (the project's) or "paper" (methods/recipes.py)
-    lr: float | None = None
-    weight_decay: float | None = None
-    warmup_ratio: float | None = None
-    max_length: int = 128
-    train_examples: int | None = None
-    validation_examples: int | None = 200
-    test_examples: int | None = None
-    eval_batch_size: int = 64
-    eval_every: int | None = None
-    group_by_length: bool = False  # training batches of similar length (bench.batching): far less padding
-    mask_prompt: bool = True  # instruction tasks: prompt tokens out of the loss (False trains on them, as LLM-Adapters)
-    calibration_batches: int = 8
-    head_probe_steps: int = 100  # a new task head is fitted alone before calibration (methods.head_probe)
-    options: dict[str, str] = field(default_factory=dict)
-    dtype: str = "float32"
-    precision: str = "32-true"
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    threads: int | None = None
-    data_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        check_settings(dataclasses.asdict(self))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class RunPlan:
-    """A checked run: resolved parts, the data it reads and its content key."""
-
-    config: RunConfig
-    method_cls: type[PeftMethod]
-    task: Task
-    budget: Budget | None
-    source: DataSource
-    splits: dict[str, list[dict[str, Any]]]
-    fingerprint: models.Fingerprint
-    key: str
-    requested: int | None  # the budget as a parameter count of this model (None: no budget)
-    recipe: Resolved  # the effective options and optimiser settings
-
-    @property
-    def lr(self) -> float:
-        return self.recipe.optim.lr
-
-
-def plan(config: RunConfig) -> RunPlan:
-    """Check `config` and read the task data; BenchError on bad input. Loads no weights."""
-    from methods import get_method
-    from methods.recipes import resolve
-    from tasks import get_task
-
-    method_cls = get_method(config.method)
-    task = with_prompt_masking(get_task(config.task), config.mask_prompt)
-    budget = parse_budget(config.budget) if config.budget is not None else None
-    recipe = resolve(
-        method_cls,
-        config.recipe,
-        task.model_kind,
-        config.options,
-        config.max_steps,
-        config.lr,
-        config.weight_decay,
-        config.warmup_ratio,
-    )
-    options = recipe.options
-    models.check_model_name(config.model)
-    source = DataSource(config.data_dir)
-    splits = {
-        "train": task.load("train", source, config.train_examples),
-        "validation": task.load("validation", source, config.validation_examples),
-        "test": task.load("test", source, config.test_examples),
-    }
-    if not splits["train"]:
-        raise BenchError(f"task {task.name} has no training examples", "check the data files")
-    skeleton = models.model_skeleton(config.model, task.model_kind, task.num_labels)
-    requested = budget.resolve(skeleton.base_params) if budget else None
-    module = method_cls(skeleton.model, options, head_prefixes=skeleton.head_prefixes)
-    if module.counts_before_calibration():
-        solve_knob(module, requested, config.method)
-    fingerprint = models.model_fingerprint(config.model)
-    identity = {
-        "schema_version": SCHEMA_VERSION,
-        "model": fingerprint.value,
-        "config": {
-            **config.to_dict(),
-            "data_dir": None,
-            "options": dataclasses.asdict(options),
-            "optim": dataclasses.asdict(recipe.optim),
-        },
-        "data": source.files,
-        "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
-        "code": source_hash(method_cls, type(task), *_run_modules()),
-        "libraries": library_versions(),
-    }
-    return RunPlan(
-        config=config,
-        method_cls=method_cls,
-        task=task,
-        budget=budget,
-        source=source,
-        splits=splits,
-        fingerprint=fingerprint,
-        key=content_key(identity),
-        requested=requested,
-        recipe=recipe,
-    )
-
-
-def with_prompt_masking(task: Task, mask_prompt: bool) -> Task:
-    """`task` training with or without its prompt tokens in the loss; BenchError if it has no prompt to leave in."""
-    if hasattr(task, "mask_prompt"):
-        return dataclasses.replace(task, mask_prompt=mask_prompt)
-    if not mask_prompt:
-        raise BenchError(
-            f"task {task.name} has no instruction prompt, so mask_prompt=false does not apply",
-            "drop --no-mask-prompt (or `mask_prompt: false`) for this task",
-        )
-    return task
-
-
-def _run_modules() -> tuple[ModuleType, ...]:
-    """This module and those `execute` imports when it runs: their code is part of every run key."""
-    from bench import artifacts, batching, callbacks, divergence
-    from methods import density, training
-    from tasks import leakage
-
-    return (sys.modules[__name__], artifacts, batching, callbacks, density, divergence, leakage, training)
-
-
-def solve_knob(module: PeftMethod, requested: int | None, method: str) -> int:
-    """The knob for a budget of `requested` parameters (None: the method's single value); BenchError if none fits."""
-    if requested is not None:
-        return module.solve_budget(requested)
-    low, high = module.knob_bounds()
-    if low != high:
-        raise BenchError(
-            f"method {method} needs a budget (its {module.knob_name} ranges over {low}..{high})",
-            "pass --budget (bench run) or give it budgets (sweep spec), e.g. 0.5% or 120k",
-        )
-    return low
 
 
 def _batches(
@@ -220,7 +51,7 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
     import torch
     from torch.utils.data import DataLoader
 
-    from bench.batching import LengthGrouped
+    from bench.run.batching import LengthGrouped
 
     config = plan_.config
     features = _train_features(plan_, tokenizer)
@@ -272,9 +103,9 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     import torch
     from lightning.pytorch.utilities import rank_zero_only
 
-    from bench.artifacts import ADAPTER_SUFFIX, write_state
-    from bench.callbacks import CostMeter, LearningCurves, StepProgressBar, full_weights
-    from bench.divergence import Diverged, DivergenceGuard, check_metrics
+    from bench.run.artifacts import ADAPTER_SUFFIX, write_state
+    from bench.run.callbacks import CostMeter, LearningCurves, StepProgressBar, full_weights
+    from bench.run.divergence import Diverged, DivergenceGuard, check_metrics
     from methods.density import activation_density
     from methods.training import Training
     from tasks.leakage import leakage_report
@@ -309,7 +140,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         "max_length": config.max_length,
         "train_examples": config.train_examples,
     }
-    module.calibrate(calibration_batches, models.cache_dir() / "calibration", context, config.head_probe_steps)
+    module.calibrate(calibration_batches, cache_dir() / "calibration", context, config.head_probe_steps)
 
     knob = solve_knob(module, requested, config.method)
     module.apply(knob)
@@ -445,7 +276,6 @@ def _diverged(run: RunPlan, out_dir: Path, trainer: L.Trainer, diverged: Diverge
 
     `Diverged` is raised on every rank at once: the guard decides on every rank's losses and gradients, and the
     metrics are gathered before they are checked."""
-    from bench.store import Store
 
     if not trainer.is_global_zero:
         return None

@@ -6,8 +6,8 @@ config fields the methods read. Importing a transformers model class for that co
 bad-budget error's time. So the layout of a model whose config is a local file is described once, from the real
 meta-device model, and cached under `<cache>/skeletons/`, keyed by the config file's bytes, the model kind, the
 label count and the transformers version; later plans rebuild it from the cache without importing transformers.
-The built-in offline models' layouts ship in bench/layouts/ for the pinned transformers (`python -m bench.skeleton`
-writes them), so even a machine's first plan skips transformers' model classes.
+The built-in offline models' layouts ship in bench/run/layouts/ for the pinned transformers
+(`python -m bench.run.shipped_layouts` writes them), so even a machine's first plan skips transformers' model classes.
 
 The rebuilt model has the same module names, every `nn.Linear` as an `nn.Linear` of the same shape, torch's
 containers as themselves, every other module as an `nn.Module` of the same class name holding parameters of the
@@ -18,9 +18,7 @@ and solved knobs.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -123,34 +121,3 @@ def rebuild(layout: dict[str, Any]) -> nn.Module:
     model = built[""]
     model.config = SimpleNamespace(**layout["config"])
     return model
-
-
-def shipped_cases() -> list[tuple[str, str, int]]:
-    """(model, kind, label count) of every built-in offline model and task shape whose layout ships with the code."""
-    from tasks import registry
-
-    shapes = {(task.model_kind, task.num_labels) for task in registry().values()}
-    return [
-        (model, kind, labels)
-        for model in ("minilm-l6", "smollm2-135m")
-        for kind, labels in sorted(shapes)
-        if kind == "sequence-classification" or model == "smollm2-135m"
-    ]
-
-
-def write_shipped() -> list[Path]:
-    """Write the layouts of `shipped_cases` into bench/layouts (run after changing the transformers pin)."""
-    from bench.models import SHIPPED_LAYOUTS, describe_from_config, layout_name, model_source
-    from bench.record import write_text_atomic
-
-    written = []
-    for model, kind, labels in shipped_cases():
-        path = SHIPPED_LAYOUTS / layout_name(Path(model_source(model)) / "config.json", kind, labels)
-        write_text_atomic(path, json.dumps(describe_from_config(model, kind, labels), separators=(",", ":")))
-        written.append(path)
-    return written
-
-
-if __name__ == "__main__":
-    for path in write_shipped():
-        print(path)

@@ -6,7 +6,7 @@
 
 `model_skeleton` builds a model from its config on the meta device (no weights), so budgets and method options are
 checked in a second, before any weight loads; its layout is cached, so later plans skip transformers' model classes
-(bench/skeleton.py). torch and transformers are imported only when a model is built.
+(bench/run/skeleton.py). torch and transformers are imported only when a model is built.
 
 `model_fingerprint` identifies the weights without loading them, for the run key: the sha256 of the weight files
 (SmolLM2: the packaged GGUF; a folder: its *.safetensors or *.bin), cached by path, size and mtime in
@@ -20,7 +20,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,15 +29,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock
 
-from bench.record import write_json_atomic
+from bench.run.skeleton import LAYOUT_VERSION, describe, rebuild
 from core.errors import BenchError
+from core.files import cache_dir, write_json_atomic
 from tasks.data_source import sha256_file
 
 if TYPE_CHECKING:
     from torch import nn
 
 ModelKind = Literal["sequence-classification", "causal-lm"]
-CACHE_ENV = "PEFT_BENCH_CACHE"
 
 
 @dataclass(frozen=True)
@@ -76,10 +75,6 @@ class LoadedModel:
     @property
     def head_params(self) -> int:
         return sum(p.numel() for n, p in self.model.named_parameters() if self.is_head(n))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "peft-bench"))
 
 
 def _package_dir(package: str, install_hint: str) -> Path:
@@ -288,12 +283,10 @@ def _cannot_load(name: str, source: str, error: OSError) -> BenchError:
 @cache
 def model_skeleton(name: str, kind: ModelKind, num_labels: int = 0) -> LoadedModel:
     """`name`'s architecture on the meta device: module names, linear and parameter shapes, config; no weights, no
-    tokenizer. Rebuilt from a cached layout where the config is a local file (bench/skeleton.py), so a plan does not
+    tokenizer. Rebuilt from a cached layout where the config is a local file (bench/run/skeleton.py), so a plan does not
     import transformers' model classes.
 
     Shared between callers (cached): use it to count and to solve budgets, never to train."""
-    from bench.skeleton import rebuild
-
     source = model_source(name)
     config_file = Path(source) / "config.json"
     stored = layout_name(config_file, kind, num_labels) if config_file.is_file() else None
@@ -323,9 +316,7 @@ def _layout_cache() -> Path:
 
 def layout_name(config_file: Path, kind: ModelKind, num_labels: int) -> str:
     """The file name of the layout of the model `config_file` configures, for this kind, label count and transformers
-    version: shipped in SHIPPED_LAYOUTS (`python -m bench.skeleton` writes them) or cached after the first plan."""
-    from bench.skeleton import LAYOUT_VERSION
-
+    version: shipped in SHIPPED_LAYOUTS (`python -m bench.run.shipped_layouts` writes them) or cached after the first plan."""
     digest = hashlib.sha256(config_file.read_bytes())
     digest.update(f"{kind}:{num_labels}:{importlib.metadata.version('transformers')}:{LAYOUT_VERSION}".encode())
     return f"{digest.hexdigest()}.json"
@@ -335,8 +326,6 @@ def describe_from_config(name: str, kind: ModelKind, num_labels: int) -> dict[st
     """The layout of `name` built by transformers from its config on the meta device."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from bench.skeleton import describe
 
     source = model_source(name)
     try:

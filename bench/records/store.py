@@ -31,17 +31,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from bench.environment import environment
-from bench.record import (
-    SCHEMA_VERSION,
-    CorruptFile,
-    check_record,
-    is_record,
-    read_json,
-    read_records,
-    write_json_atomic,
-    write_record,
-)
+from bench.records.environment import environment
+from bench.records.record import SCHEMA_VERSION, check_record, is_record, read_records, write_record
+from core.files import CorruptFile, read_json, write_json_atomic
 
 
 def now() -> str:

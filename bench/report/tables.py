@@ -22,10 +22,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench import anchors, stats
-from bench.agreement import Agreement
-from bench.collapse import COLLAPSE_SHARE
-from bench.plots import REFERENCE, display_name
+from bench.records.collapse import COLLAPSE_SHARE
+from bench.report import anchors, stats
+from bench.report.agreement import Agreement
+from bench.report.plots import REFERENCE, display_name
 
 CELL = ["model", "task", "method", "budget"]
 TIED, COLLAPSED = "†", "‡"  # marks after a score: tied with the best; a seed gave one answer to the whole test set

@@ -33,9 +33,10 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from bench.budget import FIXED_KNOBS, budget_label
+from bench.run.budget import FIXED_KNOBS, budget_label
 from core.errors import BenchError
 
+DEFAULT_PROJECT = "peft-bench"  # the W&B project of runs and reports unless a spec names one
 PREDICTION_ROWS = 200  # rows of the per-example prediction table (test split)
 MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline", "run": "online"}
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
-from bench.budget import FIXED_KNOBS
-from bench.plateau import PlateauFit
+from bench.report.plateau import PlateauFit
+from bench.run.budget import FIXED_KNOBS
 
 FORMATS = ("png", "pdf")
 REFERENCE = "full"

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from bench.spec import SweepSpec
+from bench.sweep.spec import SweepSpec
 from core.errors import BenchError
 
 

@@ -41,12 +41,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import wandb_logging
-from bench.distributed import launch, relaunches
-from bench.executors import make_executor
-from bench.run import RunConfig, execute, plan
-from bench.spec import MethodSpec, SweepSpec
-from bench.store import Store, now
+from bench.records.store import Store, now
+from bench.report import wandb_logging
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.plan import plan
+from bench.sweep.distributed import launch, relaunches
+from bench.sweep.executors import make_executor
+from bench.sweep.spec import MethodSpec, SweepSpec
 from core.errors import BenchError
 
 MIN_EDGE_GRID = 3  # a two-point grid has no inside: every pick is at an end
@@ -329,7 +331,7 @@ def choose_lrs(spec: SweepSpec, store: Store, phase1: Phase1) -> dict[str, Any]:
 def _tuning_run(store: Store, cell: Cell) -> dict[str, Any]:
     """A tuning run's seed, key, status and validation score. An ok run whose validation predictions collapse onto one
     answer (bench.collapse) has status "collapsed": its score is kept for the record but never chosen."""
-    from bench.collapse import run_collapses
+    from bench.records.collapse import run_collapses
 
     record = store.read(cell.key) or {"status": "missing"}
     status, score = record["status"], None
@@ -406,7 +408,7 @@ def run_sweep(
     isolate: bool = False,
 ) -> SweepResult:
     """Run `spec` into the store at `out` (see the module docstring); returns what happened."""
-    from bench.record import check_writable
+    from core.files import check_writable
 
     store = Store(out)
     check_writable(store.root)

@@ -45,10 +45,11 @@ from typing import Any
 
 import yaml
 
-from bench.budget import FIXED_KNOBS, parse_budget
-from bench.models import check_model_name
-from bench.run import RunConfig
-from bench.settings import MAX_SEED
+from bench.report.wandb_logging import DEFAULT_PROJECT
+from bench.run.budget import FIXED_KNOBS, parse_budget
+from bench.run.config import RunConfig
+from bench.run.models import check_model_name
+from bench.run.settings import MAX_SEED
 from core.errors import BenchError
 
 CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr", "recipe")
@@ -79,7 +80,6 @@ WANDB_MODES = (
     "online",
     "disabled",
 )  # `mode`: W&B stays offline unless the spec or WANDB_MODE says otherwise
-DEFAULT_PROJECT = "peft-bench"
 DEFAULT_RECIPE = "default"  # methods.recipes.DEFAULT (imported only where a spec is parsed, as the method registry)
 NATIVE = "native"  # `budgets: native`: run without a budget, at the method's own fixed count (e.g. SVFit's energy rule)
 

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.executors import die_with_parent
-from bench.run import RunConfig, execute, plan
+from bench.run.config import RunConfig
+from bench.run.execute import execute
+from bench.run.plan import plan
+from bench.sweep.executors import die_with_parent
 from core.errors import BenchError
 
 LOG_NAME = "processes.log"  # the cell's output, under <store>/logs/<key prefix>/
@@ -32,7 +34,7 @@ def relaunches(config: RunConfig) -> bool:
     import lightning as L
     from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
-    from bench.run import quiet_libraries
+    from bench.run.execute import quiet_libraries
 
     quiet_libraries()
     trainer = L.Trainer(
@@ -51,7 +53,7 @@ def launch(config: RunConfig, key: str, store: Path) -> dict[str, Any]:
     """Run the cell `key` in its own processes; the record rank 0 wrote (ok, or failed by a divergence).
 
     RuntimeError, naming the log, when the command fails: a rank raised or died."""
-    from bench.store import Store
+    from bench.records.store import Store
 
     log = store / "logs" / key[:16] / LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -37,16 +37,12 @@ from typing import Any
 
 import pandas as pd
 
-from bench import plateau, plots, stats, wandb_logging
-from bench.agreement import protocol_agreement
-from bench.budget import FIXED_KNOBS
-from bench.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
-from bench.plots import display_name
-from bench.record import write_json_atomic
-from bench.spec import DEFAULT_PROJECT
-from bench.store import Store
-from bench.sweep import beyond_the_edge
-from bench.tables import (
+from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
+from bench.records.store import Store
+from bench.report import plateau, plots, stats, wandb_logging
+from bench.report.agreement import protocol_agreement
+from bench.report.plots import display_name
+from bench.report.tables import (
     CELL,
     GROUP_AVERAGES,
     Table,
@@ -58,7 +54,11 @@ from bench.tables import (
     test_set_tables,
     unfinished_table,
 )
+from bench.report.wandb_logging import DEFAULT_PROJECT
+from bench.run.budget import FIXED_KNOBS
+from bench.sweep.driver import beyond_the_edge
 from core.errors import BenchError
+from core.files import write_json_atomic
 
 REFERENCE = plots.REFERENCE
 NOT_FINGERPRINTED = {"seed", "lr", "threads", "data_dir"}
