@@ -23,7 +23,7 @@ run a cell twice. A failed run is recorded (status "failed") and retried by the 
 is retried in a fresh pool, then left for the next sweep (`interrupted`); a failure is never written over an ok record.
 Corrupt files found in the store when a sweep starts are moved to `<store>/quarantine/`, and the sweep goes on.
 A cell that Lightning would run on several local processes (DDP, FSDP) runs as a command of its own, which Lightning
-replicates instead of the sweep (`bench.distributed`); the worker holds its lock and logs its record to W&B.
+replicates instead of the sweep (`bench.sweep.distributed`); the worker holds its lock and logs its record to W&B.
 """
 
 from __future__ import annotations
