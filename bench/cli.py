@@ -22,6 +22,7 @@ from bench.run.settings import CHOICES
 from core.errors import BenchError
 
 Command = Callable[[argparse.Namespace], int]
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns: one add_parser per command
 CHOICE_HELP = {"method": "methods", "task": "tasks", "model": "models"}
 
 
@@ -268,6 +269,7 @@ class _UsePlugins(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `bench` parser: the global flags, then the subcommands in the order `--help` lists them."""
     parser = _Parser(
         prog="bench",
         description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.",
@@ -280,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder of your own methods and tasks (repeatable; also PEFT_BENCH_PLUGINS; see examples/plugins)",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add_command in (_add_run, _add_list, _add_sweep, _add_report, _add_compare, _add_eval, _add_export):
+        add_command(commands)
+    return parser
 
+
+def _add_run(commands: Subcommands) -> None:
     run = commands.add_parser(
         "run",
         help="fine-tune and evaluate one method at one budget on one task and seed",
@@ -297,9 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
+
+def _add_list(commands: Subcommands) -> None:
     listing = commands.add_parser("list", help="the methods, tasks and models available")
     listing.set_defaults(handler=cmd_list)
 
+
+def _add_sweep(commands: Subcommands) -> None:
     sweep = commands.add_parser(
         "sweep", help="run a sweep spec (methods × budgets × tasks × seeds) into a results store, skipping stored runs"
     )
@@ -325,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(handler=cmd_sweep)
 
+
+def _add_report(commands: Subcommands) -> None:
     report = commands.add_parser(
         "report", help="tables (Markdown, LaTeX), plateau and Pareto plots of a results store, under DIR/report"
     )
@@ -337,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=cmd_report)
 
+
+def _add_compare(commands: Subcommands) -> None:
     compare = commands.add_parser(
         "compare", help="regression check of a results store against a baseline; exit 1 on a regression"
     )
@@ -371,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=cmd_compare)
 
+
+def _add_eval(commands: Subcommands) -> None:
     evaluate = commands.add_parser(
         "eval", help="re-evaluate a saved run on a split of a task (same model kind), without retraining"
     )
@@ -391,13 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=cmd_eval)
 
+
+def _add_export(commands: Subcommands) -> None:
     export = commands.add_parser(
         "export", help="write a saved run's merged dense model as a transformers folder (save_pretrained + tokenizer)"
     )
     export.add_argument("record", help="a run record, <store>/<run_key>.json, with its saved state next to it")
     export.add_argument("dir", help="a new or empty folder")
     export.set_defaults(handler=cmd_export)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
