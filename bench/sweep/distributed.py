@@ -2,12 +2,12 @@
 
 Lightning starts the extra processes of a multi-device run by running the command that started it once more per
 device. Run inside a sweep, that copies the whole sweep: its copies would queue for the cell lock the first process
-holds while it waits for them. So a worker runs such a cell as `python -m bench.distributed CONFIG STORE KEY`, the
-only command Lightning then replicates; the worker keeps the cell's lock, waits for the command and reads the record
-that rank 0 wrote. Every process of the cell dies with its parent (the worker, or rank 0 for the other ranks), and
-the command fails when any rank fails: a rank that raises ends its process, the others fail in their next collective
-(or Lightning's launcher stops them), and rank 0 records success only after every rank has finished evaluating
-(`bench.run.execute`)."""
+holds while it waits for them. So a worker runs such a cell as `python -m bench.sweep.distributed CONFIG STORE KEY`,
+the only command Lightning then replicates; the worker keeps the cell's lock, waits for the command and reads the
+record that rank 0 wrote. Every process of the cell dies with its parent (the worker, or rank 0 for the other ranks),
+and the command fails when any rank fails: a rank that raises ends its process, the others fail in their next
+collective (or Lightning's launcher stops them), and rank 0 records success only after every rank has finished
+evaluating (`bench.run.execute`)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def launch(config: RunConfig, key: str, store: Path) -> dict[str, Any]:
 
     log = store / "logs" / key[:16] / LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "bench.distributed", json.dumps(config.to_dict()), str(store), key]
+    command = [sys.executable, "-m", "bench.sweep.distributed", json.dumps(config.to_dict()), str(store), key]
     with log.open("w", encoding="utf-8") as output:
         code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False).returncode
     record = Store(store).read(key)
@@ -70,7 +70,7 @@ def launch(config: RunConfig, key: str, store: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Every rank of the cell runs this; 0 once rank 0 has recorded the run (ok or diverged), 2 on bad input."""
     die_with_parent(os.getppid())
-    parser = argparse.ArgumentParser(prog="python -m bench.distributed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep.distributed", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the run config as JSON")
     parser.add_argument("out", help="the store")
     parser.add_argument("key", help="the run key the sweep planned")
