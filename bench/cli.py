@@ -21,7 +21,8 @@ from bench.run.config import RunConfig
 from bench.run.settings import CHOICES
 from core.errors import BenchError
 
-Command = Callable[[argparse.Namespace], int]
+# Lazy imports: a command, the listing, --version and --plugins import what they run in their body, so help is instant.
+
 Subcommands = argparse._SubParsersAction  # what add_subparsers returns: one add_parser per command
 CHOICE_HELP = {"method": "methods", "task": "tasks", "model": "models"}
 
@@ -92,6 +93,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.report import wandb_logging
     from bench.run.execute import execute
     from bench.run.plan import plan
 
@@ -100,10 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if record is None:  # a non-zero rank of a distributed run: rank 0 records and reports
         return 0
     if args.wandb:
-        from bench.report import wandb_logging
-        from bench.report.wandb_logging import DEFAULT_PROJECT
-
-        wandb_logging.log_record(Path(args.out), {"project": DEFAULT_PROJECT}, record, "bench-run", "final")
+        wandb_logging.log_record(
+            Path(args.out), {"project": wandb_logging.DEFAULT_PROJECT}, record, "bench-run", "final"
+        )
     if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
         print(
             f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} -> {Path(args.out) / (run.key + '.json')}"
@@ -170,11 +171,10 @@ def _is_number(text: str) -> bool:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep.driver import run_sweep, summary_text
     from bench.sweep.spec import load_spec
+    from bench.sweep.wandb_sweep import write_wandb_sweeps
 
     spec = load_spec(args.spec)
     if args.emit_wandb_sweep:
-        from bench.sweep.wandb_sweep import write_wandb_sweeps
-
         for path in write_wandb_sweeps(spec, Path(args.emit_wandb_sweep), Path(args.out)):
             print(f"wrote {path}  (start it with: wandb sweep {path})")
         return 0

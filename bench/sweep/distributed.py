@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.records.store import Store
 from bench.run.config import RunConfig
-from bench.run.execute import execute
+from bench.run.execute import execute, quiet_libraries
 from bench.run.plan import plan
 from bench.sweep.executors import die_with_parent
 from core.errors import BenchError
@@ -31,10 +32,8 @@ LOG_NAME = "processes.log"  # the cell's output, under <store>/logs/<key prefix>
 
 def relaunches(config: RunConfig) -> bool:
     """Whether Lightning would start this run's other processes by running the current command again."""
-    import lightning as L
+    import lightning as L  # Lightning loads only when a sweep asks how a run starts its processes
     from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
-
-    from bench.run.execute import quiet_libraries
 
     quiet_libraries()
     trainer = L.Trainer(
@@ -53,8 +52,6 @@ def launch(config: RunConfig, key: str, store: Path) -> dict[str, Any]:
     """Run the cell `key` in its own processes; the record rank 0 wrote (ok, or failed by a divergence).
 
     RuntimeError, naming the log, when the command fails: a rank raised or died."""
-    from bench.records.store import Store
-
     log = store / "logs" / key[:16] / LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "bench.sweep.distributed", json.dumps(config.to_dict()), str(store), key]

@@ -1,7 +1,7 @@
 """Where cells run: in this process, in N local worker processes, or as a SLURM job array through submitit.
 
 Every executor maps one picklable function over a list of items and yields results as they finish; the locking
-and skipping happen inside the function (bench.sweep.run_cell), so executors only dispatch.
+and skipping happen inside the function (bench.sweep.driver.run_cell), so executors only dispatch.
 
 A local worker that dies (killed, out of memory) breaks its process pool and every cell running in it; the cells
 that had not finished go to a fresh pool, up to `POOL_RETRIES` times, then are reported `interrupted` (left for the
@@ -33,7 +33,7 @@ PR_SET_PDEATHSIG = 1
 def _start_worker(threads: int, parent: int) -> None:
     """A worker's set-up: die with the sweep process `parent`, and share the cores with the other workers."""
     die_with_parent(parent)
-    import torch
+    import torch  # torch and submitit load where a worker or a SLURM array needs them: dispatching needs neither
 
     torch.set_num_threads(threads)
 

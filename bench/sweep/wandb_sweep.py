@@ -16,11 +16,11 @@ import yaml
 
 from bench.sweep.spec import SweepSpec
 from core.errors import BenchError
+from tasks import get_task
 
 
 def wandb_sweep(spec: SweepSpec, method_index: int, store: Path) -> dict[str, Any]:
-    from tasks import get_task
-
+    """The W&B grid sweep of the spec's method `method_index`, running `bench run` into `store`."""
     method = spec.methods[method_index]
     parameters: dict[str, Any] = {
         "method": {"value": method.name},
