@@ -59,7 +59,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _choices_text() -> str:
-    """The methods (knob, options), tasks and models a run may name: the epilog of `bench run --help` and `bench list`."""
+    """The methods (knob, options), tasks and models a run may name: the epilog of `bench run --help` and
+    `bench list`."""
     from bench.run.models import MODELS
     from methods import catalogue
     from tasks import registry as task_registry
@@ -107,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
         print(
-            f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} -> {Path(args.out) / (run.key + '.json')}"
+            f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} "
+            f"-> {Path(args.out) / (run.key + '.json')}"
         )
         return 1
     params = record["params"]
@@ -223,7 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.record), args.task, args.split, Path(args.out) if args.out else None, args.examples, args.data_dir
     )
     print(
-        f"{evaluation['method']['name']} run {evaluation['evaluates'][:12]} on {evaluation['task']} {evaluation['split']} ({evaluation['examples']} examples): {json.dumps(evaluation['metrics'])} -> {path}"
+        f"{evaluation['method']['name']} run {evaluation['evaluates'][:12]} on {evaluation['task']} "
+        f"{evaluation['split']} ({evaluation['examples']} examples): {json.dumps(evaluation['metrics'])} -> {path}"
     )
     return 0
 
@@ -272,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The `bench` parser: the global flags, then the subcommands in the order `--help` lists them."""
     parser = _Parser(
         prog="bench",
-        description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.",
+        description="peft-bench: fair, reproducible comparisons of fine-tuning methods "
+        "at equal trainable-parameter budgets.",
     )
     parser.add_argument("--version", action=_PrintVersion)
     parser.add_argument(
@@ -346,7 +350,8 @@ def _add_report(commands: Subcommands) -> None:
     report.add_argument(
         "--variant",
         metavar="STORE",
-        help="another store over the same grid (e.g. the papers' fixed recipes), drawn dotted in the plateau figures and tabulated against this one",
+        help="another store over the same grid (e.g. the papers' fixed recipes), drawn dotted in the plateau figures "
+        "and tabulated against this one",
     )
     report.set_defaults(handler=cmd_report)
 

@@ -39,7 +39,8 @@ def _start_worker(threads: int, parent: int) -> None:
 
 
 def die_with_parent(parent: int) -> None:
-    """SIGKILL this process when `parent` dies: the kernel's parent-death signal on Linux, a watchdog thread elsewhere."""
+    """SIGKILL this process when `parent` dies: the kernel's parent-death signal on Linux, a watchdog thread
+    elsewhere."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     else:
@@ -164,8 +165,8 @@ class SlurmExecutor:
         crashed: Callable[[Any, BaseException], Any],
         interrupted: Callable[[Any, BaseException], Any],
     ) -> Iterator[Any]:
-        """Yield `function(item)` per item; `crashed(item, error)` for a job that died without returning (one job runs one
-        item, so the death is that item's own; `interrupted` is unused)."""
+        """Yield `function(item)` per item; `crashed(item, error)` for a job that died without returning (one job runs
+        one item, so the death is that item's own; `interrupted` is unused)."""
         if not items:
             return
         jobs = self.executor.map_array(function, items)

@@ -9,7 +9,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
   overrides for the task's learning-rate tuning runs only (`{max_steps: 2000, tuning: {max_steps: 1000}}`: tune on a
   shorter schedule, train the final runs on the longer one);
 - `seeds`: a list; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
-- `training`: any RunConfig field except method/task/model/budget/seed/options/recipe (max_steps, batch_size, devices, ...);
+- `training`: any RunConfig field except method/task/model/budget/seed/options/recipe (max_steps, batch_size,
+  devices, ...);
 - `recipe` (optional): the hyperparameter recipe of every method, `default` (the project's) or `paper` (each method's
   published settings, see methods/recipes.py); a method's own `recipe:` wins, and its `lr`, `options` and `training`
   values win over the recipe's;
@@ -27,7 +28,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
   per tuned group, so a curve's cell is not held back by where the grid stops;
 - `full_data` (optional, default false): the spec needs full training sets, so it is refused on the committed subsets
   (`tasks/data`); point `PEFT_BENCH_DATA` (or `training.data_dir`) at a full data folder;
-- `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
+- `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional):
+  submitit parameters, `cluster` (`slurm` or `local`).
 
 Methods without a knob range (full fine-tuning) run once per task and seed whatever the budgets.
 """
@@ -355,8 +357,9 @@ def _check_grids(methods: tuple[MethodSpec, ...], where: str) -> None:
             "give every method a grid (`tuning.lrs`, or `lrs` per method) so each gets the same tuning budget",
         )
     if len(grid_sizes) > 1:
+        sizes = ", ".join(f"{m.name}: {len(m.lrs)}" for m in methods if m.lrs)
         raise BenchError(
-            f"{where}: learning-rate grids differ in size ({', '.join(f'{m.name}: {len(m.lrs)}' for m in methods if m.lrs)})",
+            f"{where}: learning-rate grids differ in size ({sizes})",
             "give every tuned method a grid of the same size, so each gets the same tuning budget",
         )
 
@@ -385,7 +388,8 @@ def _tuning(
     ):
         raise BenchError(
             f"{where}: tuning.budgets is {tuning_budgets!r}",
-            f"give a whole number of budgets of at least {MIN_TUNING_BUDGETS} (the two ends and one between), or omit it to tune at every budget",
+            f"give a whole number of budgets of at least {MIN_TUNING_BUDGETS} (the two ends and one between), "
+            "or omit it to tune at every budget",
         )
     return tuning_seeds, tuning_budgets, tuning_extend
 
