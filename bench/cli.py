@@ -21,7 +21,9 @@ from bench.run.config import RunConfig
 from bench.run.settings import CHOICES
 from core.errors import BenchError
 
-Command = Callable[[argparse.Namespace], int]
+# Lazy imports: a command, the listing, --version and --plugins import what they run in their body, so help is instant.
+
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns: one add_parser per command
 CHOICE_HELP = {"method": "methods", "task": "tasks", "model": "models"}
 
 
@@ -57,7 +59,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _choices_text() -> str:
-    """The methods (knob, options), tasks and models a run may name: the epilog of `bench run --help` and `bench list`."""
+    """The methods (knob, options), tasks and models a run may name: the epilog of `bench run --help` and
+    `bench list`."""
     from bench.run.models import MODELS
     from methods import catalogue
     from tasks import registry as task_registry
@@ -91,6 +94,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.report import wandb_logging
     from bench.run.execute import execute
     from bench.run.plan import plan
 
@@ -99,13 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if record is None:  # a non-zero rank of a distributed run: rank 0 records and reports
         return 0
     if args.wandb:
-        from bench.report import wandb_logging
-        from bench.report.wandb_logging import DEFAULT_PROJECT
-
-        wandb_logging.log_record(Path(args.out), {"project": DEFAULT_PROJECT}, record, "bench-run", "final")
+        wandb_logging.log_record(
+            Path(args.out), {"project": wandb_logging.DEFAULT_PROJECT}, record, "bench-run", "final"
+        )
     if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
         print(
-            f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} -> {Path(args.out) / (run.key + '.json')}"
+            f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} "
+            f"-> {Path(args.out) / (run.key + '.json')}"
         )
         return 1
     params = record["params"]
@@ -169,11 +173,10 @@ def _is_number(text: str) -> bool:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep.driver import run_sweep, summary_text
     from bench.sweep.spec import load_spec
+    from bench.sweep.wandb_sweep import write_wandb_sweeps
 
     spec = load_spec(args.spec)
     if args.emit_wandb_sweep:
-        from bench.sweep.wandb_sweep import write_wandb_sweeps
-
         for path in write_wandb_sweeps(spec, Path(args.emit_wandb_sweep), Path(args.out)):
             print(f"wrote {path}  (start it with: wandb sweep {path})")
         return 0
@@ -222,7 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.record), args.task, args.split, Path(args.out) if args.out else None, args.examples, args.data_dir
     )
     print(
-        f"{evaluation['method']['name']} run {evaluation['evaluates'][:12]} on {evaluation['task']} {evaluation['split']} ({evaluation['examples']} examples): {json.dumps(evaluation['metrics'])} -> {path}"
+        f"{evaluation['method']['name']} run {evaluation['evaluates'][:12]} on {evaluation['task']} "
+        f"{evaluation['split']} ({evaluation['examples']} examples): {json.dumps(evaluation['metrics'])} -> {path}"
     )
     return 0
 
@@ -268,9 +272,11 @@ class _UsePlugins(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `bench` parser: the global flags, then the subcommands in the order `--help` lists them."""
     parser = _Parser(
         prog="bench",
-        description="peft-bench: fair, reproducible comparisons of fine-tuning methods at equal trainable-parameter budgets.",
+        description="peft-bench: fair, reproducible comparisons of fine-tuning methods "
+        "at equal trainable-parameter budgets.",
     )
     parser.add_argument("--version", action=_PrintVersion)
     parser.add_argument(
@@ -280,7 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder of your own methods and tasks (repeatable; also PEFT_BENCH_PLUGINS; see examples/plugins)",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add_command in (_add_run, _add_list, _add_sweep, _add_report, _add_compare, _add_eval, _add_export):
+        add_command(commands)
+    return parser
 
+
+def _add_run(commands: Subcommands) -> None:
     run = commands.add_parser(
         "run",
         help="fine-tune and evaluate one method at one budget on one task and seed",
@@ -297,9 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
+
+def _add_list(commands: Subcommands) -> None:
     listing = commands.add_parser("list", help="the methods, tasks and models available")
     listing.set_defaults(handler=cmd_list)
 
+
+def _add_sweep(commands: Subcommands) -> None:
     sweep = commands.add_parser(
         "sweep", help="run a sweep spec (methods × budgets × tasks × seeds) into a results store, skipping stored runs"
     )
@@ -325,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(handler=cmd_sweep)
 
+
+def _add_report(commands: Subcommands) -> None:
     report = commands.add_parser(
         "report", help="tables (Markdown, LaTeX), plateau and Pareto plots of a results store, under DIR/report"
     )
@@ -333,10 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--variant",
         metavar="STORE",
-        help="another store over the same grid (e.g. the papers' fixed recipes), drawn dotted in the plateau figures and tabulated against this one",
+        help="another store over the same grid (e.g. the papers' fixed recipes), drawn dotted in the plateau figures "
+        "and tabulated against this one",
     )
     report.set_defaults(handler=cmd_report)
 
+
+def _add_compare(commands: Subcommands) -> None:
     compare = commands.add_parser(
         "compare", help="regression check of a results store against a baseline; exit 1 on a regression"
     )
@@ -371,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=cmd_compare)
 
+
+def _add_eval(commands: Subcommands) -> None:
     evaluate = commands.add_parser(
         "eval", help="re-evaluate a saved run on a split of a task (same model kind), without retraining"
     )
@@ -391,13 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=cmd_eval)
 
+
+def _add_export(commands: Subcommands) -> None:
     export = commands.add_parser(
         "export", help="write a saved run's merged dense model as a transformers folder (save_pretrained + tokenizer)"
     )
     export.add_argument("record", help="a run record, <store>/<run_key>.json, with its saved state next to it")
     export.add_argument("dir", help="a new or empty folder")
     export.set_defaults(handler=cmd_export)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,12 +2,12 @@
 
 Lightning starts the extra processes of a multi-device run by running the command that started it once more per
 device. Run inside a sweep, that copies the whole sweep: its copies would queue for the cell lock the first process
-holds while it waits for them. So a worker runs such a cell as `python -m bench.sweep.distributed CONFIG STORE KEY`, the
-only command Lightning then replicates; the worker keeps the cell's lock, waits for the command and reads the record
-that rank 0 wrote. Every process of the cell dies with its parent (the worker, or rank 0 for the other ranks), and
-the command fails when any rank fails: a rank that raises ends its process, the others fail in their next collective
-(or Lightning's launcher stops them), and rank 0 records success only after every rank has finished evaluating
-(`bench.run.execute`)."""
+holds while it waits for them. So a worker runs such a cell as `python -m bench.sweep.distributed CONFIG STORE KEY`,
+the only command Lightning then replicates; the worker keeps the cell's lock, waits for the command and reads the
+record that rank 0 wrote. Every process of the cell dies with its parent (the worker, or rank 0 for the other ranks),
+and the command fails when any rank fails: a rank that raises ends its process, the others fail in their next
+collective (or Lightning's launcher stops them), and rank 0 records success only after every rank has finished
+evaluating (`bench.run.execute`)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.records.store import Store
 from bench.run.config import RunConfig
-from bench.run.execute import execute
+from bench.run.execute import execute, quiet_libraries
 from bench.run.plan import plan
 from bench.sweep.executors import die_with_parent
 from core.errors import BenchError
@@ -31,10 +32,8 @@ LOG_NAME = "processes.log"  # the cell's output, under <store>/logs/<key prefix>
 
 def relaunches(config: RunConfig) -> bool:
     """Whether Lightning would start this run's other processes by running the current command again."""
-    import lightning as L
+    import lightning as L  # Lightning loads only when a sweep asks how a run starts its processes
     from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
-
-    from bench.run.execute import quiet_libraries
 
     quiet_libraries()
     trainer = L.Trainer(
@@ -53,8 +52,6 @@ def launch(config: RunConfig, key: str, store: Path) -> dict[str, Any]:
     """Run the cell `key` in its own processes; the record rank 0 wrote (ok, or failed by a divergence).
 
     RuntimeError, naming the log, when the command fails: a rank raised or died."""
-    from bench.records.store import Store
-
     log = store / "logs" / key[:16] / LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "bench.sweep.distributed", json.dumps(config.to_dict()), str(store), key]

@@ -1,7 +1,7 @@
 """Where cells run: in this process, in N local worker processes, or as a SLURM job array through submitit.
 
 Every executor maps one picklable function over a list of items and yields results as they finish; the locking
-and skipping happen inside the function (bench.sweep.run_cell), so executors only dispatch.
+and skipping happen inside the function (bench.sweep.driver.run_cell), so executors only dispatch.
 
 A local worker that dies (killed, out of memory) breaks its process pool and every cell running in it; the cells
 that had not finished go to a fresh pool, up to `POOL_RETRIES` times, then are reported `interrupted` (left for the
@@ -33,13 +33,14 @@ PR_SET_PDEATHSIG = 1
 def _start_worker(threads: int, parent: int) -> None:
     """A worker's set-up: die with the sweep process `parent`, and share the cores with the other workers."""
     die_with_parent(parent)
-    import torch
+    import torch  # torch and submitit load where a worker or a SLURM array needs them: dispatching needs neither
 
     torch.set_num_threads(threads)
 
 
 def die_with_parent(parent: int) -> None:
-    """SIGKILL this process when `parent` dies: the kernel's parent-death signal on Linux, a watchdog thread elsewhere."""
+    """SIGKILL this process when `parent` dies: the kernel's parent-death signal on Linux, a watchdog thread
+    elsewhere."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     else:
@@ -164,8 +165,8 @@ class SlurmExecutor:
         crashed: Callable[[Any, BaseException], Any],
         interrupted: Callable[[Any, BaseException], Any],
     ) -> Iterator[Any]:
-        """Yield `function(item)` per item; `crashed(item, error)` for a job that died without returning (one job runs one
-        item, so the death is that item's own; `interrupted` is unused)."""
+        """Yield `function(item)` per item; `crashed(item, error)` for a job that died without returning (one job runs
+        one item, so the death is that item's own; `interrupted` is unused)."""
         if not items:
             return
         jobs = self.executor.map_array(function, items)

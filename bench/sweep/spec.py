@@ -9,7 +9,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
   overrides for the task's learning-rate tuning runs only (`{max_steps: 2000, tuning: {max_steps: 1000}}`: tune on a
   shorter schedule, train the final runs on the longer one);
 - `seeds`: a list; `budgets`: the default budget grid (`0.1%`, `120k`, ...) of every method with a knob range;
-- `training`: any RunConfig field except method/task/model/budget/seed/options/recipe (max_steps, batch_size, devices, ...);
+- `training`: any RunConfig field except method/task/model/budget/seed/options/recipe (max_steps, batch_size,
+  devices, ...);
 - `recipe` (optional): the hyperparameter recipe of every method, `default` (the project's) or `paper` (each method's
   published settings, see methods/recipes.py); a method's own `recipe:` wins, and its `lr`, `options` and `training`
   values win over the recipe's;
@@ -27,7 +28,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
   per tuned group, so a curve's cell is not held back by where the grid stops;
 - `full_data` (optional, default false): the spec needs full training sets, so it is refused on the committed subsets
   (`tasks/data`); point `PEFT_BENCH_DATA` (or `training.data_dir`) at a full data folder;
-- `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional): submitit parameters, `cluster` (`slurm` or `local`).
+- `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional):
+  submitit parameters, `cluster` (`slurm` or `local`).
 
 Methods without a knob range (full fine-tuning) run once per task and seed whatever the budgets.
 """
@@ -51,6 +53,8 @@ from bench.run.config import RunConfig
 from bench.run.models import check_model_name
 from bench.run.settings import MAX_SEED
 from core.errors import BenchError
+from methods import get_method
+from tasks import get_task
 
 CELL_FIELDS = ("method", "task", "model", "budget", "seed", "options", "lr", "recipe")
 TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in CELL_FIELDS)
@@ -80,7 +84,7 @@ WANDB_MODES = (
     "online",
     "disabled",
 )  # `mode`: W&B stays offline unless the spec or WANDB_MODE says otherwise
-DEFAULT_RECIPE = "default"  # methods.recipes.DEFAULT (imported only where a spec is parsed, as the method registry)
+DEFAULT_RECIPE = "default"  # methods.recipes.DEFAULT, not imported here: that module loads torch
 NATIVE = "native"  # `budgets: native`: run without a budget, at the method's own fixed count (e.g. SVFit's energy rule)
 
 
@@ -200,85 +204,151 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     """Check a spec given as a mapping (see the module docstring)."""
-    from methods import get_method
-    from methods.recipes import check_recipe
-    from tasks import get_task
+    _check_top_level(data, where)
+    pairs, model_training, task_training = _models(data, where)
+    _check_names(pairs)
+    seeds = _seeds(data["seeds"], where)
+    default_budgets = tuple(_budgets(data.get("budgets", []), f"{where}: budgets"))
+    training = _training(data.get("training", {}), f"{where}: training")
+    tuning = _section(data, "tuning", where, TUNING_KEYS)
+    default_lrs = tuple(_floats(tuning.get("lrs", []), f"{where}: tuning.lrs"))
+    methods = _methods(data["methods"], default_budgets, default_lrs, data.get("recipe", DEFAULT_RECIPE), where)
+    tuning_seeds, tuning_budgets, tuning_extend = _tuning(tuning, methods, seeds, where)
+    wandb = _wandb(data, where)
+    slurm = _section(data, "slurm", where)
+    spec = SweepSpec(
+        name=str(data.get("name", Path(where).stem)),
+        pairs=pairs,
+        seeds=seeds,
+        methods=methods,
+        training=training,
+        model_training=model_training,
+        task_training=task_training,
+        tuning_seeds=tuning_seeds,
+        tuning_budgets=tuning_budgets,
+        tuning_extend=tuning_extend,
+        full_data=_flag(data.get("full_data", False), f"{where}: full_data"),
+        wandb=wandb,
+        slurm=dict(slurm),
+        source=data,
+    )
+    _check_cells(spec, where)
+    return spec
 
+
+def _check_top_level(data: Any, where: str) -> None:
+    """The spec is a mapping of known top-level keys with the required ones."""
     _mapping(data, where)
     _known(data, TOP_KEYS, where)
     for required in ("seeds", "methods"):
         if required not in data:
             raise BenchError(f"{where} has no {required!r}", f"add `{required}:` (see profiles/default.yaml)")
-    pairs, model_training, task_training = _models(data, where)
+
+
+def _check_names(pairs: tuple[tuple[str, str], ...]) -> None:
+    """Every model and task of the (model, task) pairs exists."""
     for model in dict.fromkeys(model for model, _ in pairs):
         check_model_name(model)
     for task in dict.fromkeys(task for _, task in pairs):
         get_task(task)
-    seeds = tuple(_ints(data["seeds"], f"{where}: seeds"))
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    """The `seeds` list: distinct whole numbers in 0..MAX_SEED."""
+    seeds = tuple(_ints(value, f"{where}: seeds"))
     if len(set(seeds)) != len(seeds):
         raise BenchError(f"{where}: seeds {list(seeds)} repeat a value", "list each seed once")
     if not all(0 <= seed <= MAX_SEED for seed in seeds):
         raise BenchError(f"{where}: seeds {list(seeds)} must lie in 0..{MAX_SEED}", "write seeds as [0, 1, 2]")
-    default_budgets = tuple(_budgets(data.get("budgets", []), f"{where}: budgets"))
-    training = _training(data.get("training", {}), f"{where}: training")
-    tuning = data.get("tuning") or {}
-    _mapping(tuning, f"{where}: tuning")
-    _known(tuning, TUNING_KEYS, f"{where}: tuning")
-    default_lrs = tuple(_floats(tuning.get("lrs", []), f"{where}: tuning.lrs"))
+    return seeds
 
-    raw_methods = data["methods"]
-    if isinstance(raw_methods, list):
-        raw_methods = {name: {} for name in _unique(_strings(raw_methods, f"{where}: methods"), f"{where}: methods")}
-    _mapping(raw_methods, f"{where}: methods")
-    if not raw_methods:
+
+def _section(data: dict[str, Any], key: str, where: str, allowed: set[str] | None = None) -> dict[str, Any]:
+    """The optional mapping `key` of the spec ({} when absent or empty), holding only `allowed` keys if given."""
+    section = data.get(key) or {}
+    _mapping(section, f"{where}: {key}")
+    if allowed is not None:
+        _known(section, allowed, f"{where}: {key}")
+    return section
+
+
+def _methods(
+    value: Any, default_budgets: tuple[str, ...], default_lrs: tuple[float, ...], recipe: Any, where: str
+) -> tuple[MethodSpec, ...]:
+    """The `methods` section, a list of names or a mapping name -> settings; the grids must give every method the
+    same tuning budget."""
+    if isinstance(value, list):
+        value = {name: {} for name in _unique(_strings(value, f"{where}: methods"), f"{where}: methods")}
+    _mapping(value, f"{where}: methods")
+    if not value:
         raise BenchError(f"{where}: methods is empty", "list at least one method (see `bench list`)")
-    methods = []
-    for name, settings in raw_methods.items():
-        settings = settings or {}
-        what = f"{where}: methods.{name}"
-        _mapping(settings, what)
-        _known(settings, METHOD_KEYS, what)
-        method_cls = get_method(str(name))
-        options = {str(k): str(v) for k, v in (settings.get("options") or {}).items()}
-        method_cls.parse_options(options)
-        has_knob = _has_knob_range(method_cls) and settings.get("budgets") != NATIVE
-        if settings.get("budgets") == NATIVE:
-            budgets: tuple[str, ...] = ()
-        else:
-            budgets = (
-                tuple(_budgets(settings["budgets"], f"{what}.budgets")) if "budgets" in settings else default_budgets
-            )
-        if has_knob and not budgets:
-            raise BenchError(
-                f"{what} has a knob ({method_cls.knob_name}) but no budgets",
-                "add `budgets:` at the top level or under the method, e.g. ['0.1%', '1%']",
-            )
-        if not _has_knob_range(method_cls) and "budgets" in settings:
-            raise BenchError(
-                f"{what}: method {name} has no knob range, so budgets do not apply",
-                f"remove budgets from {name} (it runs once per task and seed)",
-            )
-        lrs = tuple(_floats(settings["lrs"], f"{what}.lrs")) if "lrs" in settings else default_lrs
-        if lrs and "lr" in settings:
-            raise BenchError(
-                f"{what} sets both lr and a tuning grid", "keep `lr` (fixed) or `lrs`/`tuning.lrs` (tuned), not both"
-            )
-        lr, lr_by_budget = _fixed_lrs(settings.get("lr"), budgets if has_knob else (), f"{what}.lr")
-        recipe = str(settings.get("recipe", data.get("recipe", DEFAULT_RECIPE)))
-        check_recipe(method_cls, recipe)
-        methods.append(
-            MethodSpec(
-                str(name),
-                budgets if has_knob else None,
-                options,
-                _training(settings.get("training", {}), f"{what}.training"),
-                lr,
-                lrs,
-                recipe,
-                lr_by_budget,
-            )
-        )
+    methods = tuple(
+        _method(name, settings, default_budgets, default_lrs, recipe, where) for name, settings in value.items()
+    )
+    _check_grids(methods, where)
+    return methods
 
+
+def _method(
+    name: Any, settings: Any, default_budgets: tuple[str, ...], default_lrs: tuple[float, ...], recipe: Any, where: str
+) -> MethodSpec:
+    """One method's settings: options, budgets, fixed or tuned learning rates, recipe and training overrides."""
+    from methods.recipes import check_recipe  # imports torch: loaded when a spec is checked, not with this module
+
+    settings = settings or {}
+    what = f"{where}: methods.{name}"
+    _mapping(settings, what)
+    _known(settings, METHOD_KEYS, what)
+    method_cls = get_method(str(name))
+    options = {str(k): str(v) for k, v in (settings.get("options") or {}).items()}
+    method_cls.parse_options(options)
+    budgets, has_knob = _method_budgets(method_cls, name, settings, default_budgets, what)
+    lrs = tuple(_floats(settings["lrs"], f"{what}.lrs")) if "lrs" in settings else default_lrs
+    if lrs and "lr" in settings:
+        raise BenchError(
+            f"{what} sets both lr and a tuning grid", "keep `lr` (fixed) or `lrs`/`tuning.lrs` (tuned), not both"
+        )
+    lr, lr_by_budget = _fixed_lrs(settings.get("lr"), budgets if has_knob else (), f"{what}.lr")
+    recipe = str(settings.get("recipe", recipe))
+    check_recipe(method_cls, recipe)
+    return MethodSpec(
+        str(name),
+        budgets if has_knob else None,
+        options,
+        _training(settings.get("training", {}), f"{what}.training"),
+        lr,
+        lrs,
+        recipe,
+        lr_by_budget,
+    )
+
+
+def _method_budgets(
+    method_cls: type, name: Any, settings: dict[str, Any], default_budgets: tuple[str, ...], what: str
+) -> tuple[tuple[str, ...], bool]:
+    """A method's budgets (its own, else the default grid; none for `budgets: native`) and whether it has a knob range
+    to spread them over."""
+    native = settings.get("budgets") == NATIVE
+    has_knob = _has_knob_range(method_cls) and not native
+    if native:
+        budgets: tuple[str, ...] = ()
+    else:
+        budgets = tuple(_budgets(settings["budgets"], f"{what}.budgets")) if "budgets" in settings else default_budgets
+    if has_knob and not budgets:
+        raise BenchError(
+            f"{what} has a knob ({method_cls.knob_name}) but no budgets",
+            "add `budgets:` at the top level or under the method, e.g. ['0.1%', '1%']",
+        )
+    if not _has_knob_range(method_cls) and "budgets" in settings:
+        raise BenchError(
+            f"{what}: method {name} has no knob range, so budgets do not apply",
+            f"remove budgets from {name} (it runs once per task and seed)",
+        )
+    return budgets, has_knob
+
+
+def _check_grids(methods: tuple[MethodSpec, ...], where: str) -> None:
+    """Either no method tunes its learning rate, or every one does over a grid of the same size."""
     grid_sizes = {len(m.lrs) for m in methods if m.lrs}
     untuned = [m.name for m in methods if not m.lrs]
     if grid_sizes and untuned:
@@ -287,12 +357,19 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
             "give every method a grid (`tuning.lrs`, or `lrs` per method) so each gets the same tuning budget",
         )
     if len(grid_sizes) > 1:
+        sizes = ", ".join(f"{m.name}: {len(m.lrs)}" for m in methods if m.lrs)
         raise BenchError(
-            f"{where}: learning-rate grids differ in size ({', '.join(f'{m.name}: {len(m.lrs)}' for m in methods if m.lrs)})",
+            f"{where}: learning-rate grids differ in size ({sizes})",
             "give every tuned method a grid of the same size, so each gets the same tuning budget",
         )
+
+
+def _tuning(
+    tuning: dict[str, Any], methods: tuple[MethodSpec, ...], seeds: tuple[int, ...], where: str
+) -> tuple[tuple[int, ...], int | None, int]:
+    """(tuning seeds, how many budgets to tune at, how far a grid may extend) from the `tuning` section."""
     tuning_seeds: tuple[int, ...] = ()
-    if grid_sizes:
+    if any(method.lrs for method in methods):
         tuning_seeds = _tuning_seeds(tuning, seeds, where)
     elif set(tuning) - {"lrs"}:
         raise BenchError(
@@ -311,43 +388,32 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     ):
         raise BenchError(
             f"{where}: tuning.budgets is {tuning_budgets!r}",
-            f"give a whole number of budgets of at least {MIN_TUNING_BUDGETS} (the two ends and one between), or omit it to tune at every budget",
+            f"give a whole number of budgets of at least {MIN_TUNING_BUDGETS} (the two ends and one between), "
+            "or omit it to tune at every budget",
         )
+    return tuning_seeds, tuning_budgets, tuning_extend
 
-    wandb = data.get("wandb") or {}
-    _mapping(wandb, f"{where}: wandb")
-    _known(wandb, WANDB_KEYS, f"{where}: wandb")
+
+def _wandb(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The W&B settings: the spec's `wandb` section over the defaults."""
+    wandb = _section(data, "wandb", where, WANDB_KEYS)
     if wandb.get("mode", "offline") not in WANDB_MODES:
         raise BenchError(f"{where}: wandb.mode is {wandb['mode']!r}", f"use one of {', '.join(WANDB_MODES)}")
-    slurm = data.get("slurm") or {}
-    _mapping(slurm, f"{where}: slurm")
-    spec = SweepSpec(
-        name=str(data.get("name", Path(where).stem)),
-        pairs=pairs,
-        seeds=seeds,
-        methods=tuple(methods),
-        training=training,
-        model_training=model_training,
-        task_training=task_training,
-        tuning_seeds=tuning_seeds,
-        tuning_budgets=tuning_budgets,
-        tuning_extend=tuning_extend,
-        full_data=_flag(data.get("full_data", False), f"{where}: full_data"),
-        wandb={"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb},
-        slurm=dict(slurm),
-        source=data,
-    )
-    for method in spec.methods:  # every field combination must make a valid RunConfig
+    return {"project": DEFAULT_PROJECT, "entity": None, "enabled": True, **wandb}
+
+
+def _check_cells(spec: SweepSpec, where: str) -> None:
+    """Every method makes a valid RunConfig on every (model, task), and tasks' tuning overrides have a tuned method."""
+    for method in spec.methods:
         for model, task in spec.pairs:
             budget = (method.budgets or (None,))[0]
-            spec.run_config(method, model, task, budget, seeds[0], method.lr_at(budget), tuning=bool(method.lrs))
-    overridden = sorted(task for (_, task), settings in task_training.items() if "tuning" in settings)
+            spec.run_config(method, model, task, budget, spec.seeds[0], method.lr_at(budget), tuning=bool(method.lrs))
+    overridden = sorted(task for (_, task), settings in spec.task_training.items() if "tuning" in settings)
     if overridden and not any(method.lrs for method in spec.methods):
         raise BenchError(
             f"{where}: tasks {', '.join(overridden)} set `tuning` overrides, but no method tunes its learning rate",
             "give methods a grid (`lrs:` or `tuning: {lrs: ...}`), or drop the tasks' `tuning` keys",
         )
-    return spec
 
 
 def _tasks(value: Any, what: str) -> dict[str, dict[str, Any]]:
