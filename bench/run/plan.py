@@ -123,10 +123,10 @@ def with_prompt_masking(task: Task, mask_prompt: bool) -> Task:
 
 
 def _run_modules() -> tuple[ModuleType, ...]:
-    """This module, bench.run.execute and the modules `execute` imports when it runs: their code is part of every run
-    key. Imported here, once a run is planned past its budget check, because they load torch and Lightning."""
-    from bench.run import artifacts, batching, callbacks, divergence
-    from methods import density, training
-    from tasks import leakage
+    """This module, bench.run.execute and the modules `execute` imports when it runs: their code, and that of every
+    project module they import, is part of every run key. Imported here, once a run is planned past its budget
+    check, because they load Lightning; what `execute` imports at its top is reached through it."""
+    from bench.run import callbacks, divergence
+    from methods import training
 
-    return (sys.modules[__name__], execute, artifacts, batching, callbacks, density, divergence, leakage, training)
+    return (sys.modules[__name__], execute, callbacks, divergence, training)
