@@ -132,7 +132,7 @@ def _load(run: RunPlan) -> tuple[models.LoadedModel, PeftMethod]:
 
 
 def _calibrate(run: RunPlan, loaded: models.LoadedModel, module: PeftMethod, base_params: int) -> ParamCounts:
-    """Calibrate `module` on the first training batches, then train what the budget's knob selects; the counts."""
+    """Calibrate `module` on the first training batches, then apply the knob that meets the budget; the counts."""
     config = run.config
     requested = run.budget.resolve(base_params) if run.budget else None
     calibration_batches = [
