@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 
-import bench.run.artifacts
+import bench.run.execute
 from bench.cli import main
 from bench.run.artifacts import restore_run, write_state
 from bench.run.config import RunConfig
@@ -70,7 +70,7 @@ def test_saved_run_round_trips(
         trained["module"] = module
         return write_state(module, path, description)
 
-    monkeypatch.setattr(bench.artifacts, "write_state", keep_module)  # execute imports it when it runs
+    monkeypatch.setattr(bench.run.execute, "write_state", keep_module)  # where execute looks it up
     store = tmp_path / "store"
     record = execute(plan(small_config(method, options=options)), store, progress=False)
     record_path = store / f"{record['run_key']}.json"

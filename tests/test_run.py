@@ -93,15 +93,21 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path, lora_record: dict) ->
 
 
 def test_run_key_covers_the_code_the_run_uses_and_not_its_neighbours() -> None:
-    import bench.run.execute
     from bench.run.key import project_modules
+    from bench.run.plan import _run_modules
     from methods import get_method
     from tasks import get_task
 
-    names = {module.__name__ for module in project_modules(get_method("smt"), type(get_task("glue/sst2")), bench.run)}
+    names = {
+        module.__name__ for module in project_modules(get_method("smt"), type(get_task("glue/sst2")), *_run_modules())
+    }
     assert {
-        "bench.run",
-        "bench.models",
+        "bench.run.plan",
+        "bench.run.execute",
+        "bench.run.models",
+        "bench.run.artifacts",
+        "bench.run.callbacks",
+        "methods.training",
         "methods.base",
         "methods.smt",
         "methods.sparse_update",
@@ -109,7 +115,7 @@ def test_run_key_covers_the_code_the_run_uses_and_not_its_neighbours() -> None:
         "tasks.glue",
         "tasks.metrics",
     } <= names
-    assert not names & {"methods.svfit", "methods.lora", "tasks.instruction", "methods", "tasks"}
+    assert not names & {"methods.svfit", "methods.lora", "tasks.instruction", "methods", "tasks", "bench.run"}
 
 
 def test_full_fine_tuning_needs_no_budget(tmp_path: Path) -> None:

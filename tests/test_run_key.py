@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import record
+from bench.run import key
 
 PACKAGE = "keyprobe"
 HELPER = '''"""Helpers."""
@@ -66,7 +66,7 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (folder / "helper.py").write_text(HELPER, encoding="utf-8")
     (folder / "probe.py").write_text(MODULE, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(record, "PROJECT_PACKAGES", (*record.PROJECT_PACKAGES, PACKAGE))
+    monkeypatch.setattr(key, "PROJECT_PACKAGES", (*key.PROJECT_PACKAGES, PACKAGE))
     yield folder
     for name in [name for name in sys.modules if name == PACKAGE or name.startswith(f"{PACKAGE}.")]:
         del sys.modules[name]
@@ -74,7 +74,7 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def key_of(folder: Path, source: str) -> str:
     (folder / "probe.py").write_text(source, encoding="utf-8")
-    return record.source_hash(importlib.import_module(f"{PACKAGE}.probe").Meter)
+    return key.source_hash(importlib.import_module(f"{PACKAGE}.probe").Meter)
 
 
 @pytest.mark.parametrize("edit", sorted(HARMLESS))
@@ -100,5 +100,5 @@ def test_an_edit_in_an_imported_module_changes_the_key(package: Path) -> None:
 
 
 def test_a_string_statement_that_is_not_a_docstring_counts() -> None:
-    assert record.code_digest("x = 1\n'note'\n") != record.code_digest("x = 1\n")
-    assert record.code_digest('"""doc"""\nx = 1\n') == record.code_digest("x = 1\n")
+    assert key.code_digest("x = 1\n'note'\n") != key.code_digest("x = 1\n")
+    assert key.code_digest('"""doc"""\nx = 1\n') == key.code_digest("x = 1\n")

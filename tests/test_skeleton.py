@@ -20,6 +20,7 @@ from bench.run import models
 from bench.run.models import SHIPPED_LAYOUTS, describe_from_config, layout_name, model_skeleton, model_source
 from bench.run.shipped_layouts import shipped_cases
 from core.errors import BenchError
+from core.files import CACHE_ENV
 from methods import get_method, registry
 from methods.recipes import resolve
 
@@ -33,7 +34,7 @@ def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty skeleton cache (the model folders stay where they are)."""
     for name in ("minilm-l6", "smollm2-135m"):
         model_source(name)  # SmolLM2's folder is converted into the real cache first, once
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     model_skeleton.cache_clear()
     yield tmp_path / "cache"
     model_skeleton.cache_clear()
@@ -140,7 +141,7 @@ def _unreachable_budget(cache: Path, model: str) -> subprocess.CompletedProcess:
         "print('modeling imported:', 'transformers.modeling_utils' in sys.modules)\nsys.exit(code)"
     )
     args = ["run", "--model", model, "--method", "lora", "--budget", "50M", "--task", "glue/sst2"]
-    env = {**os.environ, models.CACHE_ENV: str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, CACHE_ENV: str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -18,6 +18,7 @@ import psutil
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 if TYPE_CHECKING:
     from methods.training import Training
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 def full_weights(wrapped: torch.nn.Module | None) -> AbstractContextManager:
     """Every weight of the model on every rank while inside: FSDP keeps a shard of each per rank (a no-op otherwise)."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
     return FSDP.summon_full_params(wrapped, writeback=False) if isinstance(wrapped, FSDP) else nullcontext()
 
 

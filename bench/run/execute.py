@@ -1,8 +1,9 @@
 """Executing a planned run: fine-tune, evaluate, and write its record.
 
 A run whose loss, gradient or metric turns non-finite stops at once and is recorded as failed, with the step and the
-quantity that diverged. torch and Lightning are imported when a run executes, not when this module loads: planning
-(which hashes this module's code) checks a budget without them.
+quantity that diverged. Lightning, the modules built on it (bench.run.callbacks, bench.run.divergence,
+methods.training) and transformers are imported when a run executes, not when this module loads: planning imports
+this module (and hashes its code) and checks a budget without them.
 """
 
 from __future__ import annotations
@@ -11,28 +12,307 @@ import dataclasses
 import logging
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from torch.utils.data import DataLoader
+
 from bench.records.environment import environment
 from bench.records.record import SCHEMA_VERSION, write_record
 from bench.records.store import Store
 from bench.run import models
+from bench.run.artifacts import ADAPTER_SUFFIX, write_state
+from bench.run.batching import LengthGrouped
 from bench.run.budget import solve_knob
 from core.errors import BenchError
 from core.files import cache_dir, check_writable, write_jsonl_atomic
+from methods.density import activation_density
+from tasks.leakage import leakage_report
 
 if TYPE_CHECKING:
     import lightning as L
-    import torch
-    from torch.utils.data import DataLoader
 
+    from bench.run.callbacks import CostMeter, LearningCurves
     from bench.run.divergence import Diverged
     from bench.run.plan import RunPlan
+    from methods.base import PeftMethod
+    from methods.training import Training
+    from tasks.base import EvalResult
 
 DENSITY_EXAMPLES = 64  # test examples the MLP activation density is measured on (every run, DEFT's measure)
+
+
+def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any] | None:
+    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions, + the trained state); returns the record.
+
+    `progress` shows bars on stderr: training steps, then evaluation or generation. A diverged run (non-finite loss,
+    gradient or metric) writes a failed record with its `divergence` and returns it.
+
+    Under DDP/FSDP every process runs this function: evaluation is split across them (`tasks.base.across_ranks`), and
+    rank 0 alone writes and returns the record, once every rank has finished; the other ranks return None. A rank
+    that raises ends its process, which ends the run (Lightning's launcher stops the others) before any record."""
+    # Lightning loads when a run executes (see the module docstring)
+    import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from bench.run.callbacks import full_weights
+    from bench.run.divergence import Diverged
+
+    check_writable(out_dir)
+    progress = progress and rank_zero_only.rank == 0  # one set of bars, rank 0's
+    laps = Laps()
+    loaded, module = _load(run)
+    base_params = loaded.base_params  # the pretrained model's, before the method attaches anything
+    laps.lap("load")
+    counts = _calibrate(run, loaded, module, base_params)
+    laps.lap("calibrate")
+    evaluate = _evaluator(run, loaded.tokenizer, progress)
+    L.seed_everything(run.config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
+    fit = _trainer(run, out_dir, evaluate, progress)
+    try:
+        training = _fit(run, fit.trainer, module, loaded.tokenizer)
+        laps.lap("fit")
+        with full_weights(fit.trainer.strategy.model):  # FSDP leaves each rank a shard of every weight: gather them all
+            model = module.model.to(training.device)
+            evaluations = _evaluate(run, model, evaluate)
+            laps.lap("evaluate")
+            fit.trainer.strategy.barrier("evaluated")  # every rank got here: only now may rank 0 record success
+            if not fit.trainer.is_global_zero:
+                return None
+            test_rows = run.splits["test"][:DENSITY_EXAMPLES]
+            density = activation_density(model, _batches(run, loaded.tokenizer, test_rows, run.config.eval_batch_size))
+            laps.lap("density")
+            record = _record(run, loaded, module, counts, _results(run, module, fit, evaluations, density))
+            record["artifacts"] = {"adapter": _save_state(run, out_dir, module, record)}
+            laps.lap("record")
+            record |= {"timings": laps.seconds, "wall_time_s": laps.total()}
+            _write(out_dir, record, evaluations)
+            return record
+    except Diverged as diverged:
+        return _diverged(run, out_dir, fit.trainer, diverged)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """A run's parameter counts: the base model's, the budget's (None without one), and what the knob trains."""
+
+    base_model: int
+    requested: int | None
+    knob: int
+    achieved: int
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A run's Trainer and the callbacks whose measurements its record keeps."""
+
+    trainer: L.Trainer
+    meter: CostMeter
+    curves: LearningCurves
+
+
+def _load(run: RunPlan) -> tuple[models.LoadedModel, PeftMethod]:
+    """The planned model (its weights still those planned) with the method attached; the process set up and seeded."""
+    import lightning as L  # Lightning loads when a run executes (see the module docstring)
+
+    config = run.config
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    quiet_libraries()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    loaded = models.load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
+    if loaded.fingerprint != run.fingerprint.value:
+        raise BenchError(f"the weights of model {config.model} changed since the run was planned", "plan the run again")
+    return loaded, run.method_cls(loaded.model, run.recipe.options, run.recipe.optim, loaded.head_prefixes)
+
+
+def _calibrate(run: RunPlan, loaded: models.LoadedModel, module: PeftMethod, base_params: int) -> ParamCounts:
+    """Calibrate `module` on the first training batches, then apply the knob that meets the budget; the counts."""
+    config = run.config
+    requested = run.budget.resolve(base_params) if run.budget else None
+    calibration_batches = [
+        batch
+        for _, batch in zip(range(config.calibration_batches), _loader(run, loaded.tokenizer, config.seed + 10_000))
+    ]
+    context = {
+        "model": loaded.fingerprint,
+        "data": run.source.files,
+        "seed": config.seed,
+        "batches": config.calibration_batches,
+        "batch_size": config.batch_size,
+        "max_length": config.max_length,
+        "train_examples": config.train_examples,
+    }
+    module.calibrate(calibration_batches, cache_dir() / "calibration", context, config.head_probe_steps)
+    knob = solve_knob(module, requested, config.method)
+    module.apply(knob)
+    achieved = module.trainable_count()
+    if achieved != module.count_for_knob(knob):
+        raise RuntimeError(
+            f"{config.method}: {achieved} trainable parameters, but the analytic count for {module.knob_name}={knob} is {module.count_for_knob(knob)}"
+        )
+    return ParamCounts(base_model=base_params, requested=requested, knob=knob, achieved=achieved)
+
+
+def _evaluator(run: RunPlan, tokenizer: Any, progress: bool) -> Callable[..., EvalResult]:
+    """The task's evaluation at the run's batch size and length: called with a model and the `examples` to score."""
+    return partial(
+        run.task.evaluate,
+        tokenizer=tokenizer,
+        batch_size=run.config.eval_batch_size,
+        max_length=run.config.max_length,
+        progress=progress,
+    )
+
+
+def _trainer(run: RunPlan, out_dir: Path, evaluate: Callable[..., EvalResult], progress: bool) -> Fit:
+    """The run's Trainer, logging to `<out_dir>/logs/`, with its cost meter, learning curves and divergence guard."""
+    # Lightning and the callbacks built on it load when a run executes (see the module docstring)
+    import lightning as L
+
+    from bench.run.callbacks import CostMeter, LearningCurves, StepProgressBar
+    from bench.run.divergence import DivergenceGuard
+
+    config = run.config
+    run_dir = out_dir / "logs" / run.key[:16]
+    meter = CostMeter()
+    curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
+    trainer = L.Trainer(
+        max_steps=config.max_steps if run.method_cls.trains else 0,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        precision=config.precision,
+        logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
+        callbacks=[
+            meter,
+            curves,
+            DivergenceGuard(),
+            *([StepProgressBar()] if progress else []),
+        ],  # the meter first: its step time excludes the curve's evaluations
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(10, config.max_steps)),
+        default_root_dir=run_dir,
+        deterministic="warn",
+    )
+    return Fit(trainer=trainer, meter=meter, curves=curves)
+
+
+def _fit(run: RunPlan, trainer: L.Trainer, module: PeftMethod, tokenizer: Any) -> Training:
+    """Train `module` on the run's training batches; the Lightning module trained. Raises `Diverged` on divergence."""
+    from methods.training import Training  # loads Lightning: when a run executes (see the module docstring)
+
+    training = Training(module)
+    trainer.fit(training, train_dataloaders=_loader(run, tokenizer, run.config.seed))
+    return training
+
+
+def _evaluate(run: RunPlan, model: torch.nn.Module, evaluate: Callable[..., EvalResult]) -> dict[str, EvalResult]:
+    """The trained model's results on the validation and test splits. Raises `Diverged` for a non-finite metric."""
+    from bench.run.divergence import check_metrics  # loads Lightning: when a run executes (see the module docstring)
+
+    evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
+    check_metrics({split: result.metrics for split, result in evaluations.items()})
+    return evaluations
+
+
+def _record(
+    run: RunPlan, loaded: models.LoadedModel, module: PeftMethod, counts: ParamCounts, results: dict[str, Any]
+) -> dict[str, Any]:
+    """The ok record of `run` but for its saved state and timings: what ran, its `results` (see `_results`), where."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_key": run.key,
+        "status": "ok",
+        "error": None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": _record_config(run),
+        "method": {
+            "name": run.config.method,
+            "knob": {"name": module.knob_name, "value": counts.knob},
+            "options": dataclasses.asdict(module.options),
+            "recipe": run.recipe.record,
+            "choices": module.describe(),
+            "calibration": module.calibration_info,
+        },
+        "task": {
+            "name": run.task.name,
+            "family": run.task.family,
+            "primary_metric": run.task.primary_metric,
+            **run.task.describe(run.source),
+        },
+        "leakage": leakage_report(run.task, run.splits),
+        "model": {
+            "name": loaded.name,
+            "source": loaded.source,
+            "fingerprint": loaded.fingerprint,
+            "fingerprint_of": loaded.fingerprint_of,
+            "dtype": run.config.dtype,
+        },
+        "params": _params(run, module, counts),
+        **results,
+        "data": {
+            "source": run.source.kind,
+            "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root),
+            "files": run.source.files,
+        },
+        "env": environment(),
+    }
+
+
+def _params(run: RunPlan, module: PeftMethod, counts: ParamCounts) -> dict[str, Any]:
+    """The record's `params`: the base model's count, the budget requested and the count trained, as % of the base."""
+    return {
+        "base_model": counts.base_model,
+        "budget": run.budget.text if run.budget else None,
+        "requested": counts.requested,
+        "requested_pct": 100 * counts.requested / counts.base_model if counts.requested else None,
+        "achieved": counts.achieved,
+        "achieved_pct": 100 * counts.achieved / counts.base_model,
+        "head": module.head_count(),
+    }
+
+
+def _results(
+    run: RunPlan, module: PeftMethod, fit: Fit, evaluations: dict[str, EvalResult], density: dict[str, Any]
+) -> dict[str, Any]:
+    """The record's results: metrics and examples per split, activation density, cost, learning curves."""
+    trainer = fit.trainer
+    return {
+        "metrics": {split: result.metrics for split, result in evaluations.items()},
+        "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
+        "density": density,
+        "cost": {
+            **fit.meter.summary(),
+            "adapter_bytes": module.adapter_bytes(),
+            "world_size": trainer.world_size,
+            "global_batch_size": run.config.batch_size * trainer.world_size,
+        },
+        "curves": fit.curves.curves(trainer.global_step, evaluations["validation"].metrics),
+    }
+
+
+def _save_state(run: RunPlan, out_dir: Path, module: PeftMethod, record: dict[str, Any]) -> dict[str, Any]:
+    """Save what `module` trained next to the record, described by the record; the record's entry for the file."""
+    description = {"run_key": run.key, "method": record["method"], "model": record["model"], "task": run.task.name}
+    return write_state(module, out_dir / f"{run.key}{ADAPTER_SUFFIX}", description)
+
+
+def _write(out_dir: Path, record: dict[str, Any], evaluations: dict[str, EvalResult]) -> None:
+    """Write the predictions, then the record (a record on disk is a finished run)."""
+    write_jsonl_atomic(
+        out_dir / f"{record['run_key']}.predictions.jsonl",
+        [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions],
+    )
+    write_record(out_dir / f"{record['run_key']}.json", record)
 
 
 def _batches(
@@ -48,11 +328,6 @@ def _batches(
 
 def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
     """Shuffled training batches; with `group_by_length`, batches of similar length (bench.batching)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from bench.run.batching import LengthGrouped
-
     config = plan_.config
     features = _train_features(plan_, tokenizer)
     generator = torch.Generator().manual_seed(seed)
@@ -90,187 +365,6 @@ def _train_features(plan_: RunPlan, tokenizer: Any) -> list[dict[str, Any]]:
     return _FEATURES[key]
 
 
-def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any] | None:
-    """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions, + the trained state); returns the record.
-
-    `progress` shows bars on stderr: training steps, then evaluation or generation. A diverged run (non-finite loss,
-    gradient or metric) writes a failed record with its `divergence` and returns it.
-
-    Under DDP/FSDP every process runs this function: evaluation is split across them (`tasks.base.across_ranks`), and
-    rank 0 alone writes and returns the record, once every rank has finished; the other ranks return None. A rank
-    that raises ends its process, which ends the run (Lightning's launcher stops the others) before any record."""
-    import lightning as L
-    import torch
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from bench.run.artifacts import ADAPTER_SUFFIX, write_state
-    from bench.run.callbacks import CostMeter, LearningCurves, StepProgressBar, full_weights
-    from bench.run.divergence import Diverged, DivergenceGuard, check_metrics
-    from methods.density import activation_density
-    from methods.training import Training
-    from tasks.leakage import leakage_report
-
-    config = run.config
-    check_writable(out_dir)
-    progress = progress and rank_zero_only.rank == 0  # one set of bars, rank 0's
-    started = time.perf_counter()
-    laps = Laps()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    quiet_libraries()
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    loaded = models.load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
-    if loaded.fingerprint != run.fingerprint.value:
-        raise BenchError(f"the weights of model {config.model} changed since the run was planned", "plan the run again")
-    module = run.method_cls(loaded.model, run.recipe.options, run.recipe.optim, loaded.head_prefixes)
-    base_params = loaded.base_params
-    requested = run.budget.resolve(base_params) if run.budget else None
-    laps.lap("load")
-
-    calibration_batches = [
-        batch
-        for _, batch in zip(range(config.calibration_batches), _loader(run, loaded.tokenizer, config.seed + 10_000))
-    ]
-    context = {
-        "model": loaded.fingerprint,
-        "data": run.source.files,
-        "seed": config.seed,
-        "batches": config.calibration_batches,
-        "batch_size": config.batch_size,
-        "max_length": config.max_length,
-        "train_examples": config.train_examples,
-    }
-    module.calibrate(calibration_batches, cache_dir() / "calibration", context, config.head_probe_steps)
-
-    knob = solve_knob(module, requested, config.method)
-    module.apply(knob)
-    achieved = module.trainable_count()
-    if achieved != module.count_for_knob(knob):
-        raise RuntimeError(
-            f"{config.method}: {achieved} trainable parameters, but the analytic count for {module.knob_name}={knob} is {module.count_for_knob(knob)}"
-        )
-
-    laps.lap("calibrate")
-    run_dir = out_dir / "logs" / run.key[:16]
-    meter = CostMeter()
-    evaluate = partial(
-        run.task.evaluate,
-        tokenizer=loaded.tokenizer,
-        batch_size=config.eval_batch_size,
-        max_length=config.max_length,
-        progress=progress,
-    )
-    curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
-    L.seed_everything(config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
-    trainer = L.Trainer(
-        max_steps=config.max_steps if run.method_cls.trains else 0,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        strategy=config.strategy,
-        precision=config.precision,
-        logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
-        callbacks=[
-            meter,
-            curves,
-            DivergenceGuard(),
-            *([StepProgressBar()] if progress else []),
-        ],  # the meter first: its step time excludes the curve's evaluations
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(10, config.max_steps)),
-        default_root_dir=run_dir,
-        deterministic="warn",
-    )
-    training = Training(module)
-    try:
-        trainer.fit(training, train_dataloaders=_loader(run, loaded.tokenizer, config.seed))
-    except Diverged as diverged:
-        return _diverged(run, out_dir, trainer, diverged)
-    laps.lap("fit")
-    with full_weights(trainer.strategy.model):  # FSDP leaves each rank a shard of every weight: gather them all
-        model = module.model.to(training.device)
-        evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
-        try:
-            check_metrics({split: result.metrics for split, result in evaluations.items()})
-        except Diverged as diverged:
-            return _diverged(run, out_dir, trainer, diverged)
-        laps.lap("evaluate")
-        trainer.strategy.barrier("evaluated")  # every rank got here: only now may rank 0 record success
-        if not trainer.is_global_zero:
-            return None
-        density = activation_density(
-            model, _batches(run, loaded.tokenizer, run.splits["test"][:DENSITY_EXAMPLES], config.eval_batch_size)
-        )
-        laps.lap("density")
-        record = {
-            "schema_version": SCHEMA_VERSION,
-            "run_key": run.key,
-            "status": "ok",
-            "error": None,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "config": _record_config(run),
-            "method": {
-                "name": config.method,
-                "knob": {"name": module.knob_name, "value": knob},
-                "options": dataclasses.asdict(module.options),
-                "recipe": run.recipe.record,
-                "choices": module.describe(),
-                "calibration": module.calibration_info,
-            },
-            "task": {
-                "name": run.task.name,
-                "family": run.task.family,
-                "primary_metric": run.task.primary_metric,
-                **run.task.describe(run.source),
-            },
-            "leakage": leakage_report(run.task, run.splits),
-            "model": {
-                "name": loaded.name,
-                "source": loaded.source,
-                "fingerprint": loaded.fingerprint,
-                "fingerprint_of": loaded.fingerprint_of,
-                "dtype": config.dtype,
-            },
-            "params": {
-                "base_model": base_params,
-                "budget": run.budget.text if run.budget else None,
-                "requested": requested,
-                "requested_pct": 100 * requested / base_params if requested else None,
-                "achieved": achieved,
-                "achieved_pct": 100 * achieved / base_params,
-                "head": module.head_count(),
-            },
-            "metrics": {split: result.metrics for split, result in evaluations.items()},
-            "eval": {split: {"examples": result.n_examples} for split, result in evaluations.items()},
-            "density": density,
-            "cost": {
-                **meter.summary(),
-                "adapter_bytes": module.adapter_bytes(),
-                "world_size": trainer.world_size,
-                "global_batch_size": config.batch_size * trainer.world_size,
-            },
-            "curves": curves.curves(trainer.global_step, evaluations["validation"].metrics),
-            "data": {
-                "source": run.source.kind,
-                "root": "<data-dir>" if run.source.kind == "data-dir" else str(run.source.root),
-                "files": run.source.files,
-            },
-            "env": environment(),
-        }
-        description = {"run_key": run.key, "method": record["method"], "model": record["model"], "task": run.task.name}
-        record["artifacts"] = {"adapter": write_state(module, out_dir / f"{run.key}{ADAPTER_SUFFIX}", description)}
-        laps.lap("record")
-        record |= {"timings": laps.seconds, "wall_time_s": time.perf_counter() - started}
-        write_jsonl_atomic(
-            out_dir / f"{run.key}.predictions.jsonl",
-            [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions],
-        )
-        write_record(out_dir / f"{run.key}.json", record)
-        return record
-
-
 def _diverged(run: RunPlan, out_dir: Path, trainer: L.Trainer, diverged: Diverged) -> dict[str, Any] | None:
     """Rank 0 records the divergence (never over an ok record) and returns the failure; other ranks return None.
 
@@ -289,12 +383,16 @@ class Laps:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._mark = time.perf_counter()
+        self._start = self._mark = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name] = round(now - self._mark, 3)
         self._mark = now
+
+    def total(self) -> float:
+        """Wall seconds since the first phase began."""
+        return time.perf_counter() - self._start
 
 
 def _record_config(run: RunPlan) -> dict[str, Any]:
@@ -308,7 +406,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    import transformers
+    import transformers  # lazy: planning imports this module without transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -113,7 +113,7 @@ def _smollm2_dir() -> Path:
 
 
 def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
-    import torch
+    import torch  # torch and transformers: lazy, `bench list` imports this module without them
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
@@ -211,7 +211,7 @@ def _files_fingerprint(path: Path) -> tuple[str, str]:
 
 def _hub_revision(repo_id: str) -> tuple[str, str]:
     """The commit of `repo_id` the hub resolves `main` to; offline, the one in the local hub cache."""
-    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache  # lazy: hub ids only, not `bench list`
 
     if constants.HF_HUB_OFFLINE:
         cached = try_to_load_from_cache(repo_id, "config.json")
@@ -324,7 +324,7 @@ def layout_name(config_file: Path, kind: ModelKind, num_labels: int) -> str:
 
 def describe_from_config(name: str, kind: ModelKind, num_labels: int) -> dict[str, Any]:
     """The layout of `name` built by transformers from its config on the meta device."""
-    import torch
+    import torch  # torch and transformers: lazy, `bench list` imports this module without them
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     source = model_source(name)
@@ -343,7 +343,7 @@ def describe_from_config(name: str, kind: ModelKind, num_labels: int) -> dict[st
 
 def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "float32") -> LoadedModel:
     """Load `name` for a task of `kind`; the classification head (if any) is the only new module."""
-    import torch
+    import torch  # torch and transformers: lazy, `bench list` imports this module without them
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     fingerprint = model_fingerprint(name)

@@ -26,7 +26,7 @@ from tasks import get_task
 from tasks.data_source import DataSource
 
 if TYPE_CHECKING:
-    from methods.base import PeftMethod
+    from methods.base import MethodOptions, PeftMethod
     from methods.recipes import Resolved
     from tasks.base import Task
 
@@ -66,36 +66,11 @@ def plan(config: RunConfig) -> RunPlan:
         config.weight_decay,
         config.warmup_ratio,
     )
-    options = recipe.options
     models.check_model_name(config.model)
     source = DataSource(config.data_dir)
-    splits = {
-        "train": task.load("train", source, config.train_examples),
-        "validation": task.load("validation", source, config.validation_examples),
-        "test": task.load("test", source, config.test_examples),
-    }
-    if not splits["train"]:
-        raise BenchError(f"task {task.name} has no training examples", "check the data files")
-    skeleton = models.model_skeleton(config.model, task.model_kind, task.num_labels)
-    requested = budget.resolve(skeleton.base_params) if budget else None
-    module = method_cls(skeleton.model, options, head_prefixes=skeleton.head_prefixes)
-    if module.counts_before_calibration():
-        solve_knob(module, requested, config.method)
+    splits = _read_splits(config, task, source)
+    requested = _check_budget(config, method_cls, task, budget, recipe.options)
     fingerprint = models.model_fingerprint(config.model)
-    identity = {
-        "schema_version": SCHEMA_VERSION,
-        "model": fingerprint.value,
-        "config": {
-            **config.to_dict(),
-            "data_dir": None,
-            "options": dataclasses.asdict(options),
-            "optim": dataclasses.asdict(recipe.optim),
-        },
-        "data": source.files,
-        "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
-        "code": source_hash(method_cls, type(task), *_run_modules()),
-        "libraries": library_versions(),
-    }
     return RunPlan(
         config=config,
         method_cls=method_cls,
@@ -104,10 +79,61 @@ def plan(config: RunConfig) -> RunPlan:
         source=source,
         splits=splits,
         fingerprint=fingerprint,
-        key=content_key(identity),
+        key=_run_key(config, method_cls, task, recipe, source, fingerprint),
         requested=requested,
         recipe=recipe,
     )
+
+
+def _read_splits(config: RunConfig, task: Task, source: DataSource) -> dict[str, list[dict[str, Any]]]:
+    """The run's training, validation and test examples, as many as configured; BenchError without training ones."""
+    splits = {
+        "train": task.load("train", source, config.train_examples),
+        "validation": task.load("validation", source, config.validation_examples),
+        "test": task.load("test", source, config.test_examples),
+    }
+    if not splits["train"]:
+        raise BenchError(f"task {task.name} has no training examples", "check the data files")
+    return splits
+
+
+def _check_budget(
+    config: RunConfig, method_cls: type[PeftMethod], task: Task, budget: Budget | None, options: MethodOptions
+) -> int | None:
+    """The budget as a parameter count of the model; checked on its weightless skeleton where the method counts
+    before calibration (BenchError if no knob fits)."""
+    skeleton = models.model_skeleton(config.model, task.model_kind, task.num_labels)
+    requested = budget.resolve(skeleton.base_params) if budget else None
+    module = method_cls(skeleton.model, options, head_prefixes=skeleton.head_prefixes)
+    if module.counts_before_calibration():
+        solve_knob(module, requested, config.method)
+    return requested
+
+
+def _run_key(
+    config: RunConfig,
+    method_cls: type[PeftMethod],
+    task: Task,
+    recipe: Resolved,
+    source: DataSource,
+    fingerprint: models.Fingerprint,
+) -> str:
+    """The content key of the run: its settings, resolved options, data, task, model weights, code and libraries."""
+    identity = {
+        "schema_version": SCHEMA_VERSION,
+        "model": fingerprint.value,
+        "config": {
+            **config.to_dict(),
+            "data_dir": None,
+            "options": dataclasses.asdict(recipe.options),
+            "optim": dataclasses.asdict(recipe.optim),
+        },
+        "data": source.files,
+        "task": dataclasses.asdict(task),  # a declared task's fields: editing its YAML changes the key
+        "code": source_hash(method_cls, type(task), *_run_modules()),
+        "libraries": library_versions(),
+    }
+    return content_key(identity)
 
 
 def with_prompt_masking(task: Task, mask_prompt: bool) -> Task:
@@ -123,10 +149,10 @@ def with_prompt_masking(task: Task, mask_prompt: bool) -> Task:
 
 
 def _run_modules() -> tuple[ModuleType, ...]:
-    """This module, bench.run.execute and the modules `execute` imports when it runs: their code is part of every run
-    key. Imported here, once a run is planned past its budget check, because they load torch and Lightning."""
-    from bench.run import artifacts, batching, callbacks, divergence
-    from methods import density, training
-    from tasks import leakage
+    """This module, bench.run.execute and the modules `execute` imports when it runs: their code, and that of every
+    project module they import, is part of every run key. Imported here, once a run is planned past its budget
+    check, because they load Lightning; what `execute` imports at its top is reached through it."""
+    from bench.run import callbacks, divergence
+    from methods import training
 
-    return (sys.modules[__name__], execute, artifacts, batching, callbacks, density, divergence, leakage, training)
+    return (sys.modules[__name__], execute, callbacks, divergence, training)

@@ -32,7 +32,7 @@ CONTAINERS = ("ModuleList", "ModuleDict", "Sequential")  # rebuilt as themselves
 
 def describe(model: nn.Module) -> dict[str, Any]:
     """The layout of `model` (JSON-ready): its config and every module in `named_modules` order, duplicates kept."""
-    from torch import nn
+    from torch import nn  # lazy: `bench list` imports this module (through bench.run.models) without torch
 
     modules, seen_modules, seen_parameters = [], {}, {}
     for path, module in model.named_modules(remove_duplicate=False):
@@ -87,7 +87,7 @@ def _config_fields(config: Any) -> dict[str, Any]:
 
 def rebuild(layout: dict[str, Any]) -> nn.Module:
     """The meta-device model `layout` describes (see the module docstring)."""
-    import torch
+    import torch  # lazy: `bench list` imports this module (through bench.run.models) without torch
     from torch import nn
 
     classes: dict[str, type[nn.Module]] = {}
