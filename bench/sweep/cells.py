@@ -61,63 +61,61 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     try:
         if rank == 0 and store.is_done(cell.key, cell.sweep_started):  # finished by another worker meanwhile
             return {"key": cell.key, "status": "skipped"}
-        store.log_event(cell.key, "started", label=cell.label)
-        config = RunConfig(**cell.config)
-        try:
-            run = plan(config)
-            if run.key != cell.key:
-                raise BenchError(
-                    f"the run key of {cell.label} changed since the sweep was planned",
-                    "the code or data changed during the sweep; rerun it",
-                )
-            record = (
-                launch(config, cell.key, store.root)
-                if relaunches(config)
-                else execute(run, store.root, progress=cell.progress)
-            )
-        except Exception as error:
-            if rank != 0:  # the job fails, and task 0 or the executor records it
-                raise
-            failure = store.write_failure(cell.key, config.to_dict(), error)
-            store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
-            if failure is not None:  # None: a rank failed after rank 0 recorded the run ok; that record stands
-                wandb_logging.log_record(
-                    store.root,
-                    cell.wandb,
-                    failure,
-                    wandb_logging.sweep_group(cell.group, cell.sweep_started),
-                    cell.role,
-                    cell.group,
-                )
-            return {
-                "key": cell.key,
-                "status": "failed",
-                "error": f"{type(error).__name__}: {error}",
-                "seconds": time.perf_counter() - started,
-            }
-        if record is None:  # a non-zero task of a multi-device SLURM job: task 0 logs and reports
-            return {"key": cell.key, "status": "done", "seconds": time.perf_counter() - started}
-        wandb_logging.log_record(
-            store.root,
-            cell.wandb,
-            record,
-            wandb_logging.sweep_group(cell.group, cell.sweep_started),
-            cell.role,
-            cell.group,
-        )
-        if record["status"] != "ok":  # diverged: execute recorded the failure and its cause
-            store.log_event(cell.key, "failed", error=record["error"], divergence=record.get("divergence"))
-            return {
-                "key": cell.key,
-                "status": "failed",
-                "error": record["error"],
-                "seconds": time.perf_counter() - started,
-            }
-        store.log_event(cell.key, "done", seconds=round(time.perf_counter() - started, 2))
-        return {"key": cell.key, "status": "done", "seconds": time.perf_counter() - started}
+        return _run_locked(cell, store, rank, started)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _run_locked(cell: Cell, store: Store, rank: int, started: float) -> dict[str, Any]:
+    """Run a cell whose lock this process holds (or one task of a multi-device SLURM job); record and log the run."""
+    store.log_event(cell.key, "started", label=cell.label)
+    config = RunConfig(**cell.config)
+    try:
+        record = _train(cell, store, config)
+    except Exception as error:
+        if rank != 0:  # the job fails, and task 0 or the executor records it
+            raise
+        return _failed(cell, store, config, error, started)
+    if record is None:  # a non-zero task of a multi-device SLURM job: task 0 logs and reports
+        return _outcome(cell, "done", started)
+    _log_to_wandb(cell, store, record)
+    if record["status"] != "ok":  # diverged: execute recorded the failure and its cause
+        store.log_event(cell.key, "failed", error=record["error"], divergence=record.get("divergence"))
+        return _outcome(cell, "failed", started, error=record["error"])
+    store.log_event(cell.key, "done", seconds=round(time.perf_counter() - started, 2))
+    return _outcome(cell, "done", started)
+
+
+def _train(cell: Cell, store: Store, config: RunConfig) -> dict[str, Any] | None:
+    """Plan the cell's run again (its key must be the one the sweep planned) and train it, here or as its own command."""
+    run = plan(config)
+    if run.key != cell.key:
+        raise BenchError(
+            f"the run key of {cell.label} changed since the sweep was planned",
+            "the code or data changed during the sweep; rerun it",
+        )
+    return (
+        launch(config, cell.key, store.root) if relaunches(config) else execute(run, store.root, progress=cell.progress)
+    )
+
+
+def _failed(cell: Cell, store: Store, config: RunConfig, error: Exception, started: float) -> dict[str, Any]:
+    """Record a run that raised as failed (never over an ok record) and log it to W&B."""
+    failure = store.write_failure(cell.key, config.to_dict(), error)
+    store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
+    if failure is not None:  # None: a rank failed after rank 0 recorded the run ok; that record stands
+        _log_to_wandb(cell, store, failure)
+    return _outcome(cell, "failed", started, error=f"{type(error).__name__}: {error}")
+
+
+def _log_to_wandb(cell: Cell, store: Store, record: dict[str, Any]) -> None:
+    group = wandb_logging.sweep_group(cell.group, cell.sweep_started)
+    wandb_logging.log_record(store.root, cell.wandb, record, group, cell.role, cell.group)
+
+
+def _outcome(cell: Cell, status: str, started: float, **error: str) -> dict[str, Any]:
+    return {"key": cell.key, "status": status, **error, "seconds": time.perf_counter() - started}
 
 
 def manifest_entry(cell: Cell) -> dict[str, Any]:
