@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from bench.records.store import Store, now
 from bench.report import wandb_logging
-from bench.sweep.cells import Cell, expand, manifest_entry, plan_cells, run_cell
-from bench.sweep.executors import make_executor
+from bench.sweep.cells import Cell, Phase1, expand, manifest_entry, plan_cells, run_cell
+from bench.sweep.executors import LocalExecutor, SlurmExecutor, make_executor
 from bench.sweep.spec import SweepSpec
 from bench.sweep.tuning import (
     beyond_the_edge,  # noqa: F401 (a re-export: bench.report.write imports it from here)
@@ -103,96 +103,143 @@ def run_sweep(
         "progress": progress and workers == 1 and executor == "local" and not isolate,
     }
     phase1 = expand(spec, common)
+    runner = _runner(spec, store, executor, workers, isolate)
+    _quarantine(store)
+    result = SweepResult(store=store.root)
+    bar = tqdm(
+        total=len(phase1.cells) + _finals_expected(spec, phase1),
+        desc=f"sweep {spec.name}",
+        unit="run",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    listed = {pair: [manifest_entry(c) for c in phase1.part(*pair).cells] for pair in spec.pairs}
+    with bar:
+        sweep = _Sweep(spec, store, common, runner, result, bar, _manifest(spec, common["sweep_started"]), listed)
+        sweep.write_cells()
+        for pair in spec.pairs:
+            sweep.run_pair(pair, phase1.part(*pair))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _runner(spec: SweepSpec, store: Store, executor: str, workers: int, isolate: bool) -> LocalExecutor | SlurmExecutor:
+    """The executor that runs the cells, with the number of devices each cell takes."""
     devices = spec.training.get("devices", "1")
-    runner = make_executor(
+    return make_executor(
         executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1, isolate
     )
+
+
+def _quarantine(store: Store) -> None:
+    """Move the store's corrupt files aside, with a warning for each."""
     for moved in store.quarantine():
         print(
             f"bench: warning: {moved.name} in {store.root} is corrupt; moved to {moved} (its cell is recomputed)",
             file=sys.stderr,
         )
-    result = SweepResult(store=store.root)
-    remaining_seeds = tuple(seed for seed in spec.seeds if seed not in spec.tuning_seeds)
-    total = len(phase1.cells) + len(phase1.tuned) * len(remaining_seeds) + len(phase1.interpolated) * len(spec.seeds)
-    manifest = {
+
+
+def _manifest(spec: SweepSpec, sweep_started: str) -> dict[str, Any]:
+    """What `sweep.json` says besides its cells."""
+    return {
         "name": spec.name,
         "digest": spec.digest,
         "spec": spec.source,
-        "created_at": common["sweep_started"],
+        "created_at": sweep_started,
         "tuning_seeds": list(spec.tuning_seeds),
     }
-    bar = tqdm(
-        total=total, desc=f"sweep {spec.name}", unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True
-    )
-    listed = {pair: [manifest_entry(c) for c in phase1.part(*pair).cells] for pair in spec.pairs}
-    choices: list[dict[str, Any]] = []
-    with bar:
-        store.write_meta("sweep.json", manifest | {"cells": [entry for pair in spec.pairs for entry in listed[pair]]})
-        for pair in spec.pairs:
-            part = phase1.part(*pair)
-            _run_phase(runner, part.cells, result, bar)
-            if not part.tuned:
-                continue
-            for _ in range(spec.tuning_extend):
-                extra = plan_cells(spec, edge_lrs(spec, store, part), "tuning", common)
-                if not extra:
-                    break
-                part.cells += extra
-                bar.total += len(extra)
-                listed[pair] = [manifest_entry(c) for c in part.cells]
-                store.write_meta(
-                    "sweep.json", manifest | {"cells": [entry for pair in spec.pairs for entry in listed[pair]]}
-                )
-                _run_phase(runner, extra, result, bar)
-            tuning = choose_lrs(spec, store, part)
-            choices += tuning["cells"]
-            store.write_meta("tuning.json", tuning | {"cells": choices})
-            chosen = {group_of(e): [e["chosen_lr"]] for e in tuning["cells"] if e["chosen_lr"] is not None}
-            unusable = [group for group in [*part.tuned, *part.interpolated] if group not in chosen]
-            result.untuned += [" ".join(str(piece or "all") for piece in group) for group in unusable]
-            finals = plan_cells(spec, chosen, "final", common)
-            chosen_runs = {key for e in tuning["cells"] for key in e["chosen_keys"]}
-            reused = chosen_runs & {c.key for c in finals}  # the same settings as a final run
-            phase2 = [c for c in finals if c.key not in reused]
-            # the total counted the tuning seeds' final runs as reused; unusable groups and tuning settings change that
-            bar.total += len(phase2) - len(part.tuned) * len(remaining_seeds) - len(part.interpolated) * len(spec.seeds)
-            listed[pair] = [
-                manifest_entry(c)
-                for c in [
-                    *(c for c in part.cells if c.role != "tuning"),
-                    *(
-                        dataclasses.replace(c, role="tuning+final" if c.key in reused else "tuning")
-                        for c in part.cells
-                        if c.role == "tuning"
-                    ),
-                    *phase2,
+
+
+def _finals_expected(spec: SweepSpec, phase1: Phase1) -> int:
+    """Phase-2 runs as counted before any pick: every seed but the tuning seeds of each tuned group (its tuning runs
+    at the chosen rate are final runs too), every seed of each interpolated group."""
+    remaining_seeds = tuple(seed for seed in spec.seeds if seed not in spec.tuning_seeds)
+    return len(phase1.tuned) * len(remaining_seeds) + len(phase1.interpolated) * len(spec.seeds)
+
+
+@dataclass
+class _Sweep:
+    """A sweep under way: what its phases share, and the phases of one (model, task) pair."""
+
+    spec: SweepSpec
+    store: Store
+    common: dict[str, Any]
+    runner: LocalExecutor | SlurmExecutor
+    result: SweepResult
+    bar: tqdm
+    manifest: dict[str, Any]
+    listed: dict[tuple[str, str], list[dict[str, Any]]]  # the cells of sweep.json by (model, task) pair
+    choices: list[dict[str, Any]] = field(default_factory=list)  # the cells of tuning.json
+
+    def write_cells(self) -> None:
+        """Write `sweep.json` with every pair's cells as listed now."""
+        cells = [entry for pair in self.spec.pairs for entry in self.listed[pair]]
+        self.store.write_meta("sweep.json", self.manifest | {"cells": cells})
+
+    def list_cells(self, pair: tuple[str, str], cells: list[Cell]) -> None:
+        """Make `cells` the pair's cells of `sweep.json`, and write it."""
+        self.listed[pair] = [manifest_entry(c) for c in cells]
+        self.write_cells()
+
+    def run_pair(self, pair: tuple[str, str], part: Phase1) -> None:
+        """Phase 1 of one (model, task) pair, and if it tunes: its grid extensions, its lr picks, its phase 2."""
+        self.run_phase(part.cells)
+        if not part.tuned:
+            return
+        self.extend_grids(pair, part)
+        tuning = choose_lrs(self.spec, self.store, part)
+        self.choices += tuning["cells"]
+        self.store.write_meta("tuning.json", tuning | {"cells": self.choices})
+        self.run_finals(pair, part, tuning["cells"])
+
+    def extend_grids(self, pair: tuple[str, str], part: Phase1) -> None:
+        """Run one rate beyond each grid end a group picked, up to `tuning.extend` times (bench.sweep.tuning)."""
+        for _ in range(self.spec.tuning_extend):
+            extra = plan_cells(self.spec, edge_lrs(self.spec, self.store, part), "tuning", self.common)
+            if not extra:
+                break
+            part.cells += extra
+            self.bar.total += len(extra)
+            self.list_cells(pair, part.cells)
+            self.run_phase(extra)
+
+    def run_finals(self, pair: tuple[str, str], part: Phase1, entries: list[dict[str, Any]]) -> None:
+        """Phase 2: every seed of each group at its chosen lr, but for the tuning runs that already are such runs."""
+        chosen = {group_of(e): [e["chosen_lr"]] for e in entries if e["chosen_lr"] is not None}
+        unusable = [group for group in [*part.tuned, *part.interpolated] if group not in chosen]
+        self.result.untuned += [" ".join(str(piece or "all") for piece in group) for group in unusable]
+        finals = plan_cells(self.spec, chosen, "final", self.common)
+        chosen_runs = {key for e in entries for key in e["chosen_keys"]}
+        reused = chosen_runs & {c.key for c in finals}  # the same settings as a final run
+        phase2 = [c for c in finals if c.key not in reused]
+        # the total counted the tuning seeds' final runs as reused; unusable groups and tuning settings change that
+        self.bar.total += len(phase2) - _finals_expected(self.spec, part)
+        tuning = [
+            dataclasses.replace(c, role="tuning+final" if c.key in reused else "tuning")
+            for c in part.cells
+            if c.role == "tuning"
+        ]
+        self.list_cells(pair, [*(c for c in part.cells if c.role != "tuning"), *tuning, *phase2])
+        self.run_phase(phase2)
+
+    def run_phase(self, cells: list[Cell]) -> None:
+        """Run `cells`; those another worker holds are retried at the end, waiting for the lock."""
+        by_key = {cell.key: cell for cell in cells}
+        for attempt in (cells, None):
+            if attempt is None:
+                attempt = [
+                    dataclasses.replace(by_key[key], wait=True)
+                    for key, outcome in self.result.outcomes.items()
+                    if outcome["status"] == "busy" and key in by_key
                 ]
-            ]
-            store.write_meta(
-                "sweep.json", manifest | {"cells": [entry for pair in spec.pairs for entry in listed[pair]]}
-            )
-            _run_phase(runner, phase2, result, bar)
-    result.seconds = time.perf_counter() - started
-    return result
-
-
-def _run_phase(runner: Any, cells: list[Cell], result: SweepResult, bar: tqdm) -> None:
-    """Run `cells`; those another worker holds are retried at the end, waiting for the lock."""
-    by_key = {cell.key: cell for cell in cells}
-    for attempt in (cells, None):
-        if attempt is None:
-            attempt = [
-                dataclasses.replace(by_key[key], wait=True)
-                for key, outcome in result.outcomes.items()
-                if outcome["status"] == "busy" and key in by_key
-            ]
-        for outcome in runner.map(run_cell, attempt, _crashed, _interrupted):
-            result.outcomes[outcome["key"]] = outcome
-            result.labels[outcome["key"]] = by_key[outcome["key"]].label
-            if outcome["status"] != "busy":
-                bar.update(1)
-                bar.set_postfix_str(f"{outcome['status']}: {by_key[outcome['key']].label}")
+            for outcome in self.runner.map(run_cell, attempt, _crashed, _interrupted):
+                self.result.outcomes[outcome["key"]] = outcome
+                self.result.labels[outcome["key"]] = by_key[outcome["key"]].label
+                if outcome["status"] != "busy":
+                    self.bar.update(1)
+                    self.bar.set_postfix_str(f"{outcome['status']}: {by_key[outcome['key']].label}")
 
 
 def _crashed(cell: Cell, error: BaseException) -> dict[str, Any]:
