@@ -4,7 +4,7 @@ Layout of a store folder:
 
     <run_key>.json                   one record per run (status "ok", or "failed" with its error and config)
     <run_key>.predictions.jsonl      per-example predictions of an ok run
-    <run_key>.adapter.safetensors    what an ok run trained (bench.artifacts);  evals/  what `bench eval` writes
+    <run_key>.adapter.safetensors    what an ok run trained (bench.run.artifacts);  evals/  what `bench eval` writes
     sweep.json                       the last sweep's spec and cells (key, role, config)
     tuning.json                      learning-rate grids and the chosen values (tuned sweeps)
     events.jsonl                     started / done / failed / interrupted / quarantined, one line per event (host, pid, time)

@@ -88,7 +88,7 @@ def _run_locked(cell: Cell, store: Store, rank: int, started: float) -> dict[str
 
 
 def _train(cell: Cell, store: Store, config: RunConfig) -> dict[str, Any] | None:
-    """Plan the cell's run again (its key must be the one the sweep planned) and train it, here or as its own command."""
+    """Plan the cell's run again (its key must be the one the sweep planned), then train it here or as a command."""
     run = plan(config)
     if run.key != cell.key:
         raise BenchError(
@@ -148,7 +148,8 @@ def plan_cells(
                 same = budgets.setdefault((method.name, model, task, seed, lr, run.requested), budget)
                 if run.requested is not None and same != budget:
                     raise BenchError(
-                        f"budgets {same} and {budget} of {method.name} resolve to the same count on {model} ({run.requested:,} parameters)",
+                        f"budgets {same} and {budget} of {method.name} resolve to the same count on {model}"
+                        f" ({run.requested:,} parameters)",
                         "list each budget once (a percentage and a count can name the same budget)",
                     )
                 cells.append(Cell(key=run.key, config=config.to_dict(), role=role, requested=run.requested, **common))

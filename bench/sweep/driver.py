@@ -76,8 +76,10 @@ def require_full_data(spec: SweepSpec) -> None:
     source = DataSource(spec.training.get("data_dir"))
     if source.kind != "data-dir":
         raise BenchError(
-            f"spec {spec.name} needs the full training sets, but the data would come from the committed subsets ({source.root})",
-            f"point {DATA_ENV} (or training.data_dir in the spec) at a folder laid out like tasks/data/ with the full files",
+            f"spec {spec.name} needs the full training sets, but the data would come from the committed subsets"
+            f" ({source.root})",
+            f"point {DATA_ENV} (or training.data_dir in the spec) at a folder laid out like tasks/data/ with the full"
+            " files",
         )
 
 
@@ -243,7 +245,8 @@ class _Sweep:
 
 
 def _crashed(cell: Cell, error: BaseException) -> dict[str, Any]:
-    """The cell's own process died without returning: record the failure (never over an ok record) for the next sweep."""
+    """The cell's own process died without returning: record the failure (never over an ok record) for the next
+    sweep."""
     store = Store(cell.store)
     if store.write_failure(cell.key, cell.config, error) is None:
         return {"key": cell.key, "status": "skipped"}
@@ -275,8 +278,9 @@ def overhead_text(store: Store, keys: list[str]) -> str | None:
     }
     parts = ", ".join(f"{'fit set-up' if name == 'fit' else name} {seconds:.1f}" for name, seconds in phases.items())
     return (
-        f"per run (median of {len(records)}): {median(r['wall_time_s'] for r in records):.1f}s, of which training steps "
-        f"{median(r['cost']['train_seconds'] for r in records):.1f}s and overhead {median(overheads):.1f}s ({parts}; seconds)"
+        f"per run (median of {len(records)}): {median(r['wall_time_s'] for r in records):.1f}s, of which training"
+        f" steps {median(r['cost']['train_seconds'] for r in records):.1f}s and overhead {median(overheads):.1f}s"
+        f" ({parts}; seconds)"
     )
 
 
@@ -285,10 +289,12 @@ def summary_text(result: SweepResult) -> str:
     counts = result.counts()
     store = result.store
     lines = [
-        f"sweep finished in {result.seconds:.0f}s: {counts['done']} run, {counts['skipped']} already stored, {counts['failed'] + counts['crashed']} failed"
+        f"sweep finished in {result.seconds:.0f}s: {counts['done']} run, {counts['skipped']} already stored,"
+        f" {counts['failed'] + counts['crashed']} failed"
         + (f", {counts['interrupted']} interrupted by a dying worker" if counts["interrupted"] else "")
         + (f", {len(result.untuned)} cell(s) without a usable learning rate" if result.untuned else ""),
-        f"records: {store}/<run_key>.json (+ .predictions.jsonl); cells: {store / 'sweep.json'}; events: {store / 'events.jsonl'}",
+        f"records: {store}/<run_key>.json (+ .predictions.jsonl); cells: {store / 'sweep.json'};"
+        f" events: {store / 'events.jsonl'}",
     ]
     overhead = overhead_text(
         Store(store), [key for key, outcome in result.outcomes.items() if outcome["status"] == "done"]
@@ -301,7 +307,8 @@ def summary_text(result: SweepResult) -> str:
         outcome = result.outcomes[key]
         where = "not recorded" if outcome["status"] == "interrupted" else f"record {store / (key + '.json')}"
         lines.append(
-            f"{outcome['status'].upper()} {result.labels.get(key, key)}: {outcome.get('error', '')[:300]} ({where}; a rerun retries it)"
+            f"{outcome['status'].upper()} {result.labels.get(key, key)}: {outcome.get('error', '')[:300]}"
+            f" ({where}; a rerun retries it)"
         )
     for cell in result.untuned:
         lines.append(f"NOT RUN {cell}: every learning rate of its grid failed, so its other seeds were not run")
