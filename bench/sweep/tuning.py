@@ -11,9 +11,9 @@
   rate one grid step beyond that end (the ratio between that end and its neighbour), which is run at the tuning seeds
   and compared in turn, up to n times per group; a grid where every rate is UNSTABLE (collapsed or failed) steps below
   its low end (`beyond_the_edge`, `edge_lrs`).
-- Interpolation. A budget that is not tuned takes the rate interpolated from the picks of its tuned budgets: linear in
-  log-lr against log-budget (parameter count), clamped at the end anchors, rounded to 3 significant digits
-  (`interpolate_lr`); `tuning.json` names the anchors it came from.
+- Interpolation. A budget that is not tuned takes the rate interpolated from the picks of its tuned budgets (and the
+  rates of the budgets interpolated before it): linear in log-lr against log-budget (parameter count), clamped at the
+  end anchors, rounded to 3 significant digits (`interpolate_lr`); `tuning.json` names the anchors it came from.
 
 The sweep (bench.sweep.driver) runs the cells; this module only reads their records and decides.
 """
