@@ -25,16 +25,10 @@ import yaml
 
 from bench.records.record import read_records
 from bench.records.store import Store
-from bench.sweep.driver import (
-    beyond_the_edge,
-    choose_lrs,
-    expand,
-    interpolate_lr,
-    run_sweep,
-    summary_text,
-    tuning_points,
-)
+from bench.sweep.cells import expand
+from bench.sweep.driver import run_sweep, summary_text
 from bench.sweep.spec import load_spec, parse_spec
+from bench.sweep.tuning import beyond_the_edge, choose_lrs, interpolate_lr, tuning_points
 from core.errors import BenchError
 
 TRAINING = {

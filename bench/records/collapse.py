@@ -7,7 +7,7 @@ a result. Each protocol is checked on its own: the classifier's prediction (GLUE
 generation, and the log-likelihood choice (decoder tasks). A regression (STS-B) collapses when nearly every
 prediction lies within a sliver of the gold labels' spread (`REGRESSION_TOLERANCE`) of one value: the model outputs a
 constant, whose correlation with the labels is noise, so its "constant score" is undefined. The sweep applies the same
-check to the validation split of its tuning runs (`bench.sweep.choose_lrs`).
+check to the validation split of its tuning runs (`bench.sweep.tuning.choose_lrs`).
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Layout of a store folder:
 
     <run_key>.json                   one record per run (status "ok", or "failed" with its error and config)
     <run_key>.predictions.jsonl      per-example predictions of an ok run
-    <run_key>.adapter.safetensors    what an ok run trained (bench.artifacts);  evals/  what `bench eval` writes
+    <run_key>.adapter.safetensors    what an ok run trained (bench.run.artifacts);  evals/  what `bench eval` writes
     sweep.json                       the last sweep's spec and cells (key, role, config)
     tuning.json                      learning-rate grids and the chosen values (tuned sweeps)
-    events.jsonl                     started / done / failed / interrupted / quarantined, one line per event (host, pid, time)
+    events.jsonl                     a line per event (host, pid, time): started, done, failed, interrupted, quarantined
     locks/<run_key>.lock             held while a worker runs that key
     quarantine/                      files a sweep found corrupt, moved aside (an event names each)
     logs/<run_key[:16]>/             Lightning CSV logs;  wandb/  W&B runs;  report/  what `bench report` writes
@@ -86,8 +86,8 @@ class Store:
     def write_failure(
         self, key: str, config: dict[str, Any], error: BaseException, **details: Any
     ) -> dict[str, Any] | None:
-        """Record `error` (and `details`, such as a divergence) as the key's failed run, unless the key already has an ok
-        record: then nothing is written and None is returned."""
+        """Record `error` (and `details`, such as a divergence) as the key's failed run, unless the key already has an
+        ok record: then nothing is written and None is returned."""
         if (self.read(key) or {}).get("status") == "ok":
             return None
         record = {
