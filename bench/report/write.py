@@ -39,7 +39,7 @@ import pandas as pd
 
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.records.store import Store
-from bench.report import plateau, plots, stats, wandb_logging
+from bench.report import plateau, plots, stats, text, wandb_logging
 from bench.report.agreement import protocol_agreement
 from bench.report.plots import display_name
 from bench.report.tables import (
@@ -396,8 +396,8 @@ def _seeds_text(tuning: dict[str, Any]) -> str:
     """The tuning seeds as the report's tuning section names them; stores older than `tuning.seeds` hold one seed."""
     seeds = tuning.get("tuning_seeds", [tuning.get("tuning_seed")])
     if len(seeds) == 1:
-        return f"Tuning seed {seeds[0]}"
-    return f"Tuning seeds {', '.join(map(str, seeds))} (a rate's score is their mean; each seed's in brackets)"
+        return text.ONE_TUNING_SEED.format(seed=seeds[0])
+    return text.TUNING_SEEDS.format(seeds=", ".join(map(str, seeds)))
 
 
 def _point_text(point: dict[str, Any]) -> str:
@@ -412,59 +412,60 @@ def _point_text(point: dict[str, Any]) -> str:
     return score(point) + (f" ({', '.join(score(run) for run in runs)})" if len(runs) > 1 else "")
 
 
-def _tuning_markdown(tuning: dict[str, Any]) -> str:
-    lines = [
-        "## Learning-rate tuning",
-        "",
-        f"Selection: {tuning['selection']}. {_seeds_text(tuning)}, {tuning['grid_size']} learning rates per method (the same tuning budget for every method).",
+def _tuning_notes(tuning: dict[str, Any]) -> list[str]:
+    """How the rates were tuned: the selection rule, seeds and grid size, and how tuning runs differ from final runs."""
+    return [
+        text.TUNING_SELECTION.format(
+            selection=tuning["selection"], seeds=_seeds_text(tuning), grid_size=tuning["grid_size"]
+        ),
         *([f"Interpolation: {tuning['interpolation']}."] if tuning.get("interpolation") else []),
         *([f"Extension: {tuning['extension']}."] if tuning.get("extension") else []),
         *(
-            f"Tuning runs of {pair} differ from its final runs in {json.dumps(settings)}; the final runs use the chosen rates."
+            text.TUNING_SETTINGS.format(pair=pair, settings=json.dumps(settings))
             for pair, settings in tuning.get("tuning_settings", {}).items()
         ),
-        *(
-            [
-                "With two rates per grid every choice is one of its ends: the grid brackets the best rate, not locates it."
-            ]
-            if tuning["grid_size"] == 2
-            else []
-        ),
-        "",
+        *([text.TWO_RATE_GRID] if tuning["grid_size"] == 2 else []),
     ]
-    rows, edges, tuned = [], 0, 0
-    for entry in tuning["cells"]:
-        edge = beyond_the_edge(entry) is not None  # chose the lowest or highest rate of a grid of at least three
-        tuned += "grid" in entry
-        edges += edge
-        if "interpolated_from" in entry:
-            grid = "interpolated from " + ", ".join(
-                f"{anchor['budget']}: {anchor['lr']:g}" for anchor in entry["interpolated_from"]
-            )
-        else:
-            grid = ", ".join(f"{point['lr']:g}: {_point_text(point)}" for point in entry["grid"])
-        chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed or collapsed)"
-        chosen += " (grid edge)" if edge else ""
-        rows.append(
-            [
-                display_name(entry["method"]),
-                entry["budget"] or "all",
-                f"{entry['model']} · {entry['task']}",
-                grid,
-                chosen,
-            ]
+
+
+def _tuning_row(entry: dict[str, Any], edge: bool) -> list[str]:
+    """A tuned cell's row: its grid with each rate's validation score (or its interpolation anchors) and the pick."""
+    if "interpolated_from" in entry:
+        grid = "interpolated from " + ", ".join(
+            f"{anchor['budget']}: {anchor['lr']:g}" for anchor in entry["interpolated_from"]
         )
+    else:
+        grid = ", ".join(f"{point['lr']:g}: {_point_text(point)}" for point in entry["grid"])
+    chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed or collapsed)"
+    chosen += " (grid edge)" if edge else ""
+    return [
+        display_name(entry["method"]),
+        entry["budget"] or "all",
+        f"{entry['model']} · {entry['task']}",
+        grid,
+        chosen,
+    ]
+
+
+def _tuning_markdown(tuning: dict[str, Any]) -> str:
+    """The learning-rate tuning section: how rates were tuned, each cell's grid and pick, and picks at a grid end."""
+    cells = tuning["cells"]
+    # an edge: the lowest or highest rate of a grid of at least three
+    edges = [beyond_the_edge(entry) is not None for entry in cells]
+    rows = [_tuning_row(entry, edge) for entry, edge in zip(cells, edges)]
     frame = pd.DataFrame(rows, columns=["Method", "Budget", "Model · task", "Grid (lr: validation score)", "Chosen lr"])
-    note = (
+    tuned = sum("grid" in entry for entry in cells)
+    note = ["", text.GRID_EDGES.format(edges=sum(edges), tuned=tuned)] if any(edges) else []
+    return "\n".join(
         [
+            "## Learning-rate tuning",
             "",
-            f"{edges} of {tuned} tuned cells chose the lowest or highest learning rate of their grid (marked): their "
-            "best rate may lie outside it.",
+            *_tuning_notes(tuning),
+            "",
+            frame.to_markdown(index=False, disable_numparse=True),
+            *note,
         ]
-        if edges
-        else []
     )
-    return "\n".join([*lines, frame.to_markdown(index=False, disable_numparse=True), *note])
 
 
 def change_text(change: plateau.Change) -> str:
@@ -473,43 +474,45 @@ def change_text(change: plateau.Change) -> str:
     return f"{change.delta:+.1f}{interval}"
 
 
+def _interval_text(values: tuple[float, float | None] | None, fmt: str) -> str:
+    """A bootstrap interval after its estimate: " [low, high]", "not reached" for a missing high end."""
+    if not values:
+        return ""
+    return f" [{format(values[0], fmt)}, {'not reached' if values[1] is None else format(values[1], fmt)}]"
+
+
+def _verdict_text(value: plateau.Change | None) -> str:
+    """A change with its interval and verdict ("+1.2 [-0.4, +2.8] flat"), "–" without one."""
+    return "–" if value is None else f"{change_text(value)} {value.verdict}"
+
+
+def _plateau_row(model: str, task: str, method: str, fit: plateau.PlateauFit) -> list[str]:
+    """A method's plateau fit as a row of the plateau section."""
+    if fit.status != "ok":
+        asymptote, onset = fit.status, "–"
+    elif fit.onset_params is None:
+        asymptote, onset = "not reached", "not reached"
+    else:
+        asymptote = f"{fit.asymptote:.1f}{_interval_text(fit.asymptote_ci, '.1f')}"
+        onset = f"{fit.onset_params:,.0f}{_interval_text(fit.onset_ci, ',.0f')}"
+    peak = f"{fit.peak_params:,.0f}: {fit.peak_score:.1f}"
+    decade = (
+        "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {_verdict_text(fit.last_decade)}"
+    )
+    row = [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, decade]
+    return [*row, _verdict_text(fit.versus_full), "; ".join(fit.notes)]
+
+
 def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]) -> str:
-    def ci(values: tuple[float, float | None] | None, fmt: str) -> str:
-        if not values:
-            return ""
-        return f" [{format(values[0], fmt)}, {'not reached' if values[1] is None else format(values[1], fmt)}]"
-
-    def change(value: plateau.Change | None) -> str:
-        return "–" if value is None else f"{change_text(value)} {value.verdict}"
-
-    lines = [
-        "## Plateau fits",
-        "",
-        f"Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters p where the curve is within "
-        f'{plateau.ONSET_TOLERANCE:g} point of a, within the measured budgets ("not reached" when the curve gets there only past the largest budget: '
-        "then a is an extrapolation and is not given either); "
-        f"95% percentile CIs from {plateau.BOOTSTRAP} bootstrap refits over seeds (scipy.stats.bootstrap). At least {plateau.MIN_BUDGETS} budgets are needed. "
-        "The fit cannot fall, so two differences of seed means answer whether a curve levels off, falls or keeps improving: the largest budget "
-        "against the budget nearest one decade below it (last decade) and against full fine-tuning, in points with Welch 95% t-intervals over "
-        "seeds; rises or falls when the interval excludes zero, flat otherwise.",
-        "",
+    """The plateau section: how the curves are fitted and compared, and every method's fit."""
+    method = text.PLATEAU_FITS.format(
+        tolerance=plateau.ONSET_TOLERANCE, bootstrap=plateau.BOOTSTRAP, min_budgets=plateau.MIN_BUDGETS
+    )
+    rows = [
+        _plateau_row(model, task, name, fit)
+        for (model, task), by_method in sorted(fits.items())
+        for name, fit in sorted(by_method.items())
     ]
-    rows = []
-    for (model, task), by_method in sorted(fits.items()):
-        for method, fit in sorted(by_method.items()):
-            if fit.status != "ok":
-                asymptote, onset = fit.status, "–"
-            elif fit.onset_params is None:
-                asymptote, onset = "not reached", "not reached"
-            else:
-                asymptote = f"{fit.asymptote:.1f}{ci(fit.asymptote_ci, '.1f')}"
-                onset = f"{fit.onset_params:,.0f}{ci(fit.onset_ci, ',.0f')}"
-            peak = f"{fit.peak_params:,.0f}: {fit.peak_score:.1f}"
-            decade = (
-                "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {change(fit.last_decade)}"
-            )
-            row = [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, decade]
-            rows.append([*row, change(fit.versus_full), "; ".join(fit.notes)])
     header = [
         "Model",
         "Task",
@@ -522,19 +525,14 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
         "Largest − full FT [95% CI]",
         "Notes",
     ]
-    return "\n".join([*lines, pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)])
+    table = pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)
+    return "\n".join(["## Plateau fits", "", method, "", table])
 
 
 def learning_curves_markdown(curves: pd.DataFrame) -> str:
     """Per task: the seed-mean validation score at every evaluation of each method's largest budget, and the change
     over the last interval with its Student-t interval over seeds (the two scores of a seed come from one run)."""
-    lines = [
-        "## Validation during training",
-        "",
-        "Each method's largest budget: validation score (points, seed means) at every evaluation, and the last interval's change (final minus "
-        "the evaluation before it) with a 95% t-interval over seeds. flat: the interval contains zero, so the last interval shows no measurable "
-        "gain; rises or falls otherwise.",
-    ]
+    lines = ["## Validation during training", "", text.LEARNING_CURVES]
     for (model, task), group in curves.groupby(["model", "task"], sort=True):
         rows = []
         for (method, budget), runs in group.groupby(["method", "budget"], sort=True):
@@ -599,8 +597,7 @@ def variant_markdown(runs: pd.DataFrame, variant: pd.DataFrame, label: str) -> s
         [
             f"## Against {label}",
             "",
-            "Test score in points, seed means; the difference is the variant minus this store, with a Welch 95% t-interval over seeds "
-            f"when both sides have two or more. {unmatched} cell(s) of {label} have no counterpart in this store and are not listed.",
+            text.VARIANT.format(unmatched=unmatched, label=label),
             "",
             pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True),
         ]
