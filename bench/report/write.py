@@ -653,10 +653,43 @@ def _nothing_to_report(store: Store, directory: Path) -> BenchError:
     )
 
 
-def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
-    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
-    store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
-    one."""
+@dataclass
+class ReportData:
+    """What a report is built from: a store's final records and the frames derived from them."""
+
+    store: Store
+    manifest: dict[str, Any] | None  # sweep.json
+    tuning: dict[str, Any] | None  # tuning.json
+    records: list[dict[str, Any]]
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    metrics: pd.DataFrame  # `metric_cells`
+    marks: pd.DataFrame
+    unfinished: pd.DataFrame
+    predictions: dict[str, Path]  # run key -> predictions file, for the runs that have one
+    collapses: pd.DataFrame
+    majority: dict[str, dict[str, dict[str, float]]]  # model -> `_majority_by_task`
+    usable: pd.DataFrame
+    fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
+    curves: pd.DataFrame
+
+    @property
+    def title(self) -> str:
+        """The sweep's name, or the store folder's without a sweep.json."""
+        return self.manifest["name"] if self.manifest else self.store.root.name
+
+
+@dataclass
+class Variant:
+    """Another store's usable runs over the same grid, drawn and tabulated against the report's store."""
+
+    runs: pd.DataFrame
+    label: str
+    views: dict[tuple[str, str], pd.DataFrame]
+
+
+def load_data(directory: Path) -> ReportData:
+    """Read the store's final records and derive every frame of the report; BenchError if it has no finished run."""
     store = Store(directory)
     if not store.root.is_dir():
         raise BenchError(
@@ -665,189 +698,227 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     records = final_records(store)
     if not records:
         raise _nothing_to_report(store, directory)
-    folder = store.root / "report"
-    figures_dir = folder / "figures"
     runs = runs_frame(records)
     cells = cells_frame(runs)
     metrics = metrics_frame(records)
-    metric_rows = metric_cells(metrics)
-    marks = tie_marks(store, cells)
-    unfinished = pd.concat([unfinished_runs(store), failed_metric_runs(metrics)], ignore_index=True)
     predictions = {r["run_key"]: store.predictions_path(r["run_key"]) for r in records}
     predictions = {key: path for key, path in predictions.items() if path.is_file()}
-    collapses = collapse_frame(
-        [(_run_cell(r), predictions[r["run_key"]]) for r in records if r["run_key"] in predictions]
-    )
-    majority = {
-        model: _majority_by_task([r for r in records if r["config"]["model"] == model], predictions)
-        for model in set(cells["model"])
-    }
-    tables: list[Table] = []
-    for model in sorted(set(cells["model"])):
-        in_model = cells["model"] == model
-        tables.append(
-            paper_table(
-                model,
-                runs[runs["model"] == model],
-                cells[in_model],
-                marks,
-                metric_rows[metric_rows["model"] == model],
-                collapses,
-            )
-        )
-        slices = {r["task"]["name"]: r["config"]["test_examples"] for r in records if r["config"]["model"] == model}
-        tables += test_set_tables(
-            model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses, majority[model]
-        )
-        tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
-    fits = plateau_fits(usable)
-    variant_runs, variant_label = None, ""
-    if variant is not None:
-        variant_store = Store(variant)
-        variant_records = final_records(variant_store)
-        if not variant_records:
-            raise BenchError(
-                f"variant store {variant} has no finished run", "pass the --out folder of a finished sweep"
-            )
-        variant_runs = runs_frame(variant_records)
-        variant_runs = usable_runs(variant_runs, cells_frame(variant_runs))
-        manifest_of_variant = variant_store.read_meta("sweep.json")
-        variant_label = manifest_of_variant["name"] if manifest_of_variant else variant_store.root.name
-    variant_views = dict(plateau_views(variant_runs)) if variant_runs is not None else {}
+    return ReportData(
+        store=store,
+        manifest=store.read_meta("sweep.json"),
+        tuning=store.read_meta("tuning.json"),
+        records=records,
+        runs=runs,
+        cells=cells,
+        metrics=metric_cells(metrics),
+        marks=tie_marks(store, cells),
+        unfinished=pd.concat([unfinished_runs(store), failed_metric_runs(metrics)], ignore_index=True),
+        predictions=predictions,
+        collapses=collapse_frame(
+            [(_run_cell(r), predictions[r["run_key"]]) for r in records if r["run_key"] in predictions]
+        ),
+        majority={
+            model: _majority_by_task([r for r in records if r["config"]["model"] == model], predictions)
+            for model in set(cells["model"])
+        },
+        usable=usable,
+        fits=plateau_fits(usable),
+        curves=curves_frame(records),
+    )
 
+
+def load_variant(directory: Path) -> Variant:
+    """The usable runs of a variant store, named by its sweep; BenchError if it has no finished run."""
+    store = Store(directory)
+    records = final_records(store)
+    if not records:
+        raise BenchError(f"variant store {directory} has no finished run", "pass the --out folder of a finished sweep")
+    runs = runs_frame(records)
+    runs = usable_runs(runs, cells_frame(runs))
+    manifest = store.read_meta("sweep.json")
+    return Variant(runs, manifest["name"] if manifest else store.root.name, dict(plateau_views(runs)))
+
+
+def model_tables(data: ReportData) -> list[Table]:
+    """Per model: the paper table, the per-test-set tables and the cost table."""
+    tables: list[Table] = []
+    for model in sorted(set(data.cells["model"])):
+        cells = data.cells[data.cells["model"] == model]
+        metrics = data.metrics[data.metrics["model"] == model]
+        tables.append(
+            paper_table(model, data.runs[data.runs["model"] == model], cells, data.marks, metrics, data.collapses)
+        )
+        slices = {
+            r["task"]["name"]: r["config"]["test_examples"] for r in data.records if r["config"]["model"] == model
+        }
+        tables += test_set_tables(model, cells, metrics, slices, data.collapses, data.majority[model])
+        tables.append(cost_table(model, cells))
+    return tables
+
+
+def diagnostic_tables(data: ReportData) -> tuple[Table, Table, Table]:
+    """The failed and missing runs, the collapsed predictions, and the decoder protocols' agreement."""
+    agreements = [
+        agreement
+        for (model, task), group in data.runs.groupby(["model", "task"])
+        if (
+            agreement := protocol_agreement(
+                model, task, data.metrics, [data.predictions[k] for k in group["key"] if k in data.predictions]
+            )
+        )
+    ]
+    return unfinished_table(data.unfinished), collapse_table(data.collapses), agreement_table(agreements)
+
+
+def _plateau_figures(data: ReportData, variant: Variant | None, folder: Path) -> list[Path]:
+    """A plateau figure per (model, task or "average"), with the variant's curves when there is one."""
     figures: list[Path] = []
-    for (model, task), view in plateau_views(usable):
-        metric = _metric_of(runs, model, task)
+    for (model, task), view in plateau_views(data.usable):
+        metric = _metric_of(data.runs, model, task)
         figures += plots.plateau_figure(
             view,
-            fits.get((model, task), {}),
+            data.fits.get((model, task), {}),
             f"{model} · {task}",
             metric,
-            figures_dir / f"plateau_{slug(model)}_{slug(task)}",
-            variant_views.get((model, task)),
-            variant_label,
-            majority_floor(metric, majority[model].get(task, {}), _test_sets(records, model, task)),
+            folder / f"plateau_{slug(model)}_{slug(task)}",
+            variant.views.get((model, task)) if variant else None,
+            variant.label if variant else "",
+            majority_floor(metric, data.majority[model].get(task, {}), _test_sets(data.records, model, task)),
         )
-    curves = curves_frame(records)
-    for (model, task), group in curves.groupby(["model", "task"]):
-        figures += plots.learning_curves_figure(
-            group,
-            f"{model} · {task}: validation during training, each method's largest budget",
-            _metric_of(runs, model, task),
-            figures_dir / f"curves_{slug(model)}_{slug(task)}",
-        )
-    pareto_notes = []
-    for (model, task), group in ranked(cells).groupby(["model", "task"]):
+    return figures
+
+
+def _pareto_figures(data: ReportData, folder: Path) -> tuple[list[Path], list[str]]:
+    """A Pareto figure per (model, task), and a note for each one without a cell whose memory was isolated."""
+    figures: list[Path] = []
+    notes = []
+    for (model, task), group in ranked(data.cells).groupby(["model", "task"]):
         drawn = plots.pareto_figure(
             group,
             f"{model} · {task}: score vs peak memory",
             group["metric"].iloc[0],
-            figures_dir / f"pareto_{slug(model)}_{slug(task)}",
+            folder / f"pareto_{slug(model)}_{slug(task)}",
         )
         figures += drawn
         if not drawn:
-            pareto_notes.append(
-                f"No Pareto plot for {model} · {task}: no cell's peak memory was measured in isolation (rerun with `bench sweep --isolate`, or on a GPU)."
-            )
+            notes.append(text.NO_PARETO.format(model=model, task=task))
+    return figures, notes
 
-    manifest = store.read_meta("sweep.json")
-    tuning = store.read_meta("tuning.json")
-    title = manifest["name"] if manifest else store.root.name
-    sections = [
-        f"# Results: {title}",
+
+def draw_figures(data: ReportData, variant: Variant | None, folder: Path) -> tuple[list[Path], list[str]]:
+    """Plateau, learning-curve and Pareto figures under `folder`; also the notes on Pareto figures not drawn."""
+    figures = _plateau_figures(data, variant, folder)
+    for (model, task), group in data.curves.groupby(["model", "task"]):
+        figures += plots.learning_curves_figure(
+            group,
+            f"{model} · {task}: validation during training, each method's largest budget",
+            _metric_of(data.runs, model, task),
+            folder / f"curves_{slug(model)}_{slug(task)}",
+        )
+    pareto, notes = _pareto_figures(data, folder)
+    return figures + pareto, notes
+
+
+def _intro(data: ReportData) -> list[str]:
+    """The opening paragraphs: what the store holds, how cells are scored and marked, and collapsed predictions."""
+    lines = [
+        text.RESULTS_INTRO.format(
+            store=data.store.root, runs=len(data.runs), cells=len(data.cells), unfinished=len(data.unfinished)
+        ),
         "",
-        f"Store: `{store.root}`; {len(runs)} runs in {len(cells)} cells; {len(unfinished)} runs failed or missing. "
-        "Test split, every metric the task records, in points (×100): mean ± sample std [95 % CI] over seeds.",
-        "",
-        "**Bold**: best in the column (format-failure rates are diagnostics and not ranked). †: not significantly different from the best on the primary "
-        "metric (two-sided paired permutation test over the shared test examples, per-example scores averaged over seeds, p ≥ 0.05, scipy.stats.permutation_test). "
-        "CIs: Student-t intervals over seeds, clipped to the metric's range, since seeds are the unit of replication; with 2-3 seeds they are wide, and that width is the uncertainty of "
-        "a cell mean (a bootstrap cannot resample 2-3 values, and one over test examples would leave the seed-to-seed spread out). "
-        '"failed": a seed\'s value is not finite; failed cells are not ranked, fitted or plotted.',
+        text.SCORE_MARKS,
     ]
-    collapsed_pairs = len(collapses.drop_duplicates([*CELL, "test_set"]))
+    collapsed_pairs = len(data.collapses.drop_duplicates([*CELL, "test_set"]))
     if collapsed_pairs:
-        sections += [
-            "",
-            f"**Collapsed predictions:** {collapsed_pairs} cell and test-set pair(s) where a seed gave one answer to "
-            f"{COLLAPSE_SHARE:.0%} or more of the examples; those scores measure the label balance, not the method "
-            "(marked ‡, listed under Collapsed predictions).",
-        ]
+        lines += ["", text.COLLAPSED_NOTE.format(pairs=collapsed_pairs, share=COLLAPSE_SHARE)]
+    return lines
+
+
+def results_markdown(
+    data: ReportData,
+    tables: list[Table],
+    diagnostics: tuple[Table, Table, Table],
+    figures: list[Path],
+    pareto_notes: list[str],
+    variant: Variant | None,
+) -> str:
+    """results.md: the tables, the diagnostics, the tuning, plateau, learning-curve and variant sections, figures."""
+    failed, collapsed, protocols = diagnostics
+    sections = [f"# Results: {data.title}", "", *_intro(data)]
     for table in tables:
         sections += ["", *table.section("##" if table.name.startswith("results-") else "###")]
-    failed_table = unfinished_table(unfinished)
-    all_ok = "None: every run the sweep names has an ok record with finite metrics."
-    sections += ["", *failed_table.section("##", empty=all_ok)]
-    agreements = [
-        agreement
-        for (model, task), group in runs.groupby(["model", "task"])
-        if (
-            agreement := protocol_agreement(
-                model, task, metric_rows, [predictions[k] for k in group["key"] if k in predictions]
-            )
-        )
-    ]
-    collapsed_table = collapse_table(collapses)
-    none_collapsed = f"None: no final run gave one answer to {COLLAPSE_SHARE:.0%} or more of any test set's examples."
-    sections += ["", *collapsed_table.section("##", empty=none_collapsed)]
-    protocols_table = agreement_table(agreements)
-    if agreements:
-        sections += ["", *protocols_table.section("##")]
-    if tuning:
-        sections += ["", _tuning_markdown(tuning)]
-    sections += ["", _plateau_markdown(fits)]
-    if len(curves):
-        sections += ["", learning_curves_markdown(curves)]
-    if variant_runs is not None:
-        sections += ["", variant_markdown(usable, variant_runs, variant_label)]
-    sections += ["", "## Figures", ""]
-    sections += [
-        "Plateau curves: one colour per method in every figure; lines through the seed means, shaded bands from the seed minimum to maximum (the legend "
-        "says over how many seeds), dashed the saturating fit, dotted its onset when reached; black dotted the majority answer's score (accuracy metrics; given in the legend instead when it lies further from the scores than their span); with `--variant`, the other store's seed means as dotted lines "
-        "with hollow markers, and its methods without a budget axis (full fine-tuning) as dash-dot-dot levels named with the variant. Learning curves (runs with `--eval-every`): validation score against steps for each method's largest budget. "
-        "Pareto: score against peak memory measured in isolation only.",
-        "",
-        *(f"{note}\n" for note in pareto_notes),
-    ]
+    sections += ["", *failed.section("##", empty=text.NO_UNFINISHED)]
+    sections += ["", *collapsed.section("##", empty=text.NO_COLLAPSES.format(share=COLLAPSE_SHARE))]
+    if not protocols.frame.empty:
+        sections += ["", *protocols.section("##")]
+    if data.tuning:
+        sections += ["", _tuning_markdown(data.tuning)]
+    sections += ["", _plateau_markdown(data.fits)]
+    if len(data.curves):
+        sections += ["", learning_curves_markdown(data.curves)]
+    if variant is not None:
+        sections += ["", variant_markdown(data.usable, variant.runs, variant.label)]
+    sections += ["", "## Figures", "", text.FIGURES, "", *(f"{note}\n" for note in pareto_notes)]
     sections += [f"![{path.stem}](figures/{path.name})" for path in figures if path.suffix == ".png"]
+    return "\n".join(sections) + "\n"
+
+
+def write_files(folder: Path, data: ReportData, markdown: str, latex_tables: list[Table]) -> Path:
+    """results.md, tables.tex, the CSV files, summary.json and plateau.json under `folder`; the Markdown's path."""
     folder.mkdir(parents=True, exist_ok=True)
     markdown_path = folder / "results.md"
-    markdown_path.write_text("\n".join(sections) + "\n", encoding="utf-8")
-    diagnostics = [table for table in (failed_table, collapsed_table, protocols_table) if not table.frame.empty]
-    latex_tables = [*tables, *diagnostics]
+    markdown_path.write_text(markdown, encoding="utf-8")
     (folder / "tables.tex").write_text("\n".join(table.latex() for table in latex_tables), encoding="utf-8")
-    runs.to_csv(folder / "runs.csv", index=False)
-    cells.merge(marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
-    metric_rows.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
-    collapses.to_csv(folder / "collapses.csv", index=False)
-    write_json_atomic(folder / "summary.json", summary(cells, str(store.root), manifest))
+    data.runs.to_csv(folder / "runs.csv", index=False)
+    data.cells.merge(data.marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
+    data.metrics.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
+    data.collapses.to_csv(folder / "collapses.csv", index=False)
+    write_json_atomic(folder / "summary.json", summary(data.cells, str(data.store.root), data.manifest))
     write_json_atomic(
         folder / "plateau.json",
         [
             {"model": m, "task": t, "method": method, **fit.as_dict()}
-            for (m, t), by in fits.items()
+            for (m, t), by in data.fits.items()
             for method, fit in by.items()
         ],
     )
+    return markdown_path
 
+
+def log_report_to_wandb(data: ReportData, latex_tables: list[Table], figures: list[Path]) -> str | None:
+    """Log the tables, cells and PNG figures as the store's W&B report run (settings from the sweep); the W&B mode."""
+    settings = data.manifest["spec"].get("wandb", {}) if data.manifest else {}
+    settings = {"project": DEFAULT_PROJECT, "enabled": True} | settings
+    frames = {f"table/{t.name}": t.frame for t in latex_tables} | {
+        "cells": data.cells.drop(columns=["keys", "seeds", "lr"])
+    }
+    images = {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"}
+    return wandb_logging.log_report(data.store.root, settings, data.title, data.records, frames, images)
+
+
+def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
+    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
+    store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
+    one."""
+    data = load_data(directory)
+    tables = model_tables(data)
+    other = load_variant(variant) if variant is not None else None
+    folder = data.store.root / "report"
+    figures, pareto_notes = draw_figures(data, other, folder / "figures")
+    diagnostics = diagnostic_tables(data)
+    latex_tables = [*tables, *(table for table in diagnostics if not table.frame.empty)]
+    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, other)
     report = Report(
         folder=folder,
-        runs=runs,
-        cells=cells,
-        metrics=metric_rows,
+        runs=data.runs,
+        cells=data.cells,
+        metrics=data.metrics,
         tables=tables,
         figures=figures,
-        markdown_path=markdown_path,
-        unfinished=unfinished,
+        markdown_path=write_files(folder, data, markdown, latex_tables),
+        unfinished=data.unfinished,
     )
     if log_to_wandb:
-        settings = manifest["spec"].get("wandb", {}) if manifest else {}
-        settings = {"project": DEFAULT_PROJECT, "enabled": True} | settings
-        frames = {f"table/{t.name}": t.frame for t in latex_tables} | {
-            "cells": cells.drop(columns=["keys", "seeds", "lr"])
-        }
-        report.wandb_mode = wandb_logging.log_report(
-            store.root, settings, title, records, frames, {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"}
-        )
+        report.wandb_mode = log_report_to_wandb(data, latex_tables, figures)
     return report
