@@ -39,7 +39,7 @@ import pandas as pd
 
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.records.store import Store
-from bench.report import plateau, plots, stats, wandb_logging
+from bench.report import plateau, plots, stats, text, wandb_logging
 from bench.report.agreement import protocol_agreement
 from bench.report.plots import display_name
 from bench.report.tables import (
@@ -396,8 +396,8 @@ def _seeds_text(tuning: dict[str, Any]) -> str:
     """The tuning seeds as the report's tuning section names them; stores older than `tuning.seeds` hold one seed."""
     seeds = tuning.get("tuning_seeds", [tuning.get("tuning_seed")])
     if len(seeds) == 1:
-        return f"Tuning seed {seeds[0]}"
-    return f"Tuning seeds {', '.join(map(str, seeds))} (a rate's score is their mean; each seed's in brackets)"
+        return text.ONE_TUNING_SEED.format(seed=seeds[0])
+    return text.TUNING_SEEDS.format(seeds=", ".join(map(str, seeds)))
 
 
 def _point_text(point: dict[str, Any]) -> str:
@@ -412,59 +412,60 @@ def _point_text(point: dict[str, Any]) -> str:
     return score(point) + (f" ({', '.join(score(run) for run in runs)})" if len(runs) > 1 else "")
 
 
-def _tuning_markdown(tuning: dict[str, Any]) -> str:
-    lines = [
-        "## Learning-rate tuning",
-        "",
-        f"Selection: {tuning['selection']}. {_seeds_text(tuning)}, {tuning['grid_size']} learning rates per method (the same tuning budget for every method).",
+def _tuning_notes(tuning: dict[str, Any]) -> list[str]:
+    """How the rates were tuned: the selection rule, seeds and grid size, and how tuning runs differ from final runs."""
+    return [
+        text.TUNING_SELECTION.format(
+            selection=tuning["selection"], seeds=_seeds_text(tuning), grid_size=tuning["grid_size"]
+        ),
         *([f"Interpolation: {tuning['interpolation']}."] if tuning.get("interpolation") else []),
         *([f"Extension: {tuning['extension']}."] if tuning.get("extension") else []),
         *(
-            f"Tuning runs of {pair} differ from its final runs in {json.dumps(settings)}; the final runs use the chosen rates."
+            text.TUNING_SETTINGS.format(pair=pair, settings=json.dumps(settings))
             for pair, settings in tuning.get("tuning_settings", {}).items()
         ),
-        *(
-            [
-                "With two rates per grid every choice is one of its ends: the grid brackets the best rate, not locates it."
-            ]
-            if tuning["grid_size"] == 2
-            else []
-        ),
-        "",
+        *([text.TWO_RATE_GRID] if tuning["grid_size"] == 2 else []),
     ]
-    rows, edges, tuned = [], 0, 0
-    for entry in tuning["cells"]:
-        edge = beyond_the_edge(entry) is not None  # chose the lowest or highest rate of a grid of at least three
-        tuned += "grid" in entry
-        edges += edge
-        if "interpolated_from" in entry:
-            grid = "interpolated from " + ", ".join(
-                f"{anchor['budget']}: {anchor['lr']:g}" for anchor in entry["interpolated_from"]
-            )
-        else:
-            grid = ", ".join(f"{point['lr']:g}: {_point_text(point)}" for point in entry["grid"])
-        chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed or collapsed)"
-        chosen += " (grid edge)" if edge else ""
-        rows.append(
-            [
-                display_name(entry["method"]),
-                entry["budget"] or "all",
-                f"{entry['model']} · {entry['task']}",
-                grid,
-                chosen,
-            ]
+
+
+def _tuning_row(entry: dict[str, Any], edge: bool) -> list[str]:
+    """A tuned cell's row: its grid with each rate's validation score (or its interpolation anchors) and the pick."""
+    if "interpolated_from" in entry:
+        grid = "interpolated from " + ", ".join(
+            f"{anchor['budget']}: {anchor['lr']:g}" for anchor in entry["interpolated_from"]
         )
+    else:
+        grid = ", ".join(f"{point['lr']:g}: {_point_text(point)}" for point in entry["grid"])
+    chosen = f"{entry['chosen_lr']:g}" if entry["chosen_lr"] is not None else "none (every lr failed or collapsed)"
+    chosen += " (grid edge)" if edge else ""
+    return [
+        display_name(entry["method"]),
+        entry["budget"] or "all",
+        f"{entry['model']} · {entry['task']}",
+        grid,
+        chosen,
+    ]
+
+
+def _tuning_markdown(tuning: dict[str, Any]) -> str:
+    """The learning-rate tuning section: how rates were tuned, each cell's grid and pick, and picks at a grid end."""
+    cells = tuning["cells"]
+    # an edge: the lowest or highest rate of a grid of at least three
+    edges = [beyond_the_edge(entry) is not None for entry in cells]
+    rows = [_tuning_row(entry, edge) for entry, edge in zip(cells, edges)]
     frame = pd.DataFrame(rows, columns=["Method", "Budget", "Model · task", "Grid (lr: validation score)", "Chosen lr"])
-    note = (
+    tuned = sum("grid" in entry for entry in cells)
+    note = ["", text.GRID_EDGES.format(edges=sum(edges), tuned=tuned)] if any(edges) else []
+    return "\n".join(
         [
+            "## Learning-rate tuning",
             "",
-            f"{edges} of {tuned} tuned cells chose the lowest or highest learning rate of their grid (marked): their "
-            "best rate may lie outside it.",
+            *_tuning_notes(tuning),
+            "",
+            frame.to_markdown(index=False, disable_numparse=True),
+            *note,
         ]
-        if edges
-        else []
     )
-    return "\n".join([*lines, frame.to_markdown(index=False, disable_numparse=True), *note])
 
 
 def change_text(change: plateau.Change) -> str:
@@ -473,43 +474,45 @@ def change_text(change: plateau.Change) -> str:
     return f"{change.delta:+.1f}{interval}"
 
 
+def _interval_text(values: tuple[float, float | None] | None, fmt: str) -> str:
+    """A bootstrap interval after its estimate: " [low, high]", "not reached" for a missing high end."""
+    if not values:
+        return ""
+    return f" [{format(values[0], fmt)}, {'not reached' if values[1] is None else format(values[1], fmt)}]"
+
+
+def _verdict_text(value: plateau.Change | None) -> str:
+    """A change with its interval and verdict ("+1.2 [-0.4, +2.8] flat"), "–" without one."""
+    return "–" if value is None else f"{change_text(value)} {value.verdict}"
+
+
+def _plateau_row(model: str, task: str, method: str, fit: plateau.PlateauFit) -> list[str]:
+    """A method's plateau fit as a row of the plateau section."""
+    if fit.status != "ok":
+        asymptote, onset = fit.status, "–"
+    elif fit.onset_params is None:
+        asymptote, onset = "not reached", "not reached"
+    else:
+        asymptote = f"{fit.asymptote:.1f}{_interval_text(fit.asymptote_ci, '.1f')}"
+        onset = f"{fit.onset_params:,.0f}{_interval_text(fit.onset_ci, ',.0f')}"
+    peak = f"{fit.peak_params:,.0f}: {fit.peak_score:.1f}"
+    decade = (
+        "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {_verdict_text(fit.last_decade)}"
+    )
+    row = [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, decade]
+    return [*row, _verdict_text(fit.versus_full), "; ".join(fit.notes)]
+
+
 def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]) -> str:
-    def ci(values: tuple[float, float | None] | None, fmt: str) -> str:
-        if not values:
-            return ""
-        return f" [{format(values[0], fmt)}, {'not reached' if values[1] is None else format(values[1], fmt)}]"
-
-    def change(value: plateau.Change | None) -> str:
-        return "–" if value is None else f"{change_text(value)} {value.verdict}"
-
-    lines = [
-        "## Plateau fits",
-        "",
-        f"Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters p where the curve is within "
-        f'{plateau.ONSET_TOLERANCE:g} point of a, within the measured budgets ("not reached" when the curve gets there only past the largest budget: '
-        "then a is an extrapolation and is not given either); "
-        f"95% percentile CIs from {plateau.BOOTSTRAP} bootstrap refits over seeds (scipy.stats.bootstrap). At least {plateau.MIN_BUDGETS} budgets are needed. "
-        "The fit cannot fall, so two differences of seed means answer whether a curve levels off, falls or keeps improving: the largest budget "
-        "against the budget nearest one decade below it (last decade) and against full fine-tuning, in points with Welch 95% t-intervals over "
-        "seeds; rises or falls when the interval excludes zero, flat otherwise.",
-        "",
+    """The plateau section: how the curves are fitted and compared, and every method's fit."""
+    method = text.PLATEAU_FITS.format(
+        tolerance=plateau.ONSET_TOLERANCE, bootstrap=plateau.BOOTSTRAP, min_budgets=plateau.MIN_BUDGETS
+    )
+    rows = [
+        _plateau_row(model, task, name, fit)
+        for (model, task), by_method in sorted(fits.items())
+        for name, fit in sorted(by_method.items())
     ]
-    rows = []
-    for (model, task), by_method in sorted(fits.items()):
-        for method, fit in sorted(by_method.items()):
-            if fit.status != "ok":
-                asymptote, onset = fit.status, "–"
-            elif fit.onset_params is None:
-                asymptote, onset = "not reached", "not reached"
-            else:
-                asymptote = f"{fit.asymptote:.1f}{ci(fit.asymptote_ci, '.1f')}"
-                onset = f"{fit.onset_params:,.0f}{ci(fit.onset_ci, ',.0f')}"
-            peak = f"{fit.peak_params:,.0f}: {fit.peak_score:.1f}"
-            decade = (
-                "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {change(fit.last_decade)}"
-            )
-            row = [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, decade]
-            rows.append([*row, change(fit.versus_full), "; ".join(fit.notes)])
     header = [
         "Model",
         "Task",
@@ -522,19 +525,14 @@ def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
         "Largest − full FT [95% CI]",
         "Notes",
     ]
-    return "\n".join([*lines, pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)])
+    table = pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)
+    return "\n".join(["## Plateau fits", "", method, "", table])
 
 
 def learning_curves_markdown(curves: pd.DataFrame) -> str:
     """Per task: the seed-mean validation score at every evaluation of each method's largest budget, and the change
     over the last interval with its Student-t interval over seeds (the two scores of a seed come from one run)."""
-    lines = [
-        "## Validation during training",
-        "",
-        "Each method's largest budget: validation score (points, seed means) at every evaluation, and the last interval's change (final minus "
-        "the evaluation before it) with a 95% t-interval over seeds. flat: the interval contains zero, so the last interval shows no measurable "
-        "gain; rises or falls otherwise.",
-    ]
+    lines = ["## Validation during training", "", text.LEARNING_CURVES]
     for (model, task), group in curves.groupby(["model", "task"], sort=True):
         rows = []
         for (method, budget), runs in group.groupby(["method", "budget"], sort=True):
@@ -599,8 +597,7 @@ def variant_markdown(runs: pd.DataFrame, variant: pd.DataFrame, label: str) -> s
         [
             f"## Against {label}",
             "",
-            "Test score in points, seed means; the difference is the variant minus this store, with a Welch 95% t-interval over seeds "
-            f"when both sides have two or more. {unmatched} cell(s) of {label} have no counterpart in this store and are not listed.",
+            text.VARIANT.format(unmatched=unmatched, label=label),
             "",
             pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True),
         ]
@@ -656,10 +653,43 @@ def _nothing_to_report(store: Store, directory: Path) -> BenchError:
     )
 
 
-def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
-    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
-    store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
-    one."""
+@dataclass
+class ReportData:
+    """What a report is built from: a store's final records and the frames derived from them."""
+
+    store: Store
+    manifest: dict[str, Any] | None  # sweep.json
+    tuning: dict[str, Any] | None  # tuning.json
+    records: list[dict[str, Any]]
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    metrics: pd.DataFrame  # `metric_cells`
+    marks: pd.DataFrame
+    unfinished: pd.DataFrame
+    predictions: dict[str, Path]  # run key -> predictions file, for the runs that have one
+    collapses: pd.DataFrame
+    majority: dict[str, dict[str, dict[str, float]]]  # model -> `_majority_by_task`
+    usable: pd.DataFrame
+    fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
+    curves: pd.DataFrame
+
+    @property
+    def title(self) -> str:
+        """The sweep's name, or the store folder's without a sweep.json."""
+        return self.manifest["name"] if self.manifest else self.store.root.name
+
+
+@dataclass
+class Variant:
+    """Another store's usable runs over the same grid, drawn and tabulated against the report's store."""
+
+    runs: pd.DataFrame
+    label: str
+    views: dict[tuple[str, str], pd.DataFrame]
+
+
+def load_data(directory: Path) -> ReportData:
+    """Read the store's final records and derive every frame of the report; BenchError if it has no finished run."""
     store = Store(directory)
     if not store.root.is_dir():
         raise BenchError(
@@ -668,189 +698,227 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     records = final_records(store)
     if not records:
         raise _nothing_to_report(store, directory)
-    folder = store.root / "report"
-    figures_dir = folder / "figures"
     runs = runs_frame(records)
     cells = cells_frame(runs)
     metrics = metrics_frame(records)
-    metric_rows = metric_cells(metrics)
-    marks = tie_marks(store, cells)
-    unfinished = pd.concat([unfinished_runs(store), failed_metric_runs(metrics)], ignore_index=True)
     predictions = {r["run_key"]: store.predictions_path(r["run_key"]) for r in records}
     predictions = {key: path for key, path in predictions.items() if path.is_file()}
-    collapses = collapse_frame(
-        [(_run_cell(r), predictions[r["run_key"]]) for r in records if r["run_key"] in predictions]
-    )
-    majority = {
-        model: _majority_by_task([r for r in records if r["config"]["model"] == model], predictions)
-        for model in set(cells["model"])
-    }
-    tables: list[Table] = []
-    for model in sorted(set(cells["model"])):
-        in_model = cells["model"] == model
-        tables.append(
-            paper_table(
-                model,
-                runs[runs["model"] == model],
-                cells[in_model],
-                marks,
-                metric_rows[metric_rows["model"] == model],
-                collapses,
-            )
-        )
-        slices = {r["task"]["name"]: r["config"]["test_examples"] for r in records if r["config"]["model"] == model}
-        tables += test_set_tables(
-            model, cells[in_model], metric_rows[metric_rows["model"] == model], slices, collapses, majority[model]
-        )
-        tables.append(cost_table(model, cells[in_model]))
     usable = usable_runs(runs, cells)
-    fits = plateau_fits(usable)
-    variant_runs, variant_label = None, ""
-    if variant is not None:
-        variant_store = Store(variant)
-        variant_records = final_records(variant_store)
-        if not variant_records:
-            raise BenchError(
-                f"variant store {variant} has no finished run", "pass the --out folder of a finished sweep"
-            )
-        variant_runs = runs_frame(variant_records)
-        variant_runs = usable_runs(variant_runs, cells_frame(variant_runs))
-        manifest_of_variant = variant_store.read_meta("sweep.json")
-        variant_label = manifest_of_variant["name"] if manifest_of_variant else variant_store.root.name
-    variant_views = dict(plateau_views(variant_runs)) if variant_runs is not None else {}
+    return ReportData(
+        store=store,
+        manifest=store.read_meta("sweep.json"),
+        tuning=store.read_meta("tuning.json"),
+        records=records,
+        runs=runs,
+        cells=cells,
+        metrics=metric_cells(metrics),
+        marks=tie_marks(store, cells),
+        unfinished=pd.concat([unfinished_runs(store), failed_metric_runs(metrics)], ignore_index=True),
+        predictions=predictions,
+        collapses=collapse_frame(
+            [(_run_cell(r), predictions[r["run_key"]]) for r in records if r["run_key"] in predictions]
+        ),
+        majority={
+            model: _majority_by_task([r for r in records if r["config"]["model"] == model], predictions)
+            for model in set(cells["model"])
+        },
+        usable=usable,
+        fits=plateau_fits(usable),
+        curves=curves_frame(records),
+    )
 
+
+def load_variant(directory: Path) -> Variant:
+    """The usable runs of a variant store, named by its sweep; BenchError if it has no finished run."""
+    store = Store(directory)
+    records = final_records(store)
+    if not records:
+        raise BenchError(f"variant store {directory} has no finished run", "pass the --out folder of a finished sweep")
+    runs = runs_frame(records)
+    runs = usable_runs(runs, cells_frame(runs))
+    manifest = store.read_meta("sweep.json")
+    return Variant(runs, manifest["name"] if manifest else store.root.name, dict(plateau_views(runs)))
+
+
+def model_tables(data: ReportData) -> list[Table]:
+    """Per model: the paper table, the per-test-set tables and the cost table."""
+    tables: list[Table] = []
+    for model in sorted(set(data.cells["model"])):
+        cells = data.cells[data.cells["model"] == model]
+        metrics = data.metrics[data.metrics["model"] == model]
+        tables.append(
+            paper_table(model, data.runs[data.runs["model"] == model], cells, data.marks, metrics, data.collapses)
+        )
+        slices = {
+            r["task"]["name"]: r["config"]["test_examples"] for r in data.records if r["config"]["model"] == model
+        }
+        tables += test_set_tables(model, cells, metrics, slices, data.collapses, data.majority[model])
+        tables.append(cost_table(model, cells))
+    return tables
+
+
+def diagnostic_tables(data: ReportData) -> tuple[Table, Table, Table]:
+    """The failed and missing runs, the collapsed predictions, and the decoder protocols' agreement."""
+    agreements = [
+        agreement
+        for (model, task), group in data.runs.groupby(["model", "task"])
+        if (
+            agreement := protocol_agreement(
+                model, task, data.metrics, [data.predictions[k] for k in group["key"] if k in data.predictions]
+            )
+        )
+    ]
+    return unfinished_table(data.unfinished), collapse_table(data.collapses), agreement_table(agreements)
+
+
+def _plateau_figures(data: ReportData, variant: Variant | None, folder: Path) -> list[Path]:
+    """A plateau figure per (model, task or "average"), with the variant's curves when there is one."""
     figures: list[Path] = []
-    for (model, task), view in plateau_views(usable):
-        metric = _metric_of(runs, model, task)
+    for (model, task), view in plateau_views(data.usable):
+        metric = _metric_of(data.runs, model, task)
         figures += plots.plateau_figure(
             view,
-            fits.get((model, task), {}),
+            data.fits.get((model, task), {}),
             f"{model} · {task}",
             metric,
-            figures_dir / f"plateau_{slug(model)}_{slug(task)}",
-            variant_views.get((model, task)),
-            variant_label,
-            majority_floor(metric, majority[model].get(task, {}), _test_sets(records, model, task)),
+            folder / f"plateau_{slug(model)}_{slug(task)}",
+            variant.views.get((model, task)) if variant else None,
+            variant.label if variant else "",
+            majority_floor(metric, data.majority[model].get(task, {}), _test_sets(data.records, model, task)),
         )
-    curves = curves_frame(records)
-    for (model, task), group in curves.groupby(["model", "task"]):
-        figures += plots.learning_curves_figure(
-            group,
-            f"{model} · {task}: validation during training, each method's largest budget",
-            _metric_of(runs, model, task),
-            figures_dir / f"curves_{slug(model)}_{slug(task)}",
-        )
-    pareto_notes = []
-    for (model, task), group in ranked(cells).groupby(["model", "task"]):
+    return figures
+
+
+def _pareto_figures(data: ReportData, folder: Path) -> tuple[list[Path], list[str]]:
+    """A Pareto figure per (model, task), and a note for each one without a cell whose memory was isolated."""
+    figures: list[Path] = []
+    notes = []
+    for (model, task), group in ranked(data.cells).groupby(["model", "task"]):
         drawn = plots.pareto_figure(
             group,
             f"{model} · {task}: score vs peak memory",
             group["metric"].iloc[0],
-            figures_dir / f"pareto_{slug(model)}_{slug(task)}",
+            folder / f"pareto_{slug(model)}_{slug(task)}",
         )
         figures += drawn
         if not drawn:
-            pareto_notes.append(
-                f"No Pareto plot for {model} · {task}: no cell's peak memory was measured in isolation (rerun with `bench sweep --isolate`, or on a GPU)."
-            )
+            notes.append(text.NO_PARETO.format(model=model, task=task))
+    return figures, notes
 
-    manifest = store.read_meta("sweep.json")
-    tuning = store.read_meta("tuning.json")
-    title = manifest["name"] if manifest else store.root.name
-    sections = [
-        f"# Results: {title}",
+
+def draw_figures(data: ReportData, variant: Variant | None, folder: Path) -> tuple[list[Path], list[str]]:
+    """Plateau, learning-curve and Pareto figures under `folder`; also the notes on Pareto figures not drawn."""
+    figures = _plateau_figures(data, variant, folder)
+    for (model, task), group in data.curves.groupby(["model", "task"]):
+        figures += plots.learning_curves_figure(
+            group,
+            f"{model} · {task}: validation during training, each method's largest budget",
+            _metric_of(data.runs, model, task),
+            folder / f"curves_{slug(model)}_{slug(task)}",
+        )
+    pareto, notes = _pareto_figures(data, folder)
+    return figures + pareto, notes
+
+
+def _intro(data: ReportData) -> list[str]:
+    """The opening paragraphs: what the store holds, how cells are scored and marked, and collapsed predictions."""
+    lines = [
+        text.RESULTS_INTRO.format(
+            store=data.store.root, runs=len(data.runs), cells=len(data.cells), unfinished=len(data.unfinished)
+        ),
         "",
-        f"Store: `{store.root}`; {len(runs)} runs in {len(cells)} cells; {len(unfinished)} runs failed or missing. "
-        "Test split, every metric the task records, in points (×100): mean ± sample std [95 % CI] over seeds.",
-        "",
-        "**Bold**: best in the column (format-failure rates are diagnostics and not ranked). †: not significantly different from the best on the primary "
-        "metric (two-sided paired permutation test over the shared test examples, per-example scores averaged over seeds, p ≥ 0.05, scipy.stats.permutation_test). "
-        "CIs: Student-t intervals over seeds, clipped to the metric's range, since seeds are the unit of replication; with 2-3 seeds they are wide, and that width is the uncertainty of "
-        "a cell mean (a bootstrap cannot resample 2-3 values, and one over test examples would leave the seed-to-seed spread out). "
-        '"failed": a seed\'s value is not finite; failed cells are not ranked, fitted or plotted.',
+        text.SCORE_MARKS,
     ]
-    collapsed_pairs = len(collapses.drop_duplicates([*CELL, "test_set"]))
+    collapsed_pairs = len(data.collapses.drop_duplicates([*CELL, "test_set"]))
     if collapsed_pairs:
-        sections += [
-            "",
-            f"**Collapsed predictions:** {collapsed_pairs} cell and test-set pair(s) where a seed gave one answer to "
-            f"{COLLAPSE_SHARE:.0%} or more of the examples; those scores measure the label balance, not the method "
-            "(marked ‡, listed under Collapsed predictions).",
-        ]
+        lines += ["", text.COLLAPSED_NOTE.format(pairs=collapsed_pairs, share=COLLAPSE_SHARE)]
+    return lines
+
+
+def results_markdown(
+    data: ReportData,
+    tables: list[Table],
+    diagnostics: tuple[Table, Table, Table],
+    figures: list[Path],
+    pareto_notes: list[str],
+    variant: Variant | None,
+) -> str:
+    """results.md: the tables, the diagnostics, the tuning, plateau, learning-curve and variant sections, figures."""
+    failed, collapsed, protocols = diagnostics
+    sections = [f"# Results: {data.title}", "", *_intro(data)]
     for table in tables:
         sections += ["", *table.section("##" if table.name.startswith("results-") else "###")]
-    failed_table = unfinished_table(unfinished)
-    all_ok = "None: every run the sweep names has an ok record with finite metrics."
-    sections += ["", *failed_table.section("##", empty=all_ok)]
-    agreements = [
-        agreement
-        for (model, task), group in runs.groupby(["model", "task"])
-        if (
-            agreement := protocol_agreement(
-                model, task, metric_rows, [predictions[k] for k in group["key"] if k in predictions]
-            )
-        )
-    ]
-    collapsed_table = collapse_table(collapses)
-    none_collapsed = f"None: no final run gave one answer to {COLLAPSE_SHARE:.0%} or more of any test set's examples."
-    sections += ["", *collapsed_table.section("##", empty=none_collapsed)]
-    protocols_table = agreement_table(agreements)
-    if agreements:
-        sections += ["", *protocols_table.section("##")]
-    if tuning:
-        sections += ["", _tuning_markdown(tuning)]
-    sections += ["", _plateau_markdown(fits)]
-    if len(curves):
-        sections += ["", learning_curves_markdown(curves)]
-    if variant_runs is not None:
-        sections += ["", variant_markdown(usable, variant_runs, variant_label)]
-    sections += ["", "## Figures", ""]
-    sections += [
-        "Plateau curves: one colour per method in every figure; lines through the seed means, shaded bands from the seed minimum to maximum (the legend "
-        "says over how many seeds), dashed the saturating fit, dotted its onset when reached; black dotted the majority answer's score (accuracy metrics; given in the legend instead when it lies further from the scores than their span); with `--variant`, the other store's seed means as dotted lines "
-        "with hollow markers, and its methods without a budget axis (full fine-tuning) as dash-dot-dot levels named with the variant. Learning curves (runs with `--eval-every`): validation score against steps for each method's largest budget. "
-        "Pareto: score against peak memory measured in isolation only.",
-        "",
-        *(f"{note}\n" for note in pareto_notes),
-    ]
+    sections += ["", *failed.section("##", empty=text.NO_UNFINISHED)]
+    sections += ["", *collapsed.section("##", empty=text.NO_COLLAPSES.format(share=COLLAPSE_SHARE))]
+    if not protocols.frame.empty:
+        sections += ["", *protocols.section("##")]
+    if data.tuning:
+        sections += ["", _tuning_markdown(data.tuning)]
+    sections += ["", _plateau_markdown(data.fits)]
+    if len(data.curves):
+        sections += ["", learning_curves_markdown(data.curves)]
+    if variant is not None:
+        sections += ["", variant_markdown(data.usable, variant.runs, variant.label)]
+    sections += ["", "## Figures", "", text.FIGURES, "", *(f"{note}\n" for note in pareto_notes)]
     sections += [f"![{path.stem}](figures/{path.name})" for path in figures if path.suffix == ".png"]
+    return "\n".join(sections) + "\n"
+
+
+def write_files(folder: Path, data: ReportData, markdown: str, latex_tables: list[Table]) -> Path:
+    """results.md, tables.tex, the CSV files, summary.json and plateau.json under `folder`; the Markdown's path."""
     folder.mkdir(parents=True, exist_ok=True)
     markdown_path = folder / "results.md"
-    markdown_path.write_text("\n".join(sections) + "\n", encoding="utf-8")
-    diagnostics = [table for table in (failed_table, collapsed_table, protocols_table) if not table.frame.empty]
-    latex_tables = [*tables, *diagnostics]
+    markdown_path.write_text(markdown, encoding="utf-8")
     (folder / "tables.tex").write_text("\n".join(table.latex() for table in latex_tables), encoding="utf-8")
-    runs.to_csv(folder / "runs.csv", index=False)
-    cells.merge(marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
-    metric_rows.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
-    collapses.to_csv(folder / "collapses.csv", index=False)
-    write_json_atomic(folder / "summary.json", summary(cells, str(store.root), manifest))
+    data.runs.to_csv(folder / "runs.csv", index=False)
+    data.cells.merge(data.marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
+    data.metrics.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
+    data.collapses.to_csv(folder / "collapses.csv", index=False)
+    write_json_atomic(folder / "summary.json", summary(data.cells, str(data.store.root), data.manifest))
     write_json_atomic(
         folder / "plateau.json",
         [
             {"model": m, "task": t, "method": method, **fit.as_dict()}
-            for (m, t), by in fits.items()
+            for (m, t), by in data.fits.items()
             for method, fit in by.items()
         ],
     )
+    return markdown_path
 
+
+def log_report_to_wandb(data: ReportData, latex_tables: list[Table], figures: list[Path]) -> str | None:
+    """Log the tables, cells and PNG figures as the store's W&B report run (settings from the sweep); the W&B mode."""
+    settings = data.manifest["spec"].get("wandb", {}) if data.manifest else {}
+    settings = {"project": DEFAULT_PROJECT, "enabled": True} | settings
+    frames = {f"table/{t.name}": t.frame for t in latex_tables} | {
+        "cells": data.cells.drop(columns=["keys", "seeds", "lr"])
+    }
+    images = {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"}
+    return wandb_logging.log_report(data.store.root, settings, data.title, data.records, frames, images)
+
+
+def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
+    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
+    store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
+    one."""
+    data = load_data(directory)
+    tables = model_tables(data)
+    other = load_variant(variant) if variant is not None else None
+    folder = data.store.root / "report"
+    figures, pareto_notes = draw_figures(data, other, folder / "figures")
+    diagnostics = diagnostic_tables(data)
+    latex_tables = [*tables, *(table for table in diagnostics if not table.frame.empty)]
+    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, other)
     report = Report(
         folder=folder,
-        runs=runs,
-        cells=cells,
-        metrics=metric_rows,
+        runs=data.runs,
+        cells=data.cells,
+        metrics=data.metrics,
         tables=tables,
         figures=figures,
-        markdown_path=markdown_path,
-        unfinished=unfinished,
+        markdown_path=write_files(folder, data, markdown, latex_tables),
+        unfinished=data.unfinished,
     )
     if log_to_wandb:
-        settings = manifest["spec"].get("wandb", {}) if manifest else {}
-        settings = {"project": DEFAULT_PROJECT, "enabled": True} | settings
-        frames = {f"table/{t.name}": t.frame for t in latex_tables} | {
-            "cells": cells.drop(columns=["keys", "seeds", "lr"])
-        }
-        report.wandb_mode = wandb_logging.log_report(
-            store.root, settings, title, records, frames, {f"figure/{p.stem}": p for p in figures if p.suffix == ".png"}
-        )
+        report.wandb_mode = log_report_to_wandb(data, latex_tables, figures)
     return report

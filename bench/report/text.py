@@ -1,0 +1,84 @@
+"""The prose of results.md: what each section says about its protocol, statistics and caveats, as templates that
+bench.report.write fills with `.format(...)`."""
+
+RESULTS_INTRO = (
+    "Store: `{store}`; {runs} runs in {cells} cells; {unfinished} runs failed or missing. Test split, every metric the "
+    "task records, in points (×100): mean ± sample std [95 % CI] over seeds."
+)
+
+SCORE_MARKS = (
+    "**Bold**: best in the column (format-failure rates are diagnostics and not ranked). †: not significantly "
+    "different from the best on the primary metric (two-sided paired permutation test over the shared test examples, "
+    "per-example scores averaged over seeds, p ≥ 0.05, scipy.stats.permutation_test). CIs: Student-t intervals over "
+    "seeds, clipped to the metric's range, since seeds are the unit of replication; with 2-3 seeds they are wide, and "
+    "that width is the uncertainty of a cell mean (a bootstrap cannot resample 2-3 values, and one over test examples "
+    'would leave the seed-to-seed spread out). "failed": a seed\'s value is not finite; failed cells are not ranked, '
+    "fitted or plotted."
+)
+
+COLLAPSED_NOTE = (
+    "**Collapsed predictions:** {pairs} cell and test-set pair(s) where a seed gave one answer to {share:.0%} or more "
+    "of the examples; those scores measure the label balance, not the method (marked ‡, listed under Collapsed "
+    "predictions)."
+)
+
+NO_UNFINISHED = "None: every run the sweep names has an ok record with finite metrics."
+
+NO_COLLAPSES = "None: no final run gave one answer to {share:.0%} or more of any test set's examples."
+
+FIGURES = (
+    "Plateau curves: one colour per method in every figure; lines through the seed means, shaded bands from the seed "
+    "minimum to maximum (the legend says over how many seeds), dashed the saturating fit, dotted its onset when "
+    "reached; black dotted the majority answer's score (accuracy metrics; given in the legend instead when it lies "
+    "further from the scores than their span); with `--variant`, the other store's seed means as dotted lines with "
+    "hollow markers, and its methods without a budget axis (full fine-tuning) as dash-dot-dot levels named with the "
+    "variant. Learning curves (runs with `--eval-every`): validation score against steps for each method's largest "
+    "budget. Pareto: score against peak memory measured in isolation only."
+)
+
+NO_PARETO = (
+    "No Pareto plot for {model} · {task}: no cell's peak memory was measured in isolation (rerun with `bench sweep "
+    "--isolate`, or on a GPU)."
+)
+
+TUNING_SELECTION = (
+    "Selection: {selection}. {seeds}, {grid_size} learning rates per method (the same tuning budget for every method)."
+)
+
+ONE_TUNING_SEED = "Tuning seed {seed}"
+
+TUNING_SEEDS = "Tuning seeds {seeds} (a rate's score is their mean; each seed's in brackets)"
+
+TUNING_SETTINGS = "Tuning runs of {pair} differ from its final runs in {settings}; the final runs use the chosen rates."
+
+TWO_RATE_GRID = (
+    "With two rates per grid every choice is one of its ends: the grid brackets the best rate, not locates it."
+)
+
+GRID_EDGES = (
+    "{edges} of {tuned} tuned cells chose the lowest or highest learning rate of their grid (marked): their best rate "
+    "may lie outside it."
+)
+
+PLATEAU_FITS = (
+    "Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters "
+    'p where the curve is within {tolerance:g} point of a, within the measured budgets ("not reached" when the curve '
+    "gets there only past the largest budget: then a is an extrapolation and is not given either); 95% percentile CIs "
+    "from {bootstrap} bootstrap refits over seeds (scipy.stats.bootstrap). At least {min_budgets} budgets are needed. "
+    "The fit cannot fall, so two differences of seed means answer whether a curve levels off, falls or keeps "
+    "improving: the largest budget against the budget nearest one decade below it (last decade) and against full "
+    "fine-tuning, in points with Welch 95% t-intervals over seeds; rises or falls when the interval excludes zero, "
+    "flat otherwise."
+)
+
+LEARNING_CURVES = (
+    "Each method's largest budget: validation score (points, seed means) at every evaluation, and the last interval's "
+    "change (final minus the evaluation before it) with a 95% t-interval over seeds. flat: the interval contains zero, "
+    "so the last interval shows no measurable gain; rises or falls otherwise."
+)
+
+VARIANT = (
+    "Test score in points, seed means; the difference is the variant minus this store, with a Welch 95% t-interval "
+    "over seeds when both sides have two or more. {unmatched} cell(s) of {label} have no counterpart in this store and "
+    "are not listed."
+)
