@@ -1,15 +1,17 @@
 """Figures of a report: plateau curves (score against trainable parameters) and score against peak memory.
 
 Each figure is written as PNG and PDF. Every figure and table names a method by `display_name` and every figure
-draws it in `color`, so a method looks the same everywhere. Plateau curves: one line per method through the seed
-means, a band from the seed minimum to maximum (its legend entry says over how many seeds), the fitted saturating
-curve (dashed) with its onset marked when it is reached within the sweep, and full fine-tuning as a horizontal
-reference line with its seed band. The Pareto plot shows only cells whose peak memory was measured in isolation and
-says below the axes which cells it leaves out.
+draws it in `color`, both the method class's own (read from its source by `methods.catalogue`), so a method looks the
+same everywhere. Plateau curves: one line per method through the seed means, a band from the seed minimum to maximum
+(its legend entry says over how many seeds), the fitted saturating curve (dashed) with its onset marked when it is
+reached within the sweep, and full fine-tuning as a horizontal reference line with its seed band. The Pareto plot
+shows only cells whose peak memory was measured in isolation and says below the axes which cells it leaves out.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import zlib
 from pathlib import Path
 
@@ -23,41 +25,35 @@ from matplotlib.patches import Patch
 
 from bench.report.plateau import PlateauFit
 from bench.run.budget import FIXED_KNOBS
+from core import plugins
+from methods import MethodInfo, catalogue
 
 FORMATS = ("png", "pdf")
 REFERENCE = "full"
 VARIANT_LEVEL = (0, (4, 1.5, 1, 1.5, 1, 1.5))  # a variant's method without a budget axis: dash-dot-dot
-DISPLAY = {
-    "full": "Full FT",
-    "zero-shot": "Zero-shot",
-    "lora": "LoRA",
-    "dora": "DoRA",
-    "smt": "SMT",
-    "row-sft": "row-SFT",
-    "svfit": "SVFit",
-    "deft": "DEFT",
-}
-_TAB10 = plt.get_cmap("tab10").colors
-COLORS = {
-    "full": "black",
-    "zero-shot": "grey",
-    "lora": _TAB10[0],
-    "dora": _TAB10[1],
-    "smt": _TAB10[2],
-    "row-sft": _TAB10[3],
-    "svfit": _TAB10[4],
-    "deft": _TAB10[6],
-}
-_SPARE = plt.get_cmap("Dark2").colors
+_SPARE = plt.get_cmap("Dark2").colors  # for methods that name no colour of their own
+
+
+@functools.cache
+def _methods(plugin_folders: str) -> dict[str, MethodInfo]:
+    """The method catalogue, parsed once per value of the plugin-folder variable (core.plugins)."""
+    return catalogue()
+
+
+def _method(method: str) -> MethodInfo | None:
+    return _methods(os.environ.get(plugins.ENVIRONMENT, "")).get(method)
 
 
 def display_name(method: str) -> str:
-    return DISPLAY.get(method, method)
+    """The method's name in every table and figure: its class's `display_name`, else `method` itself."""
+    info = _method(method)
+    return info.display_name if info and info.display_name else method
 
 
 def color(method: str) -> tuple[float, float, float] | str:
-    """The method's colour in every figure (a stable pick from a spare palette for methods not listed in COLORS)."""
-    return COLORS.get(method, _SPARE[zlib.crc32(method.encode()) % len(_SPARE)])
+    """The method's colour in every figure: its class's `color`, else a stable pick from a spare palette."""
+    info = _method(method)
+    return info.color if info and info.color else _SPARE[zlib.crc32(method.encode()) % len(_SPARE)]
 
 
 def _save(figure: plt.Figure, stem: Path) -> list[Path]:
