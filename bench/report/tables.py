@@ -26,25 +26,12 @@ from bench.records.collapse import COLLAPSE_SHARE
 from bench.report import anchors, stats
 from bench.report.agreement import Agreement
 from bench.report.plots import REFERENCE, display_name
+from tasks import metrics
 
 CELL = ["model", "task", "method", "budget"]
 TIED, COLLAPSED = "†", "‡"  # marks after a score: tied with the best; a seed gave one answer to the whole test set
 MARKS = TIED + COLLAPSED
 COLLAPSE_METRICS = {"generation": "accuracy", "log-likelihood": "loglik_accuracy"}  # a protocol's per-set metric
-METRIC_LABELS = {
-    "accuracy": "Acc",
-    "f1": "F1",
-    "mcc": "MCC",
-    "pearson": "Pearson",
-    "spearman": "Spearman",
-    "loglik_accuracy": "LL acc",
-    "loglik_accuracy_norm": "LL acc norm",
-    "format_failure_rate": "Format fail %",
-    "accuracy_first_capital": "Acc (first capital)",
-    "average": "Gen acc avg",
-    "average_loglik": "LL acc avg",
-    "average_format_failure_rate": "Format fail % avg",
-}
 
 
 def _row_order(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -82,18 +69,19 @@ def format_score(entry: pd.Series | dict[str, Any]) -> str:
 
 
 def metric_label(metric: str, decoder: bool) -> str:
-    """Column label of a metric: `accuracy_matched` -> "Acc matched"; a decoder's accuracy is its generation accuracy."""
-    if decoder and metric == "accuracy":
-        return "Gen acc"
+    """Column label of a metric from the tasks' labels (tasks.metrics): `accuracy_matched` -> "Acc matched"; a
+    decoder's accuracy is its generation accuracy."""
+    if decoder and metric in metrics.DECODER_LABELS:
+        return metrics.DECODER_LABELS[metric]
     base = next(
         (
             name
-            for name in sorted(METRIC_LABELS, key=len, reverse=True)
+            for name in sorted(metrics.LABELS, key=len, reverse=True)
             if metric == name or metric.startswith(f"{name}_")
         ),
         None,
     )
-    return metric if base is None else f"{METRIC_LABELS[base]}{metric[len(base) :].replace('_', ' ')}"
+    return metric if base is None else f"{metrics.LABELS[base]}{metric[len(base) :].replace('_', ' ')}"
 
 
 @dataclass
