@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.patches import Patch
 
 from bench.report.plateau import PlateauFit
@@ -32,6 +33,15 @@ FORMATS = ("png", "pdf")
 REFERENCE = "full"
 VARIANT_LEVEL = (0, (4, 1.5, 1, 1.5, 1, 1.5))  # a variant's method without a budget axis: dash-dot-dot
 _SPARE = plt.get_cmap("Dark2").colors  # for methods that name no colour of their own
+PARAMS_AXIS = "trainable parameters (log scale)"
+SCORE_AXIS = "{metric} (points)"
+LEVEL_LABEL = "{method} (mean)"
+VARIANT_LEVEL_LABEL = "{method}, {variant}"
+MAJORITY_LABEL = "Majority answer"
+MAJORITY_OFF_AXIS_LABEL = "Majority answer ({score:.1f}, off the axis)"
+BANDS_LABEL = "bands: min–max over {seeds} seeds"
+FIT_LABEL = "saturating fit"
+ONSET_LABEL = "plateau onset"
 
 
 @functools.cache
@@ -91,18 +101,44 @@ def plateau_figure(
     it measures the label balance); one further from the scores than their span is left off the axis and its value
     given in the legend."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    if variant is not None and len(variant):
-        for method, group in variant.groupby("method", sort=True):
-            means = group.groupby("params")["score"].mean()
-            style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
-            if group["budget"].isin(FIXED_KNOBS).all():  # dash-dot-dot, labelled: not to be read as the majority line
-                label = f"{display_name(method)}, {variant_label}"
-                axes.axhline(means.mean(), **style | {"linestyle": VARIANT_LEVEL, "label": label})
-            else:
-                axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
-    onset_drawn = False
+    shows_variant = variant is not None and len(variant) > 0
+    if shows_variant:
+        _draw_variant(axes, variant, variant_label)
     fixed = runs["budget"].isin(FIXED_KNOBS)  # full fine-tuning and zero-shot: no budget axis, a horizontal line
-    for method, group in runs[~fixed].groupby("method", sort=True):
+    onset_drawn = _draw_budget_curves(axes, runs[~fixed], fits)
+    _draw_levels(axes, runs[fixed])
+    if majority is not None:
+        _draw_majority(axes, majority)
+    handles, labels = axes.get_legend_handles_labels()
+    for handle, label in _style_keys(runs, fits, onset_drawn, variant_label if shows_variant else None):
+        handles.append(handle)
+        labels.append(label)
+    axes.set_xscale("log")
+    axes.set_xlabel(PARAMS_AXIS)
+    axes.set_ylabel(SCORE_AXIS.format(metric=metric))
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(figure, stem)
+
+
+def _draw_variant(axes: plt.Axes, variant: pd.DataFrame, variant_label: str) -> None:
+    """The variant's seed means per method: dotted lines with hollow markers, or a level without a budget axis."""
+    for method, group in variant.groupby("method", sort=True):
+        means = group.groupby("params")["score"].mean()
+        style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
+        if group["budget"].isin(FIXED_KNOBS).all():  # dash-dot-dot, labelled: not to be read as the majority line
+            label = VARIANT_LEVEL_LABEL.format(method=display_name(method), variant=variant_label)
+            axes.axhline(means.mean(), **style | {"linestyle": VARIANT_LEVEL, "label": label})
+        else:
+            axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
+
+
+def _draw_budget_curves(axes: plt.Axes, runs: pd.DataFrame, fits: dict[str, PlateauFit]) -> bool:
+    """Per method with a budget axis: the seed means, their min–max band, the fit and its onset; whether an onset
+    was drawn."""
+    onset_drawn = False
+    for method, group in runs.groupby("method", sort=True):
         by_params = group.groupby("params")["score"]
         params = np.array(sorted(by_params.groups))
         axes.plot(params, by_params.mean().loc[params], marker="o", color=color(method), label=display_name(method))
@@ -121,40 +157,44 @@ def plateau_figure(
             if fit.onset_params is not None:
                 axes.axvline(fit.onset_params, color=color(method), linestyle=":", linewidth=1)
                 onset_drawn = True
-    for method, scores in runs[fixed].groupby("method", sort=True)["score"]:
+    return onset_drawn
+
+
+def _draw_levels(axes: plt.Axes, runs: pd.DataFrame) -> None:
+    """Methods without a budget axis: the seed mean as a horizontal line (solid for full fine-tuning), the seed
+    range as a faint band."""
+    for method, scores in runs.groupby("method", sort=True)["score"]:
         style = "-" if method == REFERENCE else "-."
-        axes.axhline(
-            scores.mean(), color=color(method), linestyle=style, linewidth=1.2, label=f"{display_name(method)} (mean)"
-        )
+        label = LEVEL_LABEL.format(method=display_name(method))
+        axes.axhline(scores.mean(), color=color(method), linestyle=style, linewidth=1.2, label=label)
         axes.axhspan(scores.min(), scores.max(), color=color(method), alpha=0.08, linewidth=0)
-    if majority is not None:
-        low, high = axes.get_ylim()
-        off_axis = not low - (high - low) <= majority <= high + (high - low)
-        label = f"Majority answer ({majority:.1f}, off the axis)" if off_axis else "Majority answer"
-        axes.axhline(majority, color="black", linestyle=":", linewidth=1, label=label)
-        if off_axis:  # further from the scores than their own span: drawing it would squeeze the curves flat
-            axes.set_ylim(low, high)
-    handles, labels = axes.get_legend_handles_labels()
-    handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
-    labels.append(f"bands: min–max over {_seed_counts(runs)} seeds")
+
+
+def _draw_majority(axes: plt.Axes, majority: float) -> None:
+    """The majority answer's score as a black dotted line, kept off the axis when far from the scores."""
+    low, high = axes.get_ylim()
+    off_axis = not low - (high - low) <= majority <= high + (high - low)
+    label = MAJORITY_OFF_AXIS_LABEL.format(score=majority) if off_axis else MAJORITY_LABEL
+    axes.axhline(majority, color="black", linestyle=":", linewidth=1, label=label)
+    if off_axis:  # further from the scores than their own span: drawing it would squeeze the curves flat
+        axes.set_ylim(low, high)
+
+
+def _style_keys(
+    runs: pd.DataFrame, fits: dict[str, PlateauFit], onset_drawn: bool, variant_label: str | None
+) -> list[tuple[Artist, str]]:
+    """Legend entries for what a line style means (bands, fit, onset, the variant), after the methods'."""
+    keys: list[tuple[Artist, str]] = [
+        (Patch(color="grey", alpha=0.3, linewidth=0), BANDS_LABEL.format(seeds=_seed_counts(runs)))
+    ]
     if any(fit.status == "ok" for fit in fits.values()):
-        handles.append(plt.Line2D([], [], color="grey", linestyle="--", linewidth=1))
-        labels.append("saturating fit")
+        keys.append((plt.Line2D([], [], color="grey", linestyle="--", linewidth=1), FIT_LABEL))
     if onset_drawn:
-        handles.append(plt.Line2D([], [], color="grey", linestyle=":", linewidth=1))
-        labels.append("plateau onset")
-    if variant is not None and len(variant):
-        handles.append(
-            plt.Line2D([], [], color="grey", linestyle=":", linewidth=1.2, marker="o", markerfacecolor="none")
-        )
-        labels.append(variant_label)
-    axes.set_xscale("log")
-    axes.set_xlabel("trainable parameters (log scale)")
-    axes.set_ylabel(f"{metric} (points)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(figure, stem)
+        keys.append((plt.Line2D([], [], color="grey", linestyle=":", linewidth=1), ONSET_LABEL))
+    if variant_label is not None:
+        variant_key = plt.Line2D([], [], color="grey", linestyle=":", linewidth=1.2, marker="o", markerfacecolor="none")
+        keys.append((variant_key, variant_label))
+    return keys
 
 
 def pareto_figure(cells: pd.DataFrame, title: str, metric: str, stem: Path) -> list[Path]:
@@ -187,7 +227,7 @@ def pareto_figure(cells: pd.DataFrame, title: str, metric: str, stem: Path) -> l
         label="Pareto frontier",
     )
     axes.set_xlabel(f"peak memory measured in isolation (MB, {', '.join(sorted(set(measured['memory_kind'])))})")
-    axes.set_ylabel(f"{metric} (points)")
+    axes.set_ylabel(SCORE_AXIS.format(metric=metric))
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
