@@ -18,7 +18,17 @@ from core.errors import BenchError
 if TYPE_CHECKING:
     from methods.base import PeftMethod
 
-_INFRASTRUCTURE = {"base", "density", "recipes", "targets", "training"}
+# Modules that only serve methods (the interface, shared steps, training): not scanned for methods.
+_INFRASTRUCTURE = {
+    "base",
+    "density",
+    "head_probe",
+    "recipes",
+    "sparse_update",
+    "targets",
+    "task_loss",
+    "training",
+}
 
 
 def registry() -> dict[str, type[PeftMethod]]:
@@ -42,16 +52,19 @@ def get_method(name: str) -> type[PeftMethod]:
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """What `bench list` and `--help` show of a method, read from its source without importing it (no torch)."""
+    """What `bench list`, `--help` and reports show of a method, read from its source without importing it (no torch)."""
 
     name: str
     knob_name: str
     summary: str
     options: tuple[tuple[str, str], ...]  # (option, default as written in the source)
+    display_name: str  # the class's own `display_name`/`color` (PeftMethod); "" where it sets none
+    color: str
 
 
 def catalogue() -> dict[str, MethodInfo]:
-    """Every registered method's name, knob, one-line summary and options, parsed from the package's files.
+    """Every registered method's name, knob, one-line summary, options, display name and colour, parsed from the
+    package's and the plugin folders' files.
 
     The same classes `registry()` imports (a class with its own `name` that derives from PeftMethod), so the listing
     costs milliseconds instead of a torch and Lightning import."""
@@ -95,29 +108,39 @@ def catalogue() -> dict[str, MethodInfo]:
 
     found = {}
     for node in classes.values():
-        own_name = next(
-            (
-                s.value
-                for s in node.body
-                if isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name" for t in s.targets)
-            ),
-            None,
-        )
-        if not isinstance(own_name, ast.Constant) or not any(
+        own_name = _own_text(node, "name")
+        if not own_name or not any(
             isinstance(b, ast.Name) and b.id == "PeftMethod" for c in chain(node) for b in c.bases
         ):
             continue
         options_class = attribute(node, "Options")
         knob = attribute(node, "knob_name")
-        found[own_name.value] = MethodInfo(
-            name=own_name.value,
+        found[own_name] = MethodInfo(
+            name=own_name,
             knob_name=knob.value if isinstance(knob, ast.Constant) else "",
             summary=((ast.get_docstring(node) or "").strip().splitlines() or [""])[0],
             options=options(classes[options_class.id])
             if isinstance(options_class, ast.Name) and options_class.id in classes
             else (),
+            display_name=_own_text(node, "display_name"),
+            color=_own_text(node, "color"),
         )
     return dict(sorted(found.items()))
+
+
+def _own_text(node: ast.ClassDef, name: str) -> str:
+    """The string the class body itself assigns to `name` (`name = "x"` or `name: ClassVar[str] = "x"`), else ""."""
+    for statement in node.body:
+        if isinstance(statement, ast.Assign):
+            targets = statement.targets
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets = [statement.target]
+        else:
+            continue
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            value = statement.value
+            return value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) else ""
+    return ""
 
 
 def _method_files() -> list[Path]:

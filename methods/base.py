@@ -118,6 +118,10 @@ class PeftMethod(nn.Module):
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     needs_calibration: ClassVar[bool] = False
     trains: ClassVar[bool] = True  # False: nothing trains (zero-shot); a run takes no training step
+    # How tables and figures name and draw the method (a matplotlib colour name). Read per class like `name`, so a
+    # subclass method does not take its parent's: "" names it by `name` and draws it in a spare colour.
+    display_name: ClassVar[str] = ""
+    color: ClassVar[str] = ""
     # The project's own optimiser defaults (the "default" recipe); named recipes (methods.recipes) live in `recipes`.
     default_lr: ClassVar[float] = 5e-4
     default_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)

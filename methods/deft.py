@@ -87,6 +87,8 @@ class Deft(PeftMethod):
 
     name = "deft"
     knob_name = "base knob"  # replaced per instance by the base method's knob name
+    display_name = "DEFT"
+    color = "tab:pink"
     Options = DeftOptions
     default_lr = LoRA.default_lr  # the default base; pass --lr for another base
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {

@@ -23,6 +23,8 @@ class FullFineTuning(PeftMethod):
 
     name = "full"
     knob_name = "all"
+    display_name = "Full FT"
+    color = "black"
     default_lr = 5e-5
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
         "paper": {

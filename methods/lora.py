@@ -71,6 +71,8 @@ class LoRA(PeftMethod):
 
     name = "lora"
     knob_name = "rank"
+    display_name = "LoRA"
+    color = "tab:blue"
     Options = LoraOptions
     use_dora = False
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
@@ -132,6 +134,8 @@ class DoRA(LoRA):
     """Weight-decomposed LoRA: per-output-row magnitude m times the LoRA-updated direction (peft `use_dora`)."""
 
     name = "dora"
+    display_name = "DoRA"
+    color = "tab:orange"
     use_dora = True
     recipes: ClassVar[dict[str, dict[str, Recipe]]] = {
         "paper": {

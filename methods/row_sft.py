@@ -155,6 +155,8 @@ class RowSFT(PeftMethod):
 
     name = "row-sft"
     knob_name = "rows"
+    display_name = "row-SFT"
+    color = "tab:red"
     Options = RowSftOptions
     needs_calibration = True
     default_lr = 1e-4

@@ -190,6 +190,8 @@ class SMT(PeftMethod):
 
     name = "smt"
     knob_name = "blocks"
+    display_name = "SMT"
+    color = "tab:green"
     Options = SmtOptions
     needs_calibration = True
     default_lr = 1e-4

@@ -128,6 +128,8 @@ class SVFit(PeftMethod):
 
     name = "svfit"
     knob_name = "rank"
+    display_name = "SVFit"
+    color = "tab:purple"
     Options = SvfitOptions
     needs_calibration = True
     default_lr = 2e-3  # [not from the paper] METHODS.md suggests 1e-3..5e-3

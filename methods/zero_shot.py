@@ -21,6 +21,8 @@ class ZeroShot(PeftMethod):
 
     name = "zero-shot"
     knob_name = "none"
+    display_name = "Zero-shot"
+    color = "grey"
     trains: ClassVar[bool] = False
 
     def knob_bounds(self) -> tuple[int, int]:

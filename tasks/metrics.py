@@ -3,12 +3,32 @@
 A correlation over predictions that are not all finite (a diverged regression head) is nan, a failed metric: reports
 show it as failed, never as a number. The libraries are imported when a metric is computed, so declaring a task
 that names a metric costs nothing.
+
+`LABELS` names every metric a task records (these and the decoder tasks', tasks/instruction.py) in report tables.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+# A table column's label by metric name; a metric `<name>_<rest>` takes the label of its longest listed prefix plus
+# the rest (`accuracy_matched` -> "Acc matched", bench.report.tables.metric_label).
+LABELS = {
+    "accuracy": "Acc",
+    "f1": "F1",
+    "mcc": "MCC",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "loglik_accuracy": "LL acc",
+    "loglik_accuracy_norm": "LL acc norm",
+    "format_failure_rate": "Format fail %",
+    "accuracy_first_capital": "Acc (first capital)",
+    "average": "Gen acc avg",
+    "average_loglik": "LL acc avg",
+    "average_format_failure_rate": "Format fail % avg",
+}
+DECODER_LABELS = {"accuracy": "Gen acc"}  # a decoder task's accuracy is that of its generated answers
 
 
 def _check(predictions: Sequence, references: Sequence, name: str) -> None:

@@ -1,15 +1,17 @@
 """Figures of a report: plateau curves (score against trainable parameters) and score against peak memory.
 
 Each figure is written as PNG and PDF. Every figure and table names a method by `display_name` and every figure
-draws it in `color`, so a method looks the same everywhere. Plateau curves: one line per method through the seed
-means, a band from the seed minimum to maximum (its legend entry says over how many seeds), the fitted saturating
-curve (dashed) with its onset marked when it is reached within the sweep, and full fine-tuning as a horizontal
-reference line with its seed band. The Pareto plot shows only cells whose peak memory was measured in isolation and
-says below the axes which cells it leaves out.
+draws it in `color`, both the method class's own (read from its source by `methods.catalogue`), so a method looks the
+same everywhere. Plateau curves: one line per method through the seed means, a band from the seed minimum to maximum
+(its legend entry says over how many seeds), the fitted saturating curve (dashed) with its onset marked when it is
+reached within the sweep, and full fine-tuning as a horizontal reference line with its seed band. The Pareto plot
+shows only cells whose peak memory was measured in isolation and says below the axes which cells it leaves out.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import zlib
 from pathlib import Path
 
@@ -19,45 +21,49 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.patches import Patch
 
 from bench.report.plateau import PlateauFit
 from bench.run.budget import FIXED_KNOBS
+from core import plugins
+from methods import MethodInfo, catalogue
 
 FORMATS = ("png", "pdf")
 REFERENCE = "full"
 VARIANT_LEVEL = (0, (4, 1.5, 1, 1.5, 1, 1.5))  # a variant's method without a budget axis: dash-dot-dot
-DISPLAY = {
-    "full": "Full FT",
-    "zero-shot": "Zero-shot",
-    "lora": "LoRA",
-    "dora": "DoRA",
-    "smt": "SMT",
-    "row-sft": "row-SFT",
-    "svfit": "SVFit",
-    "deft": "DEFT",
-}
-_TAB10 = plt.get_cmap("tab10").colors
-COLORS = {
-    "full": "black",
-    "zero-shot": "grey",
-    "lora": _TAB10[0],
-    "dora": _TAB10[1],
-    "smt": _TAB10[2],
-    "row-sft": _TAB10[3],
-    "svfit": _TAB10[4],
-    "deft": _TAB10[6],
-}
-_SPARE = plt.get_cmap("Dark2").colors
+_SPARE = plt.get_cmap("Dark2").colors  # for methods that name no colour of their own
+PARAMS_AXIS = "trainable parameters (log scale)"
+SCORE_AXIS = "{metric} (points)"
+LEVEL_LABEL = "{method} (mean)"
+VARIANT_LEVEL_LABEL = "{method}, {variant}"
+MAJORITY_LABEL = "Majority answer"
+MAJORITY_OFF_AXIS_LABEL = "Majority answer ({score:.1f}, off the axis)"
+BANDS_LABEL = "bands: min–max over {seeds} seeds"
+FIT_LABEL = "saturating fit"
+ONSET_LABEL = "plateau onset"
+
+
+@functools.cache
+def _methods(plugin_folders: str) -> dict[str, MethodInfo]:
+    """The method catalogue, parsed once per value of the plugin-folder variable (core.plugins)."""
+    return catalogue()
+
+
+def _method(method: str) -> MethodInfo | None:
+    return _methods(os.environ.get(plugins.ENVIRONMENT, "")).get(method)
 
 
 def display_name(method: str) -> str:
-    return DISPLAY.get(method, method)
+    """The method's name in every table and figure: its class's `display_name`, else `method` itself."""
+    info = _method(method)
+    return info.display_name if info and info.display_name else method
 
 
 def color(method: str) -> tuple[float, float, float] | str:
-    """The method's colour in every figure (a stable pick from a spare palette for methods not listed in COLORS)."""
-    return COLORS.get(method, _SPARE[zlib.crc32(method.encode()) % len(_SPARE)])
+    """The method's colour in every figure: its class's `color`, else a stable pick from a spare palette."""
+    info = _method(method)
+    return info.color if info and info.color else _SPARE[zlib.crc32(method.encode()) % len(_SPARE)]
 
 
 def _save(figure: plt.Figure, stem: Path) -> list[Path]:
@@ -95,18 +101,44 @@ def plateau_figure(
     it measures the label balance); one further from the scores than their span is left off the axis and its value
     given in the legend."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    if variant is not None and len(variant):
-        for method, group in variant.groupby("method", sort=True):
-            means = group.groupby("params")["score"].mean()
-            style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
-            if group["budget"].isin(FIXED_KNOBS).all():  # dash-dot-dot, labelled: not to be read as the majority line
-                label = f"{display_name(method)}, {variant_label}"
-                axes.axhline(means.mean(), **style | {"linestyle": VARIANT_LEVEL, "label": label})
-            else:
-                axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
-    onset_drawn = False
+    shows_variant = variant is not None and len(variant) > 0
+    if shows_variant:
+        _draw_variant(axes, variant, variant_label)
     fixed = runs["budget"].isin(FIXED_KNOBS)  # full fine-tuning and zero-shot: no budget axis, a horizontal line
-    for method, group in runs[~fixed].groupby("method", sort=True):
+    onset_drawn = _draw_budget_curves(axes, runs[~fixed], fits)
+    _draw_levels(axes, runs[fixed])
+    if majority is not None:
+        _draw_majority(axes, majority)
+    handles, labels = axes.get_legend_handles_labels()
+    for handle, label in _style_keys(runs, fits, onset_drawn, variant_label if shows_variant else None):
+        handles.append(handle)
+        labels.append(label)
+    axes.set_xscale("log")
+    axes.set_xlabel(PARAMS_AXIS)
+    axes.set_ylabel(SCORE_AXIS.format(metric=metric))
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(figure, stem)
+
+
+def _draw_variant(axes: plt.Axes, variant: pd.DataFrame, variant_label: str) -> None:
+    """The variant's seed means per method: dotted lines with hollow markers, or a level without a budget axis."""
+    for method, group in variant.groupby("method", sort=True):
+        means = group.groupby("params")["score"].mean()
+        style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
+        if group["budget"].isin(FIXED_KNOBS).all():  # dash-dot-dot, labelled: not to be read as the majority line
+            label = VARIANT_LEVEL_LABEL.format(method=display_name(method), variant=variant_label)
+            axes.axhline(means.mean(), **style | {"linestyle": VARIANT_LEVEL, "label": label})
+        else:
+            axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
+
+
+def _draw_budget_curves(axes: plt.Axes, runs: pd.DataFrame, fits: dict[str, PlateauFit]) -> bool:
+    """Per method with a budget axis: the seed means, their min–max band, the fit and its onset; whether an onset
+    was drawn."""
+    onset_drawn = False
+    for method, group in runs.groupby("method", sort=True):
         by_params = group.groupby("params")["score"]
         params = np.array(sorted(by_params.groups))
         axes.plot(params, by_params.mean().loc[params], marker="o", color=color(method), label=display_name(method))
@@ -125,40 +157,44 @@ def plateau_figure(
             if fit.onset_params is not None:
                 axes.axvline(fit.onset_params, color=color(method), linestyle=":", linewidth=1)
                 onset_drawn = True
-    for method, scores in runs[fixed].groupby("method", sort=True)["score"]:
+    return onset_drawn
+
+
+def _draw_levels(axes: plt.Axes, runs: pd.DataFrame) -> None:
+    """Methods without a budget axis: the seed mean as a horizontal line (solid for full fine-tuning), the seed
+    range as a faint band."""
+    for method, scores in runs.groupby("method", sort=True)["score"]:
         style = "-" if method == REFERENCE else "-."
-        axes.axhline(
-            scores.mean(), color=color(method), linestyle=style, linewidth=1.2, label=f"{display_name(method)} (mean)"
-        )
+        label = LEVEL_LABEL.format(method=display_name(method))
+        axes.axhline(scores.mean(), color=color(method), linestyle=style, linewidth=1.2, label=label)
         axes.axhspan(scores.min(), scores.max(), color=color(method), alpha=0.08, linewidth=0)
-    if majority is not None:
-        low, high = axes.get_ylim()
-        off_axis = not low - (high - low) <= majority <= high + (high - low)
-        label = f"Majority answer ({majority:.1f}, off the axis)" if off_axis else "Majority answer"
-        axes.axhline(majority, color="black", linestyle=":", linewidth=1, label=label)
-        if off_axis:  # further from the scores than their own span: drawing it would squeeze the curves flat
-            axes.set_ylim(low, high)
-    handles, labels = axes.get_legend_handles_labels()
-    handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
-    labels.append(f"bands: min–max over {_seed_counts(runs)} seeds")
+
+
+def _draw_majority(axes: plt.Axes, majority: float) -> None:
+    """The majority answer's score as a black dotted line, kept off the axis when far from the scores."""
+    low, high = axes.get_ylim()
+    off_axis = not low - (high - low) <= majority <= high + (high - low)
+    label = MAJORITY_OFF_AXIS_LABEL.format(score=majority) if off_axis else MAJORITY_LABEL
+    axes.axhline(majority, color="black", linestyle=":", linewidth=1, label=label)
+    if off_axis:  # further from the scores than their own span: drawing it would squeeze the curves flat
+        axes.set_ylim(low, high)
+
+
+def _style_keys(
+    runs: pd.DataFrame, fits: dict[str, PlateauFit], onset_drawn: bool, variant_label: str | None
+) -> list[tuple[Artist, str]]:
+    """Legend entries for what a line style means (bands, fit, onset, the variant), after the methods'."""
+    keys: list[tuple[Artist, str]] = [
+        (Patch(color="grey", alpha=0.3, linewidth=0), BANDS_LABEL.format(seeds=_seed_counts(runs)))
+    ]
     if any(fit.status == "ok" for fit in fits.values()):
-        handles.append(plt.Line2D([], [], color="grey", linestyle="--", linewidth=1))
-        labels.append("saturating fit")
+        keys.append((plt.Line2D([], [], color="grey", linestyle="--", linewidth=1), FIT_LABEL))
     if onset_drawn:
-        handles.append(plt.Line2D([], [], color="grey", linestyle=":", linewidth=1))
-        labels.append("plateau onset")
-    if variant is not None and len(variant):
-        handles.append(
-            plt.Line2D([], [], color="grey", linestyle=":", linewidth=1.2, marker="o", markerfacecolor="none")
-        )
-        labels.append(variant_label)
-    axes.set_xscale("log")
-    axes.set_xlabel("trainable parameters (log scale)")
-    axes.set_ylabel(f"{metric} (points)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(figure, stem)
+        keys.append((plt.Line2D([], [], color="grey", linestyle=":", linewidth=1), ONSET_LABEL))
+    if variant_label is not None:
+        variant_key = plt.Line2D([], [], color="grey", linestyle=":", linewidth=1.2, marker="o", markerfacecolor="none")
+        keys.append((variant_key, variant_label))
+    return keys
 
 
 def pareto_figure(cells: pd.DataFrame, title: str, metric: str, stem: Path) -> list[Path]:
@@ -191,7 +227,7 @@ def pareto_figure(cells: pd.DataFrame, title: str, metric: str, stem: Path) -> l
         label="Pareto frontier",
     )
     axes.set_xlabel(f"peak memory measured in isolation (MB, {', '.join(sorted(set(measured['memory_kind'])))})")
-    axes.set_ylabel(f"{metric} (points)")
+    axes.set_ylabel(SCORE_AXIS.format(metric=metric))
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

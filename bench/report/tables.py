@@ -26,25 +26,12 @@ from bench.records.collapse import COLLAPSE_SHARE
 from bench.report import anchors, stats
 from bench.report.agreement import Agreement
 from bench.report.plots import REFERENCE, display_name
+from tasks import metrics
 
 CELL = ["model", "task", "method", "budget"]
 TIED, COLLAPSED = "†", "‡"  # marks after a score: tied with the best; a seed gave one answer to the whole test set
 MARKS = TIED + COLLAPSED
 COLLAPSE_METRICS = {"generation": "accuracy", "log-likelihood": "loglik_accuracy"}  # a protocol's per-set metric
-METRIC_LABELS = {
-    "accuracy": "Acc",
-    "f1": "F1",
-    "mcc": "MCC",
-    "pearson": "Pearson",
-    "spearman": "Spearman",
-    "loglik_accuracy": "LL acc",
-    "loglik_accuracy_norm": "LL acc norm",
-    "format_failure_rate": "Format fail %",
-    "accuracy_first_capital": "Acc (first capital)",
-    "average": "Gen acc avg",
-    "average_loglik": "LL acc avg",
-    "average_format_failure_rate": "Format fail % avg",
-}
 
 
 def _row_order(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -82,18 +69,19 @@ def format_score(entry: pd.Series | dict[str, Any]) -> str:
 
 
 def metric_label(metric: str, decoder: bool) -> str:
-    """Column label of a metric: `accuracy_matched` -> "Acc matched"; a decoder's accuracy is its generation accuracy."""
-    if decoder and metric == "accuracy":
-        return "Gen acc"
+    """Column label of a metric from the tasks' labels (tasks.metrics): `accuracy_matched` -> "Acc matched"; a
+    decoder's accuracy is its generation accuracy."""
+    if decoder and metric in metrics.DECODER_LABELS:
+        return metrics.DECODER_LABELS[metric]
     base = next(
         (
             name
-            for name in sorted(METRIC_LABELS, key=len, reverse=True)
+            for name in sorted(metrics.LABELS, key=len, reverse=True)
             if metric == name or metric.startswith(f"{name}_")
         ),
         None,
     )
-    return metric if base is None else f"{METRIC_LABELS[base]}{metric[len(base) :].replace('_', ' ')}"
+    return metric if base is None else f"{metrics.LABELS[base]}{metric[len(base) :].replace('_', ' ')}"
 
 
 @dataclass
@@ -180,6 +168,119 @@ def _short(task: str) -> str:
     return task.split("/", 1)[-1]
 
 
+PAPER_CAPTION = (
+    "Test metrics in points, mean ± std [95 % t-interval] over seeds; bold: best per column; †: tied with the best on "
+    "the primary metric."
+)
+ANCHOR_NOTE = (
+    "Italic rows: published numbers for {model} on {task_set} ({sources}); other protocols and hyperparameters, shown "
+    "for orientation."
+)
+NO_ANCHOR_NOTE = (
+    "No published anchor matches {model} on {tasks} (anchors exist for LLaMA/RoBERTa/DeBERTa on the full commonsense, "
+    "arithmetic and GLUE sets), so no reference rows are shown."
+)
+COLLAPSE_NOTE = (
+    "{mark}: at least one seed gave one answer to {share:.0%} or more of the test examples; the score is then the label "
+    "balance of the test set (see Collapsed predictions)."
+)
+PAPER_ROW = "{method} (paper)"
+
+
+def _matching(frame: pd.DataFrame, **values: str) -> pd.DataFrame:
+    """The rows of `frame` whose columns hold the given values (`method="lora", budget="1%"`)."""
+    chosen = pd.Series(True, index=frame.index)
+    for column, value in values.items():
+        chosen &= frame[column] == value
+    return frame[chosen]
+
+
+def _best_means(scores: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """Per (task, metric) of a ranked metric: the best mean of the usable (not failed) scores, the bold one."""
+    return {
+        (task, metric): group.loc[~group["failed"].astype(bool), "mean"].max()
+        for (task, metric), group in scores.groupby(["task", "metric"])
+        if _ranked_metric(metric)
+    }
+
+
+def _score_cell(match: pd.DataFrame, best: float | None, mark: str = "") -> tuple[str, str]:
+    """Text and style of a score cell: "–" without a score, else the score with `mark`, bold when a usable score is
+    the column's best."""
+    if match.empty:
+        return "–", ""
+    entry = match.iloc[0]
+    return format_score(entry) + mark, "bold" if not entry["failed"] and entry["mean"] == best else ""
+
+
+def _budget_text(method: str, budget: str) -> str:
+    return budget if method != REFERENCE else "100%"
+
+
+@dataclass
+class _PaperScores:
+    """The score columns of a paper table: one per (task, top-level metric), a task's primary metric first, then Avg
+    (the primary metrics' average) when there are several tasks."""
+
+    top: pd.DataFrame  # the top-level (not per-set) metric rows
+    columns: pd.DataFrame  # task, metric, primary, decoder: one row per column, in order
+    ties: pd.Series  # per (task, method, budget): tied with the best on the primary metric
+    collapsed: set[tuple[str, str, str]]  # (task, method, budget) where a seed collapsed on the single test set
+    average: pd.DataFrame | None
+    best: dict[tuple[str, str], float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.best = _best_means(self.top)
+
+    @classmethod
+    def of(
+        cls,
+        runs: pd.DataFrame,
+        cells: pd.DataFrame,
+        marks: pd.DataFrame,
+        metric_rows: pd.DataFrame,
+        collapses: pd.DataFrame | None,
+        tasks: list[str],
+    ) -> _PaperScores:
+        top = metric_rows[~metric_rows["metric"].str.contains("/")]
+        columns = top.groupby(["task", "metric"], as_index=False).agg(
+            order=("order", "min"), primary=("primary", "any"), decoder=("decoder", "any")
+        )
+        single = collapses[collapses["test_set"] == ""] if collapses is not None else None
+        return cls(
+            top=top,
+            columns=columns.sort_values(["task", "primary", "order"], ascending=[True, False, True]),
+            ties=cells.merge(marks, on=CELL).set_index(["task", "method", "budget"])["tied"],
+            collapsed=set() if single is None else set(zip(single["task"], single["method"], single["budget"])),
+            average=_average_column(runs, tasks) if len(tasks) > 1 else None,
+        )
+
+    def header(self) -> list[str]:
+        labels = [
+            f"{_short(task)} {metric_label(metric, decoder)}"
+            for task, metric, decoder in self.columns[["task", "metric", "decoder"]].itertuples(index=False)
+        ]
+        return [*labels, *(["Avg"] if self.average is not None else [])]
+
+    def row(self, method: str, budget: str) -> tuple[list[str], list[str]]:
+        """Texts and styles of the score cells of one (method, budget) row."""
+        scored = []
+        for task, metric, primary in self.columns[["task", "metric", "primary"]].itertuples(index=False):
+            match = _matching(self.top, method=method, budget=budget, task=task, metric=metric)
+            marked = primary and not match.empty and not match.iloc[0]["failed"]
+            mark = self._marks(task, method, budget) if marked else ""
+            scored.append(_score_cell(match, self.best.get((task, metric)), mark))
+        if self.average is not None:
+            usable = self.average[~self.average["failed"].astype(bool)]
+            scored.append(_score_cell(_matching(self.average, method=method, budget=budget), usable["mean"].max()))
+        return [text for text, _ in scored], [style for _, style in scored]
+
+    def _marks(self, task: str, method: str, budget: str) -> str:
+        """† when tied with the best, ‡ when a seed collapsed, on a usable primary score."""
+        tied = TIED if bool(self.ties.get((task, method, budget), False)) else ""
+        return tied + (COLLAPSED if (task, method, budget) in self.collapsed else "")
+
+
 def paper_table(
     model: str,
     runs: pd.DataFrame,
@@ -191,96 +292,36 @@ def paper_table(
     """Rows (method, budget); columns: trainable %, every top-level test metric of every task, and the average of the
     primary metrics when there are several tasks. The primary score of a single-set task is marked ‡ where a seed's
     classifier gave one answer to the whole test set (`collapses`, bench.collapse.collapse_frame)."""
-    collapsed = set()
-    if collapses is not None:
-        single = collapses[collapses["test_set"] == ""]
-        collapsed = set(zip(single["task"], single["method"], single["budget"]))
     tasks = sorted(set(cells["task"]))
-    top = metric_rows[~metric_rows["metric"].str.contains("/")]
-    columns = top.groupby(["task", "metric"], as_index=False).agg(
-        order=("order", "min"), primary=("primary", "any"), decoder=("decoder", "any")
-    )
-    columns = columns.sort_values(["task", "primary", "order"], ascending=[True, False, True])
-    average = _average_column(runs, tasks) if len(tasks) > 1 else None
-    header = [
-        "Method",
-        "Budget",
-        "Trainable %",
-        *(
-            f"{_short(t)} {metric_label(m, d)}"
-            for t, m, d in columns[["task", "metric", "decoder"]].itertuples(index=False)
-        ),
-    ]
-    header += ["Avg"] if average is not None else []
-    best = {
-        (task, metric): group.loc[~group["failed"].astype(bool), "mean"].max()
-        for (task, metric), group in top.groupby(["task", "metric"])
-        if _ranked_metric(metric)
-    }
-    ties = cells.merge(marks, on=CELL).set_index(["task", "method", "budget"])["tied"]
+    scores = _PaperScores.of(runs, cells, marks, metric_rows, collapses, tasks)
+    header = ["Method", "Budget", "Trainable %", *scores.header()]
     rows, styles = [], []
     for method, budget in _row_order(cells):
-        in_row = cells[(cells["method"] == method) & (cells["budget"] == budget)]
-        texts = [
-            display_name(method),
-            budget if method != REFERENCE else "100%",
-            f"{in_row['trainable_pct'].mean():.3f}",
-        ]
-        style = ["", "", ""]
-        for task, metric, primary in columns[["task", "metric", "primary"]].itertuples(index=False):
-            match = top[
-                (top["method"] == method)
-                & (top["budget"] == budget)
-                & (top["task"] == task)
-                & (top["metric"] == metric)
-            ]
-            if match.empty:
-                texts.append("–")
-                style.append("")
-                continue
-            entry = match.iloc[0]
-            tied = primary and not entry["failed"] and bool(ties.get((task, method, budget), False))
-            mark = COLLAPSED if primary and not entry["failed"] and (task, method, budget) in collapsed else ""
-            texts.append(format_score(entry) + (TIED if tied else "") + mark)
-            style.append("bold" if not entry["failed"] and entry["mean"] == best.get((task, metric)) else "")
-        if average is not None:
-            match = average[(average["method"] == method) & (average["budget"] == budget)]
-            texts.append("–" if match.empty else format_score(match.iloc[0]))
-            usable = average[~average["failed"].astype(bool)]
-            style.append(
-                "bold"
-                if not match.empty and not match.iloc[0]["failed"] and match.iloc[0]["mean"] == usable["mean"].max()
-                else ""
-            )
-        rows.append(texts)
-        styles.append(style)
+        trainable = _matching(cells, method=method, budget=budget)["trainable_pct"].mean()
+        texts, style = scores.row(method, budget)
+        rows.append([display_name(method), _budget_text(method, budget), f"{trainable:.3f}", *texts])
+        styles.append(["", "", "", *style])
     task_set, matched = anchors.matching(model, set(tasks))
     for anchor in matched:
-        scores = [""] * (len(header) - 3)
-        scores[-1] = f"{anchor.score:.1f}"  # the task-set average: the Avg column, or the single (group) task's column
-        rows.append([f"{anchor.method} (paper)", "", anchor.trainable, *scores])
+        rows.append(_anchor_row(anchor, len(header)))
         styles.append(["italic"] * len(header))
-    table = _table(
-        f"results-{model}",
-        model,
-        "Test metrics in points, mean ± std [95 % t-interval] over seeds; bold: best per column; †: tied with the best on the primary metric.",
-        rows,
-        styles,
-        header,
-    )
+    table = _table(f"results-{model}", model, PAPER_CAPTION, rows, styles, header)
     if matched:
-        table.notes.append(
-            f"Italic rows: published numbers for {model} on {task_set} ({'; '.join(sorted({a.source for a in matched}))}); other protocols and hyperparameters, shown for orientation."
-        )
+        sources = "; ".join(sorted({anchor.source for anchor in matched}))
+        table.notes.append(ANCHOR_NOTE.format(model=model, task_set=task_set, sources=sources))
     else:
-        table.notes.append(
-            f"No published anchor matches {model} on {', '.join(tasks)} (anchors exist for LLaMA/RoBERTa/DeBERTa on the full commonsense, arithmetic and GLUE sets), so no reference rows are shown."
-        )
-    if collapsed & set(zip(cells["task"], cells["method"], cells["budget"])):
-        table.notes.append(
-            f"{COLLAPSED}: at least one seed gave one answer to {COLLAPSE_SHARE:.0%} or more of the test examples; the score is then the label balance of the test set (see Collapsed predictions)."
-        )
+        table.notes.append(NO_ANCHOR_NOTE.format(model=model, tasks=", ".join(tasks)))
+    if scores.collapsed & set(zip(cells["task"], cells["method"], cells["budget"])):
+        table.notes.append(COLLAPSE_NOTE.format(mark=COLLAPSED, share=COLLAPSE_SHARE))
     return table
+
+
+def _anchor_row(anchor: anchors.Anchor, width: int) -> list[str]:
+    """A published result as a paper-table row: its score in the last column, the task-set average (the Avg column,
+    or the single (group) task's column)."""
+    scores = [""] * (width - 3)
+    scores[-1] = f"{anchor.score:.1f}"
+    return [PAPER_ROW.format(method=anchor.method), "", anchor.trainable, *scores]
 
 
 GROUP_AVERAGES = {  # a per-set metric and the group's unweighted average of it (tasks.instruction)
@@ -288,6 +329,142 @@ GROUP_AVERAGES = {  # a per-set metric and the group's unweighted average of it 
     "loglik_accuracy": "average_loglik",
     "format_failure_rate": "average_format_failure_rate",
 }
+SET_TITLE = "{model} · {task}: {label} per test set"
+SET_CAPTION = "{label} per test set, points, mean ± std [95 % t-interval] over seeds{examples}{average}."
+SET_SLICE = "; the first {size} test examples of each set"
+SET_EVERY_EXAMPLE = "; every test example"
+SET_AVERAGE = "; Avg: unweighted over the sets"
+PUBLISHED_ROW = "{method}, {model} ({source})"
+PUBLISHED_NOTE = (
+    "Italic rows: published numbers of other models and scales (their full training sets, the papers' protocols and "
+    "hyperparameters), for orientation, not comparison."
+)
+MAJORITY_ROW = "Majority answer"
+MAJORITY_NOTE = (
+    "Majority answer: the score of giving each set's most common gold answer to all of its test examples, on the same "
+    "slice."
+)
+SET_COLLAPSE_NOTE = (
+    "{mark}: at least one seed gave one answer to {share:.0%} or more of the set's test examples; the score there is "
+    "the label balance of the slice (see Collapsed predictions)."
+)
+
+
+@dataclass
+class _SetMetric:
+    """One test-set table: a task's per-set metric `name`, the sets that report it and, for several sets, the group
+    average (GROUP_AVERAGES) as the Avg column when the task records it."""
+
+    model: str
+    task: str
+    name: str
+    sets: list[str]  # the test sets with `<set>/<name>`, in the task's order
+    shown: pd.DataFrame  # the rows of the per-set columns
+    averages: pd.DataFrame  # the rows of the group average
+    average: str | None  # the Avg column's metric, None without one
+
+    @property
+    def columns(self) -> list[str]:
+        return [*(f"{part}/{self.name}" for part in self.sets), *([self.average] if self.average else [])]
+
+    @property
+    def header(self) -> list[str]:
+        return ["Method", "Budget", *self.sets, *(["Avg"] if self.average else [])]
+
+
+def _set_metrics(model: str, task: str, per_task: pd.DataFrame, metric_rows: pd.DataFrame) -> list[_SetMetric]:
+    """The test-set tables of one task: one per per-set metric (`<set>/<metric>`, stderr columns aside)."""
+    in_order = per_task.groupby("metric")["order"].min().sort_values().index
+    sets = list(dict.fromkeys(metric.split("/", 1)[0] for metric in in_order))
+    found = []
+    for name in dict.fromkeys(metric.split("/", 1)[1] for metric in in_order if not metric.endswith("_stderr")):
+        with_metric = [part for part in sets if f"{part}/{name}" in in_order]
+        average = GROUP_AVERAGES.get(name)
+        averages = metric_rows[(metric_rows["task"] == task) & (metric_rows["metric"] == average)]
+        shown = per_task[per_task["metric"].isin([f"{part}/{name}" for part in with_metric])]
+        column = average if len(with_metric) > 1 and len(averages) else None
+        found.append(_SetMetric(model, task, name, with_metric, shown, averages, column))
+    return found
+
+
+def _set_score_rows(
+    spec: _SetMetric, cells: pd.DataFrame, collapsed: set[tuple[str, str, str, str]]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """One row per (method, budget) of the task: a score per set, then Avg; ‡ where a seed collapsed on the set."""
+    scores = pd.concat([spec.shown, spec.averages])  # per-set metrics are `<set>/<name>`, the averages are not
+    best = _best_means(scores)
+    rows, styles = [], []
+    for method, budget in _row_order(cells[cells["task"] == spec.task]):
+        texts, style = [display_name(method), _budget_text(method, budget)], ["", ""]
+        for metric in spec.columns:
+            match = _matching(scores, method=method, budget=budget, metric=metric)
+            mark = COLLAPSED if (spec.task, method, budget, metric) in collapsed else ""
+            text, bold = _score_cell(match, best.get((spec.task, metric)), mark)
+            texts.append(text)
+            style.append(bold)
+        rows.append(texts)
+        styles.append(style)
+    return rows, styles
+
+
+def _reference_row(spec: _SetMetric, label: str, budget: str, per_set: dict[str, float], average: str) -> list[str]:
+    """An italic reference row: a value per set in points ("–" where it has none), then `average` under Avg."""
+    texts = [label, budget, *(f"{per_set[part]:.1f}" if part in per_set else "–" for part in spec.sets)]
+    return [*texts, *([average] if spec.average else [])]
+
+
+def _majority_row(spec: _SetMetric, majority: dict[str, dict[str, float]] | None) -> list[str] | None:
+    """Accuracy tables: what giving each set's most common gold answer scores (None without those shares)."""
+    floor = {part: share for part, share in (majority or {}).get(spec.task, {}).items() if part in spec.sets}
+    if spec.name not in COLLAPSE_METRICS.values() or not floor:
+        return None
+    complete = all(part in floor for part in spec.sets)
+    average = f"{100 * sum(floor[p] for p in spec.sets) / len(spec.sets):.1f}" if complete else "–"
+    return _reference_row(spec, MAJORITY_ROW, "–", {part: 100 * share for part, share in floor.items()}, average)
+
+
+def _published_rows(spec: _SetMetric) -> list[list[str]]:
+    """Generation-accuracy tables: the published per-set results of other models (bench.anchors)."""
+    rows = []
+    for anchor in anchors.per_set_anchors(spec.sets) if spec.name == "accuracy" else []:
+        label = PUBLISHED_ROW.format(method=anchor.method, model=anchor.model, source=anchor.source)
+        per_set = dict(zip(anchors.PER_SET[anchor.task_set], anchor.per_set))
+        rows.append(_reference_row(spec, label, anchor.trainable, per_set, f"{anchor.score:.1f}"))
+    return rows
+
+
+def _set_caption(spec: _SetMetric, size: int | None) -> str:
+    return SET_CAPTION.format(
+        label=metric_label(spec.name, True),
+        examples=SET_SLICE.format(size=size) if size else SET_EVERY_EXAMPLE,
+        average=SET_AVERAGE if spec.average else "",
+    )
+
+
+def _set_table(
+    spec: _SetMetric,
+    cells: pd.DataFrame,
+    collapsed: set[tuple[str, str, str, str]],
+    size: int | None,
+    majority: dict[str, dict[str, float]] | None,
+) -> Table:
+    """The table of one per-set metric: the cells' scores, then the majority answer's and the published rows."""
+    rows, styles = _set_score_rows(spec, cells, collapsed)
+    majority_row = _majority_row(spec, majority)
+    published = _published_rows(spec)
+    references = [*([majority_row] if majority_row else []), *published]
+    rows += references
+    styles += [["italic"] * len(texts) for texts in references]
+    title = SET_TITLE.format(model=spec.model, task=spec.task, label=metric_label(spec.name, True))
+    name = f"test-sets-{spec.model}-{spec.task}-{spec.name}"
+    table = _table(name, title, _set_caption(spec, size), rows, styles, spec.header)
+    if published:
+        table.notes.append(PUBLISHED_NOTE)
+    if majority_row:
+        table.notes.append(MAJORITY_NOTE)
+    if any(COLLAPSED in text for row in rows for text in row):
+        table.notes.append(SET_COLLAPSE_NOTE.format(mark=COLLAPSED, share=COLLAPSE_SHARE))
+    return table
 
 
 def test_set_tables(
@@ -304,91 +481,17 @@ def test_set_tables(
     task (None: every example), for the caption. `collapses` (bench.collapse.collapse_frame): scores of a set on
     which a seed gave one answer to every example are marked ‡. `majority`: per task, each set's largest share of one
     gold answer (bench.collapse.majority_shares), shown as a reference row of the accuracy tables."""
-    collapsed = set()
-    if collapses is not None:
-        for row in collapses.itertuples(index=False):
-            if row.protocol in COLLAPSE_METRICS:
-                collapsed.add((row.task, row.method, row.budget, f"{row.test_set}/{COLLAPSE_METRICS[row.protocol]}"))
-    tables = []
-    for task, per_task in metric_rows[metric_rows["metric"].str.contains("/")].groupby("task"):
-        in_order = per_task.groupby("metric")["order"].min().sort_values().index
-        sets = list(dict.fromkeys(metric.split("/", 1)[0] for metric in in_order))
-        for name in dict.fromkeys(metric.split("/", 1)[1] for metric in in_order if not metric.endswith("_stderr")):
-            average = GROUP_AVERAGES.get(name)
-            with_metric = [part for part in sets if f"{part}/{name}" in in_order]
-            columns = [f"{part}/{name}" for part in with_metric]
-            averages = metric_rows[(metric_rows["task"] == task) & (metric_rows["metric"] == average)]
-            if len(with_metric) > 1 and len(averages):
-                columns.append(average)
-            shown = per_task[per_task["metric"].isin(columns)]
-            rows, styles = [], []
-            best = {
-                metric: group.loc[~group["failed"].astype(bool), "mean"].max()
-                for metric, group in pd.concat([shown, averages]).groupby("metric")
-                if _ranked_metric(metric)
-            }
-            for method, budget in _row_order(cells[cells["task"] == task]):
-                texts, style = [display_name(method), budget if method != REFERENCE else "100%"], ["", ""]
-                for metric in columns:
-                    source = averages if metric == average else shown
-                    match = source[
-                        (source["method"] == method) & (source["budget"] == budget) & (source["metric"] == metric)
-                    ]
-                    mark = COLLAPSED if (task, method, budget, metric) in collapsed else ""
-                    texts.append("–" if match.empty else format_score(match.iloc[0]) + mark)
-                    usable = not match.empty and not match.iloc[0]["failed"]
-                    style.append("bold" if usable and match.iloc[0]["mean"] == best.get(metric) else "")
-                rows.append(texts)
-                styles.append(style)
-            floor = {part: share for part, share in (majority or {}).get(task, {}).items() if part in with_metric}
-            if name in COLLAPSE_METRICS.values() and floor:
-                texts = ["Majority answer", "–"]
-                texts += [f"{100 * floor[part]:.1f}" if part in floor else "–" for part in with_metric]
-                if average in columns:
-                    complete = all(part in floor for part in with_metric)
-                    texts.append(
-                        f"{100 * sum(floor[p] for p in with_metric) / len(with_metric):.1f}" if complete else "–"
-                    )
-                rows.append(texts)
-                styles.append(["italic"] * len(texts))
-            published = anchors.per_set_anchors(with_metric) if name == "accuracy" else []
-            for anchor in published:
-                scores = dict(zip(anchors.PER_SET[anchor.task_set], anchor.per_set))
-                texts = [f"{anchor.method}, {anchor.model} ({anchor.source})", anchor.trainable]
-                texts += [f"{scores[part]:.1f}" if part in scores else "–" for part in with_metric]
-                texts += [f"{anchor.score:.1f}"] if average in columns else []
-                rows.append(texts)
-                styles.append(["italic"] * len(texts))
-            header = ["Method", "Budget", *with_metric, *(["Avg"] if average in columns else [])]
-            size = (slices or {}).get(task)
-            caption = (
-                f"{metric_label(name, True)} per test set, points, mean ± std [95 % t-interval] over seeds"
-                + (f"; the first {size} test examples of each set" if size else "; every test example")
-                + ("; Avg: unweighted over the sets" if average in columns else "")
-                + "."
-            )
-            table = _table(
-                f"test-sets-{model}-{task}-{name}",
-                f"{model} · {task}: {metric_label(name, True)} per test set",
-                caption,
-                rows,
-                styles,
-                header,
-            )
-            if published:
-                table.notes.append(
-                    "Italic rows: published numbers of other models and scales (their full training sets, the papers' protocols and hyperparameters), for orientation, not comparison."
-                )
-            if floor and name in COLLAPSE_METRICS.values():
-                table.notes.append(
-                    "Majority answer: the score of giving each set's most common gold answer to all of its test examples, on the same slice."
-                )
-            if any(COLLAPSED in text for row in rows for text in row):
-                table.notes.append(
-                    f"{COLLAPSED}: at least one seed gave one answer to {COLLAPSE_SHARE:.0%} or more of the set's test examples; the score there is the label balance of the slice (see Collapsed predictions)."
-                )
-            tables.append(table)
-    return tables
+    collapsed = {
+        (row.task, row.method, row.budget, f"{row.test_set}/{COLLAPSE_METRICS[row.protocol]}")
+        for row in (collapses.itertuples(index=False) if collapses is not None else [])
+        if row.protocol in COLLAPSE_METRICS
+    }
+    per_set = metric_rows[metric_rows["metric"].str.contains("/")]
+    return [
+        _set_table(spec, cells, collapsed, (slices or {}).get(task), majority)
+        for task, per_task in per_set.groupby("task")
+        for spec in _set_metrics(model, task, per_task, metric_rows)
+    ]
 
 
 def cost_table(model: str, cells: pd.DataFrame) -> Table:
