@@ -56,7 +56,7 @@ from bench.report.tables import (
 )
 from bench.report.wandb_logging import DEFAULT_PROJECT
 from bench.run.budget import FIXED_KNOBS
-from bench.sweep.driver import beyond_the_edge
+from bench.sweep.tuning import beyond_the_edge
 from core.errors import BenchError
 from core.files import write_json_atomic
 

@@ -37,7 +37,6 @@ from bench.sweep.cells import Cell, Phase1, expand, manifest_entry, plan_cells, 
 from bench.sweep.executors import LocalExecutor, SlurmExecutor, make_executor
 from bench.sweep.spec import SweepSpec
 from bench.sweep.tuning import (
-    beyond_the_edge,  # noqa: F401 (a re-export: bench.report.write imports it from here)
     choose_lrs,
     edge_lrs,
     group_of,
