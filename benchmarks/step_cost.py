@@ -4,10 +4,10 @@
                                    [--model smollm2-135m] [--dtype float32|bfloat16] [--accelerator cpu|gpu]
 
 Every process loads the model, builds one batch of 4 × 128 tokens of real text (SST-2 training sentences packed
-back to back), attaches one method and trains it with Lightning for warm-up + measured steps on fp32 CPU threads.
-Step time is the median over the measured steps (warm-up excluded); peak memory is the peak resident set size during
-`fit` (bench.callbacks.CostMeter, the number every run records; on a GPU, CUDA's peak allocated bytes, with the model
-moved there before calibration); the process-wide peak (model loading and
+back to back), attaches one method and trains it as a run does (`Trainer.fit(Training(method))`) for warm-up +
+measured steps on fp32 CPU threads. Step time is the median over the measured steps (warm-up excluded); peak memory
+is the peak resident set size during `fit` (bench.callbacks.CostMeter, the number every run records; on a GPU, CUDA's
+peak allocated bytes, with the model moved there before calibration); the process-wide peak (model loading and
 calibration included) is kept in the JSON too. With `--repeats N` every method is measured N times, round-robin, each
 time in a fresh process, and the medians are reported (step-time ratios move by a few percent between single runs).
 
@@ -16,7 +16,9 @@ solved from the method's count; r = 1 when the method trains fewer parameters th
 and against the floor: forward + backward through the frozen network with no trainable weight (the embeddings' output
 requires grad, so backward runs through every layer). For SVFit it also prints the multiply-adds per token its exact
 delta adds, as a share of the floor's frozen-matmul ones, next to its measured overhead. Methods come from
-`methods.registry()`; a listed method that is not registered is reported as missing.
+`methods.registry()`; a listed method that is not registered is reported as missing. A target is printed when its
+method and its reference are among the methods measured (the equal LoRA always is), saying why when a measurement
+failed; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ def measure(
     from bench.models import cache_dir, load_model
     from methods import registry
     from methods.base import OptimConfig
+    from methods.training import Training
 
     torch.set_num_threads(threads)
     transformers.utils.logging.set_verbosity_error()
@@ -215,7 +218,10 @@ def measure(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(method, train_dataloaders=torch.utils.data.DataLoader([batches[0]] * (warmup + steps), batch_size=None))
+    trainer.fit(
+        Training(method),
+        train_dataloaders=torch.utils.data.DataLoader([batches[0]] * (warmup + steps), batch_size=None),
+    )
     measured = meter.step_times[warmup:]
     return {
         "method": name,
@@ -289,6 +295,15 @@ def ratio(result: dict[str, Any], reference: dict[str, Any] | None, measure_: st
     return result[key] / reference[key]
 
 
+def unmeasured(result: dict[str, Any], reference: dict[str, Any] | None) -> str:
+    """Why `result` has no ratio to `reference`."""
+    if "error" in result:
+        return f"{result['method']} failed"
+    if reference is None:
+        return f"no LoRA of equal size ({result['lora_equal_note']})"
+    return f"its reference failed ({reference['error']})"
+
+
 def text_of(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -311,15 +326,18 @@ def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str,
         )
     lines.append("")
     for name, reference, measure_, limit in TARGETS:
-        if name not in results:
+        if name not in results or reference not in (*results, "lora_equal"):
             continue
         result = results[name]
-        compared = (
-            lora_by_rank.get(result.get("lora_equal_rank")) if reference == "lora_equal" else results.get(reference)
-        )
+        compared = lora_by_rank.get(result.get("lora_equal_rank")) if reference == "lora_equal" else results[reference]
         value = ratio(result, compared, measure_)
-        verdict = "not measured" if value is None else ("met" if value <= limit else "MISSED")
+        verdict = (
+            f"not measured, {unmeasured(result, compared)}" if value is None else "met" if value <= limit else "MISSED"
+        )
         lines.append(f"target {name} {measure_} ≤ {limit:.2f}× {reference}: {text_of(value)} {verdict}")
+    left_out = sorted({ref for name, ref, *_ in TARGETS if name in results and ref not in (*results, "lora_equal")})
+    if left_out:
+        lines.append(f"targets against {', '.join(left_out)} left out: not among --methods")
     floor_macs = results.get("floor", {}).get("matmul_macs_per_token")
     for name, result in results.items():
         if floor_macs and "delta_macs_per_token" in result:
@@ -439,6 +457,10 @@ def main() -> None:
                 {"results": results, "lora_equal": {str(rank): value for rank, value in lora_by_rank.items()}}, indent=2
             )
         )
+    failed = [name for name, result in results.items() if "error" in result]
+    failed += [f"lora r={rank}" for rank, result in lora_by_rank.items() if "error" in result]
+    if failed:
+        raise SystemExit(f"step_cost: not measured: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
