@@ -1,6 +1,6 @@
 """Evaluation split across processes (`tasks.base.across_ranks`) against one process, on real test slices.
 
-    python benchmarks/evaluation_split.py [--processes 2] [--glue-examples 872] [--commonsense-examples 8]
+    python benchmarks/evaluation_split.py [--processes 2] [--glue-examples 872] [--commonsense-examples 8] [--cases sst2,commonsense]
 
 Two evaluations, each timed in one process (one thread) and in `--processes` processes over gloo (one thread each):
 MiniLM on SST-2's test sentences (the GLUE protocol), and SmolLM2 on the first examples of each commonsense test set
@@ -72,12 +72,19 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--glue-examples", type=int, default=872, help="SST-2 test sentences (872: all)")
     parser.add_argument("--commonsense-examples", type=int, default=8, help="per commonsense test set (eight sets)")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated evaluations to time (default: {','.join(CASES)})"
+    )
     args = parser.parse_args()
+    cases = args.cases.split(",")
+    if unknown := sorted(set(cases) - set(CASES)):
+        parser.error(f"--cases: unknown {', '.join(unknown)} (known: {', '.join(CASES)})")
+    examples = {"sst2": args.glue_examples, "commonsense": args.commonsense_examples}
     print(f"| evaluation | examples | 1 process s | {args.processes} processes s | speed-up | same predictions |")
     print("|---|---|---|---|---|---|")
-    for case, examples in (("sst2", args.glue_examples), ("commonsense", args.commonsense_examples)):
-        alone, predictions, metrics = evaluate(case, examples)
-        together, split_predictions, split_metrics = split(case, examples, args.processes)
+    for case in cases:
+        alone, predictions, metrics = evaluate(case, examples[case])
+        together, split_predictions, split_metrics = split(case, examples[case], args.processes)
         same = split_predictions == predictions and split_metrics == metrics
         shown = len(predictions)
         print(

@@ -1,6 +1,6 @@
 """The measured effect of the plateau study's down-scaling choices (profiles/plateau.yaml), one seed, both tasks.
 
-    PEFT_BENCH_DATA=<data folder> python benchmarks/plateau_ablations.py [--out results/plateau-ablations] [--workers 2]
+    PEFT_BENCH_DATA=<data folder> python benchmarks/plateau_ablations.py [--out results/plateau-ablations] [--workers 2] [--plan-only]
 
 Each comparison changes one choice of the study and keeps everything else (its tasks, steps, data, seed 0, budget
 100k, one learning rate per method from the middle of the study's grid):
@@ -13,7 +13,9 @@ Each comparison changes one choice of the study and keeps everything else (its t
    that costs at most one point.
 
 Runs go through the harness (`bench.run`) into the `--out` store (already stored runs are reused), so every number
-has its record. Prints the tables and writes them to `<out>/ablations.md`.
+has its record. Prints the tables and writes them to `<out>/ablations.md`. `--plan-only` plans every run through the
+harness (settings checked, data read, budgets solved, run keys computed) and lists them, stored or still to train,
+without training or writing anything.
 """
 
 from __future__ import annotations
@@ -77,11 +79,36 @@ def configs(variant: Variant) -> list[RunConfig]:
     ]
 
 
+def identity(config: RunConfig) -> str:
+    """What tells one run of the study from another."""
+    return repr(config.to_dict())
+
+
+def unique_runs(jobs: dict[tuple[Variant, str], RunConfig]) -> dict[str, RunConfig]:
+    """The distinct runs of `jobs` by identity: SMT's default serves two comparisons."""
+    return {identity(config): config for config in jobs.values()}
+
+
 def run_one(config: RunConfig, out: str) -> str:
     run = plan(config)
     if not (Path(out) / f"{run.key}.json").is_file():
         execute(run, Path(out), progress=False)
     return run.key
+
+
+def plan_table(jobs: dict[tuple[Variant, str], RunConfig], out: Path) -> list[str]:
+    """Every run of the study as the harness plans it, with its run key and whether `out` stores it already."""
+    keys = {name: plan(config).key for name, config in unique_runs(jobs).items()}
+    stored = {key for key in keys.values() if (out / f"{key}.json").is_file()}
+    lines = ["| comparison | variant | task | steps | lr | head probe | run key | stored |", "|" + "---|" * 8]
+    for (variant, task), config in jobs.items():
+        key = keys[identity(config)]
+        lines.append(
+            f"| {variant.comparison} | {variant.label} | {task} | {config.max_steps} | {config.lr:g} "
+            f"| {config.head_probe_steps} | {key[:12]} | {'yes' if key in stored else 'no'} |"
+        )
+    lines.append(f"{len(keys)} runs planned, {len(stored)} stored, {len(keys) - len(stored)} to train into {out}")
+    return lines
 
 
 def table(variants: list[Variant], records: dict[str, dict[str, Any]], keys: dict[tuple, str]) -> list[str]:
@@ -124,15 +151,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/plateau-ablations")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--plan-only", action="store_true", help="plan and list every run (stored or to train) without training"
+    )
     args = parser.parse_args()
     require_full_data(load_spec(PROFILE))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     jobs = {(variant, config.task): config for variant in VARIANTS for config in configs(variant)}
-    unique = {repr(config.to_dict()): config for config in jobs.values()}  # SMT's default serves two comparisons
+    if args.plan_only:
+        print("\n".join(plan_table(jobs, Path(args.out))))
+        return
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = {name: pool.submit(run_one, config, args.out) for name, config in unique.items()}
+        futures = {name: pool.submit(run_one, config, args.out) for name, config in unique_runs(jobs).items()}
         done = {name: future.result() for name, future in futures.items()}
-    keys = {job: done[repr(config.to_dict())] for job, config in jobs.items()}
+    keys = {job: done[identity(config)] for job, config in jobs.items()}
     records = {record["run_key"]: record for record in read_records(Path(args.out))}
     lines = ["# Plateau study: down-scaling ablations", ""]
     for comparison in dict.fromkeys(v.comparison for v in VARIANTS):

@@ -2,12 +2,13 @@
 
     python benchmarks/step_cost.py [--steps 6] [--warmup 2] [--repeats 1] [--methods floor,full,lora,svfit] [--json cost.json]
                                    [--model smollm2-135m] [--dtype float32|bfloat16] [--accelerator cpu|gpu]
+                                   [--batch-size 4] [--tokens 128]
 
 Every process loads the model, builds one batch of 4 × 128 tokens of real text (SST-2 training sentences packed
-back to back), attaches one method and trains it with Lightning for warm-up + measured steps on fp32 CPU threads.
-Step time is the median over the measured steps (warm-up excluded); peak memory is the peak resident set size during
-`fit` (bench.callbacks.CostMeter, the number every run records; on a GPU, CUDA's peak allocated bytes, with the model
-moved there before calibration); the process-wide peak (model loading and
+back to back), attaches one method and trains it as a run does (`Trainer.fit(Training(method))`) for warm-up +
+measured steps on fp32 CPU threads. Step time is the median over the measured steps (warm-up excluded); peak memory
+is the peak resident set size during `fit` (bench.callbacks.CostMeter, the number every run records; on a GPU, CUDA's
+peak allocated bytes, with the model moved there before calibration); the process-wide peak (model loading and
 calibration included) is kept in the JSON too. With `--repeats N` every method is measured N times, round-robin, each
 time in a fresh process, and the medians are reported (step-time ratios move by a few percent between single runs).
 
@@ -16,7 +17,9 @@ solved from the method's count; r = 1 when the method trains fewer parameters th
 and against the floor: forward + backward through the frozen network with no trainable weight (the embeddings' output
 requires grad, so backward runs through every layer). For SVFit it also prints the multiply-adds per token its exact
 delta adds, as a share of the floor's frozen-matmul ones, next to its measured overhead. Methods come from
-`methods.registry()`; a listed method that is not registered is reported as missing.
+`methods.registry()`; a listed method that is not registered is reported as missing. A target is printed when its
+method and its reference are among the methods measured (the equal LoRA always is), saying why when a measurement
+failed; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 MODEL = "smollm2-135m"
 BATCH, TOKENS = 4, 128
+WORKER_SETTINGS = ("steps", "warmup", "threads", "model", "dtype", "accelerator", "batch_size", "tokens")
 PRECISIONS = {"float32": "32-true", "bfloat16": "bf16-true"}  # --dtype: the weights' dtype and Lightning's precision
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -73,22 +77,22 @@ COUNTED_WORK_LIMIT = 1.05  # SVFit's step time against the floor scaled by its c
 # ----- the measuring process ---------------------------------------------------------------------------------------
 
 
-def text_batches(tokenizer: Any, count: int) -> list[dict[str, Any]]:
-    """`count` batches of BATCH × TOKENS tokens of real text, labels = inputs (causal LM loss)."""
+def text_batches(tokenizer: Any, count: int, batch_size: int = BATCH, tokens: int = TOKENS) -> list[dict[str, Any]]:
+    """`count` batches of `batch_size` × `tokens` tokens of real text, labels = inputs (causal LM loss)."""
     import torch
 
     from tasks import get_task
     from tasks.data_source import DataSource
 
     rows = get_task("glue/sst2").load("train", DataSource())
-    needed = count * BATCH * TOKENS
+    needed = count * batch_size * tokens
     ids: list[int] = []
     for row in rows:
         ids.extend(tokenizer(row["sentence"].strip() + " ", add_special_tokens=False)["input_ids"])
         if len(ids) >= needed:
             break
-    tokens = torch.tensor(ids[:needed]).view(count, BATCH, TOKENS)
-    return [{"input_ids": chunk, "attention_mask": torch.ones_like(chunk), "labels": chunk.clone()} for chunk in tokens]
+    chunks = torch.tensor(ids[:needed]).view(count, batch_size, tokens)
+    return [{"input_ids": chunk, "attention_mask": torch.ones_like(chunk), "labels": chunk.clone()} for chunk in chunks]
 
 
 def floor_method() -> type:
@@ -149,17 +153,8 @@ def equal_lora_rank(model: Any, count: int) -> tuple[int | None, str]:
     return rank, f"r={rank} ({lora.count_for_knob(rank):,} params)"
 
 
-def measure(
-    name: str,
-    spec: dict[str, Any],
-    steps: int,
-    warmup: int,
-    threads: int,
-    model: str = MODEL,
-    dtype: str = "float32",
-    accelerator: str = "cpu",
-) -> dict[str, Any]:
-    """Build, attach and train one method on `model` in `dtype` on `accelerator` ("cpu" or "gpu"); its cost and counts."""
+def measure(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Build, attach and train one method with the settings of `args` (WORKER_SETTINGS); its cost and counts."""
     import lightning as L
     import torch
     import transformers
@@ -170,24 +165,30 @@ def measure(
     from core.files import cache_dir
     from methods import registry
     from methods.base import OptimConfig
+    from methods.training import Training
 
-    torch.set_num_threads(threads)
+    total_steps = args.warmup + args.steps
+    torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
     L.seed_everything(0, verbose=False)
-    loaded = load_model(model, "causal-lm", dtype=dtype)
-    if accelerator == "gpu":
+    loaded = load_model(args.model, "causal-lm", dtype=args.dtype)
+    if args.accelerator == "gpu":
         loaded.model.to("cuda")  # calibration (gradients, SVDs) runs where training will
-    batches = text_batches(loaded.tokenizer, 4)
+    batches = text_batches(loaded.tokenizer, 4, args.batch_size, args.tokens)
     method_cls = floor_method() if name == "floor" else registry()[spec.get("method", name)]
     options = method_cls.parse_options(spec.get("options", {}))
     method = method_cls(
-        loaded.model, options, OptimConfig(lr=method_cls.default_lr, max_steps=warmup + steps), loaded.head_prefixes
+        loaded.model, options, OptimConfig(lr=method_cls.default_lr, max_steps=total_steps), loaded.head_prefixes
     )
     method.calibrate(
         batches,
         cache_dir() / "calibration",
-        {"model": loaded.fingerprint, "data": "step_cost: SST-2 train sentences packed 4x128", "batches": len(batches)},
+        {
+            "model": loaded.fingerprint,
+            "data": f"step_cost: SST-2 train sentences packed {args.batch_size}x{args.tokens}",
+            "batches": len(batches),
+        },
     )
     if "knob" in spec:
         knob = spec["knob"]
@@ -205,10 +206,10 @@ def measure(
         macs["delta_macs_per_token"] = svfit_delta_macs(method.model)
     meter = CostMeter()
     trainer = L.Trainer(
-        max_steps=warmup + steps,
-        accelerator=accelerator,
+        max_steps=total_steps,
+        accelerator=args.accelerator,
         devices=1,
-        precision=PRECISIONS[dtype],
+        precision=PRECISIONS[args.dtype],
         logger=False,
         callbacks=[meter],
         enable_checkpointing=False,
@@ -216,8 +217,11 @@ def measure(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(method, train_dataloaders=torch.utils.data.DataLoader([batches[0]] * (warmup + steps), batch_size=None))
-    measured = meter.step_times[warmup:]
+    trainer.fit(
+        Training(method),
+        train_dataloaders=torch.utils.data.DataLoader([batches[0]] * total_steps, batch_size=None),
+    )
+    measured = meter.step_times[args.warmup :]
     return {
         "method": name,
         "knob": {"name": method.knob_name, "value": knob},
@@ -228,11 +232,11 @@ def measure(
         "peak_fit_bytes": meter.peak_bytes,
         "peak_process_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "memory_kind": meter.memory_kind,
-        "model": model,
-        "dtype": dtype,
+        "model": args.model,
+        "dtype": args.dtype,
         "lora_equal_rank": lora_rank,
         "lora_equal_note": lora_note,
-        "threads": threads,
+        "threads": args.threads,
         "load_average": os.getloadavg(),
         **macs,
     }
@@ -245,20 +249,7 @@ def run_worker(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dic
     """`measure` in a fresh Python process (so peaks are comparable); the error text if it fails."""
     from bench.run.models import MODELS
 
-    settings = [
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-        "--threads",
-        str(args.threads),
-        "--model",
-        args.model,
-        "--dtype",
-        args.dtype,
-        "--accelerator",
-        args.accelerator,
-    ]
+    settings = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in WORKER_SETTINGS]
     command = [sys.executable, __file__, "--worker", json.dumps({"name": name, "spec": spec}), *settings]
     print(f"measuring {name} {spec or ''} on {args.model} ...", file=sys.stderr, flush=True)
     packaged = args.model in MODELS and MODELS[args.model].weights is not None
@@ -290,6 +281,15 @@ def ratio(result: dict[str, Any], reference: dict[str, Any] | None, measure_: st
     return result[key] / reference[key]
 
 
+def unmeasured(result: dict[str, Any], reference: dict[str, Any] | None) -> str:
+    """Why `result` has no ratio to `reference`."""
+    if "error" in result:
+        return f"{result['method']} failed"
+    if reference is None:
+        return f"no LoRA of equal size ({result['lora_equal_note']})"
+    return f"its reference failed ({reference['error']})"
+
+
 def text_of(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -312,15 +312,18 @@ def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str,
         )
     lines.append("")
     for name, reference, measure_, limit in TARGETS:
-        if name not in results:
+        if name not in results or reference not in (*results, "lora_equal"):
             continue
         result = results[name]
-        compared = (
-            lora_by_rank.get(result.get("lora_equal_rank")) if reference == "lora_equal" else results.get(reference)
-        )
+        compared = lora_by_rank.get(result.get("lora_equal_rank")) if reference == "lora_equal" else results[reference]
         value = ratio(result, compared, measure_)
-        verdict = "not measured" if value is None else ("met" if value <= limit else "MISSED")
+        verdict = (
+            f"not measured, {unmeasured(result, compared)}" if value is None else "met" if value <= limit else "MISSED"
+        )
         lines.append(f"target {name} {measure_} ≤ {limit:.2f}× {reference}: {text_of(value)} {verdict}")
+    left_out = sorted({ref for name, ref, *_ in TARGETS if name in results and ref not in (*results, "lora_equal")})
+    if left_out:
+        lines.append(f"targets against {', '.join(left_out)} left out: not among --methods")
     floor_macs = results.get("floor", {}).get("matmul_macs_per_token")
     for name, result in results.items():
         if floor_macs and "delta_macs_per_token" in result:
@@ -378,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights and training precision (default: float32)",
     )
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="where to train (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=BATCH, help=f"sequences per batch (default: {BATCH})")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help=f"tokens per sequence (default: {TOKENS})")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -417,20 +422,7 @@ def main() -> None:
     args = build_parser().parse_args()
     if args.worker:
         job = json.loads(args.worker)
-        print(
-            json.dumps(
-                measure(
-                    job["name"],
-                    job["spec"],
-                    args.steps,
-                    args.warmup,
-                    args.threads,
-                    args.model,
-                    args.dtype,
-                    args.accelerator,
-                )
-            )
-        )
+        print(json.dumps(measure(job["name"], job["spec"], args)))
         return
     results, lora_by_rank = measure_methods(args)
     print("\n".join(report(results, lora_by_rank)))
@@ -440,6 +432,10 @@ def main() -> None:
                 {"results": results, "lora_equal": {str(rank): value for rank, value in lora_by_rank.items()}}, indent=2
             )
         )
+    failed = [name for name, result in results.items() if "error" in result]
+    failed += [f"lora r={rank}" for rank, result in lora_by_rank.items() if "error" in result]
+    if failed:
+        raise SystemExit(f"step_cost: not measured: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
