@@ -1,0 +1,105 @@
+"""Every script in benchmarks/ runs to its end on tiny settings and prints its table, so a script that no longer runs
+fails `make test` instead of the next `make benchmarks` or GPU host. Each runs as `make benchmarks` runs it: a fresh
+process from the repository root, offline. gpu_check.py is checked in test_gpu_check.py: without CUDA the script
+itself only says so, and its parts (the step-cost table among them) are tested on the CPU there."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
+FAILURE = re.compile(r"not measured|error|traceback|missing|n/a", re.IGNORECASE)
+
+
+def run_script(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """The stdout lines of `python benchmarks/<script> *args`; fails on a nonzero exit, showing the end of stderr."""
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=ROOT,
+        env={**os.environ, **OFFLINE, "PYTHONPATH": path, **(env or {})},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, f"{script} exited with {done.returncode}:\n" + "\n".join(
+        done.stderr.strip().splitlines()[-15:]
+    )
+    return done.stdout.splitlines()
+
+
+def assert_no_failure(lines: list[str]) -> None:
+    """No printed line reports an error or a number that was not measured."""
+    assert not [line for line in lines if FAILURE.search(line)], "\n".join(lines)
+
+
+def test_step_cost() -> None:
+    """Every requested method gets a row of numbers and every target it takes part in a ratio (the full table runs
+    nine methods; these five cover the floor, LoRA as the reference, and each kind of target)."""
+    methods = ["floor", "lora", "smt", "row-sft", "svfit"]
+    tiny = ("--steps", "1", "--warmup", "1", "--batch-size", "2", "--tokens", "32", "--threads", "1")
+    lines = run_script("step_cost.py", "--methods", ",".join(methods), *tiny)
+    rows = {line.split()[0]: line for line in lines[2 : 2 + len(methods)]}
+    assert list(rows) == methods, "\n".join(lines)
+    number = r"\d+\.\d+"
+    assert all(re.match(rf"\S+\s+\S+=\d+\s+[\d,]+\s+{number}\s+{number} \|", row) for row in rows.values()), rows
+    targets = [line for line in lines if line.startswith("target ")]
+    assert {line.split()[1] for line in targets} == {"smt", "row-sft", "svfit"}
+    assert all(re.search(rf": {number}×? (met|MISSED)$", line) for line in targets), targets
+    assert not [line for line in lines if "not measured" in line or "error" in line.lower()], "\n".join(lines)
+
+
+def test_answer_logits() -> None:
+    lines = run_script("answer_logits.py", "--steps", "1", "--batch-size", "2", "--max-length", "64", "--threads", "1")
+    assert sum("losses agree on every batch" in line for line in lines) == 2
+    assert sum("step-time ratio (every / supervised)" in line for line in lines) == 2
+    assert_no_failure(lines)
+
+
+def test_generation_batching() -> None:
+    """Commonsense only: arithmetic's 256 new tokens per prompt would take minutes, on the same code."""
+    lines = run_script(
+        "generation_batching.py", "--examples", "2", "--batch-size", "2", "--families", "commonsense", "--threads", "1"
+    )
+    assert any("identical predictions" in line for line in lines)
+    assert lines[-1].startswith("all families: batch 1") and "speed-up" in lines[-1]
+    assert_no_failure(lines)
+
+
+def test_evaluation_split() -> None:
+    """MiniLM on SST-2 only (SmolLM2's commonsense case takes minutes on a shared machine)."""
+    lines = run_script("evaluation_split.py", "--cases", "sst2", "--glue-examples", "16", "--processes", "2")
+    assert lines[0].startswith("| evaluation | examples |")
+    assert re.fullmatch(r"\| sst2 \| 16 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| yes \|", lines[-1]), lines
+    assert_no_failure(lines)
+
+
+def test_plateau_ablations(tmp_path: Path) -> None:
+    """Every run of the study planned through the harness, without training; the committed subsets stand in for the
+    full training sets the study reads."""
+    lines = run_script(
+        "plateau_ablations.py",
+        "--plan-only",
+        "--out",
+        str(tmp_path),
+        env={"PEFT_BENCH_DATA": str(ROOT / "tasks" / "data")},
+    )
+    assert any(line.startswith("| deft-lambda | λ = 1 | glue/sst2 |") for line in lines), lines
+    assert re.search(r"^\d+ runs planned, 0 stored, \d+ to train", lines[-1]), lines
+    assert_no_failure(lines)
+
+
+def test_protocol_deviations() -> None:
+    """One short run through the harness, its greedy outputs against beams and the response split."""
+    lines = run_script(
+        "protocol_deviations.py",
+        *("--parts", "beams", "--max-steps", "1", "--batch-size", "2", "--test-examples", "1", "--threads", "1"),
+    )
+    assert any(line.startswith("2. Greedy vs 4-beam decoding") for line in lines), lines
+    assert any(line.startswith('4. Splitting on "### Response:"') for line in lines), lines
+    assert any(line.startswith("| 4 beams (LLM-Adapters) |") for line in lines), lines
+    assert_no_failure(lines)
