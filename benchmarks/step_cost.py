@@ -7,7 +7,7 @@
 Every process loads the model, builds one batch of 4 × 128 tokens of real text (SST-2 training sentences packed
 back to back), attaches one method and trains it as a run does (`Trainer.fit(Training(method))`) for warm-up +
 measured steps on fp32 CPU threads. Step time is the median over the measured steps (warm-up excluded); peak memory
-is the peak resident set size during `fit` (bench.callbacks.CostMeter, the number every run records; on a GPU, CUDA's
+is the peak resident set size during `fit` (bench.run.callbacks.CostMeter, the number every run records; on a GPU, CUDA's
 peak allocated bytes, with the model moved there before calibration); the process-wide peak (model loading and
 calibration included) is kept in the JSON too. With `--repeats N` every method is measured N times, round-robin, each
 time in a fresh process, and the medians are reported (step-time ratios move by a few percent between single runs).

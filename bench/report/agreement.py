@@ -41,7 +41,7 @@ def same_answers(predictions_file: Path) -> tuple[int, int]:
 
 
 def protocol_agreement(model: str, task: str, metric_rows: pd.DataFrame, predictions: list[Path]) -> Agreement | None:
-    """The agreement on (`model`, `task`) from its cells' metric aggregates (`bench.report.metric_cells`) and its final
+    """The agreement on (`model`, `task`) from its cells' metric aggregates (`bench.report.write.metric_cells`) and its final
     runs' prediction files; None when the task is not scored by both protocols."""
     rows = metric_rows[
         (metric_rows["model"] == model) & (metric_rows["task"] == task) & ~metric_rows["failed"].astype(bool)

@@ -4,11 +4,11 @@ with caption and label, and the tables a report holds.
 - paper table (per model): rows (method, budget); trainable %, every top-level test metric of every task as mean ±
   std [95 % t-interval] over seeds, and the average of the primary metrics when there are several tasks; bold: best
   per column (format-failure rates are diagnostics and never bold); †: tied with the best on the primary metric;
-  italic rows: published anchors where the setting matches (bench.anchors);
+  italic rows: published anchors where the setting matches (bench.report.anchors);
 - test-set tables: tasks with several test sets (decoder groups), one table per metric (generation accuracy,
   log-likelihood accuracy, format-failure rate, ...) in the papers' layout: a column per set, then the average, and
   the published per-set rows of other models below; ‡: a seed gave one answer to (nearly) the whole set;
-- collapsed predictions: the cells and test sets where that happened (bench.collapse);
+- collapsed predictions: the cells and test sets where that happened (bench.records.collapse);
 - protocol agreement (decoder tasks): rank correlation of the cells and shared answers of the two protocols;
 - cost table: trainable %, adapter size, median step time and peak memory measured in isolation;
 - failed and missing runs.
@@ -291,7 +291,7 @@ def paper_table(
 ) -> Table:
     """Rows (method, budget); columns: trainable %, every top-level test metric of every task, and the average of the
     primary metrics when there are several tasks. The primary score of a single-set task is marked ‡ where a seed's
-    classifier gave one answer to the whole test set (`collapses`, bench.collapse.collapse_frame)."""
+    classifier gave one answer to the whole test set (`collapses`, bench.records.collapse.collapse_frame)."""
     tasks = sorted(set(cells["task"]))
     scores = _PaperScores.of(runs, cells, marks, metric_rows, collapses, tasks)
     header = ["Method", "Budget", "Trainable %", *scores.header()]
@@ -424,7 +424,7 @@ def _majority_row(spec: _SetMetric, majority: dict[str, dict[str, float]] | None
 
 
 def _published_rows(spec: _SetMetric) -> list[list[str]]:
-    """Generation-accuracy tables: the published per-set results of other models (bench.anchors)."""
+    """Generation-accuracy tables: the published per-set results of other models (bench.report.anchors)."""
     rows = []
     for anchor in anchors.per_set_anchors(spec.sets) if spec.name == "accuracy" else []:
         label = PUBLISHED_ROW.format(method=anchor.method, model=anchor.model, source=anchor.source)
@@ -477,10 +477,10 @@ def test_set_tables(
 ) -> list[Table]:
     """Per task with several test sets (`<set>/<metric>` metrics), one table per metric in the papers' layout: rows
     (method, budget), a column per test set, then the group average. The generation-accuracy table lists below the
-    published per-set rows of other models (bench.anchors), labelled as such. `slices`: test examples per set, by
-    task (None: every example), for the caption. `collapses` (bench.collapse.collapse_frame): scores of a set on
+    published per-set rows of other models (bench.report.anchors), labelled as such. `slices`: test examples per set, by
+    task (None: every example), for the caption. `collapses` (bench.records.collapse.collapse_frame): scores of a set on
     which a seed gave one answer to every example are marked ‡. `majority`: per task, each set's largest share of one
-    gold answer (bench.collapse.majority_shares), shown as a reference row of the accuracy tables."""
+    gold answer (bench.records.collapse.majority_shares), shown as a reference row of the accuracy tables."""
     collapsed = {
         (row.task, row.method, row.budget, f"{row.test_set}/{COLLAPSE_METRICS[row.protocol]}")
         for row in (collapses.itertuples(index=False) if collapses is not None else [])
@@ -558,7 +558,7 @@ def unfinished_table(unfinished: pd.DataFrame) -> Table:
 
 
 def collapse_table(collapses: pd.DataFrame) -> Table:
-    """Cells and test sets on which a seed's predictions collapsed to one answer (bench.collapse)."""
+    """Cells and test sets on which a seed's predictions collapsed to one answer (bench.records.collapse)."""
     header = [
         "Model",
         "Task",
@@ -598,7 +598,7 @@ def collapse_table(collapses: pd.DataFrame) -> Table:
 
 
 def agreement_table(agreements: list[Agreement]) -> Table:
-    """The decoder protocols' agreement per (model, task) (bench.agreement)."""
+    """The decoder protocols' agreement per (model, task) (bench.report.agreement)."""
     header = ["Model", "Task", "Cells", "Kendall τ-b", "p", "Examples", "Same answer %"]
     rows = [
         [

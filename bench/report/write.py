@@ -1,6 +1,6 @@
 """`bench report DIR`: paper-style tables, plateau fits and figures from a results store, under DIR/report/.
 
-What is reported (tables: bench.tables; statistics: bench.stats; figures: bench.plots): the sweep's final runs
+What is reported (tables: bench.report.tables; statistics: bench.report.stats; figures: bench.report.plots): the sweep's final runs
 (sweep.json roles "final" and "tuning+final"; every ok record if the store has no sweep.json), test split, every
 metric a task records, in points (×100). A cell is (model, task, method, budget); its value is the mean ± sample
 std over seeds with the 95 % t-interval over seeds. Best per metric column in bold (format-failure rates are not
@@ -11,9 +11,9 @@ Failed cells: a metric that is not finite in some seed (a diverged regression he
 as "failed"; a cell whose primary metric failed enters no ranking, tie test, plateau fit, figure or summary. Runs the
 sweep names without an ok record are listed with their status ("failed", "missing") in their own section.
 
-Collapsed predictions (bench.collapse): final cells and test sets on which a seed gave one answer to nearly every
+Collapsed predictions (bench.records.collapse): final cells and test sets on which a seed gave one answer to nearly every
 test example, with the score that answer alone earns; per-set scores of such cells are marked ‡. Protocol agreement
-(bench.agreement, decoder tasks): how alike generation and log-likelihood rank the cells, and how often they pick the
+(bench.report.agreement, decoder tasks): how alike generation and log-likelihood rank the cells, and how often they pick the
 same answer.
 
 Cost: median step time, adapter size, trainable %, and peak memory only where it was measured in isolation

@@ -34,7 +34,7 @@ class RunConfig:
     test_examples: int | None = None
     eval_batch_size: int = 64
     eval_every: int | None = None
-    group_by_length: bool = False  # training batches of similar length (bench.batching): far less padding
+    group_by_length: bool = False  # training batches of similar length (bench.run.batching): far less padding
     mask_prompt: bool = True  # instruction tasks: prompt tokens out of the loss (False trains on them, as LLM-Adapters)
     calibration_batches: int = 8
     head_probe_steps: int = 100  # a new task head is fitted alone before calibration (methods.head_probe)

@@ -327,7 +327,7 @@ def _batches(
 
 
 def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
-    """Shuffled training batches; with `group_by_length`, batches of similar length (bench.batching)."""
+    """Shuffled training batches; with `group_by_length`, batches of similar length (bench.run.batching)."""
     config = plan_.config
     features = _train_features(plan_, tokenizer)
     generator = torch.Generator().manual_seed(seed)
