@@ -46,7 +46,15 @@ from torch import nn
 from core.errors import BenchError
 from methods.base import MethodOptions, PeftMethod
 from methods.recipes import Recipe
-from methods.sparse_update import accumulate_gradients, batch_loss, merged_copy, roles_present, swap_module
+from methods.sparse_update import (
+    accumulate_gradients,
+    autocast_as,
+    autocast_of,
+    batch_loss,
+    merged_copy,
+    roles_present,
+    swap_module,
+)
 from methods.targets import ROLES, find_linears, role_of, zero_gradient_bias_roles
 
 IMPORTANCES = ("l2", "taylor", "zo-taylor")
@@ -100,17 +108,20 @@ class _RowGradLinear(torch.autograd.Function):
         bias: torch.Tensor | None,
         rows: torch.Tensor,
     ) -> torch.Tensor:
+        ctx.device, ctx.autocast = x.device.type, autocast_of(x)
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight, rows)
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, rows = ctx.saved_tensors
-        grad_out = grad_out.to(weight.dtype)  # a no-op unless autocast ran the forward in lower precision
-        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
-        out_rows = grad_out.reshape(-1, grad_out.shape[-1]).index_select(1, rows)  # [tokens, r]
-        grad_delta = out_rows.T @ x.reshape(-1, x.shape[-1]).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_delta_bias = out_rows.sum(0) if ctx.needs_input_grad[2] else None
+        with autocast_as(ctx.device, ctx.autocast):  # bf16-mixed: the products in bf16, as a dense layer's would be
+            grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+            out_rows = grad_out.reshape(-1, grad_out.shape[-1]).index_select(1, rows)  # [tokens, r]
+            grad_delta = out_rows.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        # the fp32 master parameters' gradients; the bias sum accumulates in fp32
+        grad_delta = grad_delta.to(weight.dtype) if grad_delta is not None else None
+        grad_delta_bias = out_rows.to(weight.dtype).sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_delta, grad_delta_bias, None, None, None
 
 

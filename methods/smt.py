@@ -48,7 +48,14 @@ from torch import nn
 from core.errors import BenchError
 from methods.base import MethodOptions, PeftMethod
 from methods.recipes import Recipe
-from methods.sparse_update import accumulate_gradients, merged_copy, roles_present, swap_module
+from methods.sparse_update import (
+    accumulate_gradients,
+    autocast_as,
+    autocast_of,
+    merged_copy,
+    roles_present,
+    swap_module,
+)
 from methods.targets import find_linears, role_of
 
 SCORES = ("abs_mean", "mean_abs")
@@ -120,6 +127,7 @@ class _BlockGradLinear(torch.autograd.Function):
         block_size: int,
     ) -> torch.Tensor:
         ctx.block_size = block_size
+        ctx.device, ctx.autocast = x.device.type, autocast_of(x)
         ctx.save_for_backward(
             x.reshape(-1, x.shape[-1] // block_size, block_size).index_select(1, input_blocks)
             if ctx.needs_input_grad[1]
@@ -133,14 +141,17 @@ class _BlockGradLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         columns, weight, block_rows, input_slot = ctx.saved_tensors
-        grad_out = grad_out.to(weight.dtype)  # a no-op unless autocast ran the forward in lower precision
-        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
-        grad_blocks = None
-        if ctx.needs_input_grad[1]:
-            b = ctx.block_size
-            out_rows = grad_out.reshape(-1, grad_out.shape[-1] // b, b).index_select(1, block_rows)  # [tokens, K, b]
-            in_columns = columns.index_select(1, input_slot)  # [tokens, K, b]
-            grad_blocks = torch.bmm(out_rows.permute(1, 2, 0), in_columns.transpose(0, 1))  # [K, b, b]
+        with autocast_as(ctx.device, ctx.autocast):  # bf16-mixed: both products in bf16, as a dense layer's would be
+            grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+            grad_blocks = None
+            if ctx.needs_input_grad[1]:
+                b = ctx.block_size
+                out_rows = grad_out.reshape(-1, grad_out.shape[-1] // b, b).index_select(
+                    1, block_rows
+                )  # [tokens, K, b]
+                in_columns = columns.index_select(1, input_slot)  # [tokens, K, b]
+                grad_blocks = torch.bmm(out_rows.permute(1, 2, 0), in_columns.transpose(0, 1))  # [K, b, b]
+                grad_blocks = grad_blocks.to(weight.dtype)  # the fp32 master blocks' gradient
         return grad_x, grad_blocks, None, None, None, None, None, None
 
 

@@ -4,11 +4,13 @@
   other parameter holding a gradient and (unless an optimizer is given) no weight moving;
 - `batch_loss`: the task loss of one batch on the model's device, optionally with substituted parameters;
 - `roles_present`: the roles of a list that exist for the model type (BERT has no gate projection);
-- `swap_module` / `merged_copy`: put a wrapper in place of an nn.Linear, and get back a plain dense model.
+- `swap_module` / `merged_copy`: put a wrapper in place of an nn.Linear, and get back a plain dense model;
+- `autocast_of` / `autocast_as`: a custom autograd function's backward runs in the autocast its forward ran in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterable
 
@@ -18,6 +20,20 @@ from torch import nn
 from core.errors import BenchError
 from methods.targets import ROLE_PATTERNS, role_regex
 from methods.task_loss import task_loss
+
+
+def autocast_of(x: torch.Tensor) -> torch.dtype | None:
+    """The autocast dtype active for `x`'s device (bf16 under `bf16-mixed`), or None when autocast is off."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
+def autocast_as(device: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device` (as `autocast_of` saw it in the forward), or no autocast for None.
+
+    Autograd runs a custom function's backward outside the forward's autocast; without this, a bf16-mixed step would
+    compute the sparse weight gradients and dL/dx in fp32, at fp32 cost."""
+    return torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def batch_loss(

@@ -146,7 +146,7 @@ class LearningCurves(L.Callback):
         self.train_loss.append({"step": step, "loss": float(loss)})
         self.lr.append({"step": step, "lr": self._lr})
         if self.every and step % self.every == 0 and step < trainer.max_steps:
-            with full_weights(trainer.strategy.model):
+            with full_weights(trainer.strategy.model), trainer.precision_plugin.forward_context():
                 self.validation.append({"step": step, **self._evaluate_between_steps(pl_module)})
 
     def _evaluate_between_steps(self, pl_module: Training) -> dict[str, float]:

@@ -77,14 +77,16 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     try:
         training = _fit(run, fit.trainer, module, loaded.tokenizer)
         laps.lap("fit")
-        with full_weights(fit.trainer.strategy.model):  # FSDP leaves each rank a shard of every weight: gather them all
+        # FSDP leaves each rank a shard of every weight: gather them all. Evaluation runs in the precision training
+        # ran in (the precision plugin's autocast under bf16-mixed), as Lightning's own validation loop would.
+        with full_weights(fit.trainer.strategy.model), fit.trainer.precision_plugin.forward_context():
             model = module.model.to(training.device)
             evaluations = _evaluate(run, model, evaluate)
             laps.lap("evaluate")
             fit.trainer.strategy.barrier("evaluated")  # every rank got here: only now may rank 0 record success
             if not fit.trainer.is_global_zero:
                 return None
-            test_rows = run.splits["test"][:DENSITY_EXAMPLES]
+            test_rows = run.splits["test"][:DENSITY_EXAMPLES]  # in fp32 whatever the precision: exact zeros compare
             density = activation_density(model, _batches(run, loaded.tokenizer, test_rows, run.config.eval_batch_size))
             laps.lap("density")
             record = _record(run, loaded, module, counts, _results(run, module, fit, evaluations, density))
