@@ -49,7 +49,7 @@ def step_cost_table(
         "--warmup",
         str(warmup),
     ]
-    args = step_cost.build_parser().parse_args(settings + (["--methods", methods] if methods else []))
+    args = step_cost.parse_args(settings + (["--methods", methods] if methods else []))
     results, lora_by_rank = step_cost.measure_methods(args)
     return step_cost.report(results, lora_by_rank), [name for name, result in results.items() if "error" in result]
 

@@ -1,12 +1,13 @@
 """Training step time and peak memory of every method on SmolLM2-135M, each method in its own fresh process.
 
     python benchmarks/step_cost.py [--steps 6] [--warmup 2] [--repeats 1] [--methods floor,full,lora,svfit] [--json cost.json]
-                                   [--model smollm2-135m] [--dtype float32|bfloat16] [--accelerator cpu|gpu]
-                                   [--batch-size 4] [--tokens 128]
+                                   [--model smollm2-135m] [--dtype float32|bfloat16] [--precision 32-true|bf16-mixed|bf16-true]
+                                   [--accelerator cpu|gpu] [--batch-size 4] [--tokens 128]
 
 Every process loads the model, builds one batch of 4 × 128 tokens of real text (SST-2 training sentences packed
 back to back), attaches one method and trains it as a run does (`Trainer.fit(Training(method))`) for warm-up +
-measured steps on fp32 CPU threads. Step time is the median over the measured steps (warm-up excluded); peak memory
+measured steps on CPU threads, in Lightning's `--precision` (default: 32-true for float32 weights, bf16-true for
+bfloat16 ones). A causal LM learns the next token; an encoder (MiniLM) classifies the sentences' SST-2 labels. Step time is the median over the measured steps (warm-up excluded); peak memory
 is the peak resident set size during `fit` (bench.run.callbacks.CostMeter, the number every run records; on a GPU, CUDA's
 peak allocated bytes, with the model moved there before calibration); the process-wide peak (model loading and
 calibration included) is kept in the JSON too. With `--repeats N` every method is measured N times, round-robin, each
@@ -37,8 +38,8 @@ from typing import Any
 
 MODEL = "smollm2-135m"
 BATCH, TOKENS = 4, 128
-WORKER_SETTINGS = ("steps", "warmup", "threads", "model", "dtype", "accelerator", "batch_size", "tokens")
-PRECISIONS = {"float32": "32-true", "bfloat16": "bf16-true"}  # --dtype: the weights' dtype and Lightning's precision
+WORKER_SETTINGS = ("steps", "warmup", "threads", "model", "dtype", "precision", "accelerator", "batch_size", "tokens")
+PRECISIONS = {"float32": "32-true", "bfloat16": "bf16-true"}  # --dtype: the weights' dtype and the default precision
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
@@ -77,8 +78,11 @@ COUNTED_WORK_LIMIT = 1.05  # SVFit's step time against the floor scaled by its c
 # ----- the measuring process ---------------------------------------------------------------------------------------
 
 
-def text_batches(tokenizer: Any, count: int, batch_size: int = BATCH, tokens: int = TOKENS) -> list[dict[str, Any]]:
-    """`count` batches of `batch_size` × `tokens` tokens of real text, labels = inputs (causal LM loss)."""
+def text_batches(
+    tokenizer: Any, count: int, batch_size: int = BATCH, tokens: int = TOKENS, causal: bool = True
+) -> list[dict[str, Any]]:
+    """`count` batches of `batch_size` × `tokens` tokens of real text; labels: the inputs (causal LM loss), or for an
+    encoder the SST-2 labels of the batch's first sentences (classification loss)."""
     import torch
 
     from tasks import get_task
@@ -92,7 +96,20 @@ def text_batches(tokenizer: Any, count: int, batch_size: int = BATCH, tokens: in
         if len(ids) >= needed:
             break
     chunks = torch.tensor(ids[:needed]).view(count, batch_size, tokens)
-    return [{"input_ids": chunk, "attention_mask": torch.ones_like(chunk), "labels": chunk.clone()} for chunk in chunks]
+    classes = torch.tensor([row["label"] for row in rows[:batch_size]])
+    return [
+        {"input_ids": chunk, "attention_mask": torch.ones_like(chunk), "labels": chunk.clone() if causal else classes}
+        for chunk in chunks
+    ]
+
+
+def is_causal(model: str) -> bool:
+    """Whether `model` (a bench model name, folder or hub id) is a causal LM, from its config's architectures."""
+    from transformers import AutoConfig
+
+    from bench.run.models import model_source
+
+    return any("CausalLM" in name for name in AutoConfig.from_pretrained(model_source(model)).architectures or ())
 
 
 def floor_method() -> type:
@@ -102,6 +119,9 @@ def floor_method() -> type:
 
     class Floor(ZeroShot):
         name = "floor"
+
+        def knob_bounds(self) -> tuple[int, int]:
+            return (0, 0)  # an encoder's untrained head is fine here: nothing is scored
 
         def attach(self, knob: int) -> None:
             super().attach(knob)
@@ -172,10 +192,11 @@ def measure(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
     transformers.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
     L.seed_everything(0, verbose=False)
-    loaded = load_model(args.model, "causal-lm", dtype=args.dtype)
+    causal = is_causal(args.model)
+    loaded = load_model(args.model, "causal-lm" if causal else "sequence-classification", 2, dtype=args.dtype)
     if args.accelerator == "gpu":
         loaded.model.to("cuda")  # calibration (gradients, SVDs) runs where training will
-    batches = text_batches(loaded.tokenizer, 4, args.batch_size, args.tokens)
+    batches = text_batches(loaded.tokenizer, 4, args.batch_size, args.tokens, causal)
     method_cls = floor_method() if name == "floor" else registry()[spec.get("method", name)]
     options = method_cls.parse_options(spec.get("options", {}))
     method = method_cls(
@@ -209,7 +230,7 @@ def measure(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
         max_steps=total_steps,
         accelerator=args.accelerator,
         devices=1,
-        precision=PRECISIONS[args.dtype],
+        precision=args.precision,
         logger=False,
         callbacks=[meter],
         enable_checkpointing=False,
@@ -234,6 +255,7 @@ def measure(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[s
         "memory_kind": meter.memory_kind,
         "model": args.model,
         "dtype": args.dtype,
+        "precision": args.precision,
         "lora_equal_rank": lora_rank,
         "lora_equal_note": lora_note,
         "threads": args.threads,
@@ -378,13 +400,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=tuple(PRECISIONS),
         default="float32",
-        help="weights and training precision (default: float32)",
+        help="the weights' dtype (default: float32)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("32-true", "bf16-mixed", "bf16-true"),
+        default=None,
+        help="Lightning's training precision (default: 32-true for float32 weights, bf16-true for bfloat16)",
     )
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="where to train (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=BATCH, help=f"sequences per batch (default: {BATCH})")
     parser.add_argument("--tokens", type=int, default=TOKENS, help=f"tokens per sequence (default: {TOKENS})")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's settings, the precision defaulting to the one of the weights' dtype."""
+    args = build_parser().parse_args(argv)
+    args.precision = args.precision or PRECISIONS[args.dtype]
+    return args
 
 
 def measure_methods(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
@@ -419,7 +454,7 @@ def measure_methods(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]]
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    args = parse_args()
     if args.worker:
         job = json.loads(args.worker)
         print(json.dumps(measure(job["name"], job["spec"], args)))

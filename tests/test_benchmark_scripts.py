@@ -53,6 +53,19 @@ def test_step_cost() -> None:
     assert not [line for line in lines if "not measured" in line or "error" in line.lower()], "\n".join(lines)
 
 
+def test_precision_cost() -> None:
+    """fp32 and bf16-mixed side by side on both models: a row of numbers per model and method, the verdict last."""
+    methods, models = ["floor", "lora", "smt", "row-sft"], ["minilm-l6", "smollm2-135m"]
+    tiny = ("--steps", "1", "--warmup", "1", "--shapes", "minilm-l6=2x16,smollm2-135m=2x16")
+    lines = run_script("precision_cost.py", "--models", ",".join(models), "--methods", ",".join(methods), *tiny)
+    rows = lines[2 : 2 + len(methods) * len(models)]
+    assert [tuple(row.split()[:2]) for row in rows] == [(model, method) for model in models for method in methods]
+    number = r"\d+\.\d+"
+    pattern = rf"\S+\s+\S+\s+{number}\s+{number}\s+{number}× \|\s+{number}\s+{number}\s+{number} \| (met|MISSED)$"
+    assert all(re.match(pattern, row) for row in rows), rows
+    assert_no_failure(lines)
+
+
 def test_answer_logits() -> None:
     lines = run_script("answer_logits.py", "--steps", "1", "--batch-size", "2", "--max-length", "64", "--threads", "1")
     assert sum("losses agree on every batch" in line for line in lines) == 2
