@@ -109,7 +109,8 @@ class _RowGradLinear(torch.autograd.Function):
         rows: torch.Tensor,
     ) -> torch.Tensor:
         ctx.device, ctx.autocast = x.device.type, autocast_of(x)
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight, rows)
+        saved = x.to(ctx.autocast or x.dtype) if ctx.needs_input_grad[1] else None  # the dtype backward multiplies in
+        ctx.save_for_backward(saved, weight, rows)
         return F.linear(x, weight, bias)
 
     @staticmethod

@@ -141,11 +141,10 @@ SHORT_ENCODER = {
 }
 
 
-@pytest.mark.parametrize(
-    ("method", "budget"),
-    [("full", None), ("lora", "0.5%"), ("dora", "0.5%"), ("smt", "0.5%"), ("row-sft", "0.5%"), ("deft", "0.5%")]
-    + [("svfit", "2304")],
-)
+EVERY_METHOD = [("full", None), *((method, "0.5%") for method in ("lora", "dora", "smt", "row-sft", "deft"))]
+
+
+@pytest.mark.parametrize(("method", "budget"), [*EVERY_METHOD, ("svfit", "2304")])
 def test_every_method_trains_and_evaluates_in_bf16_mixed(method, budget, tmp_path, monkeypatch) -> None:
     seen = autocast_spy(monkeypatch)
     options = {"rank_rule": "budget"} if method == "svfit" else {}
