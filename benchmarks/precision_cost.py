@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,19 +85,9 @@ def table(results: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> list[str]
                 f"{fp32['peak_fit_bytes'] / 1e9:>7.2f} {bf16['peak_fit_bytes'] / 1e9:>7.2f} {memory:>6.2f} | "
                 f"{'met' if speed_up >= SPEED_UP_TARGET else 'MISSED'}"
             )
-    loads = [
-        round_["load_average"][0]
-        for by_method in results.values()
-        for pair in by_method.values()
-        for run in pair.values()
-        for round_ in run.get("rounds", [run])
-        if "load_average" in round_
-    ]
-    if loads:
-        lines.append(
-            f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs"
-        )
-    return lines
+    return lines + step_cost.load_lines(
+        run for by_method in results.values() for pair in by_method.values() for run in pair.values()
+    )
 
 
 def shapes(text: str) -> dict[str, tuple[int, int]]:

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -363,17 +364,17 @@ def report(results: dict[str, dict[str, Any]], lora_by_rank: dict[int, dict[str,
     kinds = sorted({result["memory_kind"] for result in results.values() if "memory_kind" in result})
     if kinds:
         lines.append(f"peak memory: {', '.join(kinds)} during fit")
+    return lines + load_lines(results.values())
+
+
+def load_lines(results: Iterable[dict[str, Any]]) -> list[str]:
+    """The range of the 1-minute load average over every round of `results` (medians keep each round's)."""
     loads = [
-        run["load_average"][0]
-        for result in results.values()
-        for run in result.get("rounds", [result])
-        if "load_average" in run
+        run["load_average"][0] for result in results for run in result.get("rounds", [result]) if "load_average" in run
     ]
-    if loads:
-        lines.append(
-            f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs"
-        )
-    return lines
+    if not loads:
+        return []
+    return [f"1-minute load average during the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
