@@ -79,6 +79,7 @@ def test_generation_batching() -> None:
         "generation_batching.py", "--examples", "2", "--batch-size", "2", "--families", "commonsense", "--threads", "1"
     )
     assert any("identical predictions" in line for line in lines)
+    assert any(re.search(r"tokens/s: fp32 [\d.]+, bf16-mixed [\d.]+ \([\d.]+x\)", line) for line in lines), lines
     assert lines[-1].startswith("all families: batch 1") and "speed-up" in lines[-1]
     assert_no_failure(lines)
 
