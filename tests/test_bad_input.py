@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bench.cli import main
@@ -182,6 +183,13 @@ RUN_CASES = [
     ([*LORA[1:], "--data-dir", "{root}/data"], "is not UTF-8 text"),
     ([*LORA[1:], "--out", "{root}/file/out"], "not writable"),
     (["--budget", "1%"], "the following arguments are required: --method"),
+    *(  # the machine is checked where the run executes, before any weight loads
+        [([*LORA[1:], "--accelerator", "cuda", "--devices", "99"], "asks for more cuda devices than this machine has")]
+        if torch.cuda.is_available()
+        else [
+            ([*LORA[1:], "--accelerator", name], f"accelerator '{name}' is not available") for name in ("gpu", "cuda")
+        ]
+    ),
 ]
 
 

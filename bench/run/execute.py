@@ -29,6 +29,7 @@ from bench.run import models
 from bench.run.artifacts import ADAPTER_SUFFIX, write_state
 from bench.run.batching import LengthGrouped
 from bench.run.budget import solve_knob
+from bench.run.settings import check_machine
 from core.errors import BenchError
 from core.files import cache_dir, check_writable, write_jsonl_atomic
 from methods.density import activation_density
@@ -123,6 +124,7 @@ def _load(run: RunPlan) -> tuple[models.LoadedModel, PeftMethod]:
     import lightning as L  # Lightning loads when a run executes (see the module docstring)
 
     config = run.config
+    check_machine(config.accelerator, str(config.devices))
     if config.threads:
         torch.set_num_threads(config.threads)
     quiet_libraries()

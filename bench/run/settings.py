@@ -138,3 +138,29 @@ def _devices_ok(text: str) -> bool:
         return int(text) >= 1
     parts = [part.strip() for part in text.split(",") if part.strip()]
     return bool(parts) and "," in text and all(part.isdigit() for part in parts) and len(set(parts)) == len(parts)
+
+
+def check_machine(accelerator: str, devices: str) -> None:
+    """BenchError when this machine lacks the accelerator asked for, or has fewer devices than a count asked for.
+
+    Called where the run executes (a SLURM job plans on the login node and runs on a GPU node), before any weight
+    loads. Availability is Lightning's own test; "auto" and "cpu" are always available."""
+    # Lightning loads only here: `bench --help` and planning import this module without it
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    names = {"gpu": ("cuda", "mps"), "cuda": ("cuda",), "mps": ("mps",), "tpu": ("tpu",)}.get(accelerator)
+    if names is None:
+        return
+    usable = [name for name in names if AcceleratorRegistry.get(name).is_available()]
+    if not usable:
+        raise BenchError(
+            f"accelerator {accelerator!r} is not available on this machine",
+            "run on a machine that has one (e.g. a GPU node through `bench sweep --executor slurm`), or pass"
+            " --accelerator cpu (or auto)",
+        )
+    count = AcceleratorRegistry.get(usable[0]).auto_device_count()
+    if devices.isdigit() and int(devices) > count:
+        raise BenchError(
+            f"devices {devices} asks for more {accelerator} devices than this machine has ({count})",
+            f"pass --devices {count} or fewer, or -1 for all",
+        )
