@@ -8,7 +8,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_
 BENCH_OUT ?= runs/default
 BASELINE ?= results/baselines/default
 
-.PHONY: venv bench test test-slow lint benchmarks gpu-check plateau clean
+.PHONY: venv bench test test-slow lint benchmarks gpu-check plateau precision-parity clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,11 @@ plateau: $(STAMP)
 	$(OFFLINE) $(BIN)/bench sweep profiles/plateau.yaml --out results/plateau --workers 2
 	$(OFFLINE) $(BIN)/bench sweep profiles/plateau-paper.yaml --out results/plateau-paper --workers 2
 	$(OFFLINE) $(BIN)/bench report results/plateau --variant results/plateau-paper
+
+# fp32 against bf16-mixed on six cells of the plateau study, three seeds each (about 1.5 hours with 2 workers; same
+# data as `make plateau`): PEFT_BENCH_DATA=<folder laid out like tasks/data> make precision-parity
+precision-parity: $(STAMP)
+	$(OFFLINE) $(BIN)/python benchmarks/precision_parity.py --out results/precision-parity --workers 2
 
 # On a GPU host: bf16 step costs (SmolLM2, and TinyLlama-1.1B when the hub answers), a DDP run, CPU/GPU agreement.
 # Without CUDA it prints one line and exits 0.

@@ -107,6 +107,23 @@ def test_plateau_ablations(tmp_path: Path) -> None:
     assert_no_failure(lines)
 
 
+def test_precision_parity_plans_both_arms_of_every_cell(tmp_path: Path) -> None:
+    """Every cell and seed of the parity check planned in fp32 and bf16-mixed from the study's sweep.json, without
+    training; the committed subsets stand in for the full training sets."""
+    lines = run_script(
+        "precision_parity.py",
+        "--plan-only",
+        "--out",
+        str(tmp_path),
+        env={"PEFT_BENCH_DATA": str(ROOT / "tasks" / "data")},
+    )
+    rows = [line.split(" | ") for line in lines if line.startswith("| glue/")]
+    assert len(rows) == 36 and {row[4] for row in rows} == {"32-true", "bf16-mixed"}, lines
+    assert len({row[5] for row in rows}) == 36  # the precision is in the run key
+    assert lines[-1].startswith("36 runs planned, 0 stored, 36 to train"), lines
+    assert_no_failure(lines)
+
+
 def test_protocol_deviations() -> None:
     """One short run through the harness, its greedy outputs against beams and the response split."""
     lines = run_script(
