@@ -95,16 +95,15 @@ def test_evaluation_split() -> None:
     assert_no_failure(lines)
 
 
+def plan_only(script: str, out: Path) -> list[str]:
+    """A study script's `--plan-only` listing; the committed subsets stand in for the full training sets."""
+    return run_script(script, "--plan-only", "--out", str(out), env={"PEFT_BENCH_DATA": str(ROOT / "tasks" / "data")})
+
+
 def test_plateau_ablations(tmp_path: Path) -> None:
     """Every run of the study planned through the harness, without training; the committed subsets stand in for the
     full training sets the study reads."""
-    lines = run_script(
-        "plateau_ablations.py",
-        "--plan-only",
-        "--out",
-        str(tmp_path),
-        env={"PEFT_BENCH_DATA": str(ROOT / "tasks" / "data")},
-    )
+    lines = plan_only("plateau_ablations.py", tmp_path)
     assert any(line.startswith("| deft-lambda | λ = 1 | glue/sst2 |") for line in lines), lines
     assert re.search(r"^\d+ runs planned, 0 stored, \d+ to train", lines[-1]), lines
     assert_no_failure(lines)
@@ -113,13 +112,7 @@ def test_plateau_ablations(tmp_path: Path) -> None:
 def test_precision_parity_plans_both_arms_of_every_cell(tmp_path: Path) -> None:
     """Every cell and seed of the parity check planned in fp32 and bf16-mixed from the study's sweep.json, without
     training; the committed subsets stand in for the full training sets."""
-    lines = run_script(
-        "precision_parity.py",
-        "--plan-only",
-        "--out",
-        str(tmp_path),
-        env={"PEFT_BENCH_DATA": str(ROOT / "tasks" / "data")},
-    )
+    lines = plan_only("precision_parity.py", tmp_path)
     rows = [line.split(" | ") for line in lines if line.startswith("| glue/")]
     assert len(rows) == 36 and {row[4] for row in rows} == {"32-true", "bf16-mixed"}, lines
     assert len({row[5] for row in rows}) == 36  # the precision is in the run key
