@@ -18,7 +18,8 @@ solved from the method's count; r = 1 when the method trains fewer parameters th
 and against the floor: forward + backward through the frozen network with no trainable weight (the embeddings' output
 requires grad, so backward runs through every layer). For SVFit it also prints the multiply-adds per token its exact
 delta adds, as a share of the floor's frozen-matmul ones, next to its measured overhead. Methods come from
-`methods.registry()`; a listed method that is not registered is reported as missing. A target is printed when its
+`methods.registry()` (those that train: zero-shot takes no step, the floor is its cost); a listed method that is not
+registered is reported as missing. A target is printed when its
 method and its reference are among the methods measured (the equal LoRA always is), saying why when a measurement
 failed; the exit status is then 1.
 """
@@ -423,12 +424,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def default_methods(registered: dict[str, type]) -> list[str]:
+    """SPECS, then every other registered method that trains (zero-shot takes no step: the floor is its cost)."""
+    return [*SPECS, *(name for name, method in registered.items() if name not in SPECS and method.trains)]
+
+
 def measure_methods(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
     """Every wanted method measured `args.repeats` times in fresh processes: (results by method, LoRA runs by rank)."""
     from methods import registry
 
     registered = registry()
-    wanted = args.methods.split(",") if args.methods else [*SPECS, *(name for name in registered if name not in SPECS)]
+    wanted = args.methods.split(",") if args.methods else default_methods(registered)
     unknown = [name for name in wanted if name != "floor" and SPECS.get(name, {}).get("method", name) not in registered]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted if name not in unknown}
     lora_runs: dict[int, list[dict[str, Any]]] = {}

@@ -55,6 +55,19 @@ def test_step_cost() -> None:
     assert not [line for line in lines if "not measured" in line or "error" in line.lower()], "\n".join(lines)
 
 
+def test_step_cost_measures_every_method_that_trains_by_default() -> None:
+    """Without --methods the table lists every registered method that takes a training step; zero-shot, which takes
+    none, has no step to time (the floor is its forward + backward) and once ended the full run with exit 1."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import step_cost  # a script in benchmarks/, imported from its folder
+
+    from methods import registry
+
+    names = step_cost.default_methods(registry())
+    assert "zero-shot" not in names
+    assert {name for name, method in registry().items() if method.trains} <= set(names)
+
+
 def test_precision_cost() -> None:
     """fp32 and bf16-mixed side by side: a row of numbers per model and method, the verdict last (SmolLM2 here,
     MiniLM in test_step_cost: each model kind's batches once)."""
