@@ -40,7 +40,7 @@ lint: $(STAMP)
 # Speed targets, measured from one run each on a quiet machine (minutes; not part of the tests).
 benchmarks: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/step_cost.py --repeats 3
-	$(OFFLINE) $(BIN)/python benchmarks/precision_cost.py --repeats 3
+	$(OFFLINE) $(BIN)/python benchmarks/precision_cost.py
 	$(OFFLINE) $(BIN)/python benchmarks/answer_logits.py
 	$(OFFLINE) $(BIN)/python benchmarks/generation_batching.py
 	$(OFFLINE) $(BIN)/python benchmarks/evaluation_split.py
