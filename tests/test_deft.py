@@ -1,6 +1,6 @@
 """DEFT and the activation-density measure: the loss formula, capture only in training, identity at init, a frozen
 backbone and an exact merge after training, the density drop on a short real run, and density with padding excluded
-on GELU (exact zeros) and SiLU (threshold)."""
+on GELU (exact zeros) and SiLU (threshold), read off an evaluation's own forwards."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import torch
 
 from core.errors import BenchError
 from methods.deft import Deft, DeftOptions, density_loss
-from methods.density import activation_density
+from methods.density import DensityMeter, activation_density
 from methods.lora import LoRA, LoraOptions
 from methods.targets import find_activations
 from methods.training import Training
+from tasks import get_task
+from tasks.generation import generate
+from tasks.prompts import encode_text
 from tests.conftest import batch_of, logits, train_steps
 
 MERGE_ATOL = 1e-5  # fp32 logits of a merged vs unmerged LoRA base on MiniLM
@@ -182,3 +185,39 @@ def test_density_on_silu_is_thresholded(smollm2, sst2_rows) -> None:
     )
     looser = activation_density(smollm2.model, [batch], threshold=1e-1)
     assert 0 < looser["density"] < result["density"] < 100
+
+
+def test_density_meter_reads_the_evaluations_own_forwards(minilm_classifier, sst2_rows) -> None:
+    model, tokenizer = minilm_classifier.model, minilm_classifier.tokenizer
+    rows = sst2_rows[:20]
+    with DensityMeter(model) as meter:
+        get_task("glue/sst2").evaluate(model, tokenizer, rows, batch_size=8, max_length=64)
+    measured = meter.result()
+    assert measured["samples"] == len(rows)
+    # the same sentences in one separate batch: the same density, up to GELU's exact-zero edge (see above)
+    alone = activation_density(model, [batch_of("glue/sst2", rows, tokenizer)])
+    assert measured["density"] == pytest.approx(alone["density"], abs=0.01)
+    model(**batch_of("glue/sst2", rows[:2], tokenizer))  # outside the meter: not counted
+    assert meter.samples == len(rows)
+
+
+def test_density_meter_counts_generation_prefills_not_decoding_steps(smollm2, sst2_rows) -> None:
+    prompts = [row["sentence"] for row in sst2_rows[:3]]
+    with DensityMeter(smollm2.model) as meter:
+        generate(smollm2.model, smollm2.tokenizer, prompts, max_new_tokens=4, batch_size=2)
+    measured = meter.result()
+    assert measured["samples"] == len(prompts)  # one prefill row per prompt; the decoding steps add none
+    ids = [encode_text(prompt, smollm2.tokenizer) for prompt in prompts]
+    width = max(map(len, ids))
+    batch = {  # the prompts right-padded in one batch: padding is excluded either way
+        "input_ids": torch.tensor([row + [0] * (width - len(row)) for row in ids]),
+        "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+    }
+    assert measured["density"] == pytest.approx(activation_density(smollm2.model, [batch])["density"], abs=0.05)
+
+
+def test_density_meter_reports_nothing_for_forwards_without_a_mask(minilm_classifier, sst2_rows) -> None:
+    batch = batch_of("glue/sst2", sst2_rows[:2], minilm_classifier.tokenizer)
+    with DensityMeter(minilm_classifier.model) as meter, torch.no_grad():
+        minilm_classifier.model(input_ids=batch["input_ids"])
+    assert meter.result() is None

@@ -71,7 +71,7 @@ def test_record_describes_the_run(lora_record: dict) -> None:
     density = record["density"]
     assert (
         density["kind"] == "exact_zero"
-        and density["samples"] == 64
+        and density["samples"] == record["eval"]["test"]["examples"]  # read off the test evaluation
         and density["layers"] == 6
         and 0 < density["density"] < 100
     )

@@ -32,7 +32,7 @@ from bench.run.budget import solve_knob
 from bench.run.settings import check_machine
 from core.errors import BenchError
 from core.files import cache_dir, check_writable, write_jsonl_atomic
-from methods.density import activation_density
+from methods.density import DensityMeter
 from tasks.leakage import leakage_report
 
 if TYPE_CHECKING:
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
     from methods.base import PeftMethod
     from methods.training import Training
     from tasks.base import EvalResult
-
-DENSITY_EXAMPLES = 64  # test examples the MLP activation density is measured on (every run, DEFT's measure)
 
 
 def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any] | None:
@@ -82,14 +80,11 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
         # ran in (the precision plugin's autocast under bf16-mixed), as Lightning's own validation loop would.
         with full_weights(fit.trainer.strategy.model), fit.trainer.precision_plugin.forward_context():
             model = module.model.to(training.device)
-            evaluations = _evaluate(run, model, evaluate)
+            evaluations, density = _evaluate(run, model, evaluate)
             laps.lap("evaluate")
             fit.trainer.strategy.barrier("evaluated")  # every rank got here: only now may rank 0 record success
             if not fit.trainer.is_global_zero:
                 return None
-            test_rows = run.splits["test"][:DENSITY_EXAMPLES]  # in fp32 whatever the precision: exact zeros compare
-            density = activation_density(model, _batches(run, loaded.tokenizer, test_rows, run.config.eval_batch_size))
-            laps.lap("density")
             record = _record(run, loaded, module, counts, _results(run, module, fit, evaluations, density))
             record["artifacts"] = {"adapter": _save_state(run, out_dir, module, record)}
             laps.lap("record")
@@ -219,13 +214,19 @@ def _fit(run: RunPlan, trainer: L.Trainer, module: PeftMethod, tokenizer: Any) -
     return training
 
 
-def _evaluate(run: RunPlan, model: torch.nn.Module, evaluate: Callable[..., EvalResult]) -> dict[str, EvalResult]:
-    """The trained model's results on the validation and test splits. Raises `Diverged` for a non-finite metric."""
+def _evaluate(
+    run: RunPlan, model: torch.nn.Module, evaluate: Callable[..., EvalResult]
+) -> tuple[dict[str, EvalResult], dict[str, Any] | None]:
+    """The trained model's results on the validation and test splits, and its MLP activation density (DEFT's measure,
+    for every method) read off the test evaluation's own forwards (None where it runs none that count, see
+    `DensityMeter`). Raises `Diverged` for a non-finite metric."""
     from bench.run.divergence import check_metrics  # loads Lightning: when a run executes (see the module docstring)
 
-    evaluations = {split: evaluate(model, examples=run.splits[split]) for split in ("validation", "test")}
+    evaluations = {"validation": evaluate(model, examples=run.splits["validation"])}
+    with DensityMeter(model) as meter:
+        evaluations["test"] = evaluate(model, examples=run.splits["test"])
     check_metrics({split: result.metrics for split, result in evaluations.items()})
-    return evaluations
+    return evaluations, meter.result()
 
 
 def _record(
@@ -286,7 +287,7 @@ def _params(run: RunPlan, module: PeftMethod, counts: ParamCounts) -> dict[str, 
 
 
 def _results(
-    run: RunPlan, module: PeftMethod, fit: Fit, evaluations: dict[str, EvalResult], density: dict[str, Any]
+    run: RunPlan, module: PeftMethod, fit: Fit, evaluations: dict[str, EvalResult], density: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The record's results: metrics and examples per split, activation density, cost, learning curves."""
     trainer = fit.trainer
@@ -317,17 +318,6 @@ def _write(out_dir: Path, record: dict[str, Any], evaluations: dict[str, EvalRes
         [{"split": split, **p} for split, result in evaluations.items() for p in result.predictions],
     )
     write_record(out_dir / f"{record['run_key']}.json", record)
-
-
-def _batches(
-    plan_: RunPlan, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int
-) -> list[dict[str, torch.Tensor]]:
-    """`rows` encoded as in training, `batch_size` at a time, sorted by length (less padding)."""
-    features = sorted(
-        (plan_.task.encode(row, tokenizer, plan_.config.max_length) for row in rows),
-        key=lambda feature: len(feature["input_ids"]),
-    )
-    return [plan_.task.collate(features[i : i + batch_size], tokenizer) for i in range(0, len(features), batch_size)]
 
 
 def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:

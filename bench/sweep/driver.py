@@ -279,7 +279,7 @@ def overhead_text(store: Store, keys: list[str]) -> str | None:
     return (
         f"per run (median of {len(records)}): {median(r['wall_time_s'] for r in records):.1f}s, of which training"
         f" steps {median(r['cost']['train_seconds'] for r in records):.1f}s and overhead {median(overheads):.1f}s"
-        f" ({parts}; seconds)"
+        f" ({parts}; seconds), {median(o / r['wall_time_s'] for o, r in zip(overheads, records)):.0%} of the wall time"
     )
 
 
