@@ -31,10 +31,8 @@ CASES_DECODER = [("smollm2-135m", "causal-lm", 0)]
 
 @pytest.fixture
 def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty skeleton cache (the model folders stay where they are)."""
-    for name in ("minilm-l6", "smollm2-135m"):
-        model_source(name)  # SmolLM2's folder is converted into the real cache first, once
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    """An empty skeleton cache; the model folders (SmolLM2's converted one among them) stay in the real cache."""
+    monkeypatch.setattr(models, "_layout_cache", lambda: tmp_path / "cache" / "skeletons")
     model_skeleton.cache_clear()
     yield tmp_path / "cache"
     model_skeleton.cache_clear()
