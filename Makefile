@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 WANDB_MODE=offline
 BENCH_OUT ?= runs/default
 BASELINE ?= results/baselines/default
+HISTORY ?= results/history
 
-.PHONY: venv bench test test-slow lint benchmarks gpu-check plateau precision-parity clean
+.PHONY: venv bench gate test test-slow lint benchmarks gpu-check plateau precision-parity clean
 
 venv: $(STAMP)
 
@@ -23,7 +24,13 @@ $(STAMP): requirements.lock pyproject.toml
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/bench sweep profiles/default.yaml --out $(BENCH_OUT) --workers 2
 	$(OFFLINE) $(BIN)/bench report $(BENCH_OUT)
+	$(OFFLINE) $(BIN)/bench track $(BENCH_OUT) --history $(HISTORY)
 	$(OFFLINE) $(BIN)/bench compare $(BENCH_OUT) $(BASELINE)
+
+# The regression gate CI runs after the tests: a 14-run subset of the default profile against its committed baseline.
+gate: $(STAMP)
+	$(OFFLINE) $(BIN)/bench sweep profiles/gate.yaml --out runs/gate --workers 2 --quiet
+	$(OFFLINE) $(BIN)/bench compare runs/gate results/baselines/gate
 
 test: $(STAMP)
 	$(BIN)/ruff check .

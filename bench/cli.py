@@ -20,6 +20,7 @@ from typing import Any
 from bench.run.config import RunConfig
 from bench.run.settings import CHOICES
 from core.errors import BenchError
+from core.files import write_text_atomic
 
 # Lazy imports: a command, the listing, --version and --plugins import what they run in their body, so help is instant.
 
@@ -198,7 +199,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.report.compare import Tolerances, compare_stores, write_baseline
+    from bench.report.compare import Tolerances, compare_stores, log_to_wandb, store_folder, write_baseline
 
     if args.update:
         print(f"baseline written: {write_baseline(Path(args.new), Path(args.baseline))}")
@@ -214,8 +215,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
             time_ratio=args.time_floor,
         ),
     )
-    print(comparison.markdown())
+    text = comparison.markdown() if args.format == "markdown" else json.dumps(comparison.as_json(), indent=2)
+    print(text)
+    if not args.no_wandb and store_folder(Path(args.new)):
+        log_to_wandb(comparison, Path(args.new))
+    if args.output:
+        write_text_atomic(Path(args.output), text + "\n")
     return 1 if comparison.regressed else 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from bench.report.history import track
+
+    print(f"history entry: {track(Path(args.store), Path(args.history))}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from bench.report.history import detect_changes, read_history, trend_figure, trend_markdown
+
+    folder = Path(args.dir)
+    entries = read_history(folder)
+    changes = detect_changes(entries)
+    out = Path(args.out) if args.out else folder / "trend"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = trend_markdown(entries, changes)
+    write_text_atomic(out / "trend.md", markdown)
+    figure = trend_figure(entries, changes, out / "trend.png")
+    print(markdown.split("\n## ")[0].rstrip())
+    print(f"\nwritten: {out / 'trend.md'}, {figure}")
+    if args.wandb:
+        from bench.report.history import trend_series
+        from bench.report.wandb_logging import log_history
+
+        commits = [entry["commit"][:12] for entry in entries]
+        print(f"W&B ({log_history(out, folder.name, trend_series(entries), commits)}): {out / 'wandb'}")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -286,7 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder of your own methods and tasks (repeatable; also PEFT_BENCH_PLUGINS; see examples/plugins)",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add_command in (_add_run, _add_list, _add_sweep, _add_report, _add_compare, _add_eval, _add_export):
+    for add_command in (
+        _add_run,
+        _add_list,
+        _add_sweep,
+        _add_report,
+        _add_compare,
+        _add_track,
+        _add_history,
+        _add_eval,
+        _add_export,
+    ):
         add_command(commands)
     return parser
 
@@ -389,7 +434,35 @@ def _add_compare(commands: Subcommands) -> None:
     compare.add_argument(
         "--update", action="store_true", help="write NEW's summary as the baseline instead of comparing"
     )
+    compare.add_argument(
+        "--format", choices=("markdown", "json"), default="markdown", help="how the result prints (default: markdown)"
+    )
+    compare.add_argument("--output", metavar="FILE", help="also write the result to FILE (e.g. for a pull request)")
+    compare.add_argument(
+        "--no-wandb", action="store_true", help="do not log the result (and an alert on a regression) to NEW's W&B run"
+    )
     compare.set_defaults(handler=cmd_compare)
+
+
+def _add_track(commands: Subcommands) -> None:
+    track = commands.add_parser(
+        "track", help="append a commit-stamped entry of a results store to a history folder (never rewritten)"
+    )
+    track.add_argument("store", help="a results store folder")
+    track.add_argument("--history", required=True, help="the history folder (e.g. results/history)")
+    track.set_defaults(handler=cmd_track)
+
+
+def _add_history(commands: Subcommands) -> None:
+    history = commands.add_parser(
+        "history", help="trend table and figure of a tracked sweep's entries, with the changes they show"
+    )
+    history.add_argument("dir", help="one tracked sweep's folder (e.g. results/history/default)")
+    history.add_argument("--out", help="where trend.md and trend.png go (default: DIR/trend)")
+    history.add_argument(
+        "--wandb", action="store_true", help="also log the trend as W&B line charts (offline unless WANDB_MODE says)"
+    )
+    history.set_defaults(handler=cmd_history)
 
 
 def _add_eval(commands: Subcommands) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.records.record import read_records
-from bench.report.compare import Tolerances, compare_stores, write_baseline
+from bench.report.compare import Tolerances, compare_stores, compare_summaries, write_baseline
 from bench.report.write import config_fingerprint
 from bench.run.config import RunConfig
 from tests.test_sweep import TINY, bench_command, sweep_process, tiny_store, write_spec
@@ -38,6 +38,8 @@ def test_gate_passes_on_a_rerun_of_the_same_seeds(
     assert process.returncode == 0 and "2 run, 2 already stored" in output, output
     comparison = compare_stores(rerun, baseline)
     assert not comparison.regressed, comparison.markdown()
+    assert "Same library versions and machine as the baseline." in comparison.markdown()
+    assert comparison.exact and "Exact mode" in comparison.markdown()  # same machine and libraries: bit for bit
     result = subprocess.run(bench_command("compare", str(rerun), str(baseline)), capture_output=True, text=True)
     assert result.returncode == 0 and "No regression" in result.stdout
 
@@ -58,6 +60,31 @@ def test_gate_fails_on_an_injected_regression(
     assert "**REGRESSION**" in next(line for line in comparison.markdown().splitlines() if "lora" in line)
     result = subprocess.run(bench_command("compare", str(store), str(worse)), capture_output=True, text=True)
     assert result.returncode == 1 and "1 regression(s)" in result.stdout
+
+
+def test_compare_names_changed_libraries_and_writes_json_for_a_pull_request(
+    tmp_path: Path, baseline: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    store = tiny_store(tmp_path_factory.getbasetemp())["store"]
+    summary = json.loads((baseline / "summary.json").read_text())
+    assert summary["provenance"]["libraries"]["torch"] and summary["provenance"]["commits"]
+    summary["provenance"]["libraries"]["torch"] = ["2.0.0"]
+    summary["provenance"]["hardware"] = ["Some Other CPU"]
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(summary))
+    markdown = compare_stores(store, older).markdown()
+    torch_now = ", ".join(json.loads((baseline / "summary.json").read_text())["provenance"]["libraries"]["torch"])
+    assert f"Changed since the baseline: torch 2.0.0 → {torch_now}; machine Some Other CPU → " in markdown
+    output = tmp_path / "pr" / "gate.json"
+    output.parent.mkdir()
+    command = bench_command("compare", str(store), str(older), "--format", "json", "--output", str(output))
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(output.read_text())
+    assert written == json.loads(result.stdout) and written["regressed"] is False
+    assert {cell["method"] for cell in written["cells"]} == {"full", "lora"} and written["changed"][0].startswith(
+        "torch"
+    )
 
 
 def test_gpu_memory_regression_and_missing_cells_fail_while_cpu_cost_is_informational(
@@ -105,3 +132,61 @@ def test_a_setting_added_later_leaves_older_records_comparable_with_the_baseline
         assert config_fingerprint(older) == config_fingerprint(today) == config_fingerprint(record["config"])
         assert config_fingerprint(today) in fingerprints
         assert config_fingerprint({**today, "mask_prompt": False}) != config_fingerprint(today)
+
+
+def test_exact_mode_names_the_first_prediction_that_differs(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A broken variant: one test answer of one LoRA run changed. Its score moves well within the tolerance, but on
+    the same machine and libraries the check fails and names the example; on another machine it passes."""
+    original = tiny_store(tmp_path_factory.getbasetemp())["store"]
+    broken = tmp_path / "broken"
+    shutil.copytree(original, broken, ignore=shutil.ignore_patterns("wandb", "report", "logs", "locks"))
+    run = next(r for r in read_records(broken) if r["config"]["method"] == "lora" and r["config"]["seed"] == 1)
+    path = broken / f"{run['run_key']}.predictions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    index = next(i for i, row in enumerate(rows) if row["split"] == "test")
+    rows[index]["prediction"] = 1 - rows[index]["prediction"]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    comparison = compare_stores(broken, original)
+    assert comparison.exact and comparison.regressed
+    (row,) = [row for row in comparison.rows if row.status == "DIFFERS"]
+    assert row.cell[2] == "lora"
+    expected = f"predictions of seed 1 differ from the baseline's, first at test example {rows[index]['index']}"
+    assert [note for note in row.notes if note.startswith(f"exact mode: {expected} (prediction: ")], row.notes
+    elsewhere = json.loads(write_baseline(original, tmp_path / "baseline.json").read_text())
+    elsewhere["provenance"]["hardware"] = ["Another CPU"]
+    (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))
+    assert not compare_stores(broken, tmp_path / "elsewhere.json").regressed  # only the tolerances apply there
+
+
+def _predictions_store(folder: Path, wrong: dict[int, set[int]], examples: int = 100) -> dict:
+    """A folder of SST-2-style predictions for seeds 0 and 1 (example i wrong where listed), and its summary cell."""
+    folder.mkdir()
+    runs = []
+    for seed, misses in wrong.items():
+        key = f"{folder.name}-{seed}"
+        rows = [
+            {"split": "test", "index": i, "label": 1, "prediction": 0 if i in misses else 1} for i in range(examples)
+        ]
+        (folder / f"{key}.predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        runs.append({"seed": seed, "key": key, "predictions_sha256": None})
+    scores = [100 * (1 - len(misses) / examples) for misses in wrong.values()]
+    cell = {"model": "m", "task": "t", "method": "lora", "budget": "32k", "metric": "accuracy", "runs": runs}
+    mean = sum(scores) / 2
+    return cell | {"score": {"mean": mean, "std": 12.0, "n": 2}}  # seeds far apart: 2σ = 24 points
+
+
+def test_a_drop_within_the_seed_spread_fails_when_the_same_examples_show_it(tmp_path: Path) -> None:
+    base = _predictions_store(tmp_path / "base", {0: set(), 1: set()})
+    worse = _predictions_store(tmp_path / "worse", {0: set(range(8)), 1: set(range(8))})  # 8 answers lost: -8 points
+    summary = {"cells": [worse]}
+    rows = compare_summaries(summary, {"cells": [base]}, Tolerances(), (tmp_path / "worse", tmp_path / "base"))
+    assert rows[0].status == "REGRESSION" and "(-8.0, tol 24.0)" in rows[0].score  # the seed rule alone says ok
+    assert rows[0].notes[0].startswith("paired per-example change -0.08 on 100 test examples, p 0.00")
+    small = _predictions_store(tmp_path / "small", {0: {0}, 1: set()})  # half a point: under the 1-point floor
+    rows = compare_summaries(
+        {"cells": [small]}, {"cells": [base]}, Tolerances(), (tmp_path / "small", tmp_path / "base")
+    )
+    assert rows[0].status == "ok"
+    assert compare_summaries(summary, {"cells": [base]}, Tolerances())[0].status == "ok"  # summaries only: no pairs

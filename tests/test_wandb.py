@@ -24,7 +24,7 @@ import torch
 import wandb
 from wandb.proto import wandb_internal_pb2
 
-from bench.report import wandb_logging
+from bench.report import plateau, wandb_logging
 from bench.run.callbacks import LearningCurves
 from bench.run.config import RunConfig
 from bench.run.execute import execute
@@ -277,8 +277,10 @@ def reported(tmp_path_factory) -> dict:
     path.write_text(
         "".join(json.dumps(row | {"prediction": 1} if row["split"] == "test" else row) + "\n" for row in rows)
     )
-    write_report(store, log_to_wandb=True)
-    report = write_report(store, log_to_wandb=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plateau, "BOOTSTRAP", 20)  # the plateau CIs are test_report's subject; a few refits do here
+        write_report(store, log_to_wandb=True)
+        report = write_report(store, log_to_wandb=True)
     return {"store": store, "report": report}
 
 
@@ -383,3 +385,29 @@ def test_pareto_chart_holds_only_memory_measured_in_isolation(reported: dict) ->
         None,
         pytest.approx(record["cost"]["peak_memory_bytes"] / 2**20),
     ]
+
+
+def test_compare_logs_its_table_to_the_store_run_and_alerts_on_a_regression(tmp_path: Path, capsys) -> None:
+    from bench.cli import main
+    from bench.report.compare import write_baseline
+
+    store = tmp_path / "default"
+    shutil.copytree(RESULTS, store, ignore=shutil.ignore_patterns("wandb", "report", "logs", "locks"))
+    same = write_baseline(store, tmp_path / "same.json")
+    assert main(["compare", str(store), str(same)]) == 0
+    summary = json.loads(same.read_text())
+    lora = next(cell for cell in summary["cells"] if cell["method"] == "lora")
+    lora["score"]["mean"] += 2 * lora["score"]["std"] + 3  # the baseline was better by more than the tolerance
+    (tmp_path / "better.json").write_text(json.dumps(summary))
+    assert main(["compare", str(store), str(tmp_path / "better.json")]) == 1
+    capsys.readouterr()
+    passed, regressed = (read_run(run) for run in offline_runs(store))  # one offline run per compare, oldest first
+    for records, failed in ((passed, False), (regressed, True)):
+        assert run_info(records).run_id == wandb_logging.report_run_id(store)  # the store's report run
+        assert final_summary(records)["compare/regressed"] is failed
+        assert "compare/table" in {
+            _key(item) for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item
+        }
+        alerts = [record.alert for record in records if record.WhichOneof("record_type") == "alert"]
+        assert [alert.title for alert in alerts] == (["peft-bench regression"] if failed else [])
+    assert "**REGRESSION**" in alerts[0].text and "lora" in alerts[0].text

@@ -59,6 +59,22 @@ def git_state() -> dict[str, Any]:
         return {"commit": "unknown (not a git checkout)", "dirty": None}
 
 
+# CPU features that pick different float kernels (so different roundings) in torch: part of the hardware class
+KERNEL_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"})
+
+
+def _first_cpu() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {
+        name.strip(): value.strip()
+        for name, value in (line.split(":", 1) for line in block.splitlines() if ":" in line)
+    }
+
+
 @cache
 def hardware() -> dict[str, Any]:
     import torch
@@ -71,17 +87,39 @@ def hardware() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
     }
-    try:
-        info["processor"] = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        info["processor"] = platform.processor()
+    cpu = _first_cpu()
+    info["processor"] = cpu.get("model name") or platform.processor()
+    if cpu:
+        info["isa"] = sorted(set(cpu.get("flags", "").split()) & KERNEL_FLAGS)
+        info["cache"] = cpu.get("cache size")
+        info["cpu_generation"] = f"family {cpu.get('cpu family')} model {cpu.get('model')}"
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
+
+
+def hardware_class(hardware: dict[str, Any]) -> str:
+    """What a record's numbers depend on of its machine: the CPU model, the features and cache size that pick its
+    float kernels and their blocking (records made before those were recorded name the model alone), and the GPUs
+    when it ran on CUDA."""
+    cpu = hardware.get("processor") or hardware["machine"]
+    if "isa" in hardware:
+        cpu += f" ({hardware.get('cpu_generation')}; {' '.join(hardware['isa'])}; cache {hardware.get('cache')})"
+    return f"{cpu} + {', '.join(hardware['gpus'])}" if hardware.get("cuda") and hardware.get("gpus") else cpu
+
+
+def provenance(environments: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a set of runs came from: their commits, machines and the versions of each library (sorted sets)."""
+    libraries: dict[str, set[str]] = {}
+    for env in environments:
+        for name, found in env["libraries"].items():
+            libraries.setdefault(name, set()).add(found)
+    return {
+        "commits": sorted({env["git"]["commit"] for env in environments}),
+        "dirty": any(env["git"].get("dirty") for env in environments),
+        "hardware": sorted({hardware_class(env["hardware"]) for env in environments}),
+        "libraries": {name: sorted(found) for name, found in sorted(libraries.items())},
+    }
 
 
 def version() -> str:

@@ -32,7 +32,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from bench.records.environment import environment
-from bench.records.record import SCHEMA_VERSION, check_record, is_record, read_records, write_record
+from bench.records.record import RUN_KEY_NAME, SCHEMA_VERSION, check_record, is_record, read_records, write_record
 from core.files import CorruptFile, read_json, write_json_atomic
 
 
@@ -113,7 +113,8 @@ class Store:
         for path in sorted(self.root.glob("*.json")):
             try:
                 data = read_json(path)
-                if is_record(data) and data["schema_version"] == SCHEMA_VERSION:
+                other_version = isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION)
+                if (RUN_KEY_NAME.fullmatch(path.stem) or is_record(data)) and not other_version:
                     check_record(path, data)
             except CorruptFile as error:
                 target = self.root / "quarantine" / path.name

@@ -280,6 +280,70 @@ def log_report(
     return current
 
 
+def log_comparison(
+    store: Path, settings: dict[str, Any], rows: list[dict[str, Any]], regressed: bool, text: str
+) -> str | None:
+    """Log a `bench compare` result into the store's report run: its table of `rows` and whether it regressed, with a
+    W&B alert (`run.alert`, level ERROR) carrying the Markdown `text` on a regression; the mode, or None when off."""
+    current = mode(settings)
+    if current == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(
+        project=settings.get("project"),
+        entity=settings.get("entity"),
+        id=report_run_id(store),
+        resume="allow",
+        job_type="report",
+        dir=str(store),
+        mode=current,
+        settings=wandb.Settings(silent=True),
+    )
+    columns = list(rows[0]) if rows else ["cell"]
+    run.log({"compare/table": wandb.Table(columns=columns, data=[[_cell(row[c]) for c in columns] for row in rows])})
+    run.summary["compare/regressed"] = regressed
+    if regressed:
+        run.alert(title="peft-bench regression", text=text[:4000], level=wandb.AlertLevel.ERROR)
+    run.finish()
+    return current
+
+
+def log_history(folder: Path, name: str, series: dict[str, dict[str, list[float]]], commits: list[str]) -> str | None:
+    """Log a tracked history as one W&B run under `folder`: per quantity, a line chart of every cell against the
+    entries (`series[quantity][cell label]`, one value per entry, NaN where absent); the mode, or None when off."""
+    current = mode({})
+    if current == "disabled":
+        return None
+    import wandb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=DEFAULT_PROJECT,
+        name=f"{name}-history",
+        job_type="history",
+        config={"commits": commits},
+        dir=str(folder),
+        mode=current,
+        settings=wandb.Settings(silent=True),
+    )
+    entries = list(range(len(commits)))
+    run.log(
+        {
+            f"history/{quantity}": wandb.plot.line_series(
+                xs=entries,
+                ys=list(lines.values()),
+                keys=list(lines),
+                title=f"{name}: {quantity} by entry",
+                xname="entry",
+            )
+            for quantity, lines in series.items()
+        }
+    )
+    run.finish()
+    return current
+
+
 def sync_hint(store: Path) -> str | None:
     """The command that uploads offline runs, if there are any not yet synced."""
     runs = sorted((store / "wandb").glob("offline-run-*"))

@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
+from bench.records.environment import provenance
 from bench.records.store import Store
 from bench.report import plateau, plots, stats, text, wandb_logging
 from bench.report.agreement import protocol_agreement
@@ -360,9 +361,20 @@ class Report:
         return "\n".join(lines)
 
 
-def summary(cells: pd.DataFrame, source: str, manifest: dict[str, Any] | None) -> dict[str, Any]:
-    """The compact per-cell summary `bench compare` reads (and what a committed baseline holds); a cell whose score
-    failed is left out, so compare reports it as missing."""
+def summary(
+    cells: pd.DataFrame,
+    source: str,
+    manifest: dict[str, Any] | None,
+    records: list[dict[str, Any]],
+    predictions: dict[str, Path],
+) -> dict[str, Any]:
+    """The compact per-cell summary `bench compare` reads (and what a committed baseline holds), with the commits,
+    machines and library versions of the `records` behind it and, per run, the sha256 of its `predictions` file; a
+    cell whose score failed is left out, so compare reports it as missing."""
+    seeds = {record["run_key"]: record["config"]["seed"] for record in records}
+
+    def digest(key: str) -> str | None:
+        return hashlib.sha256(predictions[key].read_bytes()).hexdigest() if key in predictions else None
 
     def stat(row: pd.Series, name: str) -> dict[str, Any] | None:
         if pd.isna(row.get(f"{name}_mean")):
@@ -374,6 +386,7 @@ def summary(cells: pd.DataFrame, source: str, manifest: dict[str, Any] | None) -
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": source,
         "sweep": {"name": manifest["name"], "digest": manifest["digest"]} if manifest else None,
+        "provenance": provenance([record["env"] for record in records]),
         "cells": [
             {
                 **{name: row[name] for name in CELL},
@@ -386,6 +399,7 @@ def summary(cells: pd.DataFrame, source: str, manifest: dict[str, Any] | None) -
                 "seeds": row["seeds"],
                 "lr": row["lr"],
                 "config_fingerprint": row["config_fingerprint"],
+                "runs": [{"seed": seeds[key], "key": key, "predictions_sha256": digest(key)} for key in row["keys"]],
             }
             for _, row in ranked(cells).iterrows()
         ],
@@ -874,7 +888,10 @@ def write_files(folder: Path, data: ReportData, markdown: str, latex_tables: lis
     data.cells.merge(data.marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
     data.metrics.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
     data.collapses.to_csv(folder / "collapses.csv", index=False)
-    write_json_atomic(folder / "summary.json", summary(data.cells, str(data.store.root), data.manifest))
+    write_json_atomic(
+        folder / "summary.json",
+        summary(data.cells, str(data.store.root), data.manifest, data.records, data.predictions),
+    )
     write_json_atomic(
         folder / "plateau.json",
         [
