@@ -96,7 +96,13 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "badmeta" / "sweep.json").write_text("\x00\x01 not json")
     (root / "baseline").mkdir()
     (root / "baseline" / "summary.json").write_text('{"schema": "peft-bench-summary/1", "cells": [')
-    (root / "new.json").write_text(json.dumps({"schema": "peft-bench-summary/1", "cells": []}))
+    summary = {
+        "schema": "peft-bench-summary/1",
+        "created_at": "2026-12-07T00:00:00+00:00",
+        "source": "new",
+        "cells": [],
+    }
+    (root / "new.json").write_text(json.dumps(summary))
     (root / "other-schema.json").write_text(json.dumps({"schema": "something-else", "cells": []}))
     (root / "latin1.json").write_bytes('{"schema": "café"}'.encode("latin-1"))
     data = root / "data" / "glue" / "SST-2"

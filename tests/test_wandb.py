@@ -405,9 +405,8 @@ def test_compare_logs_its_table_to_the_store_run_and_alerts_on_a_regression(tmp_
     for records, failed in ((passed, False), (regressed, True)):
         assert run_info(records).run_id == wandb_logging.report_run_id(store)  # the store's report run
         assert final_summary(records)["compare/regressed"] is failed
-        assert "compare/table" in {
-            _key(item) for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item
-        }
+        logged = {_key(item) for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item}
+        assert "compare/table/_type" in logged  # a wandb.Table
         alerts = [record.alert for record in records if record.WhichOneof("record_type") == "alert"]
         assert [alert.title for alert in alerts] == (["peft-bench regression"] if failed else [])
     assert "**REGRESSION**" in alerts[0].text and "lora" in alerts[0].text
