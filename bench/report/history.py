@@ -212,12 +212,16 @@ def _between(before: list[float], after: list[float]) -> float:
     return n_before * n_after / (n_before + n_after) * (np.mean(after) - np.mean(before)) ** 2
 
 
+def _runs(entry: dict[str, Any], cell: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The runs an entry holds for `cell` (none if the entry lacks it)."""
+    return next((c["runs"] for c in entry["cells"] if tuple(c[name] for name in CELL) == cell), [])
+
+
 def _series(entries: list[dict[str, Any]], cell: tuple[str, ...], quantity: str) -> list[dict[int, float]] | None:
     """Per entry, {seed: value} of `quantity` in `cell`; None if an entry lacks the cell or the quantity."""
     series = []
     for entry in entries:
-        runs = next((c["runs"] for c in entry["cells"] if tuple(c[name] for name in CELL) == cell), None)
-        values = {run["seed"]: run[quantity] for run in runs or [] if run[quantity] is not None}
+        values = {run["seed"]: run[quantity] for run in _runs(entry, cell) if run[quantity] is not None}
         if not values:
             return None
         series.append(values)
@@ -297,7 +301,7 @@ def trend_markdown(entries: list[dict[str, Any]], changes: list[Change]) -> str:
             "|---|---|---|---|---|---|",
         ]
         for index, entry in enumerate(entries):
-            runs = next((c["runs"] for c in entry["cells"] if tuple(c[name] for name in CELL) == cell), [])
+            runs = _runs(entry, cell)
             scores = [run["score"] for run in runs]
             score = f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1):.2f}" if len(scores) > 1 else "–"
             times = [run["step_time_s"] for run in runs if run["step_time_s"] is not None]
@@ -321,8 +325,7 @@ def trend_series(entries: list[dict[str, Any]]) -> dict[str, dict[str, list[floa
         for quantity in QUANTITIES:
             values = []
             for entry in entries:
-                runs = next((c["runs"] for c in entry["cells"] if tuple(c[n] for n in CELL) == cell), [])
-                measured = [run[quantity] for run in runs if run[quantity] is not None]
+                measured = [run[quantity] for run in _runs(entry, cell) if run[quantity] is not None]
                 values.append(float(np.mean(measured)) if measured else math.nan)
             series[quantity][label] = values
     return series
