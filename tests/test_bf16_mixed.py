@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import bench.run.execute as execute_module
+from bench.run.attention import ATTENTION, sdpa_fp32_under_cpu_autocast
 from bench.run.config import RunConfig
 from bench.run.execute import execute
 from bench.run.plan import plan
@@ -38,6 +39,46 @@ def assert_computed_in_bf16(actual: torch.Tensor, fp32_reference: torch.Tensor) 
     """Close to the fp32 gradient at bf16's resolution, but not at fp32's: the backward really ran in bf16."""
     error = (actual - fp32_reference).abs().max().item() / fp32_reference.abs().max().item()
     assert 1e-5 < error < 4 * BF16_ULP, error
+
+
+def test_attention_under_cpu_bf16_autocast_is_computed_in_fp32() -> None:
+    """bf16 inputs, as the attention layers' projections give them under autocast: the output is fp32 SDPA's rounded
+    to bf16 (not what SDPA computes in bf16), within one bf16 unit of an fp64 reference; outside autocast the function
+    is plain SDPA, bit for bit."""
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 4, 48, 32).bfloat16() for _ in range(3))
+    module = nn.Module()  # SDPA reads only the layer's GQA and causal attributes
+    module.is_causal = True
+
+    def sdpa(*tensors: torch.Tensor) -> torch.Tensor:  # (batch, length, heads, dim), as the attention layers take it
+        return nn.functional.scaled_dot_product_attention(*tensors, is_causal=True).transpose(1, 2)
+
+    exact = sdpa(query.double(), key.double(), value.double())
+    with torch.autocast(**BF16):
+        ours, _ = sdpa_fp32_under_cpu_autocast(module, query, key, value, None)
+        plain_bf16 = sdpa(query, key, value)
+    assert ours.dtype == plain_bf16.dtype == torch.bfloat16
+    assert torch.equal(ours, sdpa(query.float(), key.float(), value.float()).bfloat16())
+    assert not torch.equal(ours, plain_bf16)
+    assert (ours.double() - exact).abs().max().item() <= BF16_ULP * exact.abs().max().item()
+    outside_autocast, _ = sdpa_fp32_under_cpu_autocast(module, query, key, value, None)
+    assert torch.equal(outside_autocast, sdpa(query, key, value))
+
+
+def test_models_load_with_it_and_fp32_outputs_equal_sdpa(minilm_classifier, sst2_rows) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model = minilm_classifier.model
+    assert model.config._attn_implementation == ATTENTION
+    torch.manual_seed(0)
+    reference = AutoModelForSequenceClassification.from_pretrained(
+        minilm_classifier.source, num_labels=2, attn_implementation="sdpa"
+    )
+    reference.load_state_dict(model.state_dict())
+    batch = batch_of("glue/sst2", sst2_rows[:8], minilm_classifier.tokenizer)
+    inputs = {name: value for name, value in batch.items() if name != "labels"}
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, reference(**inputs).logits)
 
 
 def linear_and_input() -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:

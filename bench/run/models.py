@@ -342,9 +342,12 @@ def describe_from_config(name: str, kind: ModelKind, num_labels: int) -> dict[st
 
 
 def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "float32") -> LoadedModel:
-    """Load `name` for a task of `kind`; the classification head (if any) is the only new module."""
+    """Load `name` for a task of `kind`; the classification head (if any) is the only new module. Attention is SDPA,
+    in fp32 under CPU bf16 autocast (bench/run/attention.py)."""
     import torch  # torch and transformers: lazy, `bench list` imports this module without them
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from bench.run.attention import ATTENTION
 
     fingerprint = model_fingerprint(name)
     source = model_source(name)
@@ -352,9 +355,11 @@ def load_model(name: str, kind: ModelKind, num_labels: int = 0, dtype: str = "fl
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         if kind == "sequence-classification":
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, dtype=torch_dtype)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_labels, dtype=torch_dtype, attn_implementation=ATTENTION
+            )
         else:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, attn_implementation=ATTENTION)
     except OSError as error:
         raise _cannot_load(name, source, error) from None
     if tokenizer.pad_token is None:
