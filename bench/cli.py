@@ -26,6 +26,7 @@ from core.files import write_text_atomic
 
 Subcommands = argparse._SubParsersAction  # what add_subparsers returns: one add_parser per command
 CHOICE_HELP = {"method": "methods", "task": "tasks", "model": "models"}
+PREEMPTED_EXIT = 75  # sysexits' EX_TEMPFAIL: stopped by a signal with a checkpoint saved; the same command resumes
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,11 +97,18 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.report import wandb_logging
+    from bench.run.checkpoints import Preempted
     from bench.run.execute import execute
     from bench.run.plan import plan
 
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise BenchError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}", "pass e.g. 100")
     run = plan(_run_config(args))
-    record = execute(run, Path(args.out), progress=not args.quiet)
+    try:
+        record = execute(run, Path(args.out), progress=not args.quiet, checkpoint_every=args.checkpoint_every)
+    except Preempted as stopped:
+        print(f"bench: stopped: {stopped}", file=sys.stderr)
+        return PREEMPTED_EXIT
     if record is None:  # a non-zero rank of a distributed run: rank 0 records and reports
         return 0
     if args.wandb:
@@ -346,6 +354,14 @@ def _add_run(commands: Subcommands) -> None:
     _add_run_arguments(run)
     run.add_argument("--out", default="runs", help="folder for the result record (default: runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="STEPS",
+        default=None,
+        help="also checkpoint every STEPS optimizer steps (always: every 30 minutes of training and on SIGUSR1,"
+        " SIGUSR2 or SIGTERM, after which the run stops; the same command resumes it)",
+    )
     run.add_argument(
         "--wandb",
         action="store_true",

@@ -19,6 +19,8 @@ from methods.base import PeftMethod
 class Training(L.LightningModule):
     """Trains `method` on its own losses (`PeftMethod.training_losses`) with its own optimizer and schedule."""
 
+    strict_loading = False  # a checkpoint's weights are what the method trains (on_save_checkpoint), not the base
+
     def __init__(self, method: PeftMethod) -> None:
         super().__init__()
         self.method = method
@@ -41,6 +43,15 @@ class Training(L.LightningModule):
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
         return losses["loss"]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep what the method trains and its selection (`export_state`), not the frozen base model's weights."""
+        checkpoint["state_dict"] = {}
+        checkpoint["method_state"] = self.method.export_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Load the trained tensors; `load_trained` refuses a selection other than the one this run calibrated."""
+        self.method.load_trained(checkpoint["method_state"])
 
     def configure_optimizers(self) -> dict[str, Any] | None:
         return self.method.configure_optimizers()

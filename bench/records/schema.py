@@ -70,6 +70,7 @@ RECORD_OK = _object(
     timings={"type": "object", "additionalProperties": NUMBER},
     curves={"type": "object"},
     artifacts={"type": "object"},
+    resumed={"type": "array", "items": _object({"from_step": COUNT})},
 )
 RECORD_FAILED = _object(
     {

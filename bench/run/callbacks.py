@@ -1,27 +1,37 @@
 """Lightning callbacks of a run: its cost (step time, token throughput, peak memory), its learning curves, its
-training progress bar."""
+checkpoints (bench.run.checkpoints), its training progress bar."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import psutil
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+from bench.run.checkpoints import CHECKPOINT_NAME, Preempted
+
 if TYPE_CHECKING:
     from methods.training import Training
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
 
 def full_weights(wrapped: torch.nn.Module | None) -> AbstractContextManager:
@@ -78,7 +88,7 @@ class CostMeter(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.tokens = int(trainer.strategy.reduce(torch.tensor(self.tokens, device=pl_module.device), reduce_op="sum"))
         if self.memory_kind == "cuda_max_allocated":
-            self.peak_bytes = torch.cuda.max_memory_allocated(pl_module.device)
+            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(pl_module.device))
         elif self._sampler is not None:
             self._stop.set()
             self._sampler.join()
@@ -99,6 +109,21 @@ class CostMeter(L.Callback):
         self.step_times.append(elapsed)
         self.train_seconds += elapsed
         self.tokens += int(batch["attention_mask"].sum())
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run's meter carries on: the steps timed before the checkpoint, their tokens, the peak."""
+        return {
+            "step_times": self.step_times,
+            "tokens": self.tokens,
+            "train_seconds": self.train_seconds,
+            "peak_bytes": self.peak_bytes,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.step_times = state_dict["step_times"]
+        self.tokens = state_dict["tokens"]
+        self.train_seconds = state_dict["train_seconds"]
+        self.peak_bytes = max(self.peak_bytes, state_dict["peak_bytes"])
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -170,6 +195,12 @@ class LearningCurves(L.Callback):
                     training  # not train(): it recurses, and a module reached twice would reset its children
                 )
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loss": self.train_loss, "lr": self.lr, "validation": self.validation}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_loss, self.lr, self.validation = state_dict["train_loss"], state_dict["lr"], state_dict["validation"]
+
     def curves(self, final_step: int, final_validation: dict[str, float]) -> dict[str, list[dict[str, float]]]:
         """The record's `curves`: the validation curve ends with the run's final validation scores."""
         return {
@@ -177,6 +208,95 @@ class LearningCurves(L.Callback):
             "train_loss": self.train_loss,
             "lr": self.lr,
         }
+
+
+class Checkpoints(Checkpoint):
+    """Writes the run's checkpoint (bench.run.checkpoints) and stops the run after a signal. Lightning runs
+    checkpoint callbacks last, so the other callbacks' states include the step being saved."""
+
+    def __init__(self, folder: Path, every_steps: int | None, every_minutes: float | None) -> None:
+        self.folder = folder
+        self.every_steps = every_steps
+        self.every_seconds = None if every_minutes is None else 60 * every_minutes
+        self._signal: str | None = None
+        self._previous: dict[int, Any] = {}
+        self._last_save = time.monotonic()
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._step = 0
+        self.resumed: list[dict[str, Any]] = []  # one entry per resumption of this run, oldest first
+
+    @property
+    def path(self) -> Path:
+        return self.folder / CHECKPOINT_NAME
+
+    def _note_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signal = signal.Signals(signum).name
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Take the stop signals from here on (after Lightning set its own), and restore a resumed run's RNG states:
+        nothing draws from them between here and the first step."""
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._note_signal)
+        self._last_save = time.monotonic()
+        if self._rng_to_restore is not None:
+            _set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step >= trainer.max_steps:
+            return
+        stop = trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False)
+        due = (self.every_steps is not None and step % self.every_steps == 0) or (
+            self.every_seconds is not None and time.monotonic() - self._last_save >= self.every_seconds
+        )
+        if stop or due:
+            trainer.train_dataloader.batches_trained = batch_idx + 1
+            self._step = step
+            self._save(trainer)
+        if stop:
+            raise Preempted(step, self.path, self._signal or "a stop signal on another rank")
+
+    def _save(self, trainer: L.Trainer) -> None:
+        """Write the checkpoint beside the last one and move it into place: a kill mid-write leaves the last one."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f".{CHECKPOINT_NAME}.partial"
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+        trainer.strategy.barrier("checkpoint saved")
+        self._last_save = time.monotonic()
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = _collect_rng_states()
+        name, keys, *position = rng["numpy"]  # NumPy's key array as a tensor: the checkpoint loads weights-only
+        return {
+            "rng": rng | {"numpy": (name, torch.from_numpy(keys.copy()), *position)},
+            "resumed": self.resumed,
+            "step": self._step,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        rng = state_dict["rng"]
+        name, keys, *position = rng["numpy"]
+        self._rng_to_restore = rng | {"numpy": (name, keys.numpy(), *position)}
+        self.resumed = [
+            *state_dict["resumed"],
+            {"from_step": state_dict["step"], "at": datetime.now(UTC).isoformat(timespec="seconds")},
+        ]
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from bench.records.environment import environment
 from bench.records.record import SCHEMA_VERSION, write_record
 from bench.records.store import Store
 from bench.run import models
 from bench.run.artifacts import ADAPTER_SUFFIX, write_state
-from bench.run.batching import LengthGrouped
+from bench.run.batching import LengthGrouped, ResumableLoader
 from bench.run.budget import solve_knob
 from bench.run.settings import check_machine
 from core.errors import BenchError
@@ -38,7 +37,7 @@ from tasks.leakage import leakage_report
 if TYPE_CHECKING:
     import lightning as L
 
-    from bench.run.callbacks import CostMeter, LearningCurves
+    from bench.run.callbacks import Checkpoints, CostMeter, LearningCurves
     from bench.run.divergence import Diverged
     from bench.run.plan import RunPlan
     from methods.base import PeftMethod
@@ -46,11 +45,17 @@ if TYPE_CHECKING:
     from tasks.base import EvalResult
 
 
-def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any] | None:
+def execute(
+    run: RunPlan, out_dir: Path, progress: bool = True, checkpoint_every: int | None = None
+) -> dict[str, Any] | None:
     """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions, + the trained state); returns the record.
 
     `progress` shows bars on stderr: training steps, then evaluation or generation. A diverged run (non-finite loss,
     gradient or metric) writes a failed record with its `divergence` and returns it.
+
+    Training writes a checkpoint every `checkpoint_every` steps, every `DEFAULT_EVERY_MINUTES` minutes, and after
+    SIGUSR1, SIGUSR2 or SIGTERM, where it then stops with `Preempted` (bench.run.checkpoints). A run whose key has a
+    checkpoint in the store resumes from it, and its record lists the steps it resumed from (`resumed`).
 
     Under DDP/FSDP every process runs this function: evaluation is split across them (`tasks.base.across_ranks`), and
     rank 0 alone writes and returns the record, once every rank has finished; the other ranks return None. A rank
@@ -60,6 +65,7 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     from lightning.pytorch.utilities import rank_zero_only
 
     from bench.run.callbacks import full_weights
+    from bench.run.checkpoints import remove_checkpoints, saved_checkpoint
     from bench.run.divergence import Diverged
 
     check_writable(out_dir)
@@ -72,9 +78,9 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
     laps.lap("calibrate")
     evaluate = _evaluator(run, loaded.tokenizer, progress)
     L.seed_everything(run.config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
-    fit = _trainer(run, out_dir, evaluate, progress)
+    fit = _trainer(run, out_dir, evaluate, progress, checkpoint_every)
     try:
-        training = _fit(run, fit.trainer, module, loaded.tokenizer)
+        training = _fit(run, fit.trainer, module, loaded.tokenizer, saved_checkpoint(out_dir, run.key))
         laps.lap("fit")
         # FSDP leaves each rank a shard of every weight: gather them all. Evaluation runs in the precision training
         # ran in (the precision plugin's autocast under bf16-mixed), as Lightning's own validation loop would.
@@ -88,8 +94,9 @@ def execute(run: RunPlan, out_dir: Path, progress: bool = True) -> dict[str, Any
             record = _record(run, loaded, module, counts, _results(run, module, fit, evaluations, density))
             record["artifacts"] = {"adapter": _save_state(run, out_dir, module, record)}
             laps.lap("record")
-            record |= {"timings": laps.seconds, "wall_time_s": laps.total()}
+            record |= {"timings": laps.seconds, "wall_time_s": laps.total(), "resumed": fit.checkpoints.resumed}
             _write(out_dir, record, evaluations)
+            remove_checkpoints(out_dir, run.key)
             return record
     except Diverged as diverged:
         return _diverged(run, out_dir, fit.trainer, diverged)
@@ -112,6 +119,7 @@ class Fit:
     trainer: L.Trainer
     meter: CostMeter
     curves: LearningCurves
+    checkpoints: Checkpoints
 
 
 def _load(run: RunPlan) -> tuple[models.LoadedModel, PeftMethod]:
@@ -169,18 +177,24 @@ def _evaluator(run: RunPlan, tokenizer: Any, progress: bool) -> Callable[..., Ev
     )
 
 
-def _trainer(run: RunPlan, out_dir: Path, evaluate: Callable[..., EvalResult], progress: bool) -> Fit:
-    """The run's Trainer, logging to `<out_dir>/logs/`, with its cost meter, learning curves and divergence guard."""
+def _trainer(
+    run: RunPlan, out_dir: Path, evaluate: Callable[..., EvalResult], progress: bool, checkpoint_every: int | None
+) -> Fit:
+    """The run's Trainer, logging to `<out_dir>/logs/`, with its cost meter, learning curves, divergence guard and
+    checkpoints."""
     # Lightning and the callbacks built on it load when a run executes (see the module docstring)
     import lightning as L
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from bench.run.callbacks import CostMeter, LearningCurves, StepProgressBar
+    from bench.run.callbacks import Checkpoints, CostMeter, LearningCurves, StepProgressBar
+    from bench.run.checkpoints import DEFAULT_EVERY_MINUTES, checkpoint_folder
     from bench.run.divergence import DivergenceGuard
 
     config = run.config
     run_dir = out_dir / "logs" / run.key[:16]
     meter = CostMeter()
     curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
+    checkpoints = Checkpoints(checkpoint_folder(out_dir, run.key), checkpoint_every, DEFAULT_EVERY_MINUTES)
     trainer = L.Trainer(
         max_steps=config.max_steps if run.method_cls.trains else 0,
         accelerator=config.accelerator,
@@ -192,9 +206,13 @@ def _trainer(run: RunPlan, out_dir: Path, evaluate: Callable[..., EvalResult], p
             meter,
             curves,
             DivergenceGuard(),
+            checkpoints,
             *([StepProgressBar()] if progress else []),
         ],  # the meter first: its step time excludes the curve's evaluations
-        enable_checkpointing=False,
+        # on SLURM, stop signals go to `checkpoints` (a consistent checkpoint at a step boundary), not to Lightning's
+        # auto-requeue, which saves from inside the signal handler, mid-step
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
+        enable_checkpointing=True,
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -202,15 +220,18 @@ def _trainer(run: RunPlan, out_dir: Path, evaluate: Callable[..., EvalResult], p
         default_root_dir=run_dir,
         deterministic="warn",
     )
-    return Fit(trainer=trainer, meter=meter, curves=curves)
+    return Fit(trainer=trainer, meter=meter, curves=curves, checkpoints=checkpoints)
 
 
-def _fit(run: RunPlan, trainer: L.Trainer, module: PeftMethod, tokenizer: Any) -> Training:
-    """Train `module` on the run's training batches; the Lightning module trained. Raises `Diverged` on divergence."""
+def _fit(run: RunPlan, trainer: L.Trainer, module: PeftMethod, tokenizer: Any, resume_from: Path | None) -> Training:
+    """Train `module` on the run's training batches, from the checkpoint `resume_from` if given; the Lightning module
+    trained. Raises `Diverged` on divergence, `Preempted` after a stop signal."""
     from methods.training import Training  # loads Lightning: when a run executes (see the module docstring)
 
     training = Training(module)
-    trainer.fit(training, train_dataloaders=_loader(run, tokenizer, run.config.seed))
+    trainer.fit(
+        training, train_dataloaders=_loader(run, tokenizer, run.config.seed), ckpt_path=resume_from, weights_only=True
+    )
     return training
 
 
@@ -306,8 +327,14 @@ def _results(
 
 
 def _save_state(run: RunPlan, out_dir: Path, module: PeftMethod, record: dict[str, Any]) -> dict[str, Any]:
-    """Save what `module` trained next to the record, described by the record; the record's entry for the file."""
-    description = {"run_key": run.key, "method": record["method"], "model": record["model"], "task": run.task.name}
+    """Save what `module` trained next to the record, described by the record; the record's entry for the file. The
+    description names the calibration by its key and settings; how it was obtained this time (computed or loaded from
+    the cache, the head probe's losses) stays in the record, so the file depends only on what was trained."""
+    calibration = {
+        name: module.calibration_info[name] for name in ("key", "settings") if name in module.calibration_info
+    }
+    method = record["method"] | {"calibration": calibration}
+    description = {"run_key": run.key, "method": method, "model": record["model"], "task": run.task.name}
     return write_state(module, out_dir / f"{run.key}{ADAPTER_SUFFIX}", description)
 
 
@@ -320,7 +347,7 @@ def _write(out_dir: Path, record: dict[str, Any], evaluations: dict[str, EvalRes
     write_record(out_dir / f"{record['run_key']}.json", record)
 
 
-def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
+def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> ResumableLoader:
     """Shuffled training batches; with `group_by_length`, batches of similar length (bench.run.batching)."""
     config = plan_.config
     features = _train_features(plan_, tokenizer)
@@ -330,7 +357,7 @@ def _loader(plan_: RunPlan, tokenizer: Any, seed: int) -> DataLoader:
         if config.group_by_length
         else None
     )
-    return DataLoader(
+    return ResumableLoader(
         features,
         batch_size=config.batch_size,
         shuffle=grouped is None,

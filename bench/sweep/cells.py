@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.records.store import Store
 from bench.report import wandb_logging
+from bench.run.checkpoints import Preempted
 from bench.run.config import RunConfig
 from bench.run.execute import execute
 from bench.run.plan import plan
@@ -73,6 +74,9 @@ def _run_locked(cell: Cell, store: Store, rank: int, started: float) -> dict[str
     config = RunConfig(**cell.config)
     try:
         record = _train(cell, store, config)
+    except Preempted as stopped:  # its checkpoint stays: the next attempt at the cell resumes from it
+        store.log_event(cell.key, "preempted", step=stopped.step, signal=stopped.signal_name)
+        return _outcome(cell, "preempted", started, error=str(stopped))
     except Exception as error:
         if rank != 0:  # the job fails, and task 0 or the executor records it
             raise

@@ -66,7 +66,9 @@ class SweepResult:
     @property
     def failed(self) -> list[str]:
         return [
-            key for key, outcome in self.outcomes.items() if outcome["status"] in ("failed", "crashed", "interrupted")
+            key
+            for key, outcome in self.outcomes.items()
+            if outcome["status"] in ("failed", "crashed", "interrupted", "preempted")
         ]
 
 
@@ -291,6 +293,7 @@ def summary_text(result: SweepResult) -> str:
         f"sweep finished in {result.seconds:.0f}s: {counts['done']} run, {counts['skipped']} already stored,"
         f" {counts['failed'] + counts['crashed']} failed"
         + (f", {counts['interrupted']} interrupted by a dying worker" if counts["interrupted"] else "")
+        + (f", {counts['preempted']} stopped by a signal (checkpointed)" if counts["preempted"] else "")
         + (f", {len(result.untuned)} cell(s) without a usable learning rate" if result.untuned else ""),
         f"records: {store}/<run_key>.json (+ .predictions.jsonl); cells: {store / 'sweep.json'};"
         f" events: {store / 'events.jsonl'}",
@@ -304,7 +307,10 @@ def summary_text(result: SweepResult) -> str:
         lines.append(f"learning-rate grids and choices: {store / 'tuning.json'}")
     for key in result.failed:
         outcome = result.outcomes[key]
-        where = "not recorded" if outcome["status"] == "interrupted" else f"record {store / (key + '.json')}"
+        where = {
+            "interrupted": "not recorded",
+            "preempted": "not recorded, checkpoint kept",
+        }.get(outcome["status"], f"record {store / (key + '.json')}")
         lines.append(
             f"{outcome['status'].upper()} {result.labels.get(key, key)}: {outcome.get('error', '')[:300]}"
             f" ({where}; a rerun retries it)"
