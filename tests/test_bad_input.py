@@ -196,6 +196,18 @@ RUN_CASES = [
             ([*LORA[1:], "--accelerator", name], f"accelerator '{name}' is not available") for name in ("gpu", "cuda")
         ]
     ),
+    # strategies and precisions whose package this machine lacks, or that need other hardware: Lightning's own
+    # reason, before any weight loads
+    ([*LORA[1:], "--strategy", "deepspeed"], "--strategy deepspeed cannot run here: To use the `DeepSpeedStrategy`"),
+    ([*LORA[1:], "--precision", "transformer-engine"], "cannot run here: Requirement 'transformer_engine"),
+    ([*LORA[1:], "--accelerator", "tpu"], "accelerator 'tpu' is not available on this machine (available: cpu"),
+    *(
+        []
+        if torch.cuda.is_available()
+        else [
+            ([*LORA[1:], "--strategy", "fsdp"], "--strategy fsdp cannot run here: The strategy `fsdp` requires a GPU")
+        ]
+    ),
 ]
 
 

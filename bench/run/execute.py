@@ -127,10 +127,10 @@ def _load(run: RunPlan) -> tuple[models.LoadedModel, PeftMethod]:
     import lightning as L  # Lightning loads when a run executes (see the module docstring)
 
     config = run.config
-    check_machine(config.accelerator, str(config.devices))
+    quiet_libraries()
+    check_machine(config.accelerator, str(config.devices), config.strategy, config.precision)
     if config.threads:
         torch.set_num_threads(config.threads)
-    quiet_libraries()
     L.seed_everything(config.seed, workers=True, verbose=False)
     loaded = models.load_model(config.model, run.task.model_kind, run.task.num_labels, config.dtype)
     if loaded.fingerprint != run.fingerprint.value:

@@ -140,27 +140,53 @@ def _devices_ok(text: str) -> bool:
     return bool(parts) and "," in text and all(part.isdigit() for part in parts) and len(set(parts)) == len(parts)
 
 
-def check_machine(accelerator: str, devices: str) -> None:
-    """BenchError when this machine lacks the accelerator asked for, or has fewer devices than a count asked for.
+def check_machine(accelerator: str, devices: str, strategy: str = "auto", precision: str = "32-true") -> None:
+    """BenchError when this machine or its libraries cannot run the machine settings asked for: an accelerator it
+    lacks, more devices than it has, a strategy or precision whose package is missing or that needs other hardware.
 
     Called where the run executes (a SLURM job plans on the login node and runs on a GPU node), before any weight
-    loads. Availability is Lightning's own test; "auto" and "cpu" are always available."""
+    loads. Availability is Lightning's own test: the settings are handed to a Trainer built with no model, which
+    raises what the real one would; "auto" and "cpu" are always available."""
     # Lightning loads only here: `bench --help` and planning import this module without it
+    import lightning as L
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
-    names = {"gpu": ("cuda", "mps"), "cuda": ("cuda",), "mps": ("mps",), "tpu": ("tpu",)}.get(accelerator)
-    if names is None:
-        return
-    usable = [name for name in names if AcceleratorRegistry.get(name).is_available()]
-    if not usable:
+    def available(name: str) -> bool:
+        try:
+            return AcceleratorRegistry.get(name).is_available()
+        except ImportError:  # e.g. tpu without torch_xla
+            return False
+
+    names = {"gpu": ("cuda", "mps"), "cuda": ("cuda",), "mps": ("mps",), "tpu": ("tpu",)}.get(accelerator, ())
+    usable = [name for name in names if available(name)]
+    if names and not usable:
+        here = ", ".join(["cpu", *(name for name in ("cuda", "mps", "tpu") if available(name))])
         raise BenchError(
-            f"accelerator {accelerator!r} is not available on this machine",
+            f"accelerator {accelerator!r} is not available on this machine (available: {here})",
             "run on a machine that has one (e.g. a GPU node through `bench sweep --executor slurm`), or pass"
             " --accelerator cpu (or auto)",
         )
-    count = AcceleratorRegistry.get(usable[0]).auto_device_count()
-    if devices.isdigit() and int(devices) > count:
+    if usable:
+        count = AcceleratorRegistry.get(usable[0]).auto_device_count()
+        if devices.isdigit() and int(devices) > count:
+            raise BenchError(
+                f"devices {devices} asks for more {accelerator} devices than this machine has ({count})",
+                f"pass --devices {count} or fewer, or -1 for all",
+            )
+    settings = {"accelerator": accelerator, "devices": devices, "strategy": strategy, "precision": precision}
+    try:
+        L.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    except (
+        ImportError,
+        ValueError,
+        RuntimeError,
+        TypeError,
+        L.fabric.utilities.exceptions.MisconfigurationException,
+    ) as error:
+        asked = " ".join(f"--{name} {value}" for name, value in settings.items() if value not in ("auto", "32-true"))
+        problem = str(error).strip().splitlines()[0].rstrip(".")
         raise BenchError(
-            f"devices {devices} asks for more {accelerator} devices than this machine has ({count})",
-            f"pass --devices {count} or fewer, or -1 for all",
-        )
+            f"{asked or 'these machine settings'} cannot run here: {problem}",
+            "install what it names, or choose a strategy and precision this machine supports (e.g. --strategy auto"
+            " --precision 32-true, or bf16-mixed on a CPU with AVX512-BF16)",
+        ) from None
