@@ -94,7 +94,8 @@ def execute(
             record = _record(run, loaded, module, counts, _results(run, module, fit, evaluations, density))
             record["artifacts"] = {"adapter": _save_state(run, out_dir, module, record)}
             laps.lap("record")
-            record |= {"timings": laps.seconds, "wall_time_s": laps.total(), "resumed": fit.checkpoints.resumed}
+            resumed = fit.checkpoints.resumed if fit.checkpoints else []
+            record |= {"timings": laps.seconds, "wall_time_s": laps.total(), "resumed": resumed}
             _write(out_dir, record, evaluations)
             remove_checkpoints(out_dir, run.key)
             return record
@@ -119,7 +120,7 @@ class Fit:
     trainer: L.Trainer
     meter: CostMeter
     curves: LearningCurves
-    checkpoints: Checkpoints
+    checkpoints: Checkpoints | None  # None under FSDP (see `_trainer`)
 
 
 def _load(run: RunPlan) -> tuple[models.LoadedModel, PeftMethod]:
@@ -194,7 +195,13 @@ def _trainer(
     run_dir = out_dir / "logs" / run.key[:16]
     meter = CostMeter()
     curves = LearningCurves(lambda model: evaluate(model, examples=run.splits["validation"]).metrics, config.eval_every)
-    checkpoints = Checkpoints(checkpoint_folder(out_dir, run.key), checkpoint_every, DEFAULT_EVERY_MINUTES)
+    # under FSDP every rank holds a shard of each trained tensor: its checkpoints would need the sharded state-dict
+    # protocol, which is not built, so FSDP runs are not checkpointed (and restart from step 0)
+    checkpoints = (
+        None
+        if "fsdp" in config.strategy
+        else Checkpoints(checkpoint_folder(out_dir, run.key), checkpoint_every, DEFAULT_EVERY_MINUTES)
+    )
     trainer = L.Trainer(
         max_steps=config.max_steps if run.method_cls.trains else 0,
         accelerator=config.accelerator,
@@ -206,13 +213,13 @@ def _trainer(
             meter,
             curves,
             DivergenceGuard(),
-            checkpoints,
+            *([checkpoints] if checkpoints else []),
             *([StepProgressBar()] if progress else []),
         ],  # the meter first: its step time excludes the curve's evaluations
         # on SLURM, stop signals go to `checkpoints` (a consistent checkpoint at a step boundary), not to Lightning's
         # auto-requeue, which saves from inside the signal handler, mid-step
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
-        enable_checkpointing=True,
+        enable_checkpointing=checkpoints is not None,
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
