@@ -219,6 +219,7 @@ class Checkpoints(Checkpoint):
         self.every_steps = every_steps
         self.every_seconds = None if every_minutes is None else 60 * every_minutes
         self._signal: str | None = None
+        self._signum: int | None = None
         self._previous: dict[int, Any] = {}
         self._last_save = time.monotonic()
         self._rng_to_restore: dict[str, Any] | None = None
@@ -231,6 +232,7 @@ class Checkpoints(Checkpoint):
 
     def _note_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signal = signal.Signals(signum).name
+        self._signum = signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Take the stop signals from here on (after Lightning set its own), and restore a resumed run's RNG states:
@@ -268,7 +270,16 @@ class Checkpoints(Checkpoint):
             self._step = step
             self._save(trainer)
         if stop:
+            self._hand_on()
             raise Preempted(step, self.path, self._signal or "a stop signal on another rank")
+
+    def _hand_on(self) -> None:
+        """Now that the checkpoint is safe, pass SIGUSR1/SIGUSR2 on to the handler that held it before: in a submitit
+        job that is submitit's, which requeues the job and exits (the requeued job resumes from the checkpoint).
+        SIGTERM is not passed on: the run stops here, and a cluster that requeues preempted jobs reruns it."""
+        previous = self._previous.get(self._signum) if self._signum in (signal.SIGUSR1, signal.SIGUSR2) else None
+        if callable(previous):
+            previous(self._signum, None)
 
     def _save(self, trainer: L.Trainer) -> None:
         """Write the checkpoint beside the last one and move it into place: a kill mid-write leaves the last one."""
