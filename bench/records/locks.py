@@ -32,7 +32,7 @@ LOCK_ENV = "PEFT_BENCH_LOCK"
 KINDS = ("flock", "file")
 NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
 HEARTBEAT_SECONDS = 5.0
-STALE_SECONDS = 60.0  # a lock held from another host whose heartbeat is older than this may be broken
+STALE_SECONDS = 60.0  # a lock from another host with an older heartbeat is broken: clocks must agree within 30 s
 
 
 class HeartbeatLock:
