@@ -8,7 +8,7 @@ Layout of a store folder:
     sweep.json                       the last sweep's spec and cells (key, role, config)
     tuning.json                      learning-rate grids and the chosen values (tuned sweeps)
     events.jsonl                     a line per event (host, pid, time): started, done, failed, interrupted, quarantined
-    locks/<run_key>.lock             held while a worker runs that key
+    locks/<run_key>.lock             held while a worker runs that key (flock);  locks/<run_key>/  the same (lock files)
     quarantine/                      files a sweep found corrupt, moved aside (an event names each)
     logs/<run_key[:16]>/             Lightning CSV logs;  wandb/  W&B runs;  report/  what `bench report` writes
 
@@ -16,6 +16,14 @@ A run is done when its record has status "ok". A failed record is retried by the
 counts as done, so a second worker does not repeat a failure the first one just recorded. A failure is never
 written over an ok record. Reading a corrupt file (truncated, not JSON, an unknown schema version) raises a
 BenchError naming it.
+
+A worker runs a key only while it holds the key's lock (bench.records.locks), so sweeps and SLURM arrays on several
+nodes can share a store. The lock is a flock where a probe flock in locks/ works, else lock files; the environment
+variable PEFT_BENCH_LOCK=flock|file overrides the probe, and every worker on a store must use the same kind (set
+`file` where the filesystem enforces flock per node only). A lock file with a dead owner on this host, or whose
+heartbeat (its mtime, refreshed every 5 s) is older than 60 s from another host, is broken; this assumes the clocks of
+the nodes and the file server agree within 30 s, and a holder on another host that stalls for about a minute (a
+suspended job, a hung filesystem) can lose its lock.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from bench.records.environment import environment
+from bench.records.locks import KeyLock, key_lock, lock_kind
 from bench.records.record import RUN_KEY_NAME, SCHEMA_VERSION, check_record, is_record, read_records, write_record
 from core.files import CorruptFile, read_json, write_json_atomic
 
@@ -70,11 +79,14 @@ class Store:
             return True
         return sweep_started is not None and record.get("created_at", "") >= sweep_started
 
-    def lock(self, key: str) -> FileLock:
-        (self.root / "locks").mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / "locks" / f"{key}.lock"))
+    def lock_kind(self) -> str:
+        """The kind of the store's locks, "flock" or "file" (bench.records.locks); BenchError if PEFT_BENCH_LOCK is bad."""
+        return lock_kind(self.root / "locks")
 
-    def try_lock(self, key: str, wait: bool) -> FileLock | None:
+    def lock(self, key: str) -> KeyLock:
+        return key_lock(self.root / "locks", key)
+
+    def try_lock(self, key: str, wait: bool) -> KeyLock | None:
         """The key's lock, acquired (blocking if `wait`), or None if another worker holds it."""
         lock = self.lock(key)
         try:

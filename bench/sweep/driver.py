@@ -106,6 +106,7 @@ def run_sweep(
         "progress": progress and workers == 1 and executor == "local" and not isolate,
     }
     phase1 = expand(spec, common)
+    store.lock_kind()  # a bad PEFT_BENCH_LOCK stops the sweep before any cell runs
     runner = _runner(spec, store, executor, workers, isolate)
     _quarantine(store)
     result = SweepResult(store=store.root)
