@@ -98,23 +98,22 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.report import wandb_logging
     from bench.run.checkpoints import Preempted
-    from bench.run.execute import execute
     from bench.run.plan import plan
+    from bench.sweep.logged import execute_logged
 
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise BenchError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}", "pass e.g. 100")
     run = plan(_run_config(args))
+    target = wandb_logging.RunLogging({"project": wandb_logging.DEFAULT_PROJECT}, "bench-run") if args.wandb else None
     try:
-        record = execute(run, Path(args.out), progress=not args.quiet, checkpoint_every=args.checkpoint_every)
+        record = execute_logged(
+            run, Path(args.out), target, progress=not args.quiet, checkpoint_every=args.checkpoint_every
+        )
     except Preempted as stopped:
         print(f"bench: stopped: {stopped}", file=sys.stderr)
         return PREEMPTED_EXIT
     if record is None:  # a non-zero rank of a distributed run: rank 0 records and reports
         return 0
-    if args.wandb:
-        wandb_logging.log_record(
-            Path(args.out), {"project": wandb_logging.DEFAULT_PROJECT}, record, "bench-run", "final"
-        )
     if record["status"] != "ok":  # diverged: the failed record names the step and the quantity
         print(
             f"{record['config']['method']} on {record['config']['task']} failed: {record['error']} "
@@ -365,7 +364,7 @@ def _add_run(commands: Subcommands) -> None:
     run.add_argument(
         "--wandb",
         action="store_true",
-        help="also log the record to W&B (offline unless WANDB_MODE=online; files under --out)",
+        help="also log the run to W&B, live while it trains (offline unless WANDB_MODE=online; files under --out)",
     )
     run.set_defaults(handler=cmd_run)
 

@@ -1,8 +1,8 @@
 """The LightningModule that trains a fine-tuning method: `Trainer.fit(Training(method))`.
 
 Methods themselves are plain torch modules (methods/base.py), so choosing and checking a budget never imports
-Lightning; this wrapper adds what Lightning needs to train one: the training step with its logged losses, the
-method's optimizer and schedule, and train mode for every module.
+Lightning; this wrapper adds what Lightning needs to train one: the training step with its logged losses and
+learning rate, the method's optimizer and schedule, and train mode for every module.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class Training(L.LightningModule):
         batch_size = batch["input_ids"].shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
+        self.log("step", float(self.global_step + 1))  # the loggers' step: optimizer steps taken once this one is
         return losses["loss"]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from bench.run.models import load_model
 from tasks import get_task
 from tasks.base import across_ranks
 from tasks.data_source import DataSource
+from tests.test_wandb import by_step, read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD = 2
@@ -175,7 +176,8 @@ def test_ddp_sweep_runs_each_cell_once_on_its_own_processes(tmp_path: Path) -> N
         assert record["status"] == "ok" and record["eval"]["test"]["examples"] == TRAINING["test_examples"]
         assert record["cost"]["world_size"] == WORLD and record["cost"]["global_batch_size"] == WORLD * 8
         assert _reevaluated_alone(store / f"{record['run_key']}.json")
-    assert len(list((store / "wandb").glob("offline-run-*"))) == 2  # logged once, by the worker that holds the cell
+    runs = sorted((store / "wandb").glob("offline-run-*"))  # one W&B run per cell, logged by the cell's rank 0
+    assert sorted(run.name.rsplit("-", 1)[1] for run in runs) == sorted(c["key"] for c in cells)
 
 
 @pytest.mark.slow
@@ -201,15 +203,18 @@ def test_fsdp_on_two_cpu_processes_saves_the_whole_model(tmp_path: Path) -> None
     assert record["status"] == "ok" and record["cost"]["world_size"] == WORLD
     assert [point["step"] for point in record["curves"]["validation"]] == [1, 2]
     assert _reevaluated_alone(tmp_path / f"{record['run_key']}.json")
-    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1  # rank 0's alone
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")  # rank 0's alone, with the curve's point logged during fit
+    assert run.name.endswith(record["run_key"])
+    assert by_step(read_run(run))[1]["validation/accuracy"] == record["curves"]["validation"][0]["accuracy"]
 
 
 def test_a_failing_rank_fails_the_run_without_a_record(tmp_path: Path) -> None:
-    """Rank 1 raises after training: the command exits non-zero and nothing is recorded as a result."""
+    """Rank 1 raises after training: the command exits non-zero and nothing is recorded as a result; W&B holds rank
+    0's run, logged while it trained."""
     done = _command(
         "tests.distributed_cli", "run", "--method", "lora", "--budget", "0.5%", "--task", "glue/sst2",
         "--model", "minilm-l6", *_run_flags(), "--strategy", "ddp", "--out", str(tmp_path), "--quiet", "--wandb",
         FAIL_RANK="1",
     )  # fmt: skip
     assert done.returncode != 0 and "rank 1 fails on purpose" in done.stderr
-    assert read_records(tmp_path) == [] and not (tmp_path / "wandb").exists()
+    assert read_records(tmp_path) == [] and len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1

@@ -1,4 +1,5 @@
-"""W&B runs read back from their offline `.wandb` files, learning curves in records, and progress bars.
+"""W&B runs read back from their offline `.wandb` files (live history, summary, artifacts, config), learning curves in
+records, and progress bars.
 
 wandb 0.31 writes a run's transaction log with its Go core and ships no Python reader for it any more (the old
 `wandb.sdk.internal.datastore` is gone). `read_run` undoes the file's framing, which is LevelDB's log format (a
@@ -8,6 +9,8 @@ payload with wandb's own protobuf `wandb.proto.wandb_internal_pb2.Record`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import random
@@ -24,11 +27,11 @@ import torch
 import wandb
 from wandb.proto import wandb_internal_pb2
 
-from bench.report import plateau, wandb_logging
+from bench.report import plateau, wandb_artifacts, wandb_logging
 from bench.run.callbacks import LearningCurves
 from bench.run.config import RunConfig
-from bench.run.execute import execute
 from bench.run.plan import plan
+from bench.sweep.logged import execute_logged
 from core.errors import BenchError
 
 BLOCK = 32 * 1024
@@ -36,7 +39,8 @@ TINY = dict(
     task="glue/sst2",
     model="minilm-l6",
     budget="0.5%",
-    max_steps=4,
+    max_steps=12,  # past Lightning's logging interval (10 steps), so the train loss is logged before the last step
+    max_length=32,
     batch_size=8,
     train_examples=32,
     validation_examples=16,
@@ -94,8 +98,26 @@ def final_summary(records: list) -> dict:
     return summary
 
 
+def by_step(records: list) -> dict[int, dict]:
+    """The run's history rows merged by `trainer/global_step` (several rows can share a step)."""
+    steps = defaultdict(dict)
+    for row in history_rows(records).values():
+        steps[row["trainer/global_step"]] |= row
+    return dict(steps)
+
+
 def run_info(records: list):
     return next(record.run for record in records if record.WhichOneof("record_type") == "run")
+
+
+def run_config(records: list) -> dict:
+    """The run's config, JSON-decoded: the run record's, updated by every config record."""
+    updates = [
+        record.config if record.WhichOneof("record_type") == "config" else record.run.config
+        for record in records
+        if record.WhichOneof("record_type") in ("config", "run")
+    ]
+    return {_key(item): json.loads(item.value_json) for update in updates for item in update.update}
 
 
 def offline_runs(store: Path) -> list[Path]:
@@ -104,21 +126,21 @@ def offline_runs(store: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> dict:
-    """A real DEFT run on SST-2 with a validation curve every 2 steps, logged to W&B with credentials in the environment."""
+    """A real DEFT run on SST-2 with a validation curve every 4 steps, logged to W&B while it trains and from its
+    record, with credentials in the environment."""
     store = tmp_path_factory.mktemp("store")
+    group = wandb_logging.sweep_group("tiny", "2026-12-01T08:30:00.123456+00:00")
+    target = wandb_logging.RunLogging({"project": "peft-bench"}, group, "final", "tiny")
     with pytest.MonkeyPatch.context() as env:
         env.delenv("WANDB_MODE", raising=False)
         env.setenv("WANDB_API_KEY", "0" * 40)  # a key a default run must not use
         stderr = io.StringIO()
         with redirect_stderr(stderr):
-            record = execute(plan(RunConfig(method=METHOD, eval_every=2, **TINY)), store, progress=True)
-        group = wandb_logging.sweep_group("tiny", "2026-12-01T08:30:00.123456+00:00")
-        mode = wandb_logging.log_record(store, {"project": "peft-bench"}, record, group, "final", "tiny")
-    (folder,) = offline_runs(store)
+            record = execute_logged(plan(RunConfig(method=METHOD, eval_every=4, **TINY)), store, target, progress=True)
+    (folder,) = offline_runs(store)  # one W&B run per cell: the live one, closed from the record
     return {
         "store": store,
         "record": record,
-        "mode": mode,
         "folder": folder,
         "records": read_run(folder),
         "group": group,
@@ -128,15 +150,17 @@ def logged(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> dict:
-    """The same run without a validation curve and without progress bars, with what it wrote to stderr."""
+    """The same run without a validation curve, without progress bars and with W&B off, with what it wrote to stderr."""
+    store = tmp_path_factory.mktemp("plain")
+    target = wandb_logging.RunLogging({"enabled": False}, "plain")
     stderr = io.StringIO()
     with redirect_stderr(stderr):
-        record = execute(plan(RunConfig(method=METHOD, **TINY)), tmp_path_factory.mktemp("plain"), progress=False)
-    return {"record": record, "stderr": stderr.getvalue()}
+        record = execute_logged(plan(RunConfig(method=METHOD, **TINY)), store, target, progress=False)
+    return {"store": store, "record": record, "stderr": stderr.getvalue()}
 
 
 def test_credentials_do_not_switch_a_default_run_online(logged: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert logged["mode"] == "offline" and logged["folder"].name.startswith("offline-run-")
+    assert logged["folder"].name.startswith("offline-run-")
     assert not list((logged["store"] / "wandb").glob("run-*")), "an online run folder was created"
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -152,25 +176,29 @@ def test_credentials_do_not_switch_a_default_run_online(logged: dict, monkeypatc
         wandb_logging.mode({})
 
 
-def test_history_holds_lr_train_loss_and_the_validation_curve(logged: dict) -> None:
-    record, rows = logged["record"], history_rows(logged["records"])
-    curves = record["curves"]
-    assert (
-        [point["step"] for point in curves["train_loss"]] == [1, 2, 3, 4] == [point["step"] for point in curves["lr"]]
-    )
-    assert [point["step"] for point in curves["validation"]] == [2, 4]
-    assert curves["validation"][-1] == {"step": 4, **record["metrics"]["validation"]}
-    assert sorted(rows) == [1, 2, 3, 4]
-    for point in curves["train_loss"]:
-        assert rows[point["step"]]["train/loss"] == pytest.approx(point["loss"])
-    warmup, total, lr = int(0.06 * 4), 4, record["config"]["lr"]
+def test_history_is_logged_live_at_the_steps_of_the_record_curves(logged: dict) -> None:
+    record, rows = logged["record"], by_step(logged["records"])
+    curves, key = record["curves"], record["run_key"]
+    assert [point["step"] for point in curves["train_loss"]] == list(range(1, 13)) == [p["step"] for p in curves["lr"]]
+    assert [point["step"] for point in curves["validation"]] == [4, 8, 12]
+    assert curves["validation"][-1] == {"step": 12, **record["metrics"]["validation"]}
+    warmup, total, lr = int(0.06 * 12), 12, record["config"]["lr"]
     for point in curves["lr"]:  # the schedule's rate at each step: linear decay after warm-up
         step = point["step"] - 1
-        assert rows[point["step"]]["train/lr"] == pytest.approx(
+        assert point["lr"] == pytest.approx(
             lr * ((step + 1) / (warmup + 1) if step < warmup else (total - step) / (total - warmup))
         )
-    assert {step for step, row in rows.items() if "validation/accuracy" in row} == {2, 4}
-    assert rows[2]["validation/accuracy"] == curves["validation"][0]["accuracy"]
+    # Lightning logs the train loss and rate every 10 steps; the validation curve logs each point as it is computed
+    assert sorted(rows) == [4, 8, 10, 12]
+    assert {step for step, row in rows.items() if "train/loss" in row} == {10}
+    assert rows[10]["train/loss"] == pytest.approx(curves["train_loss"][9]["loss"])
+    assert rows[10]["train/lr"] == pytest.approx(curves["lr"][9]["lr"])
+    assert {step for step, row in rows.items() if "validation/accuracy" in row} == {4, 8, 12}
+    for point in curves["validation"]:
+        assert rows[point["step"]]["validation/accuracy"] == pytest.approx(point["accuracy"])
+    written = (logged["store"] / f"{key}.predictions.jsonl").stat().st_mtime
+    assert rows[10]["_timestamp"] < written and rows[8]["_timestamp"] < written, "logged during fit, not replayed"
+    assert run_info(logged["records"]).run_id == key  # the cell's W&B run is named by its run key
 
 
 def test_summary_tags_group_and_prediction_table(logged: dict) -> None:
@@ -180,7 +208,7 @@ def test_summary_tags_group_and_prediction_table(logged: dict) -> None:
         for name, value in record["metrics"][split].items():
             assert summary[f"{split}/{name}"] == pytest.approx(value)
     assert {f"cost/{name}" for name in record["cost"]} <= set(summary)
-    assert summary["cost/steps"] == 4 and summary["params/achieved"] == record["params"]["achieved"]
+    assert summary["cost/steps"] == 12 and summary["params/achieved"] == record["params"]["achieved"]
     run = run_info(records)
     assert run.run_group == logged["group"] == "tiny-20261201T083000"
     assert set(run.tags) == {"deft", "budget:0.5%", "glue/sst2", "minilm-l6", "seed:0", "final", "spec:tiny"}
@@ -193,6 +221,86 @@ def test_summary_tags_group_and_prediction_table(logged: dict) -> None:
     test_rows = [{k: v for k, v in p.items() if k != "split"} for p in predictions if p["split"] == "test"]
     assert table["columns"] == list(test_rows[0]) and len(table["data"]) == len(test_rows) == 24
     assert [dict(zip(table["columns"], row)) for row in table["data"]] == test_rows
+
+
+def test_artifacts_hold_the_run_files_with_their_sha256(logged: dict) -> None:
+    record, store = logged["record"], logged["store"]
+    key = record["run_key"]
+    artifacts = {  # but the predictions table's own (`run_table`)
+        r.artifact.type: r.artifact
+        for r in logged["records"]
+        if r.WhichOneof("record_type") == "artifact" and r.artifact.type != "run_table"
+    }
+    files = {
+        "run-record": store / f"{key}.json",
+        "predictions": store / f"{key}.predictions.jsonl",
+        "adapter": store / record["artifacts"]["adapter"]["file"],
+    }
+    assert set(artifacts) == set(files)
+    for kind, path in files.items():
+        artifact, data = artifacts[kind], path.read_bytes()
+        assert artifact.name == f"{kind}-{key}"
+        metadata = json.loads(artifact.metadata)
+        assert metadata == {
+            "run_key": key,
+            "file": path.name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "uploaded": True,
+        }
+        (entry,) = artifact.manifest.contents  # W&B's own checksum agrees, and it uploads the store's file
+        assert entry.path == path.name and Path(entry.local_path) == path.resolve() and not entry.ref
+        assert entry.digest == base64.b64encode(hashlib.md5(data).digest()).decode()
+    assert json.loads(artifacts["adapter"].metadata)["sha256"] == record["artifacts"]["adapter"]["sha256"]
+
+
+def test_a_file_over_the_upload_limit_is_referenced(logged: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = logged["record"]["run_key"]
+    path = logged["store"] / logged["record"]["artifacts"]["adapter"]["file"]
+    monkeypatch.setattr(wandb_artifacts, "UPLOAD_LIMIT_BYTES", path.stat().st_size - 1)
+    artifact = wandb_artifacts.artifact("adapter", key, path)
+    assert (
+        artifact.metadata["uploaded"] is False
+        and artifact.metadata["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    )
+    (entry,) = artifact.manifest.entries.values()
+    assert entry.ref == path.resolve().as_uri() and entry.local_path is None
+
+
+def test_config_holds_the_lineage_and_the_summary_the_final_scores(logged: dict) -> None:
+    record, records = logged["record"], logged["records"]
+    lineage = run_config(records)["lineage"]
+    assert lineage["commit"] == record["env"]["git"]["commit"] and lineage["dirty"] == record["env"]["git"]["dirty"]
+    assert lineage["model_fingerprint"] == record["model"]["fingerprint"]
+    assert lineage["libraries"] == record["env"]["libraries"] and lineage["data"] == record["data"]["files"]
+    metrics = {r.metric.name: r.metric for r in records if r.WhichOneof("record_type") == "metric"}
+    assert metrics["validation/accuracy"].summary.last  # the final model's score, not the curve's best
+    summary = final_summary(records)
+    assert summary["validation/accuracy"] == record["metrics"]["validation"]["accuracy"]
+    assert summary["test/accuracy"] == record["metrics"]["test"]["accuracy"]
+
+
+def test_a_run_with_wandb_off_creates_no_wandb_folder(plain: dict) -> None:
+    assert plain["record"]["status"] == "ok" and not (plain["store"] / "wandb").exists()
+
+
+def test_a_failure_closes_the_open_run_of_its_cell(tmp_path: Path) -> None:
+    """A run that raised leaves its W&B run open; logging its failed record closes that run, not another."""
+    from bench.records.environment import environment
+    from bench.records.store import Store
+
+    config, key = RunConfig(method="lora", **TINY).to_dict(), "f" * 64
+    target = wandb_logging.RunLogging({}, "failing")
+    live = wandb_logging.open_run(tmp_path, target, config, key, wandb_logging.lineage(environment(), None, None))
+    failure = Store(tmp_path).write_failure(key, config, RuntimeError("out of memory"))
+    wandb_logging.log_record(tmp_path, target, failure)
+    assert live.id == key and wandb.run is None
+    (folder,) = offline_runs(tmp_path)
+    records = read_run(folder)
+    assert final_summary(records)["error"] == "RuntimeError: out of memory"
+    assert next(r.exit for r in records if r.WhichOneof("record_type") == "exit").exit_code == 1
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert artifact.name == f"run-record-{key}"
 
 
 def test_sweep_invocations_get_their_own_group() -> None:
@@ -229,14 +337,14 @@ def test_a_validation_curve_does_not_change_the_run(plain: dict, logged: dict) -
     curved = logged["record"]
     assert plain["metrics"] == curved["metrics"]
     assert plain["curves"]["train_loss"] == curved["curves"]["train_loss"]
-    assert plain["curves"]["validation"] == [{"step": 4, **plain["metrics"]["validation"]}]
+    assert plain["curves"]["validation"] == [{"step": 12, **plain["metrics"]["validation"]}]
     with pytest.raises(BenchError, match="eval_every"):
         plan(RunConfig(method=METHOD, eval_every=0, **TINY))
 
 
 def test_progress_bars_count_steps_and_examples(logged: dict, plain: dict) -> None:
     text = logged["stderr"].replace("\r", "\n")
-    assert "train" in text and "4/4" in text and "Epoch" not in text
+    assert "train" in text and "12/12" in text and "Epoch" not in text
     assert "evaluate glue/sst2" in text and "16/16" in text and "24/24" in text
     assert "evaluate" not in plain["stderr"] and "step/s" not in plain["stderr"]
 

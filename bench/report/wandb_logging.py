@@ -1,23 +1,35 @@
-"""Weights & Biases as a sink for records: one W&B run per result record, one W&B run per store for its report.
+"""Weights & Biases as a sink for runs: one W&B run per cell, logged while it trains, and one per store for its report.
 
-Everything W&B shows is built from what the store holds. A run's history is its record's `curves` at their
-optimizer steps (`train/loss` and `train/lr` every step, `validation/<metric>` at every evaluation), its summary
-holds every metric of both splits (`validation/<metric>`, `test/<metric>`), every cost field (`cost/<field>`) and
-the parameter counts (`params/<field>`), and `predictions/test` is a table of the first PREDICTION_ROWS test
-predictions. Tags: method, `budget:<label>` (the label the report prints: "100%", "native" or the budget), task,
-model, `seed:<n>`, the sweep role and `spec:<name>`. A sweep's runs share one group per invocation,
-`<spec name>-<start time>`; `bench run --wandb` runs go to the group `bench-run`.
+A cell's W&B run has the cell's run key as its id and is opened with `resume="allow"`, so wherever it is logged from
+a cell has one run. It opens before the run loads its model (`open_run`). During fit the Trainer logs to it through
+Lightning's `WandbLogger`: `train/loss` (and a method's other losses) and `train/lr` every `log_every_n_steps` steps,
+and `validation/<metric>` at each point of a validation curve (`eval_every`), all against `trainer/global_step`,
+the optimizer steps taken, as the record's curves count them. Once the record is written, `log_record` closes the
+run: the final validation scores at the last step, `predictions/test` (a table of the first PREDICTION_ROWS test
+predictions), a summary of every metric of both splits (`validation/<metric>`, `test/<metric>`), every cost field
+(`cost/<field>`) and the parameter counts (`params/<field>`), and the run's files as artifacts (`wandb_artifacts`).
+A failed run's summary holds its error. A rerun of a killed or failed cell resumes the same run: its points follow
+the earlier attempt's in the history.
+
+The summary of `validation/<primary metric>` is the curve's last point (`define_metric(summary="last")`): the final
+model's score, which the harness tunes learning rates on and the emitted W&B sweeps maximize, rather than the
+curve's best point, a model the run did not keep; `test/<metric>` is the final model's test score.
+
+The run config is the record's config with the run key, role, spec, budget label and `lineage`: the commit, dirty
+flag and changed files, the model fingerprint, library versions, hardware class and the sha256 of every data file;
+Lightning adds the method's resolved `options` (over the requested ones) and its `optim` settings at fit start.
+Tags: method, `budget:<label>` (the label the report prints: "100%", "native" or the budget), task, model,
+`seed:<n>`, the sweep role and `spec:<name>`. A sweep's runs share one group per invocation, `<spec name>-<start
+time>`; `bench run --wandb` runs go to the group `bench-run`.
 
 The report run (`bench report`) holds the plateau curves (seed-mean score against log10 trainable parameters, one
 line per method) and the score-against-peak-memory scatter as native W&B charts, the report's tables, and its
 figures. Its run id is derived from the store's path, so a store has one report run that each `bench report`
 updates (offline: the previous offline copy is replaced).
 
-A run is logged once its record is written; a sweep killed in between leaves that record without a W&B run.
-
 Mode: offline unless asked, whatever credentials the machine holds. `WANDB_MODE` (online, offline, disabled)
 decides when set; otherwise the spec's `wandb: {mode: ...}`; otherwise offline, under `<store>/wandb/`, to upload
-later with `wandb sync`. `wandb: {enabled: false}` turns logging off.
+later with `wandb sync`. `wandb: {enabled: false}` turns logging off: no W&B run, no `wandb/` folder.
 """
 
 from __future__ import annotations
@@ -29,12 +41,17 @@ import os
 import re
 import shutil
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from bench.records.environment import hardware_class
+from bench.records.store import Store
+from bench.report.wandb_artifacts import log_artifacts
 from bench.run.budget import FIXED_KNOBS, budget_label
 from core.errors import BenchError
+from tasks import get_task
 
 DEFAULT_PROJECT = "peft-bench"  # the W&B project of runs and reports unless a spec names one
 PREDICTION_ROWS = 200  # rows of the per-example prediction table (test split)
@@ -79,18 +96,6 @@ def run_tags(config: dict[str, Any], role: str, spec_name: str | None) -> list[s
     return tags + ([f"spec:{spec_name}"] if spec_name else [])
 
 
-def history(curves: dict[str, list[dict[str, float]]]) -> list[tuple[int, dict[str, float]]]:
-    """A record's curves as W&B history rows, (step, values) by increasing step."""
-    rows: dict[int, dict[str, float]] = defaultdict(dict)
-    for point in curves.get("train_loss", []):
-        rows[point["step"]]["train/loss"] = point["loss"]
-    for point in curves.get("lr", []):
-        rows[point["step"]]["train/lr"] = point["lr"]
-    for point in curves.get("validation", []):
-        rows[point["step"]] |= {f"validation/{name}": value for name, value in point.items() if name != "step"}
-    return sorted(rows.items())
-
-
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:
     """Every metric of both splits, every cost field, the parameter counts, knob and wall time of an ok record."""
     summary = {
@@ -115,47 +120,87 @@ def _cell(value: Any) -> Any:
     return value if value is None or isinstance(value, str | int | float | bool) else json.dumps(value)
 
 
-def log_record(
-    store: Path, settings: dict[str, Any], record: dict[str, Any], group: str, role: str, spec_name: str | None = None
-) -> str | None:
-    """One W&B run from a result record, ok or failed (see the module docstring); the mode, or None when off."""
-    current = mode(settings)
+@dataclass(frozen=True)
+class RunLogging:
+    """Where a run goes in W&B: its spec's `wandb` settings, its group, its sweep role and its spec's name."""
+
+    settings: dict[str, Any]
+    group: str
+    role: str = "final"
+    spec: str | None = None
+
+
+def lineage(env: dict[str, Any], model_fingerprint: str | None, data: dict[str, str] | None) -> dict[str, Any]:
+    """Where a run came from, for its W&B config: commit, dirty flag, changed files, model fingerprint, library
+    versions and hardware class (from a record's `env`), and the sha256 of each data file."""
+    return {
+        "commit": env["git"]["commit"],
+        "dirty": env["git"].get("dirty"),
+        "changed_files": env["git"].get("changed_files", []),
+        "model_fingerprint": model_fingerprint,
+        "libraries": env["libraries"],
+        "hardware": hardware_class(env["hardware"]),
+        "data": data,
+    }
+
+
+def open_run(store: Path, target: RunLogging, config: dict[str, Any], run_key: str, origin: dict[str, Any]) -> Any:
+    """The W&B run of `run_key` (see the module docstring), with `origin` as its config's `lineage`: the one open in
+    this process if it is that run, else started or resumed under `<store>/wandb/`; None when W&B is off."""
+    current = mode(target.settings)
     if current == "disabled":
         return None
     import wandb
 
-    config = record["config"]
+    if wandb.run is not None and wandb.run.id == run_key:
+        return wandb.run
     run = wandb.init(
-        project=settings.get("project"),
-        entity=settings.get("entity"),
-        group=group,
+        project=target.settings.get("project"),
+        entity=target.settings.get("entity"),
+        id=run_key,
+        resume="allow",
+        reinit="finish_previous",  # a run an earlier cell of this process left open ends; this cell never logs into it
+        group=target.group,
         job_type="run",
         name=run_name(config),
-        tags=run_tags(config, role, spec_name),
+        tags=run_tags(config, target.role, target.spec),
         config={
             **config,
-            "run_key": record["run_key"],
-            "role": role,
-            "spec": spec_name,
+            "run_key": run_key,
+            "role": target.role,
+            "spec": target.spec,
             "budget_label": _label(config),
+            "lineage": origin,
         },
         dir=str(store),
         mode=current,
         settings=wandb.Settings(silent=True),
     )
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    run.define_metric(f"validation/{get_task(config['task']).primary_metric}", summary="last")
+    return run
+
+
+def log_record(store: Path, target: RunLogging, record: dict[str, Any]) -> None:
+    """Close the W&B run of a result record, ok or failed (see the module docstring); nothing when W&B is off."""
+    origin = lineage(record["env"], record.get("model", {}).get("fingerprint"), record.get("data", {}).get("files"))
+    run = open_run(store, target, record["config"], record["run_key"], origin)
+    if run is None:
+        return
+    log_artifacts(run, store, record)
     if record["status"] != "ok":
         run.summary.update({"error": record["error"]})
         run.finish(exit_code=1)
-        return current
-    rows = history(record.get("curves", {})) or [(0, {})]
-    predictions = store / f"{record['run_key']}.predictions.jsonl"
+        return
+    final = record["curves"]["validation"][-1]
+    row = {f"validation/{name}": value for name, value in final.items() if name != "step"}
+    predictions = Store(store).predictions_path(record["run_key"])
     if predictions.is_file():
-        rows[-1][1]["predictions/test"] = predictions_table(predictions)
-    for step, values in rows:
-        run.log(values, step=step)
+        row["predictions/test"] = predictions_table(predictions)
+    run.log(row | {"trainer/global_step": final["step"]})
     run.summary.update(run_summary(record))
     run.finish()
-    return current
 
 
 def report_run_id(store: Path) -> str:

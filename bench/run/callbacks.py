@@ -144,8 +144,9 @@ class LearningCurves(L.Callback):
 
     `evaluate` scores the model on the validation split. It runs between steps with the RNG states (Python, NumPy,
     torch, CUDA) saved and restored and every submodule's train/eval mode put back, so a run with curves trains
-    exactly as one without: the same config and seed reach the same final numbers. The final step is not evaluated
-    here: the run's own validation evaluation closes the curve.
+    exactly as one without: the same config and seed reach the same final numbers. Each validation point goes to the
+    Trainer's loggers as `validation/<metric>` at its step as it is computed. The final step is not evaluated here:
+    the run's own validation evaluation closes the curve.
     """
 
     def __init__(self, evaluate: Callable[[torch.nn.Module], dict[str, float]], every: int | None) -> None:
@@ -172,7 +173,10 @@ class LearningCurves(L.Callback):
         self.lr.append({"step": step, "lr": self._lr})
         if self.every and step % self.every == 0 and step < trainer.max_steps:
             with full_weights(trainer.strategy.model), trainer.precision_plugin.forward_context():
-                self.validation.append({"step": step, **self._evaluate_between_steps(pl_module)})
+                scores = self._evaluate_between_steps(pl_module)
+            self.validation.append({"step": step, **scores})
+            for logger in trainer.loggers:
+                logger.log_metrics({f"validation/{name}": value for name, value in scores.items()}, step=step)
 
     def _evaluate_between_steps(self, pl_module: Training) -> dict[str, float]:
         modes = {module: module.training for module in pl_module.modules()}

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -36,6 +36,7 @@ from tasks.leakage import leakage_report
 
 if TYPE_CHECKING:
     import lightning as L
+    from lightning.pytorch.loggers import Logger
 
     from bench.run.callbacks import Checkpoints, CostMeter, LearningCurves
     from bench.run.divergence import Diverged
@@ -46,11 +47,16 @@ if TYPE_CHECKING:
 
 
 def execute(
-    run: RunPlan, out_dir: Path, progress: bool = True, checkpoint_every: int | None = None
+    run: RunPlan,
+    out_dir: Path,
+    progress: bool = True,
+    loggers: Sequence[Logger] = (),
+    checkpoint_every: int | None = None,
 ) -> dict[str, Any] | None:
     """Train, evaluate and write `<out_dir>/<run_key>.json` (+ predictions, + the trained state); returns the record.
 
-    `progress` shows bars on stderr: training steps, then evaluation or generation. A diverged run (non-finite loss,
+    `progress` shows bars on stderr: training steps, then evaluation or generation. The Trainer logs to its CSV logs
+    and to `loggers` (a W&B run's, say) during fit. A diverged run (non-finite loss,
     gradient or metric) writes a failed record with its `divergence` and returns it.
 
     Training writes a checkpoint every `checkpoint_every` steps, every `DEFAULT_EVERY_MINUTES` minutes, and after
@@ -78,7 +84,7 @@ def execute(
     laps.lap("calibrate")
     evaluate = _evaluator(run, loaded.tokenizer, progress)
     L.seed_everything(run.config.seed, workers=True, verbose=False)  # calibration may or may not have drawn numbers
-    fit = _trainer(run, out_dir, evaluate, progress, checkpoint_every)
+    fit = _trainer(run, out_dir, evaluate, progress, loggers, checkpoint_every)
     try:
         training = _fit(run, fit.trainer, module, loaded.tokenizer, saved_checkpoint(out_dir, run.key))
         laps.lap("fit")
@@ -179,10 +185,15 @@ def _evaluator(run: RunPlan, tokenizer: Any, progress: bool) -> Callable[..., Ev
 
 
 def _trainer(
-    run: RunPlan, out_dir: Path, evaluate: Callable[..., EvalResult], progress: bool, checkpoint_every: int | None
+    run: RunPlan,
+    out_dir: Path,
+    evaluate: Callable[..., EvalResult],
+    progress: bool,
+    loggers: Sequence[Logger],
+    checkpoint_every: int | None,
 ) -> Fit:
-    """The run's Trainer, logging to `<out_dir>/logs/`, with its cost meter, learning curves, divergence guard and
-    checkpoints."""
+    """The run's Trainer, logging to `<out_dir>/logs/` and `loggers`, with its cost meter, learning curves,
+    divergence guard and checkpoints."""
     # Lightning and the callbacks built on it load when a run executes (see the module docstring)
     import lightning as L
     from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -208,7 +219,7 @@ def _trainer(
         devices=config.devices,
         strategy=config.strategy,
         precision=config.precision,
-        logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),
+        logger=[L.pytorch.loggers.CSVLogger(run_dir, name="", version=""), *loggers],
         callbacks=[
             meter,
             curves,
@@ -267,7 +278,7 @@ def _record(
         "status": "ok",
         "error": None,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": _record_config(run),
+        "config": record_config(run),
         "method": {
             "name": run.config.method,
             "knob": {"name": module.knob_name, "value": counts.knob},
@@ -402,7 +413,7 @@ def _diverged(run: RunPlan, out_dir: Path, trainer: L.Trainer, diverged: Diverge
     if not trainer.is_global_zero:
         return None
     cause = diverged.cause()
-    failure = Store(out_dir).write_failure(run.key, _record_config(run), diverged, divergence=cause)
+    failure = Store(out_dir).write_failure(run.key, record_config(run), diverged, divergence=cause)
     return failure or {"status": "failed", "error": str(diverged), "divergence": cause}
 
 
@@ -423,7 +434,7 @@ class Laps:
         return time.perf_counter() - self._start
 
 
-def _record_config(run: RunPlan) -> dict[str, Any]:
+def record_config(run: RunPlan) -> dict[str, Any]:
     """The config as a record stores it: the learning rate used, and a data folder of the user's as `<data-dir>`."""
     return {**run.config.to_dict(), "lr": run.lr, "data_dir": None if run.config.data_dir is None else "<data-dir>"}
 

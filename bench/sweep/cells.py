@@ -3,8 +3,9 @@
 `expand` plans phase 1 (the tuning grids at the tuning seeds, every seed of untuned methods) and checks every later
 cell once, so bad input fails before anything runs; `plan_cells` plans the cells of given groups at given rates.
 `run_cell` runs one cell under its key's file lock, re-checking the store once it holds the lock, so two sweeps on one
-store never run a cell twice. A cell that Lightning would run on several local processes (DDP, FSDP) runs as a command
-of its own (`bench.sweep.distributed`), whose worker holds the lock and logs its record to W&B.
+store never run a cell twice. A cell logs to its W&B run while it trains and closes it from its record
+(`bench.sweep.logged`). A cell that Lightning would run on several local processes (DDP, FSDP) runs as a command of
+its own (`bench.sweep.distributed`), whose rank 0 logs it to W&B while its worker holds the lock.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from bench.records.store import Store
 from bench.report import wandb_logging
 from bench.run.checkpoints import Preempted
 from bench.run.config import RunConfig
-from bench.run.execute import execute
 from bench.run.plan import plan
 from bench.sweep.distributed import launch, relaunches
+from bench.sweep.logged import execute_logged
 from bench.sweep.spec import MethodSpec, SweepSpec
 from bench.sweep.tuning import Group, group_of, tuning_points
 from core.errors import BenchError
@@ -83,7 +84,6 @@ def _run_locked(cell: Cell, store: Store, rank: int, started: float) -> dict[str
         return _failed(cell, store, config, error, started)
     if record is None:  # a non-zero task of a multi-device SLURM job: task 0 logs and reports
         return _outcome(cell, "done", started)
-    _log_to_wandb(cell, store, record)
     if record["status"] != "ok":  # diverged: execute recorded the failure and its cause
         store.log_event(cell.key, "failed", error=record["error"], divergence=record.get("divergence"))
         return _outcome(cell, "failed", started, error=record["error"])
@@ -99,9 +99,10 @@ def _train(cell: Cell, store: Store, config: RunConfig) -> dict[str, Any] | None
             f"the run key of {cell.label} changed since the sweep was planned",
             "the code or data changed during the sweep; rerun it",
         )
-    return (
-        launch(config, cell.key, store.root) if relaunches(config) else execute(run, store.root, progress=cell.progress)
-    )
+    target = _wandb_target(cell)
+    if relaunches(config):
+        return launch(config, cell.key, store.root, target)
+    return execute_logged(run, store.root, target, progress=cell.progress)
 
 
 def _failed(cell: Cell, store: Store, config: RunConfig, error: Exception, started: float) -> dict[str, Any]:
@@ -109,13 +110,13 @@ def _failed(cell: Cell, store: Store, config: RunConfig, error: Exception, start
     failure = store.write_failure(cell.key, config.to_dict(), error)
     store.log_event(cell.key, "failed", error=f"{type(error).__name__}: {error}")
     if failure is not None:  # None: a rank failed after rank 0 recorded the run ok; that record stands
-        _log_to_wandb(cell, store, failure)
+        wandb_logging.log_record(store.root, _wandb_target(cell), failure)
     return _outcome(cell, "failed", started, error=f"{type(error).__name__}: {error}")
 
 
-def _log_to_wandb(cell: Cell, store: Store, record: dict[str, Any]) -> None:
+def _wandb_target(cell: Cell) -> wandb_logging.RunLogging:
     group = wandb_logging.sweep_group(cell.group, cell.sweep_started)
-    wandb_logging.log_record(store.root, cell.wandb, record, group, cell.role, cell.group)
+    return wandb_logging.RunLogging(cell.wandb, group, cell.role, cell.group)
 
 
 def _outcome(cell: Cell, status: str, started: float, **error: str) -> dict[str, Any]:
