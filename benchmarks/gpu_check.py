@@ -6,7 +6,9 @@
    during fit) on SmolLM2-135M and, when the hub answers, on the 1B-class hub model HUB_MODEL;
 2. DDP: a short `bench run --strategy ddp --devices N` on every visible GPU, which must write one record and one
    saved state (rank 0 writes);
-3. CPU/GPU agreement: SmolLM2's fp32 predictions on a glue-lm/sst2 slice, computed on the CPU and on the GPU.
+3. checkpoint and resume: a short `bench run` stopped by SIGUSR1 and resumed must end with the metrics, training
+   curve and saved state of the same run never stopped;
+4. CPU/GPU agreement: SmolLM2's fp32 predictions on a glue-lm/sst2 slice, computed on the CPU and on the GPU.
 
 Without CUDA it prints one line saying so and exits 0. The exit status is 1 if any part failed.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,52 +70,84 @@ def hub_unreachable(repo_id: str) -> str | None:
     return None
 
 
-def ddp_run(out: Path, accelerator: str, devices: int, max_steps: int = 10) -> dict[str, Any]:
-    """A short `bench run` of LoRA on MiniLM/SST-2 under DDP; the record, after checking one record and one state exist."""
+def bench_run(out: Path, accelerator: str, *flags: str) -> subprocess.Popen:
+    """A short `bench run` of LoRA on MiniLM/SST-2 on `accelerator`, started in its own process."""
     command = [
-        *(
-            sys.executable,
-            "-m",
-            "bench.cli",
-            "run",
-            "--method",
-            "lora",
-            "--budget",
-            "0.5%",
-            "--task",
-            "glue/sst2",
-            "--model",
-            "minilm-l6",
-        ),
-        *(
-            "--max-steps",
-            str(max_steps),
-            "--batch-size",
-            "8",
-            "--train-examples",
-            "160",
-            "--validation-examples",
-            "32",
-            "--test-examples",
-            "64",
-        ),
-        *("--accelerator", accelerator, "--devices", str(devices), "--strategy", "ddp", "--out", str(out), "--quiet"),
+        *(sys.executable, "-m", "bench.cli", "run", "--method", "lora", "--budget", "0.5%"),
+        *("--task", "glue/sst2", "--model", "minilm-l6", "--batch-size", "8", "--train-examples", "160"),
+        *("--validation-examples", "32", "--test-examples", "64", "--accelerator", accelerator),
+        *flags,
+        *("--out", str(out), "--quiet"),
     ]
     environment = {
         **os.environ,
         **OFFLINE_ENV,
         "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
     }
-    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        raise RuntimeError(f"bench run under DDP failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
+    return subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finished(process: subprocess.Popen, what: str, status: int = 0) -> str:
+    """The process's stderr once it exited with `status`; RuntimeError naming `what` and its last line otherwise."""
+    _, stderr = process.communicate()
+    if process.returncode != status:
+        lines = stderr.strip().splitlines()
+        raise RuntimeError(f"{what} failed: {lines[-1] if lines else f'exit code {process.returncode}'}")
+    return stderr
+
+
+def only_record(out: Path) -> dict[str, Any]:
+    """The one record in `out`, after checking one record and one saved state exist (rank 0 writes)."""
     records, states = sorted(out.glob("*.json")), sorted(out.glob("*.adapter.safetensors"))
     if len(records) != 1 or len(states) != 1:
-        raise RuntimeError(
-            f"DDP on {devices} devices wrote {len(records)} records and {len(states)} saved states, expected one of each"
-        )
+        raise RuntimeError(f"{out} holds {len(records)} records and {len(states)} saved states, expected one of each")
     return json.loads(records[0].read_text(encoding="utf-8"))
+
+
+def ddp_run(out: Path, accelerator: str, devices: int, max_steps: int = 10) -> dict[str, Any]:
+    """A short `bench run` under DDP on `devices` devices; its record."""
+    flags = ("--max-steps", str(max_steps), "--devices", str(devices), "--strategy", "ddp")
+    finished(bench_run(out, accelerator, *flags), "bench run under DDP")
+    return only_record(out)
+
+
+def resume_round_trip(
+    out: Path, accelerator: str, stop: signal.Signals = signal.SIGUSR1, max_steps: int = 30
+) -> dict[str, Any]:
+    """The same `bench run` never stopped, and stopped by `stop` once its first checkpoint is written, then resumed
+    by running the command again: both records, and the stopped command's stderr (it must exit with status 75)."""
+    whole = only_record(_finished_run(out / "whole", accelerator, max_steps))
+    stopped = bench_run(out / "stopped", accelerator, "--max-steps", str(max_steps), "--checkpoint-every", "2")
+    checkpoints = out / "stopped" / "checkpoints"
+    while not any(checkpoints.glob("*/last.ckpt")):
+        if stopped.poll() is not None:
+            raise RuntimeError("the run to be stopped ended before its first checkpoint")
+        time.sleep(0.05)
+    stopped.send_signal(stop)
+    message = finished(stopped, f"bench run stopped by {stop.name}", status=75)
+    resumed = only_record(_finished_run(out / "stopped", accelerator, max_steps))
+    return {"whole": whole, "resumed": resumed, "stopped_message": message}
+
+
+def _finished_run(out: Path, accelerator: str, max_steps: int) -> Path:
+    finished(bench_run(out, accelerator, "--max-steps", str(max_steps)), "bench run")
+    return out
+
+
+def round_trip_differences(trip: dict[str, Any]) -> list[str]:
+    """What the resumed run changed against the run never stopped (none expected): metrics, curves, saved state."""
+    whole, resumed = trip["whole"], trip["resumed"]
+    return [
+        name
+        for name, (a, b) in {
+            "metrics": (whole["metrics"], resumed["metrics"]),
+            "train loss curve": (whole["curves"]["train_loss"], resumed["curves"]["train_loss"]),
+            "saved state sha256": (whole["artifacts"]["adapter"]["sha256"], resumed["artifacts"]["adapter"]["sha256"]),
+        }.items()
+        if a != b
+    ]
 
 
 def prediction_agreement(
@@ -168,6 +203,20 @@ def main() -> int:
         except RuntimeError as error:
             print(error)
             failed.append("DDP run")
+    print("\n== checkpoint and resume on the GPU ==")
+    with TemporaryDirectory() as out:
+        try:
+            trip = resume_round_trip(Path(out), "gpu")
+            differences = round_trip_differences(trip)
+            print(
+                f"stopped by SIGUSR1 after step {trip['resumed']['resumed'][0]['from_step']}, resumed: "
+                + (f"DIFFERS in {', '.join(differences)}" if differences else "same metrics, curve and saved state")
+            )
+            if differences:
+                failed.append("checkpoint/resume round trip")
+        except RuntimeError as error:
+            print(error)
+            failed.append("checkpoint/resume round trip")
     print("\n== fp32 predictions, CPU vs GPU ==")
     agreement = prediction_agreement(("cpu", "cuda"))
     print(

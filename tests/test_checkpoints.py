@@ -1,15 +1,11 @@
 """Checkpoints inside a run (bench.run.checkpoints): a run stopped by a signal, or killed after a periodic checkpoint,
-resumes and ends bit-identical to the run never stopped: metrics, curves, predictions and saved state; `bench run`
-stopped by SIGTERM from outside exits with its own code and the same command resumes it."""
+resumes and ends bit-identical to the run never stopped: metrics, curves, predictions and saved state. `bench run`
+stopped from outside is in tests/test_gpu_check.py (the GPU check's round trip, on the CPU)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,6 @@ import lightning as L
 import pytest
 
 import bench.run.execute as execute_module
-from bench.cli import PREEMPTED_EXIT
 from bench.run.checkpoints import Preempted, saved_checkpoint
 from bench.run.config import RunConfig
 from bench.run.execute import execute
@@ -124,39 +119,3 @@ def test_a_run_killed_after_a_periodic_checkpoint_resumes_from_it(tmp_path, monk
     resumed = execute(plan(config), store, progress=False)
     assert [entry["from_step"] for entry in resumed["resumed"]] == [4]
     assert outcome(resumed, store) == outcome(whole, tmp_path / "whole")
-
-
-def bench_run(store: Path, *extra: str) -> subprocess.Popen:
-    """`bench run` of a LoRA run long enough to be signalled mid-training, in its own process."""
-    flags = [f"--{name.replace('_', '-')}={value}" for name, value in TINY.items() if name != "max_steps"]
-    command = [sys.executable, "-m", "bench.cli", "run", "--method=lora", "--budget=0.5%", "--max-steps=30"]
-    return subprocess.Popen(
-        [*command, *flags, f"--out={store}", "--quiet", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def test_bench_run_stopped_by_sigterm_exits_75_and_the_same_command_resumes(tmp_path) -> None:
-    whole = bench_run(tmp_path / "whole")
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
-    (record_path,) = (tmp_path / "whole").glob("*.json")
-    key = record_path.stem
-
-    store = tmp_path / "stopped"
-    stopped = bench_run(store, "--checkpoint-every=2")
-    deadline = time.monotonic() + 300
-    while saved_checkpoint(store, key) is None:  # training is under way: its first checkpoint is written
-        assert stopped.poll() is None and time.monotonic() < deadline, stopped.stderr.read()
-        time.sleep(0.05)
-    stopped.send_signal(signal.SIGTERM)
-    assert stopped.wait(timeout=300) == PREEMPTED_EXIT
-    message = stopped.stderr.read()
-    assert "bench: stopped: SIGTERM received: stopped after step" in message and "rerun to resume" in message
-
-    resumed = bench_run(store)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    again = json.loads((store / f"{key}.json").read_text(encoding="utf-8"))
-    assert len(again["resumed"]) == 1 and 2 <= again["resumed"][0]["from_step"] < 30
-    assert outcome(again, store) == outcome(json.loads(record_path.read_text(encoding="utf-8")), tmp_path / "whole")

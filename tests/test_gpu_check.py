@@ -1,8 +1,10 @@
-"""The GPU check's parts that run without a GPU: its CPU fallback, the agreement check, the step-cost table and DDP."""
+"""The GPU check's parts that run without a GPU: its CPU fallback, the agreement check, the step-cost table, DDP and
+the checkpoint/resume round trip."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +50,14 @@ def test_ddp_run_writes_one_record_and_one_state(tmp_path: Path) -> None:
     record = gpu_check.ddp_run(tmp_path, "cpu", 2, max_steps=2)
     assert record["config"]["strategy"] == "ddp" and record["config"]["devices"] == "2"
     assert record["artifacts"]["adapter"]["file"] == f"{record['run_key']}.adapter.safetensors"
+
+
+def test_resume_round_trip_on_the_cpu_stopped_by_sigterm_from_outside(tmp_path: Path) -> None:
+    """`bench run` gets SIGTERM once its first checkpoint exists, exits 75, and the same command resumes it to the
+    metrics, curve and saved state of the run never stopped."""
+    trip = gpu_check.resume_round_trip(tmp_path, "cpu", signal.SIGTERM)
+    assert "bench: stopped: SIGTERM received: stopped after step" in trip["stopped_message"]
+    assert "rerun to resume" in trip["stopped_message"]
+    (resumed_from,) = trip["resumed"]["resumed"]
+    assert 2 <= resumed_from["from_step"] < 30 and trip["whole"]["resumed"] == []
+    assert gpu_check.round_trip_differences(trip) == []
