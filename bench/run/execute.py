@@ -185,6 +185,7 @@ def _trainer(run: RunPlan, out_dir: Path, evaluate: Callable[..., EvalResult], p
         max_steps=config.max_steps if run.method_cls.trains else 0,
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         strategy=config.strategy,
         precision=config.precision,
         logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version=""),

@@ -52,7 +52,7 @@ STRATEGIES = (
     "single_xla",
     "single_tpu",
 )
-COUNTS = ("max_steps", "batch_size", "eval_batch_size", "max_length", "calibration_batches")  # at least 1
+COUNTS = ("max_steps", "batch_size", "eval_batch_size", "max_length", "calibration_batches", "num_nodes")  # at least 1
 LIMITS = (
     "train_examples",
     "validation_examples",
