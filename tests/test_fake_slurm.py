@@ -19,7 +19,9 @@ TASK_VARIABLES = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS
 def submit(script: Path, body: str, *options: str) -> str:
     """Write a batch script and submit it; its job id."""
     script.write_text("#!/bin/bash\n" + "".join(f"#SBATCH {option}\n" for option in options) + body)
-    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["sbatch", "--parsable", str(script)], cwd=script.parent, capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()
 
 

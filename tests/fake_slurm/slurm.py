@@ -9,6 +9,8 @@ SLURM executor runs unchanged: its sbatch scripts, its array jobs, its sacct pol
   `%limit`: at most that many tasks of the array run at once, lowest index first), `--nodes`, `--ntasks-per-node`,
   `--ntasks`, `--cpus-per-task`, `--job-name`, `--output`, `--error` (`%A %a %j %x %N %u %%`), `--time` (minutes,
   `M:S`, `H:M:S`, `D-H[:M[:S]]`) and `--signal=[B:]SIG@SECONDS` are honoured; other options are accepted and ignored.
+- A job starts a second after its submission at the earliest (a scheduler's cycle; submitit makes the job's folder
+  after sbatch returns), and fails if its output file cannot be opened, as with SLURM.
 - The runner runs the script with bash in the submitter's directory and environment plus what SLURM sets
   (SLURM_JOB_ID, SLURM_ARRAY_JOB_ID, SLURM_ARRAY_TASK_ID, SLURM_JOB_NAME, SLURM_NNODES, SLURM_JOB_NUM_NODES,
   SLURM_JOB_NODELIST, SLURM_NTASKS, SLURM_NTASKS_PER_NODE, SLURM_CPUS_PER_TASK, SLURM_RESTART_COUNT, ...). An array task
@@ -62,6 +64,7 @@ COLUMNS = {"i": ("JOBID", "id"), "A": ("ARRAY_JOB_ID", "array_job_id"), "K": ("A
 COLUMNS |= {"j": ("NAME", "name"), "T": ("STATE", "state"), "D": ("NODES", "nodes")}
 COLUMNS |= {"t": ("ST", None), "N": ("NODELIST", None), "r": ("REASON", None)}
 PR_SET_PDEATHSIG = 1
+SCHEDULING_S = 1.0  # a job starts no sooner than this after its submission: submitit makes its folders meanwhile
 REACTION = 0.5  # seconds from `scancel`/`scontrol requeue` to the job's SIGTERM: the command itself has returned
 # per command: short options -> long names, and the options that take no value
 JOB_SHORT = {"-a": "array", "-J": "job-name", "-N": "nodes", "-n": "ntasks", "-c": "cpus-per-task", "-o": "output"}
@@ -300,7 +303,10 @@ def job_environment(job: dict[str, Any]) -> dict[str, str]:
 
 
 def may_start(job: dict[str, Any]) -> bool:
-    """Whether a pending job may start now: an array's limit, lowest index first."""
+    """Whether a pending job may start now: a scheduling cycle after its submission, within its array's limit
+    (lowest index first)."""
+    if time.time() < job["submit"] + SCHEDULING_S:
+        return False
     if job["array_limit"] is None:
         return True
     array = [other for other in jobs() if other["array_job_id"] == job["array_job_id"]]
@@ -322,18 +328,12 @@ def run(key: str) -> int:
                     save(job)
                     break
             time.sleep(0.2)
-        output = expand(job["options"].get("output", "slurm-%A_%a.out" if job["array_job_id"] else "slurm-%j.out"), job)
-        error = expand(job["options"]["error"], job) if "error" in job["options"] else output
-        with open(Path(job["cwd"], output), "a") as out, open(Path(job["cwd"], error), "a") as err:
-            process = subprocess.Popen(
-                ["bash", job["script"], *job["script_args"]],
-                cwd=job["cwd"],
-                env=job_environment(job),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        try:
+            process = start_batch(job)
+        except OSError as error:  # SLURM cannot open the output file (its folder is missing): the job fails
+            with locked():
+                save(load(key) | {"state": "FAILED", "end": time.time(), "exit_code": "1:0", "reason": str(error)})
+            return 1
         with locked():
             job = load(key) | {"groups": {"batch": process.pid, "steps": []}}
             save(job)
@@ -349,6 +349,22 @@ def run(key: str) -> int:
             job["groups"] = {"batch": None, "steps": []}
             save(job)
             return 0
+
+
+def start_batch(job: dict[str, Any]) -> subprocess.Popen:
+    """The job's batch script under bash, in its own process group, its output where `--output`/`--error` say."""
+    output = expand(job["options"].get("output", "slurm-%A_%a.out" if job["array_job_id"] else "slurm-%j.out"), job)
+    error = expand(job["options"]["error"], job) if "error" in job["options"] else output
+    with open(Path(job["cwd"], output), "a") as out, open(Path(job["cwd"], error), "a") as err:
+        return subprocess.Popen(
+            ["bash", job["script"], *job["script_args"]],
+            cwd=job["cwd"],
+            env=job_environment(job),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
 
 
 def supervise(key: str, process: subprocess.Popen) -> str:
