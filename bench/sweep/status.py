@@ -10,7 +10,7 @@ listed after the cells.
 from __future__ import annotations
 
 import shutil
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from bench.records.store import Store
@@ -27,15 +27,14 @@ def cell_statuses(store: Store) -> list[dict[str, Any]]:
         raise BenchError(f"{store.root} holds no sweep.json: no sweep ran into it", "pass the --out of a bench sweep")
     ledger = Ledger(store.root)
     jobs, states = ledger.read()["cells"], ledger.states()
-    events = store.events()
+    started: defaultdict[str, list[str]] = defaultdict(list)  # key -> when it started
+    for event in store.events():
+        if event["event"] == "started":
+            started[event["key"]].append(event["time"])
     rows = []
     for cell in manifest["cells"]:
         key, job = cell["key"], jobs.get(cell["key"])
-        starts = (
-            sum(e["event"] == "started" and e["key"] == key and e["time"] >= job["submitted"] for e in events)
-            if job
-            else 0
-        )
+        starts = sum(when >= job["submitted"] for when in started[key]) if job else 0  # under this job
         status, detail = _status(store.read(key), job, states.get(key, "UNKNOWN"), starts)
         rows.append(
             {"key": key, "label": cell["label"], "job": job and job["job_id"], "status": status, "detail": detail}
