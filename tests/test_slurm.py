@@ -75,6 +75,20 @@ def test_a_detached_sweep_submits_phase_by_phase_and_never_a_cell_twice(
     assert f"next: bench report {store}" in status
 
 
+def test_a_sweep_follows_the_jobs_a_detached_one_left_running(
+    fake_slurm: FakeSlurm, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Resuming: a sweep started while a detached one's tuning job runs waits for that job instead of submitting the
+    cell again, then runs the final runs itself."""
+    spec, store = write_spec(tmp_path, {**ARRAY, "tuning": {"lrs": [1e-3]}}), tmp_path / "store"
+    bench(capsys, "sweep", str(spec), "--out", str(store), "--executor", "slurm", "--detach", "--quiet")
+    (tuning,) = json.loads((store / "jobs.json").read_text())["cells"].items()
+    summary = bench(capsys, "sweep", str(spec), "--out", str(store), "--executor", "slurm", "--quiet")
+    assert "2 run, 0 already stored, 0 failed" in summary and len(ok_records(store)) == 2
+    assert len(fake_slurm.calls("sbatch")) == 2  # the tuning cell's job, then the final run's
+    assert json.loads((store / "jobs.json").read_text())["cells"][tuning[0]] == tuning[1]
+
+
 @pytest.mark.parametrize(
     ("state", "starts", "status"),
     [

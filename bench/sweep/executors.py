@@ -186,8 +186,6 @@ class SlurmExecutor:
         """Each item's job: its live job in jobs.json, else a new one (the new ones make one array)."""
         if self.ledger is None:
             return [Dispatched(item, job, True) for item, job in zip(items, self.executor.map_array(function, items))]
-        import submitit
-
         with self.ledger.locked() as ledger:
             live = self.ledger.live([item.key for item in items])
             fresh = [item for item in items if item.key not in live]
@@ -197,12 +195,14 @@ class SlurmExecutor:
                 | {"submitted": now(), "label": item.label}
                 for index, (item, job) in enumerate(zip(fresh, jobs))
             }
-        followed = [
-            Dispatched(item, submitit.SlurmJob(self.folder, live[item.key]["job_id"], range(self.tasks)), False)
-            for item in items
-            if item.key in live
-        ]
+        followed = [Dispatched(item, self._job(live[item.key]), False) for item in items if item.key in live]
         return followed + [Dispatched(item, job, True) for item, job in zip(fresh, jobs)]
+
+    def _job(self, entry: dict[str, Any]) -> Any:
+        """The submitit job of a jobs.json entry, followed from this process (its results land in the same folder)."""
+        import submitit
+
+        return submitit.SlurmJob(self.folder, entry["job_id"], range(entry["tasks"]))
 
     def map(
         self,
