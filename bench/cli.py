@@ -1,4 +1,4 @@
-"""The `bench` command line: `run`, `list`, `sweep`, `report`, `compare`, `eval`, `export`.
+"""The `bench` command line: `run`, `list`, `sweep`, `status`, `report`, `compare`, `eval`, `export`.
 
 Every user error is one line on stderr, `bench: error: <problem>. Fix: <fix>`, with exit status 2, and every
 setting is checked before any model loads. Commands import torch and Lightning only when they run, so `--help`,
@@ -179,20 +179,48 @@ def _is_number(text: str) -> bool:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from bench.sweep.driver import run_sweep, summary_text
+    from bench.sweep.driver import detached_text, run_sweep, summary_text
     from bench.sweep.spec import load_spec
     from bench.sweep.wandb_sweep import write_wandb_sweeps
 
+    if args.detach and args.executor != "slurm":
+        raise BenchError("--detach needs --executor slurm", "add --executor slurm (with slurm: {cluster: slurm})")
+    if args.detach and args.emit_sbatch:
+        raise BenchError(
+            "--detach and --emit-sbatch both hand the cells to SLURM",
+            "pick one: --detach submits them, --emit-sbatch writes a script to submit with sbatch",
+        )
     spec = load_spec(args.spec)
     if args.emit_wandb_sweep:
         for path in write_wandb_sweeps(spec, Path(args.emit_wandb_sweep), Path(args.out)):
             print(f"wrote {path}  (start it with: wandb sweep {path})")
         return 0
     result = run_sweep(
-        spec, args.out, executor=args.executor, workers=args.workers, progress=not args.quiet, isolate=args.isolate
+        spec,
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        progress=not args.quiet,
+        isolate=args.isolate,
+        detach=args.detach,
+        sbatch=Path(args.emit_sbatch) if args.emit_sbatch else None,
     )
+    if args.detach or args.emit_sbatch:
+        again = "--emit-sbatch " + args.emit_sbatch if args.emit_sbatch else "--executor slurm --detach"
+        print(detached_text(result, f"bench sweep {args.spec} --out {args.out} {again}", bool(args.emit_sbatch)))
+        return 0
     print(summary_text(result))
     return 0 if result.ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.records.store import Store
+    from bench.sweep.status import status_text
+
+    if not Path(args.store).is_dir():
+        raise BenchError(f"store {args.store} does not exist", "pass the --out folder of a bench sweep")
+    print(status_text(Store(args.store)))
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -332,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run,
         _add_list,
         _add_sweep,
+        _add_status,
         _add_report,
         _add_compare,
         _add_track,
@@ -393,12 +422,31 @@ def _add_sweep(commands: Subcommands) -> None:
         help="run every cell in a fresh process (CPU peak memory of that run alone; costs start-up time per run)",
     )
     sweep.add_argument(
+        "--detach",
+        action="store_true",
+        help="with --executor slurm: submit the cells that can run now and return at once; run the same command again"
+        " to submit the next phase of a tuned sweep (follow it with `bench status`)",
+    )
+    sweep.add_argument(
+        "--emit-sbatch",
+        metavar="FILE",
+        help="write the cells that can run now as an sbatch array script to FILE (and FILE.cells.json) and exit",
+    )
+    sweep.add_argument(
         "--emit-wandb-sweep",
         metavar="DIR",
         help="write an equivalent W&B sweep YAML per method into DIR and exit (for online users)",
     )
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(handler=cmd_sweep)
+
+
+def _add_status(commands: Subcommands) -> None:
+    status = commands.add_parser(
+        "status", help="where each cell of a sweep stands: done, running, pending, requeued, failed (store + sacct)"
+    )
+    status.add_argument("store", help="a results store folder (the --out of bench sweep)")
+    status.set_defaults(handler=cmd_status)
 
 
 def _add_report(commands: Subcommands) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +19,15 @@ from bench.run.models import LoadedModel, load_model
 from methods.training import Training
 from tasks import get_task
 from tasks.data_source import DataSource
+from tests.fake_slurm import FakeSlurm
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlurm]:
+    """The fake SLURM of tests/fake_slurm first on PATH, its state in a fresh folder; its jobs end with the test."""
+    cluster = FakeSlurm.install(tmp_path / "fake-slurm", monkeypatch)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

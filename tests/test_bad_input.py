@@ -71,6 +71,11 @@ SPECS: dict[str, typing.Any] = {
     "native-needs-budget": _spec(methods={"lora": {"budgets": "native"}}),
     "same-count-budgets": None,  # filled in the fixture: "1%" and the count it resolves to
     "not-a-mapping": ["lora"],
+    "zero-nodes": _spec(training={**TINY["training"], "num_nodes": 0}),
+    "two-nodes": _spec(methods={"lora": {}}, seeds=[0], training={**TINY["training"], "num_nodes": 2}),
+    "mixed-devices": _spec(methods={"lora": {"training": {"devices": 2}}, "full": {}}, seeds=[0]),
+    "local-array": _spec(methods={"lora": {}}, seeds=[0], slurm={"cluster": "local"}),
+    "bad-slurm": _spec(methods={"lora": {}}, seeds=[0], slurm={"no_such_parameter": 1}),
 }
 
 
@@ -185,6 +190,7 @@ RUN_CASES = [
     ([*LORA[1:], "--devices", "0"], "devices '0' is not"),
     ([*LORA[1:], "--devices", "two"], "devices 'two' is not"),
     ([*LORA[1:], "--devices", "0,0"], "devices '0,0' is not"),
+    ([*LORA[1:], "--num-nodes", "0"], "num_nodes must be a whole number of at least 1"),
     ([*LORA[1:], "--data-dir", "{root}/no-such-data"], "does not exist"),
     ([*LORA[1:], "--data-dir", "{root}/data"], "is not UTF-8 text"),
     ([*LORA[1:], "--out", "{root}/file/out"], "not writable"),
@@ -245,6 +251,13 @@ SWEEP_CASES = [
     ("{root}/specs/not-a-mapping.yaml", [], "must be a mapping"),
     ("{root}/specs/ok.yaml", ["--workers", "0"], "--workers must be at least 1"),
     ("{root}/specs/ok.yaml", ["--executor", "nowhere"], "invalid choice"),
+    ("{root}/specs/zero-nodes.yaml", [], "num_nodes must be a whole number of at least 1"),
+    ("{root}/specs/two-nodes.yaml", [], "num_nodes 2 needs a job on 2 machines"),
+    ("{root}/specs/mixed-devices.yaml", ["--executor", "slurm"], "the sweep's runs differ in devices or num_nodes"),
+    ("{root}/specs/ok.yaml", ["--detach"], "--detach needs --executor slurm"),
+    ("{root}/specs/local-array.yaml", ["--executor", "slurm", "--detach"], "but slurm.cluster is local"),
+    ("{root}/specs/ok.yaml", ["--executor", "slurm", "--detach", "--emit-sbatch", "{root}/x.sh"], "pick one"),
+    ("{root}/specs/bad-slurm.yaml", ["--emit-sbatch", "{root}/x.sh"], "bad slurm parameter"),
 ]
 
 
@@ -260,6 +273,17 @@ REPORT_CASES = [
     ("{root}/badmeta", "sweep.json is corrupt"),
     ("{root}/tuning", "no final run yet: the sweep is tuning learning rates (0 of 1 tuning runs done)"),
 ]
+
+
+STATUS_CASES = [
+    ("{root}/nowhere", "store {root}/nowhere does not exist"),
+    ("{root}/truncated", "holds no sweep.json: no sweep ran into it"),
+]
+
+
+@pytest.mark.parametrize(("store", "message"), STATUS_CASES, ids=[f"status-{i}" for i in range(len(STATUS_CASES))])
+def test_bad_status(workspace: Path, capsys: pytest.CaptureFixture, store: str, message: str) -> None:
+    _refused(workspace, capsys, ["status", store], message.replace("{root}", str(workspace)))
 
 
 @pytest.mark.parametrize(("store", "message"), REPORT_CASES, ids=[f"report-{i}" for i in range(len(REPORT_CASES))])
@@ -306,7 +330,7 @@ def _refused(workspace: Path, capsys: pytest.CaptureFixture, argv: list[str], me
 
 
 def test_catalogue_has_at_least_60_distinct_cases() -> None:
-    cases = [str(case) for case in (*RUN_CASES, *SWEEP_CASES, *REPORT_CASES, *COMPARE_CASES)]
+    cases = [str(case) for case in (*RUN_CASES, *SWEEP_CASES, *STATUS_CASES, *REPORT_CASES, *COMPARE_CASES)]
     assert len(set(cases)) == len(cases) >= 60
 
 

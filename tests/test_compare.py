@@ -6,12 +6,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench.records.record import read_records
 from bench.report.compare import Tolerances, compare_stores, compare_summaries, write_baseline
-from bench.report.write import config_fingerprint
+from bench.report.write import LATER_SETTINGS, config_fingerprint
 from bench.run.config import RunConfig
 from tests.test_sweep import TINY, bench_command, sweep_process, tiny_store, write_spec
 
@@ -116,10 +117,11 @@ def test_gpu_memory_regression_and_missing_cells_fail_while_cpu_cost_is_informat
     assert "missing" in compare_stores(store, path).markdown()
 
 
-def test_a_setting_added_later_leaves_older_records_comparable_with_the_baseline() -> None:
-    """A record written before `mask_prompt` existed (no such key) fingerprints as today's default run does, so a
-    baseline of older records still compares like with like; a run that changes the setting does not. The committed
-    default records match their baseline's cells."""
+@pytest.mark.parametrize(("setting", "changed"), [("mask_prompt", False), ("num_nodes", 2)])
+def test_a_setting_added_later_leaves_older_records_comparable_with_the_baseline(setting: str, changed: Any) -> None:
+    """A record written before `mask_prompt` (or `num_nodes`) existed (no such key) fingerprints as today's default
+    run does, so a baseline of older records still compares like with like; a run that changes the setting does not.
+    The committed default records match their baseline's cells."""
     repo = Path(__file__).resolve().parent.parent
     summary = json.loads((repo / "results" / "baselines" / "default" / "summary.json").read_text())
     fingerprints = {cell["config_fingerprint"] for cell in summary["cells"]}
@@ -127,11 +129,11 @@ def test_a_setting_added_later_leaves_older_records_comparable_with_the_baseline
     assert records
     for record in records:
         today = RunConfig(**record["config"]).to_dict()
-        older = {name: value for name, value in today.items() if name != "mask_prompt"}
-        assert today["mask_prompt"] is True
+        older = {name: value for name, value in today.items() if name != setting}
+        assert today[setting] == LATER_SETTINGS[setting]
         assert config_fingerprint(older) == config_fingerprint(today) == config_fingerprint(record["config"])
         assert config_fingerprint(today) in fingerprints
-        assert config_fingerprint({**today, "mask_prompt": False}) != config_fingerprint(today)
+        assert config_fingerprint({**today, setting: changed}) != config_fingerprint(today)
 
 
 def test_exact_mode_names_the_first_prediction_that_differs(

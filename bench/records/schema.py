@@ -38,7 +38,8 @@ CONFIG = _object(
         "max_steps": COUNT,
         "batch_size": COUNT,
         "precision": TEXT,
-    }
+    },
+    num_nodes={"type": "integer", "minimum": 1},  # recorded since multi-node runs; older records have one node
 )
 RECORD_OK = _object(
     {

@@ -65,7 +65,7 @@ REFERENCE = plots.REFERENCE
 NOT_FINGERPRINTED = {"seed", "lr", "threads", "data_dir"}
 # run settings added after stores existed, with the value that keeps the earlier behaviour: at that value they are left
 # out of the fingerprint, so older records (which lack them) stay comparable with newer ones
-LATER_SETTINGS = {"mask_prompt": True}
+LATER_SETTINGS = {"mask_prompt": True, "num_nodes": 1}
 SUMMARY_SCHEMA = "peft-bench-summary/1"
 FINAL_ROLES = ("final", "tuning+final")
 

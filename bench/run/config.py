@@ -43,6 +43,9 @@ class RunConfig:
     precision: str = "32-true"
     accelerator: str = "auto"
     devices: str = "auto"
+    num_nodes: int = (
+        1  # machines the run spans, `devices` processes on each (Lightning's `num_nodes`; SLURM's `--nodes`)
+    )
     strategy: str = "auto"
     threads: int | None = None
     data_dir: str | None = None

@@ -135,7 +135,7 @@ def _load(run: RunPlan) -> tuple[models.LoadedModel, PeftMethod]:
 
     config = run.config
     quiet_libraries()
-    check_machine(config.accelerator, str(config.devices), config.strategy, config.precision)
+    check_machine(config.accelerator, str(config.devices), config.strategy, config.precision, config.num_nodes)
     if config.threads:
         torch.set_num_threads(config.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -217,6 +217,7 @@ def _trainer(
         max_steps=config.max_steps if run.method_cls.trains else 0,
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         strategy=config.strategy,
         precision=config.precision,
         logger=[L.pytorch.loggers.CSVLogger(run_dir, name="", version=""), *loggers],

@@ -52,7 +52,7 @@ STRATEGIES = (
     "single_xla",
     "single_tpu",
 )
-COUNTS = ("max_steps", "batch_size", "eval_batch_size", "max_length", "calibration_batches")  # at least 1
+COUNTS = ("max_steps", "batch_size", "eval_batch_size", "max_length", "calibration_batches", "num_nodes")  # at least 1
 LIMITS = (
     "train_examples",
     "validation_examples",
@@ -140,7 +140,9 @@ def _devices_ok(text: str) -> bool:
     return bool(parts) and "," in text and all(part.isdigit() for part in parts) and len(set(parts)) == len(parts)
 
 
-def check_machine(accelerator: str, devices: str, strategy: str = "auto", precision: str = "32-true") -> None:
+def check_machine(
+    accelerator: str, devices: str, strategy: str = "auto", precision: str = "32-true", num_nodes: int = 1
+) -> None:
     """BenchError when this machine or its libraries cannot run the machine settings asked for: an accelerator it
     lacks, more devices than it has, a strategy or precision whose package is missing or that needs other hardware.
 
@@ -175,7 +177,7 @@ def check_machine(accelerator: str, devices: str, strategy: str = "auto", precis
             )
     settings = {"accelerator": accelerator, "devices": devices, "strategy": strategy, "precision": precision}
     try:
-        L.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        L.Trainer(**settings, num_nodes=num_nodes, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     except (
         ImportError,
         ValueError,

@@ -71,7 +71,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 
 def _run_locked(cell: Cell, store: Store, rank: int, started: float) -> dict[str, Any]:
     """Run a cell whose lock this process holds (or one task of a multi-device SLURM job); record and log the run."""
-    store.log_event(cell.key, "started", label=cell.label)
+    if rank == 0:  # one event per run, whatever its processes
+        store.log_event(cell.key, "started", label=cell.label)
     config = RunConfig(**cell.config)
     try:
         record = _train(cell, store, config)

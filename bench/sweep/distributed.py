@@ -43,6 +43,7 @@ def relaunches(config: RunConfig) -> bool:
     trainer = L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         strategy=config.strategy,
         logger=False,
         enable_checkpointing=False,

@@ -16,6 +16,16 @@ Each cell runs under its key's file lock (bench.sweep.cells.run_cell), so two sw
 twice. A failed run is recorded (status "failed") and retried by the next sweep. A cell whose worker died is retried
 in a fresh pool, then left for the next sweep (`interrupted`); a failure is never written over an ok record.
 Corrupt files found in the store when a sweep starts are moved to `<store>/quarantine/`, and the sweep goes on.
+
+Detached sweeps (`detach`, SLURM only) submit every cell that can run now and return at once: cells already stored,
+and cells whose job in `<store>/jobs.json` is still queued or running, are not submitted (bench.sweep.jobs). A phase
+whose cells are not all settled yet holds back what depends on it: the learning-rate choice and phase 2 of a tuned
+(model, task) pair wait for its tuning cells, and `jobs.json` says what waits on what (`bench status`). Running the
+same command again submits the next phase once the one before it has finished, and nothing while cells are still
+queued or running. Within one detached sweep, as within one sweep, a failure counts as settled, and a cell whose job
+ended without a record (time limit, memory, node failure) is recorded failed; the first detached command after one
+that found nothing left to do starts a new sweep, which retries the failures. `sbatch` writes the cells a detached
+sweep would submit as an sbatch script instead (bench.sweep.sbatch).
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from bench.records.store import Store, now
 from bench.report import wandb_logging
 from bench.sweep.cells import Cell, Phase1, expand, manifest_entry, plan_cells, run_cell
 from bench.sweep.executors import LocalExecutor, SlurmExecutor, make_executor
+from bench.sweep.jobs import CRASH_STATES, Ledger
+from bench.sweep.sbatch import SbatchScript
 from bench.sweep.spec import SweepSpec
 from bench.sweep.tuning import (
     choose_lrs,
@@ -55,6 +67,8 @@ class SweepResult:
     labels: dict[str, str] = field(default_factory=dict)
     untuned: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    waiting: dict[str, dict[str, Any]] = field(default_factory=dict)  # detached: "model task" -> what waits on what
+    script: Path | None = None  # the sbatch script written, if any
 
     def counts(self) -> Counter:
         return Counter(outcome["status"] for outcome in self.outcomes.values())
@@ -91,49 +105,95 @@ def run_sweep(
     workers: int = 1,
     progress: bool = True,
     isolate: bool = False,
+    detach: bool = False,
+    sbatch: Path | None = None,
 ) -> SweepResult:
-    """Run `spec` into the store at `out` (see the module docstring); returns what happened."""
+    """Run `spec` into the store at `out` (see the module docstring); returns what happened. `detach` submits what
+    can run now and returns; `sbatch` writes it as an sbatch script to that file instead."""
     store = Store(out)
     check_writable(store.root)
     if spec.full_data:
         require_full_data(spec)
     started = time.perf_counter()
+    detached = detach or sbatch is not None
     common = {
         "store": str(store.root),
         "group": spec.name,
         "wandb": spec.wandb,
-        "sweep_started": now(),
-        "progress": progress and workers == 1 and executor == "local" and not isolate,
+        "sweep_started": _sweep_started(store, detach),
+        "progress": progress and workers == 1 and executor == "local" and not isolate and not detached,
     }
     phase1 = expand(spec, common)
     store.lock_kind()  # a bad PEFT_BENCH_LOCK stops the sweep before any cell runs
-    runner = _runner(spec, store, executor, workers, isolate)
+    runner = _runner(spec, store, phase1.cells, executor, workers, isolate, detach, sbatch)
     _quarantine(store)
     result = SweepResult(store=store.root)
     bar = tqdm(
         total=len(phase1.cells) + _finals_expected(spec, phase1),
         desc=f"sweep {spec.name}",
         unit="run",
-        disable=not progress,
+        disable=not progress or detached,
         file=sys.stderr,
         dynamic_ncols=True,
     )
     listed = {pair: [manifest_entry(c) for c in phase1.part(*pair).cells] for pair in spec.pairs}
+    manifest = _manifest(spec, common["sweep_started"])
     with bar:
-        sweep = _Sweep(spec, store, common, runner, result, bar, _manifest(spec, common["sweep_started"]), listed)
+        sweep = _Sweep(spec, store, common, runner, result, bar, manifest, listed, detached)
         sweep.write_cells()
         for pair in spec.pairs:
             sweep.run_pair(pair, phase1.part(*pair))
+    if detach:
+        _note_detached(store, result, common["sweep_started"])
+    if isinstance(runner, SbatchScript):
+        result.script = runner.write()
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _runner(spec: SweepSpec, store: Store, executor: str, workers: int, isolate: bool) -> LocalExecutor | SlurmExecutor:
-    """The executor that runs the cells, with the number of devices each cell takes."""
-    devices = spec.training.get("devices", "1")
-    return make_executor(
-        executor, workers, store.root, spec.slurm, int(devices) if str(devices).isdigit() else 1, isolate
-    )
+def _sweep_started(store: Store, detach: bool) -> str:
+    """When this sweep started: now, or for a detached sweep the start of the one it continues."""
+    ledger = Ledger(store.root).read() if detach else {}
+    return ledger["sweep_started"] if ledger.get("sweep_started") and not ledger.get("finished") else now()
+
+
+def _note_detached(store: Store, result: SweepResult, sweep_started: str) -> None:
+    """Keep in jobs.json when the detached sweep started, whether anything is left, and what waits on what."""
+    outstanding = result.waiting or any(o["status"] in ("submitted", "queued") for o in result.outcomes.values())
+    with Ledger(store.root).locked() as ledger:
+        ledger |= {"sweep_started": sweep_started, "finished": not outstanding, "waiting": result.waiting}
+
+
+def _runner(
+    spec: SweepSpec,
+    store: Store,
+    cells: list[Cell],
+    executor: str,
+    workers: int,
+    isolate: bool,
+    detach: bool,
+    sbatch: Path | None,
+) -> LocalExecutor | SlurmExecutor | SbatchScript:
+    """What runs the cells, given what one run takes (devices per node, nodes): one shape for a whole job array."""
+    shapes = {
+        (int(c.config["devices"]) if str(c.config["devices"]).isdigit() else 1, c.config["num_nodes"]) for c in cells
+    }
+    if len(shapes) > 1 and (executor == "slurm" or sbatch is not None):
+        raise BenchError(
+            f"the sweep's runs differ in devices or num_nodes ({', '.join(f'{d}x{n}' for d, n in sorted(shapes))}):"
+            " one SLURM job array has one shape",
+            "set devices and num_nodes once, in the spec's top-level training",
+        )
+    shape = max(shapes, key=lambda devices_nodes: devices_nodes[1], default=(1, 1))
+    if sbatch is not None:
+        return SbatchScript(sbatch, store.root, spec.slurm, shape, spec.name)
+    if detach and (executor != "slurm" or spec.slurm.get("cluster", "slurm") != "slurm"):
+        raise BenchError(
+            "--detach needs a SLURM cluster to leave the jobs to"
+            + (", but slurm.cluster is local (its jobs end with this command)" if executor == "slurm" else ""),
+            "run it with --executor slurm and slurm.cluster: slurm in the spec, or drop --detach",
+        )
+    return make_executor(executor, workers, store.root, spec.slurm, shape, isolate)
 
 
 def _quarantine(store: Store) -> None:
@@ -170,11 +230,12 @@ class _Sweep:
     spec: SweepSpec
     store: Store
     common: dict[str, Any]
-    runner: LocalExecutor | SlurmExecutor
+    runner: LocalExecutor | SlurmExecutor | SbatchScript
     result: SweepResult
     bar: tqdm
     manifest: dict[str, Any]
     listed: dict[tuple[str, str], list[dict[str, Any]]]  # the cells of sweep.json by (model, task) pair
+    detached: bool  # submit what can run now (or write it as a script) and return, rather than run and wait
     choices: list[dict[str, Any]] = field(default_factory=list)  # the cells of tuning.json
 
     def write_cells(self) -> None:
@@ -188,18 +249,23 @@ class _Sweep:
         self.write_cells()
 
     def run_pair(self, pair: tuple[str, str], part: Phase1) -> None:
-        """Phase 1 of one (model, task) pair, and if it tunes: its grid extensions, its lr picks, its phase 2."""
-        self.run_phase(part.cells)
+        """Phase 1 of one (model, task) pair, and if it tunes: its grid extensions, its lr picks, its phase 2 (a
+        detached sweep stops at the first phase whose cells are not all settled)."""
+        settled = self.run_phase(part.cells)
         if not part.tuned:
             return
-        self.extend_grids(pair, part)
+        if not settled:
+            return self.wait(pair, "the learning-rate choice and the final runs", part.cells)
+        if not self.extend_grids(pair, part):
+            return
         tuning = choose_lrs(self.spec, self.store, part)
         self.choices += tuning["cells"]
         self.store.write_meta("tuning.json", tuning | {"cells": self.choices})
         self.run_finals(pair, part, tuning["cells"])
 
-    def extend_grids(self, pair: tuple[str, str], part: Phase1) -> None:
-        """Run one rate beyond each grid end a group picked, up to `tuning.extend` times (bench.sweep.tuning)."""
+    def extend_grids(self, pair: tuple[str, str], part: Phase1) -> bool:
+        """Run one rate beyond each grid end a group picked, up to `tuning.extend` times (bench.sweep.tuning); whether
+        every extension is settled."""
         for _ in range(self.spec.tuning_extend):
             extra = plan_cells(self.spec, edge_lrs(self.spec, self.store, part), "tuning", self.common)
             if not extra:
@@ -207,7 +273,17 @@ class _Sweep:
             part.cells += extra
             self.bar.total += len(extra)
             self.list_cells(pair, part.cells)
-            self.run_phase(extra)
+            if not self.run_phase(extra):
+                self.wait(
+                    pair, "the learning-rate choice (after the rates beyond a grid end) and the final runs", extra
+                )
+                return False
+        return True
+
+    def wait(self, pair: tuple[str, str], what: str, cells: list[Cell]) -> None:
+        """Note that `what` of a pair waits on those of `cells` that are queued or running."""
+        outstanding = [c.key for c in cells if self.result.outcomes[c.key]["status"] in ("submitted", "queued")]
+        self.result.waiting[" ".join(pair)] = {"what": what, "on": outstanding}
 
     def run_finals(self, pair: tuple[str, str], part: Phase1, entries: list[dict[str, Any]]) -> None:
         """Phase 2: every seed of each group at its chosen lr, but for the tuning runs that already are such runs."""
@@ -228,8 +304,12 @@ class _Sweep:
         self.list_cells(pair, [*(c for c in part.cells if c.role != "tuning"), *tuning, *phase2])
         self.run_phase(phase2)
 
-    def run_phase(self, cells: list[Cell]) -> None:
-        """Run `cells`; those another worker holds are retried at the end, waiting for the lock."""
+    def run_phase(self, cells: list[Cell]) -> bool:
+        """Run `cells` but those stored; those another worker holds are retried at the end, waiting for the lock.
+        Detached: submit them instead (`submit`). Whether every cell is settled (always, once run)."""
+        cells = [cell for cell in cells if not self.stored(cell)]
+        if self.detached:
+            return self.submit(cells)
         by_key = {cell.key: cell for cell in cells}
         for attempt in (cells, None):
             if attempt is None:
@@ -239,11 +319,45 @@ class _Sweep:
                     if outcome["status"] == "busy" and key in by_key
                 ]
             for outcome in self.runner.map(run_cell, attempt, _crashed, _interrupted):
-                self.result.outcomes[outcome["key"]] = outcome
-                self.result.labels[outcome["key"]] = by_key[outcome["key"]].label
-                if outcome["status"] != "busy":
-                    self.bar.update(1)
-                    self.bar.set_postfix_str(f"{outcome['status']}: {by_key[outcome['key']].label}")
+                self.note(by_key[outcome["key"]], outcome)
+        return True
+
+    def stored(self, cell: Cell) -> bool:
+        """Whether the cell is done (ok, or failed within this sweep): noted as skipped."""
+        done = self.store.is_done(cell.key, self.common["sweep_started"])
+        if done:
+            self.note(cell, {"key": cell.key, "status": "skipped"})
+        return done
+
+    def submit(self, cells: list[Cell]) -> bool:
+        """Detached: record as failed each cell whose job ended without a record, submit the others unless a live
+        job runs them; whether none was left to run."""
+        ledger = getattr(self.runner, "ledger", None)
+        states = ledger.states([cell.key for cell in cells]) if ledger is not None and cells else {}
+        jobs = ledger.read()["cells"] if states else {}
+        lost = [
+            cell
+            for cell in cells
+            if states.get(cell.key, "UNKNOWN").split()[0] in CRASH_STATES
+            and jobs[cell.key]["submitted"] >= self.common["sweep_started"]
+        ]
+        for cell in lost:
+            error = RuntimeError(f"job {jobs[cell.key]['job_id']} ended {states[cell.key]} without a record")
+            self.note(cell, _crashed(cell, error))
+        rest = [cell for cell in cells if cell not in lost]
+        for dispatched in self.runner.dispatch(run_cell, rest):
+            job_id = getattr(dispatched.job, "job_id", None)
+            status = "submitted" if dispatched.new else "queued"
+            self.note(dispatched.item, {"key": dispatched.item.key, "status": status, "job": job_id})
+        return not rest
+
+    def note(self, cell: Cell, outcome: dict[str, Any]) -> None:
+        """Keep a cell's outcome, and move the progress bar past it unless it is to be retried."""
+        self.result.outcomes[outcome["key"]] = outcome
+        self.result.labels[outcome["key"]] = cell.label
+        if outcome["status"] != "busy":
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"{outcome['status']}: {cell.label}")
 
 
 def _crashed(cell: Cell, error: BaseException) -> dict[str, Any]:
@@ -322,4 +436,38 @@ def summary_text(result: SweepResult) -> str:
     if hint:
         lines.append(hint)
     lines.append(f"next: bench report {store}")
+    return "\n".join(lines)
+
+
+def detached_text(result: SweepResult, command: str, emitted: bool = False) -> str:
+    """What a detached sweep (`emitted`: `--emit-sbatch`) did: cells submitted or written, queued, stored, what
+    waits."""
+    counts, store = result.counts(), result.store
+    arrays = sorted(
+        {o["job"].split("_")[0] for o in result.outcomes.values() if o["status"] == "submitted" and o["job"]}
+    )
+    if emitted:
+        lines = [
+            f"wrote {result.script} ({counts['submitted']} cell(s), listed in {result.script}.cells.json);"
+            f" submit it with: sbatch {result.script}"
+            if result.script
+            else "wrote no script: no cell can run now"
+        ]
+    else:
+        lines = [f"submitted {counts['submitted']} cell(s)" + (f" as job array {', '.join(arrays)}" if arrays else "")]
+    lines[-1] += f"; {counts['queued']} queued or running already, {counts['skipped']} stored" + (
+        f", {counts['crashed']} recorded failed (their jobs ended without a record)" if counts["crashed"] else ""
+    )
+    for pair, wait in result.waiting.items():
+        lines.append(
+            f"waiting: {pair}: {wait['what']} wait on {len(wait['on'])} cell(s); run `{command}` again once they are done"
+        )
+    lines += [
+        f"NOT RUN {cell}: every learning rate of its grid failed, so its other seeds were not run"
+        for cell in result.untuned
+    ]
+    if counts["queued"] or (counts["submitted"] and not emitted):
+        lines.append(f"jobs: {store / 'jobs.json'}; follow them with: bench status {store}")
+    elif not result.waiting and not counts["submitted"]:
+        lines.append(f"nothing left to run: every cell has a record; next: bench report {store}")
     return "\n".join(lines)

@@ -20,9 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.records.store import now
+from bench.sweep.jobs import Ledger
 from core.errors import BenchError
 
 EXECUTORS = ("local", "slurm")
@@ -128,35 +131,78 @@ class LocalExecutor:
         broken.sort()
 
 
+def job_parameters(parameters: dict[str, Any], devices: int, nodes: int) -> dict[str, Any]:
+    """submitit's parameters of one run's job: the spec's `slurm:` section (but `cluster`) over the run's shape."""
+    defaults = {"timeout_min": 60, "nodes": nodes, "tasks_per_node": devices}
+    if devices > 1:
+        defaults["gpus_per_node"] = devices
+    return defaults | {name: value for name, value in parameters.items() if name != "cluster"}
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """An item and the job that runs it: submitted now (`new`), or a live job submitted before."""
+
+    item: Any
+    job: Any  # a submitit Job
+    new: bool
+
+
 class SlurmExecutor:
     """A submitit job array (`cluster: slurm`), or the same array as local subprocesses (`cluster: local`).
 
     `parameters` are submitit's (timeout_min, slurm_partition, gpus_per_node, cpus_per_task, mem_gb,
-    slurm_array_parallelism, ...). A multi-device run gets one task per device, so Lightning's SLURM environment
-    sets up DDP/FSDP across them.
+    slurm_array_parallelism, ...). A run gets `nodes_per_run` nodes and one task per device on each, so Lightning's
+    SLURM environment sets up DDP/FSDP across them.
+
+    Items are sweep cells (`key`, `label`). On a SLURM cluster every job is written to `<store>/jobs.json`
+    (bench.sweep.jobs), and a cell whose job there is still live is not submitted again: its job is followed instead.
     """
 
-    def __init__(self, folder: Path, parameters: dict[str, Any], devices_per_run: int = 1) -> None:
+    def __init__(
+        self, store: Path, parameters: dict[str, Any], devices_per_run: int = 1, nodes_per_run: int = 1
+    ) -> None:
         import submitit
 
-        parameters = dict(parameters)
-        cluster = parameters.pop("cluster", "slurm")
+        cluster = parameters.get("cluster", "slurm")
         if cluster not in ("slurm", "local"):
             raise BenchError(
                 f"slurm.cluster must be slurm or local, got {cluster!r}",
                 "use cluster: local to try the job array on this machine",
             )
-        self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-        defaults = {"timeout_min": 60, "tasks_per_node": devices_per_run}
-        if devices_per_run > 1:
-            defaults["gpus_per_node"] = devices_per_run
+        self.folder = store / "submitit" / "%j"
+        self.executor = submitit.AutoExecutor(folder=self.folder, cluster=cluster)
+        self.ledger = Ledger(store) if cluster == "slurm" else None
+        self.tasks = devices_per_run * nodes_per_run
         try:
-            self.executor.update_parameters(**(defaults | parameters))
+            self.executor.update_parameters(**job_parameters(parameters, devices_per_run, nodes_per_run))
         except (ValueError, TypeError) as error:
             raise BenchError(
                 f"bad slurm parameter ({error})",
                 "use submitit's parameter names, e.g. timeout_min, slurm_partition, gpus_per_node",
             ) from None
+
+    def dispatch(self, function: Callable[[Any], Any], items: list[Any]) -> list[Dispatched]:
+        """Each item's job: its live job in jobs.json, else a new one (the new ones make one array)."""
+        if self.ledger is None:
+            return [Dispatched(item, job, True) for item, job in zip(items, self.executor.map_array(function, items))]
+        with self.ledger.locked() as ledger:
+            live = self.ledger.live([item.key for item in items])
+            fresh = [item for item in items if item.key not in live]
+            jobs = self.executor.map_array(function, fresh) if fresh else []
+            ledger["cells"] |= {
+                item.key: {"job_id": job.job_id, "array_index": index, "tasks": self.tasks}
+                | {"submitted": now(), "label": item.label}
+                for index, (item, job) in enumerate(zip(fresh, jobs))
+            }
+        followed = [Dispatched(item, self._job(live[item.key]), False) for item in items if item.key in live]
+        return followed + [Dispatched(item, job, True) for item, job in zip(fresh, jobs)]
+
+    def _job(self, entry: dict[str, Any]) -> Any:
+        """The submitit job of a jobs.json entry, followed from this process (its results land in the same folder)."""
+        import submitit
+
+        return submitit.SlurmJob(self.folder, entry["job_id"], range(entry["tasks"]))
 
     def map(
         self,
@@ -169,8 +215,7 @@ class SlurmExecutor:
         one item, so the death is that item's own; `interrupted` is unused)."""
         if not items:
             return
-        jobs = self.executor.map_array(function, items)
-        pending = dict(zip(jobs, items))
+        pending = {dispatched.job: dispatched.item for dispatched in self.dispatch(function, items)}
         while pending:
             for job in [job for job in pending if job.done()]:
                 item = pending.pop(job)
@@ -182,10 +227,22 @@ class SlurmExecutor:
 
 
 def make_executor(
-    name: str, workers: int, store: Path, slurm: dict[str, Any], devices_per_run: int, isolate: bool = False
+    name: str,
+    workers: int,
+    store: Path,
+    slurm: dict[str, Any],
+    shape: tuple[int, int] = (1, 1),
+    isolate: bool = False,
 ) -> LocalExecutor | SlurmExecutor:
+    """The executor `name`; `shape` is what one run takes: (devices per node, nodes)."""
+    devices, nodes = shape
     if name == "local":
+        if nodes > 1:
+            raise BenchError(
+                f"num_nodes {nodes} needs a job on {nodes} machines, which local workers cannot start",
+                "run the sweep with --executor slurm (slurm.cluster: slurm), or set num_nodes: 1",
+            )
         return LocalExecutor(workers, isolate)
     if name == "slurm":
-        return SlurmExecutor(store / "submitit", slurm, devices_per_run)
+        return SlurmExecutor(store, slurm, devices, nodes)
     raise BenchError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")
