@@ -1,11 +1,14 @@
 """Sweeps on a SLURM cluster, through the fake SLURM of tests/fake_slurm and submitit's real SLURM executor: the
 commands of README.md's "Running on a SLURM cluster" (a sweep as a job array, a detached sweep phase by phase with
-`bench status`, a script for sbatch by hand), and a run on two nodes that trains as one node of two processes."""
+`bench status`, a script for sbatch by hand), a run on two nodes that trains as one node of two processes, and a
+cell preempted mid-run that is requeued and resumes from its checkpoint."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from safetensors.torch import load_file
 
 from bench.cli import main
 from bench.records.record import read_records
+from bench.records.store import Store
 from bench.sweep.status import _status
 from tests.fake_slurm import FakeSlurm
 from tests.test_distributed import TRAINING as DISTRIBUTED
@@ -148,3 +152,40 @@ def run_one(capsys: pytest.CaptureFixture, store: Path, spec: dict[str, Any], *e
     bench(capsys, "sweep", str(path), "--out", str(store), "--quiet", *(executor or ("--executor", "slurm")))
     (record,) = read_records(store)
     return record
+
+
+def test_a_cell_preempted_mid_run_is_requeued_and_resumes_from_its_checkpoint(
+    fake_slurm: FakeSlurm, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """SLURM's warning signal (USR2) reaches one cell's job once that run has written a checkpoint: the run saves at
+    its next step boundary, submitit requeues the job, the job runs again and resumes. The sweep ends with every
+    record ok, that record says from which step it resumed, and a second sweep command submits nothing."""
+    training = {**TINY["training"], "max_steps": 40}
+    spec = write_spec(tmp_path, {**ARRAY, "training": training, "checkpoint_every": 2})
+    store = tmp_path / "store"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "sweep", str(spec), "--out", str(store), "--executor", "slurm", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (checkpoints := sorted((store / "checkpoints").glob("*/last.ckpt"))):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.05)
+    key = checkpoints[0].parent.name
+    job_id = json.loads((store / "jobs.json").read_text())["cells"][key]["job_id"]
+    fake_slurm.signal(job_id, "USR2")
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, out + err
+    assert "2 run, 0 already stored, 0 failed" in out
+    records = {record["run_key"]: record for record in read_records(store)}
+    assert {record["status"] for record in records.values()} == {"ok"}
+    (resumed,) = records[key]["resumed"]
+    assert 2 <= resumed["from_step"] < 40 and fake_slurm.job(job_id)["restarts"] == 1
+    assert [record["resumed"] for other, record in records.items() if other != key] == [[]]
+    assert not (store / "checkpoints" / key).exists()
+    events = [event["event"] for event in Store(store).events() if event["key"] == key]
+    assert events.count("started") == 2 and events[-1] == "done"
+    again = bench(capsys, "sweep", str(spec), "--out", str(store), "--executor", "slurm", "--quiet")
+    assert "0 run, 2 already stored" in again and len(fake_slurm.calls("sbatch")) == 1

@@ -39,6 +39,7 @@ class Cell:
     requested: int | None  # the budget as a parameter count of the model (None: no budget)
     wandb: dict[str, Any]
     sweep_started: str
+    checkpoint_every: int | None = None
     wait: bool = False
     progress: bool = False
 
@@ -103,7 +104,7 @@ def _train(cell: Cell, store: Store, config: RunConfig) -> dict[str, Any] | None
     target = _wandb_target(cell)
     if relaunches(config):
         return launch(config, cell.key, store.root, target)
-    return execute_logged(run, store.root, target, progress=cell.progress)
+    return execute_logged(run, store.root, target, progress=cell.progress, checkpoint_every=cell.checkpoint_every)
 
 
 def _failed(cell: Cell, store: Store, config: RunConfig, error: Exception, started: float) -> dict[str, Any]:

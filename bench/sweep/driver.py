@@ -121,6 +121,7 @@ def run_sweep(
         "group": spec.name,
         "wandb": spec.wandb,
         "sweep_started": _sweep_started(store, detach),
+        "checkpoint_every": spec.checkpoint_every,
         "progress": progress and workers == 1 and executor == "local" and not isolate and not detached,
     }
     phase1 = expand(spec, common)

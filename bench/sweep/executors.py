@@ -140,6 +140,22 @@ def job_parameters(parameters: dict[str, Any], devices: int, nodes: int) -> dict
 
 
 @dataclass(frozen=True)
+class Requeueable:
+    """A job's function in submitit's checkpoint protocol: at its time limit (as on preemption) submitit requeues the
+    job to call it on the same item again, and the run resumes from its checkpoint (bench.run.checkpoints)."""
+
+    function: Callable[[Any], Any]
+
+    def __call__(self, item: Any) -> Any:
+        return self.function(item)
+
+    def checkpoint(self, item: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, item)
+
+
+@dataclass(frozen=True)
 class Dispatched:
     """An item and the job that runs it: submitted now (`new`), or a live job submitted before."""
 
@@ -185,11 +201,12 @@ class SlurmExecutor:
     def dispatch(self, function: Callable[[Any], Any], items: list[Any]) -> list[Dispatched]:
         """Each item's job: its live job in jobs.json, else a new one (the new ones make one array)."""
         if self.ledger is None:
-            return [Dispatched(item, job, True) for item, job in zip(items, self.executor.map_array(function, items))]
+            jobs = self.executor.map_array(Requeueable(function), items)
+            return [Dispatched(item, job, True) for item, job in zip(items, jobs)]
         with self.ledger.locked() as ledger:
             live = self.ledger.live([item.key for item in items])
             fresh = [item for item in items if item.key not in live]
-            jobs = self.executor.map_array(function, fresh) if fresh else []
+            jobs = self.executor.map_array(Requeueable(function), fresh) if fresh else []
             ledger["cells"] |= {
                 item.key: {"job_id": job.job_id, "array_index": index, "tasks": self.tasks}
                 | {"submitted": now(), "label": item.label}

@@ -28,6 +28,8 @@ A spec (see profiles/*.yaml) has these top-level keys:
   per tuned group, so a curve's cell is not held back by where the grid stops;
 - `full_data` (optional, default false): the spec needs full training sets, so it is refused on the committed subsets
   (`tasks/data`); point `PEFT_BENCH_DATA` (or `training.data_dir`) at a full data folder;
+- `checkpoint_every` (optional): every run also writes a checkpoint every this many steps (besides every 30 minutes
+  and on a stop signal; bench.run.checkpoints). It changes no result, so it is not part of any run key;
 - `wandb` (optional): project, entity, enabled, mode (offline, the default, online or disabled); `slurm` (optional):
   submitit parameters, `cluster` (`slurm` or `local`).
 
@@ -71,6 +73,7 @@ TOP_KEYS = {
     "methods",
     "tuning",
     "full_data",
+    "checkpoint_every",
     "wandb",
     "slurm",
 }
@@ -121,6 +124,7 @@ class SweepSpec:
     tuning_budgets: int | None  # tune at this many budgets per method and interpolate; None: at every budget
     tuning_extend: int  # at most this many rates beyond a grid's end, per tuned group whose pick is that end
     full_data: bool  # refuse the committed data subsets
+    checkpoint_every: int | None  # every run also checkpoints every this many steps (bench.run.checkpoints)
     wandb: dict[str, Any]
     slurm: dict[str, Any]
     source: dict[str, Any]
@@ -228,6 +232,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
         tuning_budgets=tuning_budgets,
         tuning_extend=tuning_extend,
         full_data=_flag(data.get("full_data", False), f"{where}: full_data"),
+        checkpoint_every=_checkpoint_every(data.get("checkpoint_every"), where),
         wandb=wandb,
         slurm=dict(slurm),
         source=data,
@@ -485,6 +490,14 @@ def _tuning_seeds(tuning: dict[str, Any], seeds: tuple[int, ...], where: str) ->
                 f"{where}: tuning seed {seed} is not one of the seeds {list(seeds)}", "pick tuning seeds from `seeds`"
             )
     return tuple(chosen)
+
+
+def _checkpoint_every(value: Any, where: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise BenchError(
+            f"{where}: checkpoint_every is {value!r}", "give a whole number of steps of at least 1, or leave it out"
+        )
+    return value
 
 
 def _flag(value: Any, what: str) -> bool:

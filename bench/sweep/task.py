@@ -3,8 +3,9 @@
 
 CELLS is the JSON list of cells written beside the script; cell INDEX runs as a sweep worker runs it
 (bench.sweep.cells.run_cell: under its lock, skipped if stored). Task 0 of a SLURM array task writes its job into
-`<store>/jobs.json`, so `bench status` and later sweeps know it. Exit status 0 when the cell is done or was stored, 1
-when it failed or another worker holds it.
+`<store>/jobs.json`, so `bench status` and later sweeps know it. A cell stopped by a signal (SLURM's warning before
+preemption or the time limit) puts its job back in the queue, and resumes from its checkpoint when it runs again. Exit
+status 0 when the cell is done or was stored, 1 when it failed, was stopped or another worker holds it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             ledger["cells"][cell.key] |= {"submitted": now(), "label": cell.label}
     outcome = run_cell(cell)
     print(json.dumps(outcome))
+    if outcome["status"] == "preempted" and "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_PROCID", "0") == "0":
+        _requeue()
     return 0 if outcome["status"] in ("done", "skipped") else 1
+
+
+def _requeue() -> None:
+    """Put this job back in the queue, as submitit does for the jobs it submits: the cell resumes from its checkpoint
+    when the job runs again."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+    subprocess.run(["scontrol", "requeue", job], check=True)
 
 
 if __name__ == "__main__":
