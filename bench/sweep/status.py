@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bench.records.store import Store
+from bench.run.checkpoints import saved_checkpoint
 from bench.sweep.jobs import CRASH_STATES, Ledger, is_live
 from core.errors import BenchError
 
@@ -36,6 +37,8 @@ def cell_statuses(store: Store) -> list[dict[str, Any]]:
         key, job = cell["key"], jobs.get(cell["key"])
         starts = sum(when >= job["submitted"] for when in started[key]) if job else 0  # under this job
         status, detail = _status(store.read(key), job, states.get(key, "UNKNOWN"), starts)
+        if status != "done" and saved_checkpoint(store.root, key) is not None:
+            detail = "; ".join(filter(None, (detail, "a checkpoint is kept: its next run resumes from it")))
         rows.append(
             {"key": key, "label": cell["label"], "job": job and job["job_id"], "status": status, "detail": detail}
         )
