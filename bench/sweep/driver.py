@@ -125,8 +125,8 @@ def run_sweep(
         "progress": progress and workers == 1 and executor == "local" and not isolate and not detached,
     }
     phase1 = expand(spec, common)
-    store.lock_kind()  # a bad PEFT_BENCH_LOCK stops the sweep before any cell runs
     runner = _runner(spec, store, phase1.cells, executor, workers, isolate, detach, sbatch)
+    store.lock_kind()  # a bad PEFT_BENCH_LOCK stops the sweep before any cell runs (its probe writes into locks/)
     _quarantine(store)
     result = SweepResult(store=store.root)
     bar = tqdm(
