@@ -42,7 +42,8 @@ class Training(L.LightningModule):
         batch_size = batch["input_ids"].shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
-        groups = [group for optimizer in self.trainer.optimizers for group in optimizer.param_groups]
+        optimizers = self._trainer.optimizers if self._trainer is not None else []  # a step may run without a Trainer
+        groups = [group for optimizer in optimizers for group in optimizer.param_groups]
         if groups:  # a method with nothing to train (the step-cost floor) has none
             self.log("train/lr", groups[0]["lr"], batch_size=batch_size)
         self.log("step", float(self.global_step + 1))  # the loggers' step: optimizer steps taken once this one is

@@ -136,7 +136,8 @@ def test_rerun_of_a_completed_sweep_computes_nothing(built: dict) -> None:
 
 
 def test_runs_are_logged_to_wandb_offline_with_tags(built: dict) -> None:
-    runs = sorted((built["store"] / "wandb").glob("offline-run-*"))
+    # the report's own run aside (`bench report` logs one per store, id report-<hash>)
+    runs = sorted(run for run in (built["store"] / "wandb").glob("offline-run-*") if "-report-" not in run.name)
     keys = {record["run_key"] for record in read_records(built["store"])}
     # one W&B run per cell, by its run key; a cell the kill interrupted may have two folders, its attempt's and its
     # rerun's, of that one run

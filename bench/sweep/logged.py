@@ -39,7 +39,7 @@ def execute_logged(
     loggers = [WandbLogger(experiment=live)] if live is not None else []
     try:
         record = execute(run, store, progress=progress, loggers=loggers, checkpoint_every=checkpoint_every)
-    except Preempted:
+    except (Preempted, SystemExit):  # stopped by a signal; SystemExit: submitit requeued the job and exits
         if live is not None:  # W&B shows the run preempted; the resumed run continues it under the same id
             live.mark_preempting()
             live.finish()
