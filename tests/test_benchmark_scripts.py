@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
 FAILURE = re.compile(r"not measured|error|traceback|missing|n/a", re.IGNORECASE)
@@ -37,6 +39,7 @@ def assert_no_failure(lines: list[str]) -> None:
     assert not [line for line in lines if FAILURE.search(line)], "\n".join(lines)
 
 
+@pytest.mark.slow  # every method in a fresh process (about 50 s); `make benchmarks` runs the script in full
 def test_step_cost() -> None:
     """Every requested method gets a row of numbers and every target it takes part in a ratio (the full table runs
     nine methods; these five cover the floor, LoRA as the reference, and each kind of target). On MiniLM, which
@@ -82,6 +85,7 @@ def test_precision_cost() -> None:
     assert_no_failure(lines)
 
 
+@pytest.mark.slow  # loads SmolLM2 twice; `make benchmarks` runs the script in full
 def test_answer_logits() -> None:
     lines = run_script("answer_logits.py", "--steps", "1", "--batch-size", "2", "--max-length", "64", "--threads", "1")
     assert sum("losses agree on every batch" in line for line in lines) == 2
@@ -89,6 +93,7 @@ def test_answer_logits() -> None:
     assert_no_failure(lines)
 
 
+@pytest.mark.slow  # SmolLM2 generation at several batch sizes; `make benchmarks` runs the script in full
 def test_generation_batching() -> None:
     """Commonsense only: arithmetic's 256 new tokens per prompt would take minutes, on the same code."""
     lines = run_script(
@@ -133,6 +138,7 @@ def test_precision_parity_plans_both_arms_of_every_cell(tmp_path: Path) -> None:
     assert_no_failure(lines)
 
 
+@pytest.mark.slow  # about a minute of decoder runs; `make benchmarks` runs the script in full
 def test_protocol_deviations() -> None:
     """One short run through the harness, its greedy outputs against beams and the response split."""
     lines = run_script(

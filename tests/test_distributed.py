@@ -101,6 +101,7 @@ def _commonsense(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
     return result.predictions, result.metrics, len(scored)
 
 
+@pytest.mark.slow  # two SmolLM2 processes (about 40 s); the GLUE split is checked in make test
 def test_decoder_evaluation_is_split_across_ranks_with_the_scores_of_one_process(tmp_path: Path) -> None:
     """One test example of each of four commonsense sets (4 parts of one item each): each rank scores no item of
     two of the parts."""

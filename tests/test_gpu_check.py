@@ -52,6 +52,7 @@ def test_ddp_run_writes_one_record_and_one_state(tmp_path: Path) -> None:
     assert record["artifacts"]["adapter"]["file"] == f"{record['run_key']}.adapter.safetensors"
 
 
+@pytest.mark.slow  # three bench run processes (35 s); bit-identical resume is checked in-process by test_checkpoints.py
 def test_resume_round_trip_on_the_cpu_stopped_by_sigterm_from_outside(tmp_path: Path) -> None:
     """`bench run` gets SIGTERM once its first checkpoint exists, exits 75, and the same command resumes it to the
     metrics, curve and saved state of the run never stopped."""

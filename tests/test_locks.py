@@ -176,7 +176,11 @@ def test_a_bad_lock_variable_names_itself_its_value_and_the_accepted_values(
         Store(tmp_path).lock("key")
 
 
-@pytest.mark.parametrize(("behaviour", "requested"), [("noop", "file"), ("enolck", "")], ids=["variable", "probe"])
+@pytest.mark.parametrize(
+    ("behaviour", "requested"),
+    [pytest.param("noop", "file", marks=pytest.mark.slow), ("enolck", "")],  # slow: a second 20 s pair of sweeps
+    ids=["variable", "probe"],
+)
 def test_two_sweeps_on_a_store_without_flock_never_run_a_cell_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, behaviour: str, requested: str
 ) -> None:

@@ -79,6 +79,7 @@ def test_a_detached_sweep_submits_phase_by_phase_and_never_a_cell_twice(
     assert f"next: bench report {store}" in status
 
 
+@pytest.mark.slow  # a second detached-sweep scenario (about 20 s)
 def test_a_sweep_follows_the_jobs_a_detached_one_left_running(
     fake_slurm: FakeSlurm, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -109,6 +110,7 @@ def test_a_cells_status_follows_its_job(state: str, starts: int, status: str) ->
     assert _status(None, job, state, starts)[0] == status
 
 
+@pytest.mark.slow  # the hand-submitted path (10 s)
 def test_an_emitted_sbatch_script_runs_the_cells_by_hand(
     fake_slurm: FakeSlurm, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
