@@ -132,9 +132,13 @@ class Task(ABC):
         if split == "test":
             rows = self.read_test(source)
         else:
-            train, validation = hold_out(self.read_train(source), self.validation_size)
+            train, validation = self.split_train(self.read_train(source))
             rows = train if split == "train" else validation
         return limit_per_subtask(rows, limit) if limit else rows
+
+    def split_train(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(train, validation) from the training file's rows: by default a fixed random hold-out (`hold_out`)."""
+        return hold_out(rows, self.validation_size)
 
     def leakage_text(self, row: dict[str, Any]) -> str:
         """The text of `row` that the leakage guard compares between training and test sets."""

@@ -18,6 +18,7 @@ from core.errors import BenchError
 from tasks import metrics
 from tasks.base import EvalResult, Task, across_ranks, progress_bar
 from tasks.data_source import DataSource
+from tasks.phrases import hold_out_sentences
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,6 +42,9 @@ class GlueTask(Task):
     # new head starting near 0 is near the targets' centre instead of spending its first hundreds of steps moving
     # its output to the label mean (STS-B's 0-5). Pearson and Spearman do not change under the map.
     label_range: tuple[float, float] | None = None
+    # Training rows are the phrases of the test set's kind of sentences (SST-2): hold out whole sentences and drop
+    # their phrases from training (tasks/phrases.py), instead of a random slice of phrases.
+    phrase_level: bool = False
     family: str = "glue"
     model_kind: str = "sequence-classification"
 
@@ -64,12 +68,36 @@ class GlueTask(Task):
         low, high = self.label_range
         return (value * (high - low) + low + high) / 2
 
+    def split_train(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if self.phrase_level:
+            return hold_out_sentences(rows, self.validation_size, self.text_fields[0])
+        return super().split_train(rows)
+
     def describe(self, source: DataSource) -> dict[str, Any]:
-        if self.label_range is None:
-            return {}
-        return {
-            "target_scaling": f"labels {list(self.label_range)} mapped linearly onto [-1, 1] for training, predictions mapped back"
-        }
+        described = {}
+        if self.label_range is not None:
+            described["target_scaling"] = (
+                f"labels {list(self.label_range)} mapped linearly onto [-1, 1] for training, predictions mapped back"
+            )
+        if self.phrase_level:
+            rows = self.read_train(source)
+            train, validation = self.split_train(rows)
+            test = self.read_test(source)
+            described["validation_split"] = {
+                "rule": "whole sentences held out, the training phrases inside them dropped (tasks/phrases.py)",
+                "dropped_from_training": len(rows) - len(train) - len(validation),
+                **{
+                    f"{name}_mean_words": round(
+                        sum(len(row[self.text_fields[0]].split()) for row in part) / len(part), 2
+                    )
+                    for name, part in (("validation", validation), ("test", test))
+                },
+                **{
+                    f"{name}_label_1_share": round(sum(row["label"] == 1 for row in part) / len(part), 4)
+                    for name, part in (("validation", validation), ("test", test))
+                },
+            }
+        return described
 
     @staticmethod
     def _metric_name(metric: str, subtask: str | None) -> str:
@@ -211,6 +239,7 @@ SST2 = GlueTask(
     text_fields=("sentence",),
     num_labels=2,
     metrics=ACCURACY,
+    phrase_level=True,
 )
 MRPC = GlueTask(
     name="glue/mrpc", directory="glue/MRPC", hub_config="mrpc", text_fields=PAIR, num_labels=2, metrics=F1_ACCURACY

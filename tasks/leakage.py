@@ -6,9 +6,12 @@ reduced to its own content: the words not covered by a template 4-gram. Template
 answer the following question with true or false question ... answer format true false") and any boilerplate
 recurring across examples; copies of one example count once, so duplicated examples never become template. The
 content is cut into 13-grams (the GPT-3 decontamination length; numbers stay, so two problems with different numbers
-do not match); content shorter than 13 words is compared whole. A test example is `contaminated` if it shares any
-content 13-gram with the training examples, and a `near_duplicate` if at least half of its content 13-grams occur
-there. Only content is compared, so a 13-gram spanning the template and a common question stem ("... true or false
+do not match). Test content shorter than 13 words is looked for anywhere inside the training contents (a short
+question planted in a longer text is found) when it has at least 5 words, and compared whole below that (a
+two-word content such as "funny film" occurs inside countless longer texts without being a copy of any). A test
+example is `contaminated` if it shares any content 13-gram with the training examples or its short content occurs
+inside one, and a `near_duplicate` if at least half of its content 13-grams occur there (a short content found
+inside a training text is one whole gram, so it is both). Only content is compared, so a 13-gram spanning the template and a common question stem ("... true or false
 question is there a") matches nothing.
 """
 
@@ -25,6 +28,7 @@ TEMPLATE_NGRAM = 4
 TEMPLATE_FRACTION = 0.05
 TEMPLATE_MIN_COUNT = 3
 NEAR_DUPLICATE_SHARE = 0.5
+EMBEDDED_MIN_WORDS = 5
 
 log = logging.getLogger(__name__)
 Gram = tuple[str, ...]
@@ -58,14 +62,29 @@ def content(text: tuple[str, ...], template: set[Gram]) -> tuple[str, ...]:
     return tuple(word for word, is_template in zip(text, covered) if not is_template)
 
 
+def embedded(short: Iterable[tuple[str, ...]], texts: Iterable[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """The sequences of `short` that occur as a contiguous run of words inside any of `texts`."""
+    by_length: dict[int, set[tuple[str, ...]]] = {}
+    for sequence in short:
+        by_length.setdefault(len(sequence), set()).add(sequence)
+    found = set()
+    for text in texts:
+        for length, wanted in by_length.items():
+            found.update(text[i : i + length] for i in range(len(text) - length + 1) if text[i : i + length] in wanted)
+    return found
+
+
 def overlap(train_texts: Iterable[str], test_texts: Iterable[str]) -> dict[str, Any]:
     """How much of `test_texts` appears in `train_texts`: counts, fractions, and the first contaminated test indices."""
     train, test = [words(text) for text in train_texts], [words(text) for text in test_texts]
     template = template_grams(train) | template_grams(test)
-    seen = set().union(*(ngrams(content(text, template)) for text in set(train)))
+    train_contents = {content(text, template) for text in set(train)}
+    test_contents = [content(text, template) for text in test]
+    seen = set().union(*(ngrams(text) for text in train_contents))
+    seen |= embedded((text for text in test_contents if EMBEDDED_MIN_WORDS <= len(text) < NGRAM), train_contents)
     contaminated, near_duplicates = [], 0
-    for index, text in enumerate(test):
-        grams = ngrams(content(text, template))
+    for index, text in enumerate(test_contents):
+        grams = ngrams(text)
         shared = len(grams & seen)
         if shared:
             contaminated.append(index)
@@ -96,11 +115,9 @@ def leakage_report(task: Any, splits: dict[str, list[dict[str, Any]]]) -> dict[s
     }
     flagged = {pair: result["contaminated_fraction"] for pair, result in pairs.items() if result["contaminated"]}
     for pair, fraction in flagged.items():
-        log.warning(
-            "leakage: %.1f%% of test examples share a %d-gram with training data (%s)", 100 * fraction, NGRAM, pair
-        )
+        log.warning("leakage: %.1f%% of test examples share content with training data (%s)", 100 * fraction, pair)
     return {
-        "method": f"word {NGRAM}-grams of each example's content (words outside template {TEMPLATE_NGRAM}-grams of distinct examples), normalized text (tasks/leakage.py)",
+        "method": f"word {NGRAM}-grams of each example's content (words outside template {TEMPLATE_NGRAM}-grams of distinct examples), shorter test contents of {EMBEDDED_MIN_WORDS}+ words found anywhere inside training contents, normalized text (tasks/leakage.py)",
         "flagged": flagged,
         "pairs": pairs,
     }

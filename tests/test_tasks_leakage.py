@@ -11,7 +11,7 @@ import pytest
 from tasks import get_task
 from tasks.data_source import DataSource
 from tasks.instruction import DataFile, read_file
-from tasks.leakage import leakage_report, overlap
+from tasks.leakage import content, leakage_report, overlap, template_grams, words
 
 LEAKY = ("addsub", "multiarith", "singleeq")
 
@@ -55,7 +55,7 @@ def test_run_report_flags_offline_math_mix(caplog):
         assert report["pairs"][f"mawps-train -> {name}"]["contaminated"] > 0
         assert f"mawps-train -> {name}" in report["flagged"]
     assert report["pairs"]["gsm8k-train -> aqua"]["contaminated"] == 0
-    assert "share a 13-gram" in caplog.text
+    assert "share content with training data" in caplog.text
 
 
 def boolq(source: DataSource, split: str) -> list[str]:
@@ -80,6 +80,31 @@ def test_shared_template_and_question_stems_are_not_leakage_on_slices():
     assert overlap(train, test)["contaminated"] == 0
 
 
+@pytest.mark.parametrize("name", ["commonsense/boolq", "commonsense/piqa", "glue/sst2", "glue/cola"])
+def test_short_test_items_planted_inside_longer_training_texts_are_flagged(name):
+    """Up to eight test items of 6-12 content words (no 13-gram of their own), each pasted into the middle of a longer
+    training text, are all flagged; the same training set without the pastes flags none of them."""
+    task, source = get_task(name), DataSource()
+    train = [task.leakage_text(row) for row in task.load("train", source)]
+    test = [task.leakage_text(row) for row in task.load("test", source)]
+    template = template_grams(map(words, train)) | template_grams(map(words, test))
+    short = [text for text in test if 6 <= len(content(words(text), template)) < 13][:12]
+    short = [text for text in short if not overlap(train, [text])["contaminated"]][:8]  # CoLA has real leaks
+    assert len(short) >= 4
+    hosts = [host.split() for host in train[: len(short)]]
+    pasted = [" ".join([*host[: len(host) // 2], text, *host[len(host) // 2 :]]) for host, text in zip(hosts, short)]
+    assert overlap(train, short)["contaminated"] == 0
+    assert overlap(train + pasted, short)["contaminated"] == len(short)
+
+
+def test_short_content_is_found_inside_a_longer_text_from_five_words_on():
+    """A five-word content inside a longer training text is flagged; a four-word one only as a whole copy."""
+    train = ["the committee finally decided that the old bridge would be rebuilt next spring after all"]
+    assert overlap(train, ["old bridge would be rebuilt"])["contaminated"] == 1
+    assert overlap(train, ["bridge would be rebuilt"])["contaminated"] == 0
+    assert overlap([*train, "bridge would be rebuilt"], ["bridge would be rebuilt"])["contaminated"] == 1
+
+
 def full_data() -> DataSource:
     return DataSource(Path(os.environ["PEFT_BENCH_FULL_DATA"]))
 
@@ -92,11 +117,13 @@ full_data_only = pytest.mark.skipif(
 @full_data_only
 def test_full_boolq_train_does_not_leak_into_boolq_test():
     """On the full sets (9,427 train, 3,270 test, no question in both) the template and stems flagged 44 %; what is left
-    (14, 0.4 %) are the same questions with another first verb ("does/can the xbox 1 play xbox 360 games")."""
+    (42, 1.3 %) are the same questions asked again: with another first verb ("does/can the xbox 1 play xbox 360
+    games", 14 of them) or inside a longer training question ("was cape fear based on a true story" in ... "was the
+    movie cape fear ...", "ground beef and minced beef the same" + "thing")."""
     source = full_data()
     train, test = boolq(source, "train"), boolq(source, "test")
     assert not set(train) & set(test)
-    assert overlap(train, test)["contaminated_fraction"] < 0.005
+    assert overlap(train, test)["contaminated_fraction"] < 0.015
 
 
 @full_data_only
