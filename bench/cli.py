@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.records.environment import git_state
 from bench.run.config import RunConfig
 from bench.run.settings import CHOICES
 from core.errors import BenchError
@@ -560,6 +561,7 @@ def _add_export(commands: Subcommands) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    git_state()  # the checkout this process's code comes from, before anything can change it
     parser = build_parser()
     try:
         args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))

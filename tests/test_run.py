@@ -4,6 +4,8 @@ input is tests/test_bad_input.py)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 
 from bench.cli import main
 from bench.records.environment import PROJECT_ROOT
+from bench.run.key import PROJECT_PACKAGES
 
 SMALL_RUN = [
     "--task",
@@ -195,3 +198,31 @@ def test_run_help_lists_the_choices_and_version_names_the_commit(capsys) -> None
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("peft-bench 0.1.0 (" + git_state()["commit"])
+
+
+def test_a_record_names_the_checkout_its_process_started_from(tmp_path) -> None:
+    """A commit made while a process runs (a sweep lasting hours) does not become the commit its records name."""
+    clone = tmp_path / "clone"
+    for package in PROJECT_PACKAGES:
+        shutil.copytree(PROJECT_ROOT / package, clone / package, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    git = ["git", "-c", "user.name=x", "-c", "user.email=x@x"]
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    subprocess.run(["git", "add", "."], cwd=clone, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "start"], cwd=clone, check=True)
+    probe = (
+        "import subprocess\n"
+        "from bench.records.environment import environment, git_state\n"
+        "before = git_state()['commit']\n"
+        f"subprocess.run({[*git, 'commit', '-q', '--allow-empty', '-m', 'later']}, check=True)\n"
+        "after = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()\n"
+        "print(before != after, environment()['git']['commit'] == before)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=clone,
+        env={**os.environ, "PYTHONPATH": str(clone)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == ["True", "True"]

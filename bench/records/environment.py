@@ -46,8 +46,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+@cache
 def git_state() -> dict[str, Any]:
-    """The commit of the project checkout, whether tracked files differ from it, and which."""
+    """The commit of the project checkout, whether tracked files differ from it, and which: read once per process, as
+    early as the process asks (`bench` and every sweep worker ask at start), so a record names the checkout its code
+    was loaded from, not one committed while it ran."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench.records.environment import git_state
 from bench.records.store import Store
 from bench.report import wandb_logging
 from bench.run.checkpoints import Preempted
@@ -53,6 +54,7 @@ class Cell:
 
 def run_cell(cell: Cell) -> dict[str, Any]:
     """Run one cell in this process unless it is stored or running elsewhere: the unit every executor maps."""
+    git_state()  # the checkout this process's code came from (read once per process: a worker's first cell)
     store = Store(cell.store)
     started = time.perf_counter()
     if store.is_done(cell.key, cell.sweep_started):
