@@ -372,6 +372,9 @@ def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) ->
         ({"tuning": {"lrs": [1e-4, 1e-3, 1e-2], "extend": -1}}, "tuning.extend is -1"),
         ({"tuning": {"lrs": [1e-4, 1e-3, 1e-2], "extend": True}}, "tuning.extend is True"),
         ({"tuning": {"extend": 1}}, "tuning.extend is set but no method has a learning-rate grid"),
+        ({"methods": {"lora": {"seeds_at": {"1%": [0, 1, 2]}}}}, "seeds_at names budgets ['1%'] the method does not"),
+        ({"methods": {"lora": {"seeds_at": {"0.5%": [1, 1]}}}}, "repeat"),
+        ({"methods": {"lora": {"lrs": [1e-4, 1e-3], "seeds_at": {"0.5%": [1, 2]}}}}, "leaves out tuning seed(s) [0]"),
     ],
 )
 def test_bad_specs_fail_before_anything_runs(change: dict, message: str) -> None:
@@ -474,6 +477,27 @@ def test_a_learning_rate_per_budget_reaches_each_budget_and_must_cover_them() ->
     assert [lora.lr_at(b) for b in lora.budgets] == [3e-3, 1e-3]
     with pytest.raises(BenchError, match=r"budgets \['0\.1%'\], but the method's budgets are \['0\.1%', '1%'\]"):
         parse_spec({**TINY, "budgets": ["0.1%", "1%"], "methods": {"lora": {"lr": {"0.1%": 3e-3}}}})
+
+
+def test_more_seeds_run_only_at_the_budgets_that_ask_for_them(tmp_path: Path) -> None:
+    spec = parse_spec(
+        {
+            **TINY,
+            "budgets": ["0.1%", "1%"],
+            "methods": {"lora": {"lrs": [1e-4, 3e-3], "seeds_at": {"1%": [0, 1, 2]}}},
+        }
+    )
+    result = run_sweep(spec, tmp_path, progress=False)
+    assert result.ok and result.counts() == Counter(done=7)  # 2 budgets x 2 rates at seed 0, then 1 + 2 more seeds
+    chosen = {
+        entry["budget"]: entry["chosen_lr"] for entry in json.loads((tmp_path / "tuning.json").read_text())["cells"]
+    }
+    finals = Counter(
+        (record["config"]["budget"], record["config"]["seed"])
+        for record in read_records(tmp_path)
+        if record["config"]["lr"] == chosen[record["config"]["budget"]]
+    )
+    assert finals == Counter({("0.1%", 0): 1, ("0.1%", 1): 1, ("1%", 0): 1, ("1%", 1): 1, ("1%", 2): 1})
 
 
 def test_a_full_data_spec_is_refused_on_the_committed_subsets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -151,7 +151,7 @@ def plan_cells(
     budgets: dict[tuple[Any, ...], str | None] = {}  # (method, model, task, seed, lr, parameter count) -> budget
     for method, model, task, budget in _groups(spec, tuned=True) + _groups(spec, tuned=False):
         for lr in lrs_by_group.get((method.name, model, task, budget), []):
-            for seed in spec.tuning_seeds if role == "tuning" else spec.seeds:
+            for seed in spec.tuning_seeds if role == "tuning" else spec.final_seeds(method.name, budget):
                 config = spec.run_config(method, model, task, budget, seed, lr, tuning=role == "tuning")
                 run = plan(config)
                 same = budgets.setdefault((method.name, model, task, seed, lr, run.requested), budget)

@@ -220,8 +220,8 @@ def _manifest(spec: SweepSpec, sweep_started: str) -> dict[str, Any]:
 def _finals_expected(spec: SweepSpec, phase1: Phase1) -> int:
     """Phase-2 runs as counted before any pick: every seed but the tuning seeds of each tuned group (its tuning runs
     at the chosen rate are final runs too), every seed of each interpolated group."""
-    remaining_seeds = tuple(seed for seed in spec.seeds if seed not in spec.tuning_seeds)
-    return len(phase1.tuned) * len(remaining_seeds) + len(phase1.interpolated) * len(spec.seeds)
+    tuned = sum(len(set(spec.final_seeds(group[0], group[3])) - set(spec.tuning_seeds)) for group in phase1.tuned)
+    return tuned + sum(len(spec.final_seeds(group[0], group[3])) for group in phase1.interpolated)
 
 
 @dataclass

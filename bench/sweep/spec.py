@@ -14,9 +14,11 @@ A spec (see profiles/*.yaml) has these top-level keys:
 - `recipe` (optional): the hyperparameter recipe of every method, `default` (the project's) or `paper` (each method's
   published settings, see methods/recipes.py); a method's own `recipe:` wins, and its `lr`, `options` and `training`
   values win over the recipe's;
-- `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs}; `lr` is one learning
-  rate, or a mapping budget -> learning rate covering the method's budgets; `budgets: native` runs a
+- `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs, seeds_at}; `lr` is one
+  learning rate, or a mapping budget -> learning rate covering the method's budgets; `budgets: native` runs a
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
+  `seeds_at` maps some of the method's budgets to the seeds their final runs use instead of `seeds` (more seeds where
+  a comparison is read, e.g. `{1M: [0, 1, 2, 3, 4]}`), each list holding the tuning seeds;
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed) or `seeds` (a list:
   every rate runs at each, and the pick has the highest mean validation score, so a rate that collapses at one seed is
   not chosen); every tuned method gets a grid of the same size, so every method has the same tuning budget;
@@ -77,7 +79,7 @@ TOP_KEYS = {
     "wandb",
     "slurm",
 }
-METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr"}
+METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr", "seeds_at"}
 MODEL_KEYS = {"tasks", "training"}
 TUNING_KEYS = {"lrs", "seed", "seeds", "budgets", "extend"}
 MIN_TUNING_BUDGETS = 3  # interpolation needs the two ends and a point between
@@ -103,6 +105,7 @@ class MethodSpec:
     lrs: tuple[float, ...] = ()
     recipe: str = DEFAULT_RECIPE
     lr_by_budget: dict[str, float] = field(default_factory=dict)
+    seeds_at: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def lr_at(self, budget: str | None) -> float | None:
         """The fixed learning rate of `budget` (None: the recipe's; a tuned method's comes from its grid)."""
@@ -132,6 +135,11 @@ class SweepSpec:
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.source, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def final_seeds(self, method: str, budget: str | None) -> tuple[int, ...]:
+        """The seeds of a budget's final runs: the method's `seeds_at` for it, else `seeds`."""
+        seeds_at = next(m.seeds_at for m in self.methods if m.name == method)
+        return seeds_at.get(budget, self.seeds) if budget is not None else self.seeds
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -218,6 +226,7 @@ def parse_spec(data: Any, where: str = "spec") -> SweepSpec:
     default_lrs = tuple(_floats(tuning.get("lrs", []), f"{where}: tuning.lrs"))
     methods = _methods(data["methods"], default_budgets, default_lrs, data.get("recipe", DEFAULT_RECIPE), where)
     tuning_seeds, tuning_budgets, tuning_extend = _tuning(tuning, methods, seeds, where)
+    _check_seeds_at(methods, tuning_seeds, where)
     wandb = _wandb(data, where)
     slurm = _section(data, "slurm", where)
     spec = SweepSpec(
@@ -325,7 +334,20 @@ def _method(
         lrs,
         recipe,
         lr_by_budget,
+        _seeds_at(settings.get("seeds_at", {}), budgets if has_knob else (), what),
     )
+
+
+def _seeds_at(value: Any, budgets: tuple[str, ...], what: str) -> dict[str, tuple[int, ...]]:
+    """A method's `seeds_at`: budgets of the method -> their seeds."""
+    _mapping(value, f"{what}.seeds_at")
+    unknown = sorted(str(budget) for budget in value if str(budget) not in budgets)
+    if unknown:
+        raise BenchError(
+            f"{what}.seeds_at names budgets {unknown} the method does not run (its budgets: {list(budgets)})",
+            "key seeds_at by the method's budgets, spelled as in its budget list",
+        )
+    return {str(budget): _seeds(seeds, f"{what}.seeds_at.{budget}") for budget, seeds in value.items()}
 
 
 def _method_budgets(
@@ -397,6 +419,18 @@ def _tuning(
             "or omit it to tune at every budget",
         )
     return tuning_seeds, tuning_budgets, tuning_extend
+
+
+def _check_seeds_at(methods: tuple[MethodSpec, ...], tuning_seeds: tuple[int, ...], where: str) -> None:
+    """A budget's own seeds include the tuning seeds: the pick's seed-0 run is one of its final runs."""
+    for method in methods:
+        for budget, seeds in method.seeds_at.items():
+            missing = sorted(set(tuning_seeds) - set(seeds))
+            if missing:
+                raise BenchError(
+                    f"{where}: methods.{method.name}.seeds_at.{budget} leaves out tuning seed(s) {missing}",
+                    f"list them too, e.g. {sorted({*seeds, *tuning_seeds})}",
+                )
 
 
 def _wandb(data: dict[str, Any], where: str) -> dict[str, Any]:
