@@ -64,7 +64,11 @@ PLATEAU_FITS = (
     "Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters "
     'p where the curve is within {tolerance:g} point of a, within the measured budgets ("not reached" when the curve '
     "gets there only past the largest budget: then a is an extrapolation and is not given either); 95% percentile CIs "
-    "from {bootstrap} bootstrap refits over seeds (scipy.stats.bootstrap). At least {min_budgets} budgets are needed. "
+    "from {bootstrap} bootstrap refits that draw whole seeds (a drawn seed brings its score at every budget, since it "
+    "shares its data order across budgets; scipy.stats.bootstrap, paired). Not identifiable, with the reason in the "
+    "notes, and no asymptote or onset given: fewer than {min_budgets} budgets, a fitted parameter at a bound of its "
+    "range, a fit that does not converge, or fewer than {min_resamples} distinct bootstrap resamples (n seeds allow "
+    "C(2n − 1, n) of them). "
     "The fit cannot fall, so two differences of seed means answer whether a curve levels off, falls or keeps "
     "improving: the largest budget against the budget nearest one decade below it (last decade) and against full "
     "fine-tuning, in points with Welch 95% t-intervals over seeds; rises or falls when the interval excludes zero, "

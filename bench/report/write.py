@@ -308,7 +308,9 @@ def plateau_fits(runs: pd.DataFrame) -> dict[tuple[str, str], dict[str, plateau.
     for (model, task), group in plateau_views(runs):
         full = list(group.loc[group["method"] == REFERENCE, "score"])
         for method, method_runs in group[~group["budget"].isin(FIXED_KNOBS)].groupby("method"):
-            points = {float(params): list(scores) for params, scores in method_runs.groupby("params")["score"]}
+            points = {
+                float(params): dict(zip(cell["seed"], cell["score"])) for params, cell in method_runs.groupby("params")
+            }
             fits.setdefault((model, task), {})[method] = plateau.fit_plateau(points, full=full)
     return fits
 
@@ -503,7 +505,7 @@ def _verdict_text(value: plateau.Change | None) -> str:
 def _plateau_row(model: str, task: str, method: str, fit: plateau.PlateauFit) -> list[str]:
     """A method's plateau fit as a row of the plateau section."""
     if fit.status != "ok":
-        asymptote, onset = fit.status, "–"
+        asymptote, onset = fit.status, fit.status
     elif fit.onset_params is None:
         asymptote, onset = "not reached", "not reached"
     else:
@@ -514,13 +516,16 @@ def _plateau_row(model: str, task: str, method: str, fit: plateau.PlateauFit) ->
         "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {_verdict_text(fit.last_decade)}"
     )
     row = [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, decade]
-    return [*row, _verdict_text(fit.versus_full), "; ".join(fit.notes)]
+    return [*row, _verdict_text(fit.versus_full), "; ".join(fit.reasons + fit.notes)]
 
 
 def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]) -> str:
     """The plateau section: how the curves are fitted and compared, and every method's fit."""
     method = text.PLATEAU_FITS.format(
-        tolerance=plateau.ONSET_TOLERANCE, bootstrap=plateau.BOOTSTRAP, min_budgets=plateau.MIN_BUDGETS
+        tolerance=plateau.ONSET_TOLERANCE,
+        bootstrap=plateau.BOOTSTRAP,
+        min_budgets=plateau.MIN_BUDGETS,
+        min_resamples=plateau.MIN_RESAMPLES,
     )
     rows = [
         _plateau_row(model, task, name, fit)
