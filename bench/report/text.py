@@ -86,3 +86,16 @@ VARIANT = (
     "over seeds when both sides have two or more. {unmatched} cell(s) of {label} have no counterpart in this store and "
     "are not listed."
 )
+
+CONTRASTS = (
+    "Seed-paired tests of the plateau reading (bench.report.contrasts). Each comparison fits score ~ cell + seed "
+    "(ordinary least squares; a cell is a method at a budget, the seed effect is shared by every cell, since a seed "
+    "shares its data order across methods and budgets) to the runs of the cells it compares, and reads a contrast of "
+    "the cell means with its 95% t-interval. Last decade: a method's largest budget against its own budget nearest one "
+    "decade below (the width in decades is given); gain = top minus base. Gain difference: a method's gain minus LoRA's "
+    "or DoRA's, where their last decades overlap. Decline: for a method whose best mean lies below its largest budget, "
+    "largest minus peak, one-sided (the peak is picked from the same means, so the test finds declines more easily "
+    "than its p says). Detectable: the smallest true contrast the test would detect with {power:.0%} power at level "
+    "{alpha:g} (two-sided; one-sided for declines), given the contrast's standard error and degrees of freedom "
+    "(noncentral t). Intervals and p-values are per contrast, not adjusted for the number of contrasts."
+)

@@ -21,7 +21,7 @@ Cost: median step time, adapter size, trainable %, and peak memory only where it
 
 Files: results.md (everything), tables.tex (table environments with caption and label), cells.csv (cell
 aggregates of the primary metric and cost), metrics.csv (every metric per cell), runs.csv (one row per run), collapses.csv,
-summary.json (what `bench compare` reads), plateau.json, figures/*.png|pdf.
+summary.json (what `bench compare` reads), plateau.json, contrasts.csv (bench.report.contrasts), figures/*.png|pdf.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import pandas as pd
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.records.environment import provenance
 from bench.records.store import Store
-from bench.report import plateau, plots, stats, text, wandb_logging
+from bench.report import contrasts, plateau, plots, stats, text, wandb_logging
 from bench.report.agreement import protocol_agreement
 from bench.report.plots import display_name
 from bench.report.tables import (
@@ -690,6 +690,7 @@ class ReportData:
     majority: dict[str, dict[str, dict[str, float]]]  # model -> `_majority_by_task`
     usable: pd.DataFrame
     fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
+    contrasts: pd.DataFrame  # contrasts.plateau_contrasts
     curves: pd.DataFrame
 
     @property
@@ -743,6 +744,7 @@ def load_data(directory: Path) -> ReportData:
         },
         usable=usable,
         fits=plateau_fits(usable),
+        contrasts=contrasts.plateau_contrasts(plateau_views(usable)),
         curves=curves_frame(records),
     )
 
@@ -874,6 +876,8 @@ def results_markdown(
     if data.tuning:
         sections += ["", _tuning_markdown(data.tuning)]
     sections += ["", _plateau_markdown(data.fits)]
+    if len(data.contrasts):
+        sections += ["", contrasts.contrasts_markdown(data.contrasts)]
     if len(data.curves):
         sections += ["", learning_curves_markdown(data.curves)]
     if variant is not None:
@@ -893,6 +897,7 @@ def write_files(folder: Path, data: ReportData, markdown: str, latex_tables: lis
     data.cells.merge(data.marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
     data.metrics.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
     data.collapses.to_csv(folder / "collapses.csv", index=False)
+    data.contrasts.to_csv(folder / "contrasts.csv", index=False)
     write_json_atomic(
         folder / "summary.json",
         summary(data.cells, str(data.store.root), data.manifest, data.records, data.predictions),
