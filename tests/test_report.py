@@ -124,25 +124,32 @@ def test_paired_permutation_test_equals_exact_enumeration_and_separates_differen
     )
 
 
+def by_seed(scores: list[float]) -> dict[int, float]:
+    """Scores listed in seed order, as the {seed: score} a plateau fit reads."""
+    return dict(enumerate(scores))
+
+
 def test_plateau_fit_recovers_a_known_curve_and_refuses_too_few_points() -> None:
     params = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
     truth = lambda p: 80 - 30 * math.exp(-1.5 * (math.log10(p) - 4))  # noqa: E731
     rng = np.random.default_rng(1)
-    fit = plateau.fit_plateau({p: [truth(p) + rng.normal(0, 0.3) for _ in range(3)] for p in params})
-    assert fit.status == "ok" and fit.asymptote == pytest.approx(80, abs=1.5)
+    fit = plateau.fit_plateau({p: by_seed([truth(p) + rng.normal(0, 0.3) for _ in range(5)]) for p in params})
+    assert fit.status == "ok" and fit.reasons == [] and fit.asymptote == pytest.approx(80, abs=1.5)
     assert fit.asymptote_ci[0] <= fit.asymptote <= fit.asymptote_ci[1]
     onset = 10 ** (4 + math.log(30 / plateau.ONSET_TOLERANCE) / 1.5)
     assert fit.onset_params == pytest.approx(onset, rel=0.5)
     assert fit.onset_ci[0] <= fit.onset_params <= fit.onset_ci[1] <= params[-1]
-    assert plateau.fit_plateau({p: [truth(p)] for p in params[:3]}).status == "too few points"
+    few = plateau.fit_plateau({p: by_seed([truth(p)] * 5) for p in params[:3]})
+    assert few.status == "not identifiable" and few.reasons == ["3 budget(s); a fit needs at least 5"]
+    assert few.asymptote is None and few.onset_params is None and few.coefficients is None
 
 
 def test_plateau_onset_is_never_past_the_largest_budget() -> None:
     # still rising at the largest budget (22.7M-parameter model, budgets up to 1 %): the onset is "not reached"
-    params = [2.3e4, 6.8e4, 1.1e5, 2.3e5]
+    params = [2.3e4, 4.6e4, 6.8e4, 1.1e5, 2.3e5]
     rng = np.random.default_rng(2)
     rising = plateau.fit_plateau(
-        {p: [50 + 8 * math.log10(p / 2.3e4) + rng.normal(0, 0.5) for _ in range(3)] for p in params}
+        {p: by_seed([50 + 8 * math.log10(p / 2.3e4) + rng.normal(0, 0.5) for _ in range(5)]) for p in params}
     )
     assert (
         rising.status == "ok"
@@ -155,12 +162,15 @@ def test_plateau_onset_is_never_past_the_largest_budget() -> None:
     wide = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
     noise = np.random.default_rng(3)
     late = plateau.fit_plateau(
-        {p: [80 - 30 * math.exp(-1.5 * (math.log10(p) - 4)) + noise.normal(0, 1.0) for _ in range(3)] for p in wide}
+        {
+            p: by_seed([80 - 30 * math.exp(-1.5 * (math.log10(p) - 4)) + noise.normal(0, 1.0) for _ in range(5)])
+            for p in wide
+        }
     )
     assert late.onset_params is not None and late.onset_ci[1] is None and late.asymptote_ci[1] is None
     assert late.asymptote_ci[0] <= late.asymptote
-    flat = plateau.fit_plateau({p: [70 + rng.normal(0, 0.2) for _ in range(2)] for p in params})
-    assert flat.onset_params == pytest.approx(params[0])  # already on the plateau: clipped to the smallest budget
+    flat = plateau.fit_plateau({p: by_seed([70 + rng.normal(0, 0.2) for _ in range(5)]) for p in wide})
+    assert flat.onset_params == pytest.approx(wide[0])  # already on the plateau: clipped to the smallest budget
 
 
 def welch_interval(before: list[float], after: list[float]) -> tuple[float, float]:
@@ -190,20 +200,20 @@ def test_last_decade_and_full_ft_changes_are_welch_intervals_with_a_verdict(monk
     monkeypatch.setattr(plateau, "BOOTSTRAP", 20)  # Welch intervals here; the bootstrap CIs are tested above
     params = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
     offsets = [-0.4, 0.1, 0.3]
-    falling = {p: [m + o for o in offsets] for p, m in zip(params, [70, 75, 80, 82, 81, 76])}
+    falling = {p: by_seed([m + o for o in offsets]) for p, m in zip(params, [70, 75, 80, 82, 81, 76])}
     fit = plateau.fit_plateau(falling, full=[84.0, 85.0, 84.5])
     assert fit.last_decade_from == 3e5  # the budget nearest one decade below 3M
     assert fit.last_decade.delta == pytest.approx(-6.0) and fit.last_decade.verdict == "falls"
-    assert fit.last_decade.ci == pytest.approx(welch_interval(falling[3e5], falling[3e6]))
+    assert fit.last_decade.ci == pytest.approx(welch_interval(list(falling[3e5].values()), list(falling[3e6].values())))
     assert fit.declines_after_peak and any("below the peak" in note for note in fit.notes)
-    assert fit.versus_full.ci == pytest.approx(welch_interval([84.0, 85.0, 84.5], falling[3e6]))
+    assert fit.versus_full.ci == pytest.approx(welch_interval([84.0, 85.0, 84.5], list(falling[3e6].values())))
     assert fit.versus_full.verdict == "falls"
 
-    rising = plateau.fit_plateau({p: [50 + 5 * math.log10(p) + o for o in offsets] for p in params})
+    rising = plateau.fit_plateau({p: by_seed([50 + 5 * math.log10(p) + o for o in offsets]) for p in params})
     assert rising.last_decade.verdict == "rises" and not rising.declines_after_peak and rising.versus_full is None
-    noisy = plateau.fit_plateau({p: [80 + o for o in (-2.0, 0.0, 2.5)] for p in params})
+    noisy = plateau.fit_plateau({p: by_seed([80 + o for o in (-2.0, 0.0, 2.5)]) for p in params})
     assert noisy.last_decade.verdict == "flat" and not noisy.declines_after_peak
-    one_seed = plateau.fit_plateau({p: [80.0 + i] for i, p in enumerate(params)})
+    one_seed = plateau.fit_plateau({p: {0: 80.0 + i} for i, p in enumerate(params)})
     assert one_seed.last_decade.ci is None and one_seed.last_decade.verdict == "one seed"
     saved = json.loads(json.dumps(fit.as_dict()))
     assert saved["last_decade"]["verdict"] == "falls" and saved["versus_full"]["delta"] == pytest.approx(-8.5)
@@ -217,7 +227,8 @@ def test_report_files_figures_latex_tables_and_honest_anchor_note(report) -> Non
         assert (folder / "figures" / f"plateau_minilm-l6_glue-sst2{suffix}").stat().st_size > 1000
     markdown = (folder / "results.md").read_text()
     assert "No published anchor matches minilm-l6" in markdown
-    assert "too few points" in markdown  # one budget per method cannot support a plateau fit
+    assert "not identifiable" in markdown  # one budget per method cannot support a plateau fit
+    assert "1 budget(s); a fit needs at least 5" in markdown
     latex = (folder / "tables.tex").read_text()
     for table in ("results-minilm-l6", "cost-minilm-l6"):
         block = next(block for block in latex.split(r"\end{table}") if f"tab:{table}" in block)

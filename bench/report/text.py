@@ -64,7 +64,11 @@ PLATEAU_FITS = (
     "Fit y = a − b·exp(−c·(log10 p − log10 p_min)) to the seed means; asymptote a; onset = fewest trainable parameters "
     'p where the curve is within {tolerance:g} point of a, within the measured budgets ("not reached" when the curve '
     "gets there only past the largest budget: then a is an extrapolation and is not given either); 95% percentile CIs "
-    "from {bootstrap} bootstrap refits over seeds (scipy.stats.bootstrap). At least {min_budgets} budgets are needed. "
+    "from {bootstrap} bootstrap refits that draw whole seeds (a drawn seed brings its score at every budget, since it "
+    "shares its data order across budgets; scipy.stats.bootstrap, paired). Not identifiable, with the reason in the "
+    "notes, and no asymptote or onset given: fewer than {min_budgets} budgets, a fitted parameter at a bound of its "
+    "range, a fit that does not converge, or fewer than {min_resamples} distinct bootstrap resamples (n seeds allow "
+    "C(2n − 1, n) of them). "
     "The fit cannot fall, so two differences of seed means answer whether a curve levels off, falls or keeps "
     "improving: the largest budget against the budget nearest one decade below it (last decade) and against full "
     "fine-tuning, in points with Welch 95% t-intervals over seeds; rises or falls when the interval excludes zero, "
@@ -81,4 +85,17 @@ VARIANT = (
     "Test score in points, seed means; the difference is the variant minus this store, with a Welch 95% t-interval "
     "over seeds when both sides have two or more. {unmatched} cell(s) of {label} have no counterpart in this store and "
     "are not listed."
+)
+
+CONTRASTS = (
+    "Seed-paired tests of the plateau reading (bench.report.contrasts). Each comparison fits score ~ cell + seed "
+    "(ordinary least squares; a cell is a method at a budget, the seed effect is shared by every cell, since a seed "
+    "shares its data order across methods and budgets) to the runs of the cells it compares, and reads a contrast of "
+    "the cell means with its 95% t-interval. Last decade: a method's largest budget against its own budget nearest one "
+    "decade below (the width in decades is given); gain = top minus base. Gain difference: a method's gain minus LoRA's "
+    "or DoRA's, where their last decades overlap. Decline: for a method whose best mean lies below its largest budget, "
+    "largest minus peak, one-sided (the peak is picked from the same means, so the test finds declines more easily "
+    "than its p says). Detectable: the smallest true contrast the test would detect with {power:.0%} power at level "
+    "{alpha:g} (two-sided; one-sided for declines), given the contrast's standard error and degrees of freedom "
+    "(noncentral t). Intervals and p-values are per contrast, not adjusted for the number of contrasts."
 )

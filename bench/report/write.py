@@ -21,7 +21,7 @@ Cost: median step time, adapter size, trainable %, and peak memory only where it
 
 Files: results.md (everything), tables.tex (table environments with caption and label), cells.csv (cell
 aggregates of the primary metric and cost), metrics.csv (every metric per cell), runs.csv (one row per run), collapses.csv,
-summary.json (what `bench compare` reads), plateau.json, figures/*.png|pdf.
+summary.json (what `bench compare` reads), plateau.json, contrasts.csv (bench.report.contrasts), figures/*.png|pdf.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import pandas as pd
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.records.environment import provenance
 from bench.records.store import Store
-from bench.report import plateau, plots, stats, text, wandb_logging
+from bench.report import contrasts, plateau, plots, stats, text, wandb_logging
 from bench.report.agreement import protocol_agreement
 from bench.report.plots import display_name
 from bench.report.tables import (
@@ -308,7 +308,9 @@ def plateau_fits(runs: pd.DataFrame) -> dict[tuple[str, str], dict[str, plateau.
     for (model, task), group in plateau_views(runs):
         full = list(group.loc[group["method"] == REFERENCE, "score"])
         for method, method_runs in group[~group["budget"].isin(FIXED_KNOBS)].groupby("method"):
-            points = {float(params): list(scores) for params, scores in method_runs.groupby("params")["score"]}
+            points = {
+                float(params): dict(zip(cell["seed"], cell["score"])) for params, cell in method_runs.groupby("params")
+            }
             fits.setdefault((model, task), {})[method] = plateau.fit_plateau(points, full=full)
     return fits
 
@@ -503,7 +505,7 @@ def _verdict_text(value: plateau.Change | None) -> str:
 def _plateau_row(model: str, task: str, method: str, fit: plateau.PlateauFit) -> list[str]:
     """A method's plateau fit as a row of the plateau section."""
     if fit.status != "ok":
-        asymptote, onset = fit.status, "–"
+        asymptote, onset = fit.status, fit.status
     elif fit.onset_params is None:
         asymptote, onset = "not reached", "not reached"
     else:
@@ -514,13 +516,16 @@ def _plateau_row(model: str, task: str, method: str, fit: plateau.PlateauFit) ->
         "–" if fit.last_decade_from is None else f"from {fit.last_decade_from:,.0f}: {_verdict_text(fit.last_decade)}"
     )
     row = [model, task, display_name(method), str(fit.budgets), asymptote, onset, peak, decade]
-    return [*row, _verdict_text(fit.versus_full), "; ".join(fit.notes)]
+    return [*row, _verdict_text(fit.versus_full), "; ".join(fit.reasons + fit.notes)]
 
 
 def _plateau_markdown(fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]) -> str:
     """The plateau section: how the curves are fitted and compared, and every method's fit."""
     method = text.PLATEAU_FITS.format(
-        tolerance=plateau.ONSET_TOLERANCE, bootstrap=plateau.BOOTSTRAP, min_budgets=plateau.MIN_BUDGETS
+        tolerance=plateau.ONSET_TOLERANCE,
+        bootstrap=plateau.BOOTSTRAP,
+        min_budgets=plateau.MIN_BUDGETS,
+        min_resamples=plateau.MIN_RESAMPLES,
     )
     rows = [
         _plateau_row(model, task, name, fit)
@@ -685,6 +690,7 @@ class ReportData:
     majority: dict[str, dict[str, dict[str, float]]]  # model -> `_majority_by_task`
     usable: pd.DataFrame
     fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
+    contrasts: pd.DataFrame  # contrasts.plateau_contrasts
     curves: pd.DataFrame
 
     @property
@@ -738,6 +744,7 @@ def load_data(directory: Path) -> ReportData:
         },
         usable=usable,
         fits=plateau_fits(usable),
+        contrasts=contrasts.plateau_contrasts(plateau_views(usable)),
         curves=curves_frame(records),
     )
 
@@ -869,6 +876,8 @@ def results_markdown(
     if data.tuning:
         sections += ["", _tuning_markdown(data.tuning)]
     sections += ["", _plateau_markdown(data.fits)]
+    if len(data.contrasts):
+        sections += ["", contrasts.contrasts_markdown(data.contrasts)]
     if len(data.curves):
         sections += ["", learning_curves_markdown(data.curves)]
     if variant is not None:
@@ -888,6 +897,7 @@ def write_files(folder: Path, data: ReportData, markdown: str, latex_tables: lis
     data.cells.merge(data.marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
     data.metrics.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
     data.collapses.to_csv(folder / "collapses.csv", index=False)
+    data.contrasts.to_csv(folder / "contrasts.csv", index=False)
     write_json_atomic(
         folder / "summary.json",
         summary(data.cells, str(data.store.root), data.manifest, data.records, data.predictions),
