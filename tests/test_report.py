@@ -454,6 +454,9 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
     half = T_975[len(gains) - 1] * statistics.stdev(gains) / math.sqrt(len(gains))
     mean = statistics.mean(gains)
     assert table_row(curves, "LoRA")[-1] == f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}] rises"
+    rule = markdown[markdown.index("## Convergence by rule") :].split("\n## ")[0]
+    assert table_row(rule, "minilm-l6", "glue/sst2", "LoRA")[-1] == "fails"  # every seed gains 10 points at the end
+    assert "minilm-l6 · glue/sst2: 2 of 2 cells fail the rule, 0 pass." in rule
     assert {path.name for path in derived.figures} >= {
         "curves_minilm-l6_glue-sst2.png",
         "plateau_minilm-l6_glue-sst2.png",

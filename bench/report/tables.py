@@ -164,6 +164,11 @@ def _table(
     )
 
 
+def plain_table(name: str, title: str, caption: str, rows: list[list[str]], header: list[str]) -> Table:
+    """A table without styled cells (diagnostics: no bold best, no italic references)."""
+    return _table(name, title, caption, rows, [[""] * len(header) for _ in rows], header)
+
+
 def _short(task: str) -> str:
     return task.split("/", 1)[-1]
 

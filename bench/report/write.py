@@ -16,12 +16,15 @@ test example, with the score that answer alone earns; per-set scores of such cel
 (bench.report.agreement, decoder tasks): how alike generation and log-likelihood rank the cells, and how often they pick the
 same answer.
 
+Checks (bench.report.convergence, bench.report.tuning_picks): every cell with validation curves against the
+convergence rule, and each tuning grid's validation pick against the rate that scores best on test.
+
 Cost: median step time, adapter size, trainable %, and peak memory only where it was measured in isolation
 (`cost.memory_isolated`: CUDA, or the first run of a fresh process); the Pareto plot uses only those cells.
 
 Files: results.md (everything), tables.tex (table environments with caption and label), cells.csv (cell
 aggregates of the primary metric and cost), metrics.csv (every metric per cell), runs.csv (one row per run), collapses.csv,
-summary.json (what `bench compare` reads), plateau.json, figures/*.png|pdf.
+convergence.csv, summary.json (what `bench compare` reads), plateau.json, figures/*.png|pdf.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import pandas as pd
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.records.environment import provenance
 from bench.records.store import Store
-from bench.report import plateau, plots, stats, text, wandb_logging
+from bench.report import convergence, plateau, plots, stats, text, tuning_picks, wandb_logging
 from bench.report.agreement import protocol_agreement
 from bench.report.plots import display_name
 from bench.report.tables import (
@@ -564,12 +567,14 @@ def learning_curves_markdown(curves: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Validation learning curves (`--eval-every`) of each method's largest budget, one row per (run, step), in points."""
+def validation_curves(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Validation learning curves (`--eval-every`) of every run with two evaluations or more, one row per (run, step),
+    in points, with the run's `max_steps`."""
     rows = [
         {
             **_run_cell(record),
             "params": record["params"]["achieved"],
+            "max_steps": record["config"]["max_steps"],
             "step": point["step"],
             "score": 100 * point[record["task"]["primary_metric"]],
         }
@@ -577,7 +582,13 @@ def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         if len(record.get("curves", {}).get("validation", [])) > 1
         for point in record["curves"]["validation"]
     ]
-    frame = pd.DataFrame(rows, columns=["model", "task", "method", "budget", "params", "seed", "step", "score"])
+    columns = ["model", "task", "method", "budget", "params", "seed", "max_steps", "step", "score"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Validation learning curves (`validation_curves`) of each method's largest budget."""
+    frame = validation_curves(records)
     largest = frame.groupby(["model", "task", "method"])["params"].transform("max")
     return frame[frame["params"] == largest]
 
@@ -686,6 +697,8 @@ class ReportData:
     usable: pd.DataFrame
     fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
     curves: pd.DataFrame
+    convergence: pd.DataFrame  # `convergence.convergence_frame` of the usable runs
+    picks: list[tuning_picks.PickCheck]  # the tuning grids' picks against their test-best rates
 
     @property
     def title(self) -> str:
@@ -718,10 +731,12 @@ def load_data(directory: Path) -> ReportData:
     predictions = {r["run_key"]: store.predictions_path(r["run_key"]) for r in records}
     predictions = {key: path for key, path in predictions.items() if path.is_file()}
     usable = usable_runs(runs, cells)
+    kept = set(usable["key"])
+    tuning = store.read_meta("tuning.json")
     return ReportData(
         store=store,
         manifest=store.read_meta("sweep.json"),
-        tuning=store.read_meta("tuning.json"),
+        tuning=tuning,
         records=records,
         runs=runs,
         cells=cells,
@@ -739,6 +754,8 @@ def load_data(directory: Path) -> ReportData:
         usable=usable,
         fits=plateau_fits(usable),
         curves=curves_frame(records),
+        convergence=convergence.convergence_frame(validation_curves([r for r in records if r["run_key"] in kept])),
+        picks=tuning_picks.pick_checks(tuning, store.read) if tuning else [],
     )
 
 
@@ -834,6 +851,26 @@ def draw_figures(data: ReportData, variant: Variant | None, folder: Path) -> tup
     return figures + pareto, notes
 
 
+@dataclass(frozen=True)
+class Checks:
+    """The checks of what the scores rest on: convergence by rule and the tuning picks against test (None: no curves,
+    or no tuning grid with two scored rates)."""
+
+    convergence: Table | None
+    picks: Table | None
+
+    @classmethod
+    def of(cls, data: ReportData) -> Checks:
+        return cls(
+            convergence.convergence_table(data.convergence) if len(data.convergence) else None,
+            tuning_picks.pick_table(data.picks) if data.picks else None,
+        )
+
+    @property
+    def tables(self) -> list[Table]:
+        return [table for table in (self.convergence, self.picks) if table is not None]
+
+
 def _intro(data: ReportData) -> list[str]:
     """The opening paragraphs: what the store holds, how cells are scored and marked, and collapsed predictions."""
     lines = [
@@ -856,8 +893,10 @@ def results_markdown(
     figures: list[Path],
     pareto_notes: list[str],
     variant: Variant | None,
+    checks: Checks,
 ) -> str:
-    """results.md: the tables, the diagnostics, the tuning, plateau, learning-curve and variant sections, figures."""
+    """results.md: the tables, the diagnostics, the tuning (with its picks against test), plateau, learning-curve,
+    convergence and variant sections, figures."""
     failed, collapsed, protocols = diagnostics
     sections = [f"# Results: {data.title}", "", *_intro(data)]
     for table in tables:
@@ -868,9 +907,13 @@ def results_markdown(
         sections += ["", *protocols.section("##")]
     if data.tuning:
         sections += ["", _tuning_markdown(data.tuning)]
+    if checks.picks:
+        sections += ["", *checks.picks.section("###")]
     sections += ["", _plateau_markdown(data.fits)]
     if len(data.curves):
         sections += ["", learning_curves_markdown(data.curves)]
+    if checks.convergence:
+        sections += ["", *checks.convergence.section("##")]
     if variant is not None:
         sections += ["", variant_markdown(data.usable, variant.runs, variant.label)]
     sections += ["", "## Figures", "", text.FIGURES, "", *(f"{note}\n" for note in pareto_notes)]
@@ -888,6 +931,8 @@ def write_files(folder: Path, data: ReportData, markdown: str, latex_tables: lis
     data.cells.merge(data.marks, on=CELL).drop(columns=["keys"]).to_csv(folder / "cells.csv", index=False)
     data.metrics.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
     data.collapses.to_csv(folder / "collapses.csv", index=False)
+    if len(data.convergence):
+        data.convergence.to_csv(folder / "convergence.csv", index=False)
     write_json_atomic(
         folder / "summary.json",
         summary(data.cells, str(data.store.root), data.manifest, data.records, data.predictions),
@@ -924,8 +969,9 @@ def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | Non
     folder = data.store.root / "report"
     figures, pareto_notes = draw_figures(data, other, folder / "figures")
     diagnostics = diagnostic_tables(data)
-    latex_tables = [*tables, *(table for table in diagnostics if not table.frame.empty)]
-    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, other)
+    checks = Checks.of(data)
+    latex_tables = [*tables, *(table for table in diagnostics if not table.frame.empty), *checks.tables]
+    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, other, checks)
     report = Report(
         folder=folder,
         runs=data.runs,
