@@ -440,7 +440,7 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
 
     variant = derived_store(report.folder.parent, tmp_path / "variant", shifted)
     store = derived_store(report.folder.parent, tmp_path / "store", with_curves)
-    derived = write_report(store, log_to_wandb=False, variant=variant)
+    derived = write_report(store, log_to_wandb=False, variants=[(variant, None)])
     markdown = (derived.folder / "results.md").read_text()
     section = markdown[markdown.index("## Against fixed-recipe") :].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| minilm-l6")]
@@ -463,7 +463,7 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
     }
     (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="variant store"):
-        write_report(store, log_to_wandb=False, variant=tmp_path / "empty")
+        write_report(store, log_to_wandb=False, variants=[(tmp_path / "empty", None)])
 
 
 def test_tuning_section_marks_choices_at_an_end_of_their_grid() -> None:

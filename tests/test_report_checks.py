@@ -1,13 +1,18 @@
 """The report's checks of what its scores rest on, on hand-built records: the convergence rule against scipy's
-one-sided t-interval, the tuning picks against the test-best rate, and model titles and untrained rows shown once."""
+one-sided t-interval, the tuning picks against the test-best rate, model titles and untrained rows shown once, and
+plateau figures with a panel per store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from bench.report import convergence, display, tuning_picks
+from bench.cli import build_parser
+from bench.report import convergence, display, plots, tuning_picks
 from bench.report.tables import format_score, paper_table
 from bench.report.write import validation_curves
 
@@ -171,3 +176,44 @@ def test_paper_table_is_titled_by_the_models_provenance() -> None:
     table = paper_table("smollm2-135m", runs, cells, marks, metric_rows, title=title)
     assert table.title == title and table.label == "tab:results-smollm2-135m"
     assert paper_table("smollm2-135m", runs, cells, marks, metric_rows).title == "smollm2-135m"
+
+
+def test_each_store_gets_a_panel_whose_score_axis_fits_its_own_curves(monkeypatch: pytest.MonkeyPatch) -> None:
+    tuned = pd.DataFrame(
+        {
+            "method": ["lora", "lora", "lora", "lora", "full"],
+            "budget": ["10k", "10k", "100k", "100k", "all"],
+            "params": [10_000, 10_000, 100_000, 100_000, 22_000_000],
+            "score": [84.0, 85.0, 86.0, 87.0, 88.0],
+        }
+    )
+    fixed = pd.DataFrame(  # a fixed recipe that collapses at the smallest budget
+        {"method": ["lora", "lora", "full"], "budget": ["10k", "100k", "all"], "params": [1e4, 1e5, 2.2e7]}
+    ).assign(score=[30.0, 80.0, 86.0])
+    drawn: dict[str, object] = {}
+
+    def capture(figure: plt.Figure, stem: Path) -> list[Path]:
+        drawn["axes"] = [
+            (axes.get_title(), axes.get_ylim(), [line.get_label() for line in axes.get_lines()]) for axes in figure.axes
+        ]
+        drawn["legend"] = [text.get_text() for text in figure.axes[-1].get_legend().get_texts()]
+        plt.close(figure)
+        return []
+
+    monkeypatch.setattr(plots, "_save", capture)
+    others = [plots.Panel(fixed, title="fixed recipes")]
+    plots.plateau_figure(tuned, {}, "m · t", "accuracy", Path("p"), others=others, panel_title="tuned")
+    (first, first_limits, _), (second, second_limits, second_lines) = drawn["axes"]
+    assert (first, second) == ("tuned", "fixed recipes")
+    assert first_limits == pytest.approx(plots.score_limits(84.0, 88.0))  # 30 points of collapse stay in its own panel
+    assert second_limits == pytest.approx(plots.score_limits(30.0, 86.0))
+    assert "Full FT (mean)" in second_lines
+    assert drawn["legend"].count("LoRA") == 1 and drawn["legend"].count("Full FT (mean)") == 1
+    assert plots.score_limits(85.0, 85.2) == pytest.approx((84.5, 85.7))  # at least half a point of margin
+
+
+def test_report_takes_named_variant_stores() -> None:
+    args = build_parser().parse_args(
+        ["report", "results/plateau", "--variant", "same targets=results/arm", "--variant", "results/plateau-paper"]
+    )
+    assert args.variant == [(Path("results/arm"), "same targets"), (Path("results/plateau-paper"), None)]

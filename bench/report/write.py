@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -709,7 +710,8 @@ class ReportData:
 
 @dataclass
 class Variant:
-    """Another store's usable runs over the same grid, drawn and tabulated against the report's store."""
+    """Another store's usable runs over the same grid (the papers' fixed recipes, another target arm), drawn in panels
+    of its own and tabulated against the report's store."""
 
     runs: pd.DataFrame
     label: str
@@ -760,8 +762,8 @@ def load_data(directory: Path) -> ReportData:
     )
 
 
-def load_variant(directory: Path) -> Variant:
-    """The usable runs of a variant store, named by its sweep; BenchError if it has no finished run."""
+def load_variant(directory: Path, label: str | None = None) -> Variant:
+    """The usable runs of a variant store, named `label` or by its sweep; BenchError if it has no finished run."""
     store = Store(directory)
     records = final_records(store)
     if not records:
@@ -769,7 +771,8 @@ def load_variant(directory: Path) -> Variant:
     runs = runs_frame(records)
     runs = usable_runs(runs, cells_frame(runs))
     manifest = store.read_meta("sweep.json")
-    return Variant(runs, manifest["name"] if manifest else store.root.name, dict(plateau_views(runs)))
+    name = label or (manifest["name"] if manifest else store.root.name)
+    return Variant(runs, name, dict(plateau_views(runs)))
 
 
 def model_tables(data: ReportData) -> list[Table]:
@@ -807,21 +810,27 @@ def diagnostic_tables(data: ReportData) -> tuple[Table, Table, Table]:
     return unfinished_table(data.unfinished), collapse_table(data.collapses), agreement_table(agreements)
 
 
-def _plateau_figures(data: ReportData, variant: Variant | None, folder: Path) -> list[Path]:
-    """A plateau figure per (model, task or "average"), with the variant's curves when there is one."""
+def _plateau_figures(data: ReportData, variants: list[Variant], folder: Path) -> list[Path]:
+    """A plateau figure per (model, task or "average"), with a panel per variant that has curves there (without fits:
+    those belong to the variant's own report)."""
     figures: list[Path] = []
     titles = display.model_titles(data.records)
     for (model, task), view in plateau_views(data.usable):
         metric = _metric_of(data.runs, model, task)
+        others = [
+            plots.Panel(variant.views[(model, task)], title=variant.label)
+            for variant in variants
+            if (model, task) in variant.views
+        ]
         figures += plots.plateau_figure(
             view,
             data.fits.get((model, task), {}),
             f"{titles[model]} · {task}",
             metric,
             folder / f"plateau_{slug(model)}_{slug(task)}",
-            variant.views.get((model, task)) if variant else None,
-            variant.label if variant else "",
             majority_floor(metric, data.majority[model].get(task, {}), _test_sets(data.records, model, task)),
+            others,
+            data.title,
         )
     return figures
 
@@ -844,9 +853,9 @@ def _pareto_figures(data: ReportData, folder: Path) -> tuple[list[Path], list[st
     return figures, notes
 
 
-def draw_figures(data: ReportData, variant: Variant | None, folder: Path) -> tuple[list[Path], list[str]]:
+def draw_figures(data: ReportData, variants: list[Variant], folder: Path) -> tuple[list[Path], list[str]]:
     """Plateau, learning-curve and Pareto figures under `folder`; also the notes on Pareto figures not drawn."""
-    figures = _plateau_figures(data, variant, folder)
+    figures = _plateau_figures(data, variants, folder)
     titles = display.model_titles(data.records)
     for (model, task), group in data.curves.groupby(["model", "task"]):
         figures += plots.learning_curves_figure(
@@ -904,7 +913,7 @@ def results_markdown(
     diagnostics: tuple[Table, Table, Table],
     figures: list[Path],
     pareto_notes: list[str],
-    variant: Variant | None,
+    variants: list[Variant],
     checks: Checks,
 ) -> str:
     """results.md: the tables, the diagnostics, the tuning (with its picks against test), plateau, learning-curve,
@@ -926,7 +935,7 @@ def results_markdown(
         sections += ["", learning_curves_markdown(data.curves)]
     if checks.convergence:
         sections += ["", *checks.convergence.section("##")]
-    if variant is not None:
+    for variant in variants:
         sections += ["", variant_markdown(data.usable, variant.runs, variant.label)]
     sections += ["", "## Figures", "", text.FIGURES, "", *(f"{note}\n" for note in pareto_notes)]
     sections += [f"![{path.stem}](figures/{path.name})" for path in figures if path.suffix == ".png"]
@@ -971,19 +980,21 @@ def log_report_to_wandb(data: ReportData, latex_tables: list[Table], figures: li
     return wandb_logging.log_report(data.store.root, settings, data.title, data.records, frames, images)
 
 
-def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
-    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
-    store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
-    one."""
+def write_report(
+    directory: Path, log_to_wandb: bool = True, variants: Sequence[tuple[Path, str | None]] = ()
+) -> Report:
+    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variants`: other
+    stores over the same grid (the papers' fixed recipes, another target arm), each with its label (None: its sweep's
+    name), each drawn in a panel of its own in the plateau figures and tabulated against this one."""
     data = load_data(directory)
     tables = model_tables(data)
-    other = load_variant(variant) if variant is not None else None
+    others = [load_variant(path, label) for path, label in variants]
     folder = data.store.root / "report"
-    figures, pareto_notes = draw_figures(data, other, folder / "figures")
+    figures, pareto_notes = draw_figures(data, others, folder / "figures")
     diagnostics = diagnostic_tables(data)
     checks = Checks.of(data)
     latex_tables = [*tables, *(table for table in diagnostics if not table.frame.empty), *checks.tables]
-    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, other, checks)
+    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, others, checks)
     report = Report(
         folder=folder,
         runs=data.runs,
