@@ -25,13 +25,12 @@ import pandas as pd
 
 from bench.report import stats
 from bench.report.plots import REFERENCE, display_name
-from bench.report.tables import Table, plain_table
+from bench.report.tables import CELL, Table, plain_table
 
 WINDOW_START = 0.8  # the gain is measured over the last 20 % of the steps
 GAIN_LIMIT = 0.5  # points: a cell passes when the upper bound of its mean gain lies below this
 CONFIDENCE = 0.95  # one-sided
 PASSES, FAILS, ONE_SEED = "passes", "fails", "one seed"
-CELL = ["model", "task", "method", "budget"]
 COLUMNS = [*CELL, "params", "seeds", "from_step", "to_step", "gain_mean", "gain_std", "upper", "verdict"]
 
 
