@@ -224,12 +224,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def variant_store(value: str) -> tuple[Path, str | None]:
+    """A `--variant` of `bench report`: "NAME=STORE" -> (STORE, NAME); "STORE" -> (STORE, None), named by its sweep."""
+    label, named, store = value.partition("=")
+    return (Path(store), label) if named and label else (Path(value), None)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report.write import write_report
 
-    report = write_report(
-        Path(args.dir), log_to_wandb=not args.no_wandb, variant=Path(args.variant) if args.variant else None
-    )
+    report = write_report(Path(args.dir), log_to_wandb=not args.no_wandb, variants=args.variant)
     print(report.console_text())
     return 0
 
@@ -458,9 +462,12 @@ def _add_report(commands: Subcommands) -> None:
     report.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     report.add_argument(
         "--variant",
-        metavar="STORE",
-        help="another store over the same grid (e.g. the papers' fixed recipes), drawn dotted in the plateau figures "
-        "and tabulated against this one",
+        metavar="[NAME=]STORE",
+        action="append",
+        type=variant_store,
+        default=[],
+        help="another store over the same grid (the papers' fixed recipes, another target arm), drawn in a panel of "
+        "its own in the plateau figures and tabulated against this one, named NAME or by its sweep; repeatable",
     )
     report.set_defaults(handler=cmd_report)
 

@@ -201,20 +201,22 @@ def test_a_majority_far_from_the_scores_stays_off_the_axis_and_is_named_in_the_l
     assert "Majority answer" in labels and low <= 84.0
 
 
-def test_a_variants_full_fine_tuning_line_is_labelled_and_unlike_the_majority_line(monkeypatch) -> None:
+def test_a_variants_full_fine_tuning_line_is_in_its_own_panel_and_unlike_the_majority_line(monkeypatch) -> None:
     runs = pd.DataFrame(
         {"method": ["lora", "lora"], "budget": ["10k", "100k"], "params": [10_000, 100_000], "score": [85.0, 87.0]}
     )
     variant = pd.DataFrame(
         {"method": ["full", "lora"], "budget": ["all", "10k"], "params": [22_000_000, 10_000], "score": [86.0, 80.0]}
     )
-    styles: dict[str, object] = {}
+    panels: list[dict[str, object]] = []
 
     def capture(figure, stem: Path) -> list[Path]:
-        styles.update({line.get_label(): line.get_linestyle() for line in figure.axes[0].get_lines()})
+        panels.extend({line.get_label(): line.get_linestyle() for line in axes.get_lines()} for axes in figure.axes)
         return []
 
     monkeypatch.setattr(plots, "_save", capture)
-    plots.plateau_figure(runs, {}, "t", "accuracy", Path("t"), variant=variant, variant_label="paper", majority=84.0)
-    assert "Full FT, paper" in styles
-    assert styles["Full FT, paper"] not in (styles["Majority answer"], styles["LoRA"])
+    others = [plots.Panel(variant, title="paper")]
+    plots.plateau_figure(runs, {}, "t", "accuracy", Path("t"), majority=84.0, others=others)
+    ours, theirs = panels
+    assert "Full FT (mean)" not in ours and "Full FT (mean)" in theirs
+    assert theirs["Full FT (mean)"] != theirs["Majority answer"]

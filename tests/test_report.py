@@ -451,7 +451,7 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
 
     variant = derived_store(report.folder.parent, tmp_path / "variant", shifted)
     store = derived_store(report.folder.parent, tmp_path / "store", with_curves)
-    derived = write_report(store, log_to_wandb=False, variant=variant)
+    derived = write_report(store, log_to_wandb=False, variants=[(variant, None)])
     markdown = (derived.folder / "results.md").read_text()
     section = markdown[markdown.index("## Against fixed-recipe") :].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| minilm-l6")]
@@ -465,13 +465,16 @@ def test_variant_store_is_drawn_and_tabulated_and_curves_are_plotted(report, tmp
     half = T_975[len(gains) - 1] * statistics.stdev(gains) / math.sqrt(len(gains))
     mean = statistics.mean(gains)
     assert table_row(curves, "LoRA")[-1] == f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}] rises"
+    rule = markdown[markdown.index("## Convergence by rule") :].split("\n## ")[0]
+    assert table_row(rule, "minilm-l6", "glue/sst2", "LoRA")[-1] == "fails"  # every seed gains 10 points at the end
+    assert "minilm-l6 · glue/sst2: 2 of 2 cells fail the rule, 0 pass." in rule
     assert {path.name for path in derived.figures} >= {
         "curves_minilm-l6_glue-sst2.png",
         "plateau_minilm-l6_glue-sst2.png",
     }
     (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="variant store"):
-        write_report(store, log_to_wandb=False, variant=tmp_path / "empty")
+        write_report(store, log_to_wandb=False, variants=[(tmp_path / "empty", None)])
 
 
 def test_tuning_section_marks_choices_at_an_end_of_their_grid() -> None:

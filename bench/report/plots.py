@@ -4,7 +4,9 @@ Each figure is written as PNG and PDF. Every figure and table names a method by 
 draws it in `color`, both the method class's own (read from its source by `methods.catalogue`), so a method looks the
 same everywhere. Plateau curves: one line per method through the seed means, a band from the seed minimum to maximum
 (its legend entry says over how many seeds), the fitted saturating curve (dashed) with its onset marked when it is
-reached within the sweep, and full fine-tuning as a horizontal reference line with its seed band. The Pareto plot
+reached within the sweep, and full fine-tuning as a horizontal reference line with its seed band. Other stores over the
+same grid (the papers' fixed recipes, another target arm) get a panel each beside the store's own, and every panel's
+score axis spans its own scores with a margin. The Pareto plot
 shows only cells whose peak memory was measured in isolation and says below the axes which cells it leaves out.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 import functools
 import os
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -31,17 +35,17 @@ from methods import MethodInfo, catalogue
 
 FORMATS = ("png", "pdf")
 REFERENCE = "full"
-VARIANT_LEVEL = (0, (4, 1.5, 1, 1.5, 1, 1.5))  # a variant's method without a budget axis: dash-dot-dot
 _SPARE = plt.get_cmap("Dark2").colors  # for methods that name no colour of their own
 PARAMS_AXIS = "trainable parameters (log scale)"
 SCORE_AXIS = "{metric} (points)"
 LEVEL_LABEL = "{method} (mean)"
-VARIANT_LEVEL_LABEL = "{method}, {variant}"
 MAJORITY_LABEL = "Majority answer"
 MAJORITY_OFF_AXIS_LABEL = "Majority answer ({score:.1f}, off the axis)"
 BANDS_LABEL = "bands: min–max over {seeds} seeds"
 FIT_LABEL = "saturating fit"
 ONSET_LABEL = "plateau onset"
+Y_MARGIN = 0.08  # of a panel's score span, above and below it
+MIN_Y_MARGIN = 0.5  # points: the least margin, for panels whose scores barely differ
 
 
 @functools.cache
@@ -79,9 +83,20 @@ def _save(figure: plt.Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def _seed_counts(runs: pd.DataFrame) -> str:
-    counts = sorted(set(runs.groupby(["method", "params"])["score"].count()))
+def _seed_counts(frames: Sequence[pd.DataFrame]) -> str:
+    """The seeds per point of the runs in `frames` (one frame per panel): "3", or a range "1-3"."""
+    counts = sorted(set().union(*(set(runs.groupby(["method", "params"])["score"].count()) for runs in frames)))
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One store's plateau curves of a model and task: `runs` (one row per run: method, budget, params, score), the
+    plateau `fits` per method, and the panel's title when a figure has several."""
+
+    runs: pd.DataFrame
+    fits: dict[str, PlateauFit] = field(default_factory=dict)
+    title: str = ""
 
 
 def plateau_figure(
@@ -90,48 +105,58 @@ def plateau_figure(
     title: str,
     metric: str,
     stem: Path,
-    variant: pd.DataFrame | None = None,
-    variant_label: str = "",
     majority: float | None = None,
+    others: Sequence[Panel] = (),
+    panel_title: str = "",
 ) -> list[Path]:
-    """`runs`: one row per run (method, params, score) of one model and task; `fits`: plateau fit per method;
-    `variant`: runs of the same grid under other settings (e.g. the papers' fixed recipes), drawn as thin dotted lines
-    with hollow markers, seed means, no band (a method without a budget axis as a labelled dash-dot-dot level);
+    """`runs`: one row per run (method, budget, params, score) of one model and task; `fits`: plateau fit per method;
     `majority`: what giving each test set's most common answer scores, drawn as a thin black dotted line (a score near
-    it measures the label balance); one further from the scores than their span is left off the axis and its value
-    given in the legend."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    shows_variant = variant is not None and len(variant) > 0
-    if shows_variant:
-        _draw_variant(axes, variant, variant_label)
-    fixed = runs["budget"].isin(FIXED_KNOBS)  # full fine-tuning and zero-shot: no budget axis, a horizontal line
-    onset_drawn = _draw_budget_curves(axes, runs[~fixed], fits)
-    _draw_levels(axes, runs[fixed])
-    if majority is not None:
-        _draw_majority(axes, majority)
-    handles, labels = axes.get_legend_handles_labels()
-    for handle, label in _style_keys(runs, fits, onset_drawn, variant_label if shows_variant else None):
+    it measures the label balance; one further from the scores than their span is left off the axis and its value
+    given in the legend); `others`: other stores' curves of the same grid (the papers' fixed recipes, another target
+    arm), each in a panel of its own beside this store's (titled `panel_title`). Every panel's score axis spans its own
+    runs' scores with a margin (`score_limits`), so one store's collapsed curves never flatten another's."""
+    panels = [Panel(runs, fits, panel_title), *others]
+    figure, grid = plt.subplots(1, len(panels), figsize=(6.4 + 4.6 * (len(panels) - 1), 4.2), squeeze=False)
+    legend: dict[str, Artist] = {}
+    onset_drawn = False
+    for axes, panel in zip(grid[0], panels):
+        onset_drawn |= _draw_panel(axes, panel, majority)
+        axes.set_title(panel.title if len(panels) > 1 else title)
+        for handle, name in zip(*axes.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    if len(panels) > 1:
+        figure.suptitle(title)
+    fitted = any(fit.status == "ok" for panel in panels for fit in panel.fits.values())
+    grid[0][0].set_ylabel(SCORE_AXIS.format(metric=metric))
+    handles, labels = list(legend.values()), list(legend)
+    for handle, name in _style_keys(_seed_counts([panel.runs for panel in panels]), fitted, onset_drawn):
         handles.append(handle)
-        labels.append(label)
-    axes.set_xscale("log")
-    axes.set_xlabel(PARAMS_AXIS)
-    axes.set_ylabel(SCORE_AXIS.format(metric=metric))
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        labels.append(name)
+    grid[0][-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, stem)
 
 
-def _draw_variant(axes: plt.Axes, variant: pd.DataFrame, variant_label: str) -> None:
-    """The variant's seed means per method: dotted lines with hollow markers, or a level without a budget axis."""
-    for method, group in variant.groupby("method", sort=True):
-        means = group.groupby("params")["score"].mean()
-        style = {"color": color(method), "linestyle": ":", "linewidth": 1.2}
-        if group["budget"].isin(FIXED_KNOBS).all():  # dash-dot-dot, labelled: not to be read as the majority line
-            label = VARIANT_LEVEL_LABEL.format(method=display_name(method), variant=variant_label)
-            axes.axhline(means.mean(), **style | {"linestyle": VARIANT_LEVEL, "label": label})
-        else:
-            axes.plot(means.index, means.values, marker="o", markerfacecolor="none", **style)
+def _draw_panel(axes: plt.Axes, panel: Panel, majority: float | None) -> bool:
+    """One store's curves, levels and the majority line on `axes`, its score axis fitted to them; whether an onset
+    was drawn."""
+    fixed = panel.runs["budget"].isin(FIXED_KNOBS)  # full fine-tuning and zero-shot: no budget axis, a horizontal line
+    onset_drawn = _draw_budget_curves(axes, panel.runs[~fixed], panel.fits)
+    _draw_levels(axes, panel.runs[fixed])
+    low, high = panel.runs["score"].min(), panel.runs["score"].max()
+    if majority is not None:
+        low, high = _draw_majority(axes, majority, low, high)
+    axes.set_ylim(*score_limits(low, high))
+    axes.set_xscale("log")
+    axes.set_xlabel(PARAMS_AXIS)
+    axes.grid(True, which="both", alpha=0.3)
+    return onset_drawn
+
+
+def score_limits(low: float, high: float) -> tuple[float, float]:
+    """The score axis of a panel whose drawn scores (seed bands and levels) span `low` to `high`: that span with
+    Y_MARGIN of it (at least MIN_Y_MARGIN points) above and below."""
+    margin = max(Y_MARGIN * (high - low), MIN_Y_MARGIN)
+    return low - margin, high + margin
 
 
 def _draw_budget_curves(axes: plt.Axes, runs: pd.DataFrame, fits: dict[str, PlateauFit]) -> bool:
@@ -170,30 +195,22 @@ def _draw_levels(axes: plt.Axes, runs: pd.DataFrame) -> None:
         axes.axhspan(scores.min(), scores.max(), color=color(method), alpha=0.08, linewidth=0)
 
 
-def _draw_majority(axes: plt.Axes, majority: float) -> None:
-    """The majority answer's score as a black dotted line, kept off the axis when far from the scores."""
-    low, high = axes.get_ylim()
+def _draw_majority(axes: plt.Axes, majority: float, low: float, high: float) -> tuple[float, float]:
+    """The majority answer's score as a black dotted line; the score span to show, `low` to `high` widened to it,
+    unless it lies further from them than their span: then it stays off the axis and the legend gives its value."""
     off_axis = not low - (high - low) <= majority <= high + (high - low)
     label = MAJORITY_OFF_AXIS_LABEL.format(score=majority) if off_axis else MAJORITY_LABEL
     axes.axhline(majority, color="black", linestyle=":", linewidth=1, label=label)
-    if off_axis:  # further from the scores than their own span: drawing it would squeeze the curves flat
-        axes.set_ylim(low, high)
+    return (low, high) if off_axis else (min(low, majority), max(high, majority))
 
 
-def _style_keys(
-    runs: pd.DataFrame, fits: dict[str, PlateauFit], onset_drawn: bool, variant_label: str | None
-) -> list[tuple[Artist, str]]:
-    """Legend entries for what a line style means (bands, fit, onset, the variant), after the methods'."""
-    keys: list[tuple[Artist, str]] = [
-        (Patch(color="grey", alpha=0.3, linewidth=0), BANDS_LABEL.format(seeds=_seed_counts(runs)))
-    ]
-    if any(fit.status == "ok" for fit in fits.values()):
+def _style_keys(seeds: str, fitted: bool, onset_drawn: bool) -> list[tuple[Artist, str]]:
+    """Legend entries for what a line style means (bands over `seeds` seeds, fit, onset), after the methods'."""
+    keys: list[tuple[Artist, str]] = [(Patch(color="grey", alpha=0.3, linewidth=0), BANDS_LABEL.format(seeds=seeds))]
+    if fitted:
         keys.append((plt.Line2D([], [], color="grey", linestyle="--", linewidth=1), FIT_LABEL))
     if onset_drawn:
         keys.append((plt.Line2D([], [], color="grey", linestyle=":", linewidth=1), ONSET_LABEL))
-    if variant_label is not None:
-        variant_key = plt.Line2D([], [], color="grey", linestyle=":", linewidth=1.2, marker="o", markerfacecolor="none")
-        keys.append((variant_key, variant_label))
     return keys
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from bench.records.collapse import COLLAPSE_SHARE
-from bench.report import anchors, stats
+from bench.report import anchors, display, stats
 from bench.report.agreement import Agreement
 from bench.report.plots import REFERENCE, display_name
 from tasks import metrics
@@ -60,10 +60,11 @@ def _average_column(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
 
 
 def format_score(entry: pd.Series | dict[str, Any]) -> str:
-    """Mean ± std [95 % CI] over seeds as text; the mean alone for one seed; "failed" for a failed metric."""
+    """Mean ± std [95 % CI] over seeds as text; the mean alone for one seed or an untrained method whose seeds agree
+    (bench.report.display); "failed" for a failed metric."""
     if entry["failed"]:
         return "failed"
-    if entry["n"] < 2:
+    if entry["n"] < 2 or display.shown_once(entry):
         return f"{entry['mean']:.1f}"
     return f"{entry['mean']:.1f} ± {entry['std']:.1f} [{entry['ci_low']:.1f}, {entry['ci_high']:.1f}]"
 
@@ -162,6 +163,11 @@ def _table(
         frame=pd.DataFrame(rows, columns=header),
         style=pd.DataFrame(styles, columns=header) if rows else pd.DataFrame(columns=header),
     )
+
+
+def plain_table(name: str, title: str, caption: str, rows: list[list[str]], header: list[str]) -> Table:
+    """A table without styled cells (diagnostics: no bold best, no italic references)."""
+    return _table(name, title, caption, rows, [[""] * len(header) for _ in rows], header)
 
 
 def _short(task: str) -> str:
@@ -288,10 +294,12 @@ def paper_table(
     marks: pd.DataFrame,
     metric_rows: pd.DataFrame,
     collapses: pd.DataFrame | None = None,
+    title: str | None = None,
 ) -> Table:
     """Rows (method, budget); columns: trainable %, every top-level test metric of every task, and the average of the
     primary metrics when there are several tasks. The primary score of a single-set task is marked ‡ where a seed's
-    classifier gave one answer to the whole test set (`collapses`, bench.records.collapse.collapse_frame)."""
+    classifier gave one answer to the whole test set (`collapses`, bench.records.collapse.collapse_frame). `title`:
+    the model's title (bench.report.display), `model` without one."""
     tasks = sorted(set(cells["task"]))
     scores = _PaperScores.of(runs, cells, marks, metric_rows, collapses, tasks)
     header = ["Method", "Budget", "Trainable %", *scores.header()]
@@ -305,7 +313,7 @@ def paper_table(
     for anchor in matched:
         rows.append(_anchor_row(anchor, len(header)))
         styles.append(["italic"] * len(header))
-    table = _table(f"results-{model}", model, PAPER_CAPTION, rows, styles, header)
+    table = _table(f"results-{model}", title or model, PAPER_CAPTION, rows, styles, header)
     if matched:
         sources = "; ".join(sorted({anchor.source for anchor in matched}))
         table.notes.append(ANCHOR_NOTE.format(model=model, task_set=task_set, sources=sources))
@@ -447,16 +455,18 @@ def _set_table(
     collapsed: set[tuple[str, str, str, str]],
     size: int | None,
     majority: dict[str, dict[str, float]] | None,
+    title: str,
 ) -> Table:
-    """The table of one per-set metric: the cells' scores, then the majority answer's and the published rows."""
+    """The table of one per-set metric: the cells' scores, then the majority answer's and the published rows; `title`:
+    the model's."""
     rows, styles = _set_score_rows(spec, cells, collapsed)
     majority_row = _majority_row(spec, majority)
     published = _published_rows(spec)
     references = [*([majority_row] if majority_row else []), *published]
     rows += references
     styles += [["italic"] * len(texts) for texts in references]
-    title = SET_TITLE.format(model=spec.model, task=spec.task, label=metric_label(spec.name, True))
     name = f"test-sets-{spec.model}-{spec.task}-{spec.name}"
+    title = SET_TITLE.format(model=title, task=spec.task, label=metric_label(spec.name, True))
     table = _table(name, title, _set_caption(spec, size), rows, styles, spec.header)
     if published:
         table.notes.append(PUBLISHED_NOTE)
@@ -474,13 +484,15 @@ def test_set_tables(
     slices: dict[str, int | None] | None = None,
     collapses: pd.DataFrame | None = None,
     majority: dict[str, dict[str, float]] | None = None,
+    title: str | None = None,
 ) -> list[Table]:
     """Per task with several test sets (`<set>/<metric>` metrics), one table per metric in the papers' layout: rows
     (method, budget), a column per test set, then the group average. The generation-accuracy table lists below the
     published per-set rows of other models (bench.report.anchors), labelled as such. `slices`: test examples per set, by
     task (None: every example), for the caption. `collapses` (bench.records.collapse.collapse_frame): scores of a set on
     which a seed gave one answer to every example are marked ‡. `majority`: per task, each set's largest share of one
-    gold answer (bench.records.collapse.majority_shares), shown as a reference row of the accuracy tables."""
+    gold answer (bench.records.collapse.majority_shares), shown as a reference row of the accuracy tables. `title`: the
+    model's title (bench.report.display), `model` without one."""
     collapsed = {
         (row.task, row.method, row.budget, f"{row.test_set}/{COLLAPSE_METRICS[row.protocol]}")
         for row in (collapses.itertuples(index=False) if collapses is not None else [])
@@ -488,14 +500,15 @@ def test_set_tables(
     }
     per_set = metric_rows[metric_rows["metric"].str.contains("/")]
     return [
-        _set_table(spec, cells, collapsed, (slices or {}).get(task), majority)
+        _set_table(spec, cells, collapsed, (slices or {}).get(task), majority, title or model)
         for task, per_task in per_set.groupby("task")
         for spec in _set_metrics(model, task, per_task, metric_rows)
     ]
 
 
-def cost_table(model: str, cells: pd.DataFrame) -> Table:
-    """Rows (task, method, budget): trainable %, adapter size, median step time and peak memory measured in isolation."""
+def cost_table(model: str, cells: pd.DataFrame, title: str | None = None) -> Table:
+    """Rows (task, method, budget): trainable %, adapter size, median step time and peak memory measured in isolation;
+    `title`: the model's (bench.report.display), `model` without one."""
     header = ["Task", "Method", "Budget", "Trainable %", "Adapter MB", "Step time ms", "Peak memory MB (isolated)"]
     rows = []
     for task in sorted(set(cells["task"])):
@@ -534,7 +547,7 @@ def cost_table(model: str, cells: pd.DataFrame) -> Table:
         f"Cost per cell, mean ± std over seeds. Step time: each run's median training step. Peak memory ({kinds}) only from runs measured in isolation "
         "(CUDA, or the first run of a fresh process); a long-lived worker's peak also holds earlier runs' memory, so those cells read not isolated."
     )
-    return _table(f"cost-{model}", f"{model} cost", caption, rows, [[""] * len(header) for _ in rows], header)
+    return _table(f"cost-{model}", f"{title or model} cost", caption, rows, [[""] * len(header) for _ in rows], header)
 
 
 def unfinished_table(unfinished: pd.DataFrame) -> Table:

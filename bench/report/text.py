@@ -30,9 +30,10 @@ FIGURES = (
     "Plateau curves: one colour per method in every figure; lines through the seed means, shaded bands from the seed "
     "minimum to maximum (the legend says over how many seeds), dashed the saturating fit, dotted its onset when "
     "reached; black dotted the majority answer's score (accuracy metrics; given in the legend instead when it lies "
-    "further from the scores than their span); with `--variant`, the other store's seed means as dotted lines with "
-    "hollow markers, and its methods without a budget axis (full fine-tuning) as dash-dot-dot levels named with the "
-    "variant. Learning curves (runs with `--eval-every`): validation score against steps for each method's largest "
+    "further from the scores than their span); with `--variant`, each other store (the papers' fixed recipes, another "
+    "target arm) in a panel of its own, drawn the same way without fits (those are in that store's own report); every "
+    "panel's score axis spans its own scores with a margin, so no store's curves are flattened by another's. Learning "
+    "curves (runs with `--eval-every`): validation score against steps for each method's largest "
     "budget. Pareto: score against peak memory measured in isolation only."
 )
 

@@ -16,12 +16,17 @@ test example, with the score that answer alone earns; per-set scores of such cel
 (bench.report.agreement, decoder tasks): how alike generation and log-likelihood rank the cells, and how often they pick the
 same answer.
 
+Checks (bench.report.convergence, bench.report.tuning_picks): every cell with validation curves against the
+convergence rule, and each tuning grid's validation pick against the rate that scores best on test. Models are titled
+by their provenance and rows that cannot differ between seeds are shown once (bench.report.display).
+
 Cost: median step time, adapter size, trainable %, and peak memory only where it was measured in isolation
 (`cost.memory_isolated`: CUDA, or the first run of a fresh process); the Pareto plot uses only those cells.
 
 Files: results.md (everything), tables.tex (table environments with caption and label), cells.csv (cell
 aggregates of the primary metric and cost), metrics.csv (every metric per cell), runs.csv (one row per run), collapses.csv,
-summary.json (what `bench compare` reads), plateau.json, contrasts.csv (bench.report.contrasts), figures/*.png|pdf.
+convergence.csv, summary.json (what `bench compare` reads), plateau.json, contrasts.csv (bench.report.contrasts),
+figures/*.png|pdf.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import hashlib
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +46,7 @@ import pandas as pd
 from bench.records.collapse import COLLAPSE_SHARE, collapse_frame, majority_shares
 from bench.records.environment import provenance
 from bench.records.store import Store
-from bench.report import contrasts, plateau, plots, stats, text, wandb_logging
+from bench.report import contrasts, convergence, display, plateau, plots, stats, text, tuning_picks, wandb_logging
 from bench.report.agreement import protocol_agreement
 from bench.report.plots import display_name
 from bench.report.tables import (
@@ -569,12 +575,14 @@ def learning_curves_markdown(curves: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Validation learning curves (`--eval-every`) of each method's largest budget, one row per (run, step), in points."""
+def validation_curves(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Validation learning curves (`--eval-every`) of every run with two evaluations or more, one row per (run, step),
+    in points, with the run's `max_steps`."""
     rows = [
         {
             **_run_cell(record),
             "params": record["params"]["achieved"],
+            "max_steps": record["config"]["max_steps"],
             "step": point["step"],
             "score": 100 * point[record["task"]["primary_metric"]],
         }
@@ -582,7 +590,13 @@ def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         if len(record.get("curves", {}).get("validation", [])) > 1
         for point in record["curves"]["validation"]
     ]
-    frame = pd.DataFrame(rows, columns=["model", "task", "method", "budget", "params", "seed", "step", "score"])
+    columns = ["model", "task", "method", "budget", "params", "seed", "max_steps", "step", "score"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Validation learning curves (`validation_curves`) of each method's largest budget."""
+    frame = validation_curves(records)
     largest = frame.groupby(["model", "task", "method"])["params"].transform("max")
     return frame[frame["params"] == largest]
 
@@ -692,6 +706,8 @@ class ReportData:
     fits: dict[tuple[str, str], dict[str, plateau.PlateauFit]]
     contrasts: pd.DataFrame  # contrasts.plateau_contrasts
     curves: pd.DataFrame
+    convergence: pd.DataFrame  # `convergence.convergence_frame` of the usable runs
+    picks: list[tuning_picks.PickCheck]  # the tuning grids' picks against their test-best rates
 
     @property
     def title(self) -> str:
@@ -701,7 +717,8 @@ class ReportData:
 
 @dataclass
 class Variant:
-    """Another store's usable runs over the same grid, drawn and tabulated against the report's store."""
+    """Another store's usable runs over the same grid (the papers' fixed recipes, another target arm), drawn in panels
+    of its own and tabulated against the report's store."""
 
     runs: pd.DataFrame
     label: str
@@ -724,10 +741,12 @@ def load_data(directory: Path) -> ReportData:
     predictions = {r["run_key"]: store.predictions_path(r["run_key"]) for r in records}
     predictions = {key: path for key, path in predictions.items() if path.is_file()}
     usable = usable_runs(runs, cells)
+    kept = set(usable["key"])
+    tuning = store.read_meta("tuning.json")
     return ReportData(
         store=store,
         manifest=store.read_meta("sweep.json"),
-        tuning=store.read_meta("tuning.json"),
+        tuning=tuning,
         records=records,
         runs=runs,
         cells=cells,
@@ -746,11 +765,13 @@ def load_data(directory: Path) -> ReportData:
         fits=plateau_fits(usable),
         contrasts=contrasts.plateau_contrasts(plateau_views(usable)),
         curves=curves_frame(records),
+        convergence=convergence.convergence_frame(validation_curves([r for r in records if r["run_key"] in kept])),
+        picks=tuning_picks.pick_checks(tuning, store.read) if tuning else [],
     )
 
 
-def load_variant(directory: Path) -> Variant:
-    """The usable runs of a variant store, named by its sweep; BenchError if it has no finished run."""
+def load_variant(directory: Path, label: str | None = None) -> Variant:
+    """The usable runs of a variant store, named `label` or by its sweep; BenchError if it has no finished run."""
     store = Store(directory)
     records = final_records(store)
     if not records:
@@ -758,23 +779,28 @@ def load_variant(directory: Path) -> Variant:
     runs = runs_frame(records)
     runs = usable_runs(runs, cells_frame(runs))
     manifest = store.read_meta("sweep.json")
-    return Variant(runs, manifest["name"] if manifest else store.root.name, dict(plateau_views(runs)))
+    name = label or (manifest["name"] if manifest else store.root.name)
+    return Variant(runs, name, dict(plateau_views(runs)))
 
 
 def model_tables(data: ReportData) -> list[Table]:
-    """Per model: the paper table, the per-test-set tables and the cost table."""
+    """Per model, titled by its provenance (bench.report.display): the paper table, the per-test-set tables and the
+    cost table."""
     tables: list[Table] = []
+    titles = display.model_titles(data.records)
     for model in sorted(set(data.cells["model"])):
         cells = data.cells[data.cells["model"] == model]
         metrics = data.metrics[data.metrics["model"] == model]
-        tables.append(
-            paper_table(model, data.runs[data.runs["model"] == model], cells, data.marks, metrics, data.collapses)
-        )
+        runs = data.runs[data.runs["model"] == model]
+        scores = [paper_table(model, runs, cells, data.marks, metrics, data.collapses, titles[model])]
         slices = {
             r["task"]["name"]: r["config"]["test_examples"] for r in data.records if r["config"]["model"] == model
         }
-        tables += test_set_tables(model, cells, metrics, slices, data.collapses, data.majority[model])
-        tables.append(cost_table(model, cells))
+        scores += test_set_tables(model, cells, metrics, slices, data.collapses, data.majority[model], titles[model])
+        once = display.shown_once_note(metrics)
+        for table in scores if once else []:
+            table.notes.append(once)
+        tables += [*scores, cost_table(model, cells, titles[model])]
     return tables
 
 
@@ -792,20 +818,27 @@ def diagnostic_tables(data: ReportData) -> tuple[Table, Table, Table]:
     return unfinished_table(data.unfinished), collapse_table(data.collapses), agreement_table(agreements)
 
 
-def _plateau_figures(data: ReportData, variant: Variant | None, folder: Path) -> list[Path]:
-    """A plateau figure per (model, task or "average"), with the variant's curves when there is one."""
+def _plateau_figures(data: ReportData, variants: list[Variant], folder: Path) -> list[Path]:
+    """A plateau figure per (model, task or "average"), with a panel per variant that has curves there (without fits:
+    those belong to the variant's own report)."""
     figures: list[Path] = []
+    titles = display.model_titles(data.records)
     for (model, task), view in plateau_views(data.usable):
         metric = _metric_of(data.runs, model, task)
+        others = [
+            plots.Panel(variant.views[(model, task)], title=variant.label)
+            for variant in variants
+            if (model, task) in variant.views
+        ]
         figures += plots.plateau_figure(
             view,
             data.fits.get((model, task), {}),
-            f"{model} · {task}",
+            f"{titles[model]} · {task}",
             metric,
             folder / f"plateau_{slug(model)}_{slug(task)}",
-            variant.views.get((model, task)) if variant else None,
-            variant.label if variant else "",
             majority_floor(metric, data.majority[model].get(task, {}), _test_sets(data.records, model, task)),
+            others,
+            data.title,
         )
     return figures
 
@@ -814,10 +847,11 @@ def _pareto_figures(data: ReportData, folder: Path) -> tuple[list[Path], list[st
     """A Pareto figure per (model, task), and a note for each one without a cell whose memory was isolated."""
     figures: list[Path] = []
     notes = []
+    titles = display.model_titles(data.records)
     for (model, task), group in ranked(data.cells).groupby(["model", "task"]):
         drawn = plots.pareto_figure(
             group,
-            f"{model} · {task}: score vs peak memory",
+            f"{titles[model]} · {task}: score vs peak memory",
             group["metric"].iloc[0],
             folder / f"pareto_{slug(model)}_{slug(task)}",
         )
@@ -827,13 +861,14 @@ def _pareto_figures(data: ReportData, folder: Path) -> tuple[list[Path], list[st
     return figures, notes
 
 
-def draw_figures(data: ReportData, variant: Variant | None, folder: Path) -> tuple[list[Path], list[str]]:
+def draw_figures(data: ReportData, variants: list[Variant], folder: Path) -> tuple[list[Path], list[str]]:
     """Plateau, learning-curve and Pareto figures under `folder`; also the notes on Pareto figures not drawn."""
-    figures = _plateau_figures(data, variant, folder)
+    figures = _plateau_figures(data, variants, folder)
+    titles = display.model_titles(data.records)
     for (model, task), group in data.curves.groupby(["model", "task"]):
         figures += plots.learning_curves_figure(
             group,
-            f"{model} · {task}: validation during training, each method's largest budget",
+            f"{titles[model]} · {task}: validation during training, each method's largest budget",
             _metric_of(data.runs, model, task),
             folder / f"curves_{slug(model)}_{slug(task)}",
         )
@@ -841,8 +876,29 @@ def draw_figures(data: ReportData, variant: Variant | None, folder: Path) -> tup
     return figures + pareto, notes
 
 
+@dataclass(frozen=True)
+class Checks:
+    """The checks of what the scores rest on: convergence by rule and the tuning picks against test (None: no curves,
+    or no tuning grid with two scored rates)."""
+
+    convergence: Table | None
+    picks: Table | None
+
+    @classmethod
+    def of(cls, data: ReportData) -> Checks:
+        return cls(
+            convergence.convergence_table(data.convergence) if len(data.convergence) else None,
+            tuning_picks.pick_table(data.picks) if data.picks else None,
+        )
+
+    @property
+    def tables(self) -> list[Table]:
+        return [table for table in (self.convergence, self.picks) if table is not None]
+
+
 def _intro(data: ReportData) -> list[str]:
-    """The opening paragraphs: what the store holds, how cells are scored and marked, and collapsed predictions."""
+    """The opening paragraphs: what the store holds, how cells are scored and marked, the models' provenance where a
+    title differs from the config name, and collapsed predictions."""
     lines = [
         text.RESULTS_INTRO.format(
             store=data.store.root, runs=len(data.runs), cells=len(data.cells), unfinished=len(data.unfinished)
@@ -850,6 +906,9 @@ def _intro(data: ReportData) -> list[str]:
         "",
         text.SCORE_MARKS,
     ]
+    models = display.models_note(display.model_titles(data.records))
+    if models:
+        lines += ["", models]
     collapsed_pairs = len(data.collapses.drop_duplicates([*CELL, "test_set"]))
     if collapsed_pairs:
         lines += ["", text.COLLAPSED_NOTE.format(pairs=collapsed_pairs, share=COLLAPSE_SHARE)]
@@ -862,9 +921,11 @@ def results_markdown(
     diagnostics: tuple[Table, Table, Table],
     figures: list[Path],
     pareto_notes: list[str],
-    variant: Variant | None,
+    variants: list[Variant],
+    checks: Checks,
 ) -> str:
-    """results.md: the tables, the diagnostics, the tuning, plateau, learning-curve and variant sections, figures."""
+    """results.md: the tables, the diagnostics, the tuning (with its picks against test), plateau, learning-curve,
+    convergence and variant sections, figures."""
     failed, collapsed, protocols = diagnostics
     sections = [f"# Results: {data.title}", "", *_intro(data)]
     for table in tables:
@@ -875,12 +936,16 @@ def results_markdown(
         sections += ["", *protocols.section("##")]
     if data.tuning:
         sections += ["", _tuning_markdown(data.tuning)]
+    if checks.picks:
+        sections += ["", *checks.picks.section("###")]
     sections += ["", _plateau_markdown(data.fits)]
     if len(data.contrasts):
         sections += ["", contrasts.contrasts_markdown(data.contrasts)]
     if len(data.curves):
         sections += ["", learning_curves_markdown(data.curves)]
-    if variant is not None:
+    if checks.convergence:
+        sections += ["", *checks.convergence.section("##")]
+    for variant in variants:
         sections += ["", variant_markdown(data.usable, variant.runs, variant.label)]
     sections += ["", "## Figures", "", text.FIGURES, "", *(f"{note}\n" for note in pareto_notes)]
     sections += [f"![{path.stem}](figures/{path.name})" for path in figures if path.suffix == ".png"]
@@ -898,6 +963,8 @@ def write_files(folder: Path, data: ReportData, markdown: str, latex_tables: lis
     data.metrics.drop(columns=["order"]).to_csv(folder / "metrics.csv", index=False)
     data.collapses.to_csv(folder / "collapses.csv", index=False)
     data.contrasts.to_csv(folder / "contrasts.csv", index=False)
+    if len(data.convergence):
+        data.convergence.to_csv(folder / "convergence.csv", index=False)
     write_json_atomic(
         folder / "summary.json",
         summary(data.cells, str(data.store.root), data.manifest, data.records, data.predictions),
@@ -924,18 +991,21 @@ def log_report_to_wandb(data: ReportData, latex_tables: list[Table], figures: li
     return wandb_logging.log_report(data.store.root, settings, data.title, data.records, frames, images)
 
 
-def write_report(directory: Path, log_to_wandb: bool = True, variant: Path | None = None) -> Report:
-    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variant`: another
-    store over the same grid (e.g. the papers' fixed recipes), drawn in the plateau figures and tabulated against this
-    one."""
+def write_report(
+    directory: Path, log_to_wandb: bool = True, variants: Sequence[tuple[Path, str | None]] = ()
+) -> Report:
+    """Write DIR/report/ (see the module docstring); BenchError if the store has no finished run. `variants`: other
+    stores over the same grid (the papers' fixed recipes, another target arm), each with its label (None: its sweep's
+    name), each drawn in a panel of its own in the plateau figures and tabulated against this one."""
     data = load_data(directory)
     tables = model_tables(data)
-    other = load_variant(variant) if variant is not None else None
+    others = [load_variant(path, label) for path, label in variants]
     folder = data.store.root / "report"
-    figures, pareto_notes = draw_figures(data, other, folder / "figures")
+    figures, pareto_notes = draw_figures(data, others, folder / "figures")
     diagnostics = diagnostic_tables(data)
-    latex_tables = [*tables, *(table for table in diagnostics if not table.frame.empty)]
-    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, other)
+    checks = Checks.of(data)
+    latex_tables = [*tables, *(table for table in diagnostics if not table.frame.empty), *checks.tables]
+    markdown = results_markdown(data, tables, diagnostics, figures, pareto_notes, others, checks)
     report = Report(
         folder=folder,
         runs=data.runs,
