@@ -375,6 +375,7 @@ def test_failed_run_is_recorded_and_retried_by_the_next_sweep(tmp_path: Path) ->
         ({"methods": {"lora": {"seeds_at": {"1%": [0, 1, 2]}}}}, "seeds_at names budgets ['1%'] the method does not"),
         ({"methods": {"lora": {"seeds_at": {"0.5%": [1, 1]}}}}, "repeat"),
         ({"methods": {"lora": {"lrs": [1e-4, 1e-3], "seeds_at": {"0.5%": [1, 2]}}}}, "leaves out tuning seed(s) [0]"),
+        ({"methods": {"lora": {"lrs": [1e-4, 1e-3], "seeds": [1]}}}, "lora.seeds leaves out tuning seed(s) [0]"),
     ],
 )
 def test_bad_specs_fail_before_anything_runs(change: dict, message: str) -> None:
@@ -498,6 +499,21 @@ def test_more_seeds_run_only_at_the_budgets_that_ask_for_them(tmp_path: Path) ->
         if record["config"]["lr"] == chosen[record["config"]["budget"]]
     )
     assert finals == Counter({("0.1%", 0): 1, ("0.1%", 1): 1, ("1%", 0): 1, ("1%", 1): 1, ("1%", 2): 1})
+
+
+def test_a_method_can_run_its_own_seeds_and_an_untrained_one_needs_no_grid() -> None:
+    spec = parse_spec(
+        {
+            **TINY,
+            "model": "smollm2-135m",
+            "tasks": ["glue-lm/sst2"],
+            "seeds": [0, 1, 2],
+            "methods": {"zero-shot": {"seeds": [0]}, "lora": {"lrs": [1e-4, 1e-3], "seeds_at": {"0.5%": [0, 1]}}},
+        }
+    )
+    assert spec.final_seeds("zero-shot", None) == (0,) and spec.final_seeds("lora", "0.5%") == (0, 1)
+    with pytest.raises(BenchError, match="full would run untuned"):
+        parse_spec({**TINY, "methods": {"full": {}, "lora": {"lrs": [1e-4, 1e-3]}}})
 
 
 def test_a_full_data_spec_is_refused_on_the_committed_subsets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

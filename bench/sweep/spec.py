@@ -17,8 +17,10 @@ A spec (see profiles/*.yaml) has these top-level keys:
 - `methods`: a list of names, or a mapping name -> {budgets, options, training, recipe, lr | lrs, seeds_at}; `lr` is one
   learning rate, or a mapping budget -> learning rate covering the method's budgets; `budgets: native` runs a
   method once per task and seed at its own fixed count (a method whose knob is pinned, such as SVFit's energy rule);
-  `seeds_at` maps some of the method's budgets to the seeds their final runs use instead of `seeds` (more seeds where
-  a comparison is read, e.g. `{1M: [0, 1, 2, 3, 4]}`), each list holding the tuning seeds;
+  `seeds` replaces the spec's seeds for the method (`[0]` for a deterministic row such as zero-shot); `seeds_at` maps
+  some of its budgets to the seeds their final runs use instead (more seeds where a comparison is read, e.g.
+  `{1M: [0, 1, 2, 3, 4]}`); each list holds the tuning seeds. A method that trains nothing (zero-shot) needs no
+  learning-rate grid beside tuned methods;
 - `tuning` (optional): `lrs` (the default learning-rate grid), `seed` (default: the first seed) or `seeds` (a list:
   every rate runs at each, and the pick has the highest mean validation score, so a rate that collapses at one seed is
   not chosen); every tuned method gets a grid of the same size, so every method has the same tuning budget;
@@ -79,7 +81,7 @@ TOP_KEYS = {
     "wandb",
     "slurm",
 }
-METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr", "seeds_at"}
+METHOD_KEYS = {"budgets", "options", "training", "recipe", "lrs", "lr", "seeds", "seeds_at"}
 MODEL_KEYS = {"tasks", "training"}
 TUNING_KEYS = {"lrs", "seed", "seeds", "budgets", "extend"}
 MIN_TUNING_BUDGETS = 3  # interpolation needs the two ends and a point between
@@ -106,6 +108,7 @@ class MethodSpec:
     recipe: str = DEFAULT_RECIPE
     lr_by_budget: dict[str, float] = field(default_factory=dict)
     seeds_at: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None  # None: the spec's seeds
 
     def lr_at(self, budget: str | None) -> float | None:
         """The fixed learning rate of `budget` (None: the recipe's; a tuned method's comes from its grid)."""
@@ -138,8 +141,9 @@ class SweepSpec:
 
     def final_seeds(self, method: str, budget: str | None) -> tuple[int, ...]:
         """The seeds of a budget's final runs: the method's `seeds_at` for it, else `seeds`."""
-        seeds_at = next(m.seeds_at for m in self.methods if m.name == method)
-        return seeds_at.get(budget, self.seeds) if budget is not None else self.seeds
+        spec = next(m for m in self.methods if m.name == method)
+        seeds = spec.seeds or self.seeds
+        return spec.seeds_at.get(budget, seeds) if budget is not None else seeds
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -335,6 +339,7 @@ def _method(
         recipe,
         lr_by_budget,
         _seeds_at(settings.get("seeds_at", {}), budgets if has_knob else (), what),
+        _seeds(settings["seeds"], f"{what}.seeds") if "seeds" in settings else None,
     )
 
 
@@ -377,7 +382,7 @@ def _method_budgets(
 def _check_grids(methods: tuple[MethodSpec, ...], where: str) -> None:
     """Either no method tunes its learning rate, or every one does over a grid of the same size."""
     grid_sizes = {len(m.lrs) for m in methods if m.lrs}
-    untuned = [m.name for m in methods if not m.lrs]
+    untuned = [m.name for m in methods if not m.lrs and get_method(m.name).trains]
     if grid_sizes and untuned:
         raise BenchError(
             f"{where}: {', '.join(untuned)} would run untuned while other methods get a learning-rate grid",
@@ -422,13 +427,16 @@ def _tuning(
 
 
 def _check_seeds_at(methods: tuple[MethodSpec, ...], tuning_seeds: tuple[int, ...], where: str) -> None:
-    """A budget's own seeds include the tuning seeds: the pick's seed-0 run is one of its final runs."""
+    """A tuned method's own seeds and its budgets' include the tuning seeds: the pick's tuning run is a final run."""
     for method in methods:
-        for budget, seeds in method.seeds_at.items():
+        lists = {f"seeds_at.{budget}": seeds for budget, seeds in method.seeds_at.items()}
+        if method.seeds and method.lrs:
+            lists["seeds"] = method.seeds
+        for name, seeds in lists.items():
             missing = sorted(set(tuning_seeds) - set(seeds))
             if missing:
                 raise BenchError(
-                    f"{where}: methods.{method.name}.seeds_at.{budget} leaves out tuning seed(s) {missing}",
+                    f"{where}: methods.{method.name}.{name} leaves out tuning seed(s) {missing}",
                     f"list them too, e.g. {sorted({*seeds, *tuning_seeds})}",
                 )
 
