@@ -9,7 +9,7 @@ Generation gets 32 new tokens, as in LLM-Adapters. These tasks run all three pro
 primary metric being generation's.
 
 `commonsense-standard/<name>` and `commonsense-standard/all` are the same sets scored by lm-eval's standard
-formulations alone (tasks/formulations.py), its primary metric `standard_acc` (`average_standard_acc`): a
+formulations alone (tasks/formulations.py), its primary metric `loglik_accuracy_standard` (`average_loglik_standard`): a
 log-likelihood pass, cheap enough for full test sets, e.g. `bench eval <run>.json --task commonsense-standard/all`.
 BoolQ is not among them: lm-eval's prompt for it needs the passage, which the local BoolQ rows lack. Its
 validation split scores the mix's parts that have a formulation (the ARC and OpenBookQA train files of the offline

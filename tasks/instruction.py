@@ -16,7 +16,7 @@ the first gives its primary metric) on every checkpoint:
   row's label words (or the letters A-E) as choices (tasks/lm_eval_bridge.py); `loglik_accuracy`,
   `loglik_accuracy_norm`. Open numeric answers have no choice set, so it does not apply to them (recorded so).
 - "standard": lm-eval's standard formulation of the row's set (tasks/formulations.py: lm-eval's own prompt and
-  answer-text choices), declared per data file; `standard_acc`, `standard_acc_norm` and their standard errors. Rows
+  answer-text choices), declared per data file; `loglik_accuracy_standard`, `loglik_accuracy_norm_standard` and their standard errors. Rows
   of a file without one (BoolQ, arithmetic, LLM-Adapters' mixed training file) are not scored by it.
 Each example's answer by each protocol goes to its prediction record (`extracted`, `loglik_choice`,
 `standard_choice`, and the `_norm` choices), with `correct` by the primary protocol. In a distributed run every
@@ -50,9 +50,10 @@ Protocol = Literal["generation", "label-words", "standard"]
 PRIMARY = {
     "generation": ("accuracy", "average"),
     "label-words": ("loglik_accuracy", "average_loglik"),
-    "standard": ("standard_acc", "average_standard_acc"),
+    "standard": ("loglik_accuracy_standard", "average_loglik_standard"),
 }
-CHOICE_FIELDS = {"label-words": ("loglik_choice", "loglik_accuracy"), "standard": ("standard_choice", "standard_acc")}
+# a log-likelihood protocol's choice in a prediction record, and the tag of its metrics (`loglik_accuracy<_norm><tag>`)
+CHOICE_FIELDS = {"label-words": ("loglik_choice", ""), "standard": ("standard_choice", "_standard")}
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
 LETTERS = ("A", "B", "C", "D", "E")
 ANSWER_FORMAT = re.compile(r"Answer format:\s*([A-Za-z0-9]+(?:/[A-Za-z0-9]+)+)")
@@ -432,14 +433,14 @@ def _scores(records: list[dict[str, Any]]) -> dict[str, float]:
                 generated
             )
     one_part = len({r["subtask"] for r in records}) == 1
-    for key, metric in CHOICE_FIELDS.values():
+    for key, tag in CHOICE_FIELDS.values():
         with_choice = [r for r in records if key in r]
         for suffix in ("", "_norm"):
             hits = [float(r[key + suffix] == r["answer"]) for r in with_choice]
             if hits:
-                scores[metric + suffix] = statistics.fmean(hits)
+                scores[f"loglik_accuracy{suffix}{tag}"] = statistics.fmean(hits)
             if one_part and len(hits) > 1:
-                scores[f"{metric}{suffix}_stderr"] = mean_stderr(hits)
+                scores[f"loglik_accuracy{suffix}{tag}_stderr"] = mean_stderr(hits)
     return scores
 
 
@@ -451,8 +452,8 @@ def _group_metrics(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
         ("accuracy", "average"),
         ("loglik_accuracy", "average_loglik"),
         ("format_failure_rate", "average_format_failure_rate"),
-        ("standard_acc", "average_standard_acc"),
-        ("standard_acc_norm", "average_standard_acc_norm"),
+        ("loglik_accuracy_standard", "average_loglik_standard"),
+        ("loglik_accuracy_norm_standard", "average_loglik_norm_standard"),
     ):
         values = [values[name] for values in per_part.values() if name in values]
         if values:

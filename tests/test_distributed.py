@@ -111,7 +111,12 @@ def test_decoder_evaluation_is_split_across_ranks_with_the_scores_of_one_process
     assert len({row["subtask"] for row in rows}) == 4
     assert alone[2] == 7 and (out[0][2], out[1][2]) == (4, 3)  # each rank scored its half
     assert out[0][:2] == out[1][:2] == alone[:2]
-    assert {"average_loglik", "boolq/loglik_accuracy", "average_standard_acc", "piqa/standard_acc"} <= set(alone[1])
+    assert {
+        "average_loglik",
+        "boolq/loglik_accuracy",
+        "average_loglik_standard",
+        "piqa/loglik_accuracy_standard",
+    } <= set(alone[1])
 
 
 def test_across_ranks_without_a_process_group_scores_everything() -> None:

@@ -105,11 +105,14 @@ def test_single_task_scores_pool_parts_and_group_scores_average_them():
         "format_failure_rate": 1 / 4,
         "loglik_accuracy": 2 / 4,
         "loglik_accuracy_norm": 3 / 4,
-        "standard_acc": 1.0,
-        "standard_acc_norm": 0.5,
+        "loglik_accuracy_standard": 1.0,
+        "loglik_accuracy_norm_standard": 0.5,
     }  # no standard error pooled over parts
     per_part = {part: _scores([r for r in records if r["subtask"] == part]) for part in ("a", "b")}
-    assert per_part["b"]["standard_acc_stderr"] == 0.0 and per_part["b"]["standard_acc_norm_stderr"] == 0.5
+    assert per_part["b"]["loglik_accuracy_standard_stderr"] == 0.0
+    assert per_part["b"]["loglik_accuracy_norm_standard_stderr"] == 0.5
     group = _group_metrics(per_part)
     assert group["average"] == 0.5 and group["average_loglik"] == 0.5 and group["a/format_failure_rate"] == 0.5
-    assert group["average_standard_acc"] == 1.0 and "a/standard_acc" not in group  # part a has no formulation
+    assert (
+        group["average_loglik_standard"] == 1.0 and "a/loglik_accuracy_standard" not in group
+    )  # part a has no formulation
