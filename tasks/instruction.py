@@ -194,7 +194,7 @@ def read_file(source: DataSource, file: DataFile) -> list[dict[str, Any]]:
         if file.standard is not None:
             try:
                 file.standard.document(row)
-            except (KeyError, ValueError) as error:
+            except (KeyError, ValueError, IndexError) as error:
                 raise BenchError(
                     f"{where}: the instruction does not give lm-eval's {file.standard.task} document ({error})",
                     "repair that row, or declare the file without a standard formulation",
@@ -346,9 +346,10 @@ class InstructionTask(Task):
         """Score the log-likelihood protocols' items in one lm-eval pass and write each example's choice (and its
         acc_norm choice) as its label word into its record."""
         chosen: dict[str, list[tuple[int, ChoiceItem]]] = {}
+        formulations = self.formulations
         for i, row in enumerate(examples):
             for protocol in CHOICE_FIELDS:
-                if protocol in self.protocols and (item := self._choice_item(protocol, row)) is not None:
+                if protocol in self.protocols and (item := self._choice_item(protocol, row, formulations)) is not None:
                     chosen.setdefault(f"{row['subtask']} {protocol}", []).append((i, item))
         if not chosen:
             return
@@ -365,11 +366,14 @@ class InstructionTask(Task):
                 labels = _choices(examples[i])
                 records[i][key], records[i][f"{key}_norm"] = labels[choice], labels[choice_norm]
 
-    def _choice_item(self, protocol: str, row: dict[str, Any]) -> ChoiceItem | None:
-        """What `protocol` asks lm-eval to score for `row`; None where it does not apply."""
+    def _choice_item(
+        self, protocol: str, row: dict[str, Any], formulations: dict[str, Formulation]
+    ) -> ChoiceItem | None:
+        """What `protocol` asks lm-eval to score for `row` (`formulations`: the task's, by part); None where it does not
+        apply."""
         if protocol == "label-words":
             return None if row["answer_kind"] == "number" else choice_item(row, self._lead(row))
-        formulation = self.formulations.get(row["subtask"])
+        formulation = formulations.get(row["subtask"])
         return None if formulation is None else formulation.choice_item(row)
 
     def _lead(self, row: dict[str, Any]) -> str:
