@@ -16,8 +16,9 @@ the first gives its primary metric) on every checkpoint:
   row's label words (or the letters A-E) as choices (tasks/lm_eval_bridge.py); `loglik_accuracy`,
   `loglik_accuracy_norm`. Open numeric answers have no choice set, so it does not apply to them (recorded so).
 - "standard": lm-eval's standard formulation of the row's set (tasks/formulations.py: lm-eval's own prompt and
-  answer-text choices), declared per data file; `loglik_accuracy_standard`, `loglik_accuracy_norm_standard` and their standard errors. Rows
-  of a file without one (BoolQ, arithmetic, LLM-Adapters' mixed training file) are not scored by it.
+  answer-text choices), declared per data file; `loglik_accuracy_standard`, `loglik_accuracy_norm_standard` and
+  their standard errors. Rows of a file without one (BoolQ, arithmetic, LLM-Adapters' mixed training file) are not
+  scored by it.
 Each example's answer by each protocol goes to its prediction record (`extracted`, `loglik_choice`,
 `standard_choice`, and the `_norm` choices), with `correct` by the primary protocol. In a distributed run every
 protocol is split across the processes and gathered.
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 AnswerKind = Literal["label", "number", "letter"]
 Protocol = Literal["generation", "label-words", "standard"]
-# each protocol's metric on one set, its unweighted average over a group's sets, and its choice in a prediction record
+# each protocol's metric on one set and its unweighted average over a group's sets
 PRIMARY = {
     "generation": ("accuracy", "average"),
     "label-words": ("loglik_accuracy", "average_loglik"),
