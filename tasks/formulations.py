@@ -118,6 +118,8 @@ def piqa_document(row: dict[str, Any]) -> Document:
 def siqa_document(row: dict[str, Any]) -> Document:
     text, options, gold = QUESTION.split(row)
     context, question = last_sentence(text)
+    if not context:  # no sentence end: any split at a space gives lm-eval's prompt the same text
+        context, _, question = text.partition(" ")
     answers = dict(zip(("answerA", "answerB", "answerC"), options, strict=True))
     return {"context": context, "question": question, **answers, "label": str(gold + 1)}
 
