@@ -76,9 +76,9 @@ def _choices_text() -> str:
                 f"  {'':<10} options: {', '.join(f'{option}={default}' for option, default in method.options)}"
             )
     lines.append("tasks:")
-    lines += [
-        f"  {name:<24} {task.model_kind:<24} metric: {task.primary_metric}" for name, task in task_registry().items()
-    ]
+    tasks = task_registry()
+    width = max(len(name) for name in tasks)
+    lines += [f"  {name:<{width}} {task.model_kind:<24} metric: {task.primary_metric}" for name, task in tasks.items()]
     lines.append("models (or a local model folder, or a hub id org/name):")
     lines += [f"  {name:<16} {spec.description}" for name, spec in MODELS.items()]
     return "\n".join(lines)

@@ -21,6 +21,7 @@ _INFRASTRUCTURE = {
     "metrics",
     "prompts",
     "extraction",
+    "formulations",
     "generation",
     "lm_eval_bridge",
     "leakage",

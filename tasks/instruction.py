@@ -7,20 +7,28 @@ reporting each and their unweighted average, as the papers do; a single task tra
 one benchmark.
 
 Every row is normalised to `instruction`, `input`, `output`, `answer`, `answer_kind` (label / number / letter) and
-`subtask` (the benchmark or mix part it came from). Two evaluation protocols run on every checkpoint:
+`subtask` (the benchmark or mix part it came from). A task runs the evaluation protocols it declares (`protocols`;
+the first gives its primary metric) on every checkpoint:
 
-(a) generation: the pinned prompt (tasks/prompts.py), batched greedy decoding (tasks/generation.py) and answer
-    extraction (tasks/extraction.py); `accuracy`, and `format_failure_rate` (outputs with no parseable answer).
-(b) log-likelihood: lm-eval multiple choice over the same prompt + the answer lead ("the correct answer is") with the
-    row's label words (or the letters A-E) as choices (tasks/lm_eval_bridge.py); `loglik_accuracy`,
-    `loglik_accuracy_norm`. Open numeric answers have no choice set, so (b) does not apply to them (recorded so).
-In a distributed run (a) is split across the processes and gathered; (b) runs in full on every process (lm-eval is
-handed the in-memory model, which it scores as one process).
+- "generation": the pinned prompt (tasks/prompts.py), batched greedy decoding (tasks/generation.py) and answer
+  extraction (tasks/extraction.py); `accuracy`, and `format_failure_rate` (outputs with no parseable answer).
+- "label-words": lm-eval multiple choice over the same prompt + the answer lead ("the correct answer is") with the
+  row's label words (or the letters A-E) as choices (tasks/lm_eval_bridge.py); `loglik_accuracy`,
+  `loglik_accuracy_norm`. Open numeric answers have no choice set, so it does not apply to them (recorded so).
+- "standard": lm-eval's standard formulation of the row's set (tasks/formulations.py: lm-eval's own prompt and
+  answer-text choices), declared per data file; `loglik_accuracy_standard`, `loglik_accuracy_norm_standard` and
+  their standard errors. Rows of a file without one (BoolQ, arithmetic, LLM-Adapters' mixed training file) are not
+  scored by it.
+Each example's answer by each protocol goes to its prediction record (`extracted`, `loglik_choice`,
+`standard_choice`, and the `_norm` choices), with `correct` by the primary protocol. In a distributed run every
+protocol is split across the processes and gathered.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,6 +38,7 @@ from core.errors import BenchError
 from tasks import extraction
 from tasks.base import EvalResult, Task, across_ranks
 from tasks.data_source import DataSource
+from tasks.formulations import Formulation
 from tasks.lm_eval_bridge import ChoiceItem, score_multiple_choice
 from tasks.prompts import BOS_POLICY, TEMPLATE_HASH, build_prompt, encode_for_training
 
@@ -37,6 +46,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 AnswerKind = Literal["label", "number", "letter"]
+Protocol = Literal["generation", "label-words", "standard"]
+# each protocol's metric on one set and its unweighted average over a group's sets
+PRIMARY = {
+    "generation": ("accuracy", "average"),
+    "label-words": ("loglik_accuracy", "average_loglik"),
+    "standard": ("loglik_accuracy_standard", "average_loglik_standard"),
+}
+# a log-likelihood protocol's choice in a prediction record, and the tag of its metrics (`loglik_accuracy<_norm><tag>`)
+CHOICE_FIELDS = {"label-words": ("loglik_choice", ""), "standard": ("standard_choice", "_standard")}
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
 LETTERS = ("A", "B", "C", "D", "E")
 ANSWER_FORMAT = re.compile(r"Answer format:\s*([A-Za-z0-9]+(?:/[A-Za-z0-9]+)+)")
@@ -102,12 +120,14 @@ class FromLabeledText:
 
 @dataclass(frozen=True)
 class DataFile:
-    """One file of a benchmark or mix: its path in the data root, how its rows convert, and the answers' kind."""
+    """One file of a benchmark or mix: its path in the data root, how its rows convert, the answers' kind, and lm-eval's
+    standard formulation of its set (None where there is none)."""
 
     path: str
     part: str
     convert: Converter = llm_adapters_row
     answer_kind: AnswerKind | None = None  # None: per row (a letter A-E, a number, else a label word)
+    standard: Formulation | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,14 @@ def read_file(source: DataSource, file: DataFile) -> list[dict[str, Any]]:
             raise BenchError(
                 f"{where}: unknown label {row['answer']!r} (not a number)", "numeric tasks need a number as the answer"
             )
+        if file.standard is not None:
+            try:
+                file.standard.document(row)
+            except (KeyError, ValueError, IndexError) as error:
+                raise BenchError(
+                    f"{where}: the instruction does not give lm-eval's {file.standard.task} document ({error})",
+                    "repair that row, or declare the file without a standard formulation",
+                ) from None
         rows.append({**row, "answer_kind": kind, "subtask": file.part})
     return rows
 
@@ -185,6 +213,7 @@ class InstructionTask(Task):
     benchmarks: tuple[Benchmark, ...]
     mixes: tuple[Mix, ...]
     max_new_tokens: int
+    protocols: tuple[Protocol, ...] = ("generation", "label-words")
     mask_prompt: bool = True
     model_kind: str = "causal-lm"
     validation_size: int = 200
@@ -192,7 +221,14 @@ class InstructionTask(Task):
 
     @property
     def primary_metric(self) -> str:
-        return "average" if len(self.benchmarks) > 1 else "accuracy"
+        single, group = PRIMARY[self.protocols[0]]
+        return group if len(self.benchmarks) > 1 else single
+
+    @property
+    def formulations(self) -> dict[str, Formulation]:
+        """lm-eval's standard formulation of each part (benchmark or mix file) that has one."""
+        files = [benchmark.file for benchmark in self.benchmarks] + [file for mix in self.mixes for file in mix.files]
+        return {file.part: file.standard for file in files if file.standard is not None}
 
     def train_mix(self, source: DataSource) -> Mix:
         """The first mix whose files are all in the data root."""
@@ -206,7 +242,13 @@ class InstructionTask(Task):
         )
 
     def read_train(self, source: DataSource) -> list[dict[str, Any]]:
-        return [row for file in self.train_mix(source).files for row in read_file(source, file)]
+        mix = self.train_mix(source)
+        if self.protocols[0] == "standard" and not any(file.standard for file in mix.files):
+            raise BenchError(
+                f"{self.name} is scored by lm-eval's standard formulations, which no file of its mix {mix.name} declares, so its validation split would have no score",
+                "train on a mix whose files name their set (the offline mix does), or use the generation task",
+            )
+        return [row for file in mix.files for row in read_file(source, file)]
 
     def read_test(self, source: DataSource) -> list[dict[str, Any]]:
         return [row for benchmark in self.benchmarks for row in read_file(source, benchmark.file)]
@@ -237,9 +279,16 @@ class InstructionTask(Task):
             "prompt_masked": self.mask_prompt,
             "bos": BOS_POLICY,
             "protocols": {
-                "generation": f"greedy, continuous batching with left padding (equal to one-at-a-time), max_new_tokens={self.max_new_tokens}, extraction rules of tasks/extraction.py",
-                "loglikelihood": "lm-eval multiple_choice over the label words / letters A-E (acc, acc_norm); not applicable to open numeric answers",
+                name: text
+                for name, text in {
+                    "generation": f"greedy, continuous batching with left padding (equal to one-at-a-time), max_new_tokens={self.max_new_tokens}, extraction rules of tasks/extraction.py",
+                    "label-words": "lm-eval multiple_choice over the label words / letters A-E after the pinned prompt (acc, acc_norm); not applicable to open numeric answers",
+                    "standard": "lm-eval's standard formulations (its own task configs' prompts and answer-text choices, rebuilt from the rows, tasks/formulations.py) by log-likelihood (acc, acc_norm, lm-eval's standard errors); parts without one are not scored by it",
+                }.items()
+                if name in self.protocols
             },
+            "primary_protocol": self.protocols[0],
+            "standard_formulations": {part: formulation.task for part, formulation in self.formulations.items()},
         }
 
     def evaluate(
@@ -251,45 +300,82 @@ class InstructionTask(Task):
         max_length: int,
         progress: bool = False,
     ) -> EvalResult:
-        from tasks.generation import generate
+        records = [{"index": i, "subtask": row["subtask"], "answer": row["answer"]} for i, row in enumerate(examples)]
+        if "generation" in self.protocols:
+            from tasks.generation import generate
 
-        prompts = [build_prompt(row["instruction"], row["input"]) for row in examples]
-        outputs = across_ranks(
-            prompts,
-            partial(
-                generate, model, tokenizer, max_new_tokens=self.max_new_tokens, batch_size=batch_size, progress=progress
-            ),
-        )  # greedy decoding is batch-invariant: the same answers as one process
-        records = [
-            {"index": i, "subtask": row["subtask"], "answer": row["answer"], "output": text, **judge(row, text)}
-            for i, (row, text) in enumerate(zip(examples, outputs))
-        ]
-        choice_rows = {
-            part: [i for i, row in enumerate(examples) if row["subtask"] == part and row["answer_kind"] != "number"]
-            for part in _parts(examples)
-        }
-        items = {
-            part: [choice_item(examples[i], self._lead(examples[i])) for i in indices]
-            for part, indices in choice_rows.items()
-            if indices
-        }
-        scored = score_multiple_choice(model, tokenizer, items, batch_size, progress=progress) if items else {}
-        for part, indices in choice_rows.items():
-            for i, chosen in zip(indices, scored.get(part, {}).get("choices", [])):
-                records[i]["loglik_choice"] = _choices(examples[i])[chosen]
-        per_part = {
-            part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]} if part in scored else {})
-            for part in _parts(examples)
-        }
+            prompts = [build_prompt(row["instruction"], row["input"]) for row in examples]
+            outputs = across_ranks(
+                prompts,
+                partial(
+                    generate,
+                    model,
+                    tokenizer,
+                    max_new_tokens=self.max_new_tokens,
+                    batch_size=batch_size,
+                    progress=progress,
+                ),
+            )  # greedy decoding is batch-invariant: the same answers as one process
+            for record, row, text in zip(records, examples, outputs):
+                record.update(output=text, **judge(row, text))
+        self._choose(model, tokenizer, examples, records, batch_size, progress)
+        if self.protocols[0] != "generation":
+            key = CHOICE_FIELDS[self.protocols[0]][0]
+            for record in records:
+                if key in record:
+                    record["correct"] = record[key] == record["answer"]
+        per_part = {part: _scores([r for r in records if r["subtask"] == part]) for part in _parts(examples)}
         if len(self.benchmarks) > 1:
             metrics = _group_metrics(per_part)
         else:
-            metrics = _scores(records, scored) | (
+            metrics = _scores(records) | (
                 {f"{part}/{name}": value for part, values in per_part.items() for name, value in values.items()}
                 if len(per_part) > 1
                 else {}
             )
         return EvalResult(metrics=metrics, predictions=records)
+
+    def _choose(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        examples: list[dict[str, Any]],
+        records: list[dict[str, Any]],
+        batch_size: int,
+        progress: bool,
+    ) -> None:
+        """Score the log-likelihood protocols' items in one lm-eval pass and write each example's choice (and its
+        acc_norm choice) as its label word into its record."""
+        chosen: dict[str, list[tuple[int, ChoiceItem]]] = {}
+        formulations = self.formulations
+        for i, row in enumerate(examples):
+            for protocol in CHOICE_FIELDS:
+                if protocol in self.protocols and (item := self._choice_item(protocol, row, formulations)) is not None:
+                    chosen.setdefault(f"{row['subtask']} {protocol}", []).append((i, item))
+        if not chosen:
+            return
+        scored = score_multiple_choice(
+            model,
+            tokenizer,
+            {name: [item for _, item in pairs] for name, pairs in chosen.items()},
+            batch_size,
+            progress,
+        )
+        for name, pairs in chosen.items():
+            key = CHOICE_FIELDS[name.rpartition(" ")[2]][0]
+            for (i, _), choice, choice_norm in zip(pairs, scored[name]["choices"], scored[name]["choices_norm"]):
+                labels = _choices(examples[i])
+                records[i][key], records[i][f"{key}_norm"] = labels[choice], labels[choice_norm]
+
+    def _choice_item(
+        self, protocol: str, row: dict[str, Any], formulations: dict[str, Formulation]
+    ) -> ChoiceItem | None:
+        """What `protocol` asks lm-eval to score for `row` (`formulations`: the task's, by part); None where it does not
+        apply."""
+        if protocol == "label-words":
+            return None if row["answer_kind"] == "number" else choice_item(row, self._lead(row))
+        formulation = formulations.get(row["subtask"])
+        return None if formulation is None else formulation.choice_item(row)
 
     def _lead(self, row: dict[str, Any]) -> str:
         benchmark = next((b for b in self.benchmarks if b.name == row["subtask"]), None)
@@ -334,35 +420,45 @@ def judge(row: dict[str, Any], text: str) -> dict[str, Any]:
     return {"extracted": label, "correct": label == row["answer"]}
 
 
-def _scores(records: list[dict[str, Any]], scored: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Both protocols' metrics over `records`; `scored` holds lm-eval's results of the parts they come from."""
-    count = len(records)
-    scores = {
-        "accuracy": sum(r["correct"] for r in records) / count,
-        "format_failure_rate": sum(r["extracted"] is None for r in records) / count,
-    }
-    with_choices = [r for r in records if "loglik_choice" in r]
-    if with_choices:
-        scores["loglik_accuracy"] = sum(r["loglik_choice"] == r["answer"] for r in with_choices) / len(with_choices)
-        scores["loglik_accuracy_norm"] = sum(part["acc_norm"] * len(part["choices"]) for part in scored.values()) / len(
-            with_choices
-        )
-        if len(scored) == 1 and (stderr := next(iter(scored.values())).get("acc_stderr")) is not None:
-            scores["loglik_accuracy_stderr"] = (
-                stderr  # lm-eval's own, for one test set (parts are pooled by mean, not here)
+def mean_stderr(hits: list[float]) -> float:
+    """lm-eval's standard error of a mean: the sample standard deviation over the square root of the count."""
+    return statistics.stdev(hits) / math.sqrt(len(hits))
+
+
+def _scores(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Every protocol's metrics over `records`; the standard errors only when they come from one part (parts are pooled
+    by mean, and a pooled standard error would ignore that), and from more than one example."""
+    scores = {}
+    generated = [r for r in records if "output" in r]
+    if generated:
+        scores["accuracy"] = sum(r["correct"] for r in generated) / len(generated)
+        scores["format_failure_rate"] = sum(r["extracted"] is None for r in generated) / len(generated)
+        if any("correct_first_capital" in r for r in generated):
+            scores["accuracy_first_capital"] = sum(r.get("correct_first_capital", False) for r in generated) / len(
+                generated
             )
-    if any("correct_first_capital" in r for r in records):
-        scores["accuracy_first_capital"] = sum(r.get("correct_first_capital", False) for r in records) / count
+    one_part = len({r["subtask"] for r in records}) == 1
+    for key, tag in CHOICE_FIELDS.values():
+        with_choice = [r for r in records if key in r]
+        for suffix in ("", "_norm"):
+            hits = [float(r[key + suffix] == r["answer"]) for r in with_choice]
+            if hits:
+                scores[f"loglik_accuracy{suffix}{tag}"] = statistics.fmean(hits)
+            if one_part and len(hits) > 1:
+                scores[f"loglik_accuracy{suffix}{tag}_stderr"] = mean_stderr(hits)
     return scores
 
 
 def _group_metrics(per_part: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The paper-style group report: unweighted averages over parts, then `<part>/<metric>` for each part."""
+    """The paper-style group report: unweighted averages over the parts that have a metric, then `<part>/<metric>`
+    for each part."""
     averages = {}
     for name, average in (
         ("accuracy", "average"),
         ("loglik_accuracy", "average_loglik"),
         ("format_failure_rate", "average_format_failure_rate"),
+        ("loglik_accuracy_standard", "average_loglik_standard"),
+        ("loglik_accuracy_norm_standard", "average_loglik_norm_standard"),
     ):
         values = [values[name] for values in per_part.values() if name in values]
         if values:
@@ -378,10 +474,16 @@ class TaskFamily:
     benchmarks: tuple[Benchmark, ...]
     mixes: tuple[Mix, ...]
     max_new_tokens: int
+    protocols: tuple[Protocol, ...] = ("generation", "label-words")
     tasks: list[InstructionTask] = field(init=False)
 
     def __post_init__(self) -> None:
-        common = {"family": self.family, "mixes": self.mixes, "max_new_tokens": self.max_new_tokens}
+        common = {
+            "family": self.family,
+            "mixes": self.mixes,
+            "max_new_tokens": self.max_new_tokens,
+            "protocols": self.protocols,
+        }
         singles = [
             InstructionTask(name=f"{self.family}/{benchmark.name}", benchmarks=(benchmark,), **common)
             for benchmark in self.benchmarks

@@ -9,8 +9,13 @@ task, so an instruction task is scored with the same pinned template it was trai
 `tasks.prompts.encode_text`, the encoding of training and generation (`prompt_hflm`): the same BOS policy and the
 prompt tokenized apart from the answer, so lm-eval scores exactly the token ids training saw.
 
-Metrics: `acc` (argmax of summed log-likelihood) and `acc_norm` (per-byte normalized), as lm-eval defines them, with
-the standard error of `acc`. A distributed run splits the items across its ranks.
+An item is one context with several continuations (the choices), or, as lm-eval's multiple input (WinoGrande's partial
+evaluation), several contexts (the choices) followed by one continuation.
+
+Metrics, as lm-eval defines them: `acc` (the argmax of the summed log-likelihood) and `acc_norm` (the argmax of the
+log-likelihood divided by the choice's length: lm-eval's code counts characters, which are bytes in ASCII text), with
+the standard errors of both. A multiple-input item's choices share one continuation, so dividing by its length changes
+no argmax: its `acc_norm` is its `acc`. A distributed run splits the items across its ranks.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import json
 import logging
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from statistics import fmean
@@ -36,32 +41,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ChoiceItem:
-    """One multiple-choice question: the context, the candidate continuations and the gold index."""
+    """One multiple-choice question: the context, the candidate continuations and the gold index. With `continuation`
+    set it is lm-eval's multiple input: the choices are candidate contexts, each followed by that one continuation
+    (and `context` is empty)."""
 
     context: str
     choices: list[str]
     gold: int
+    continuation: str | None = None
 
 
 def _safe_name(name: str) -> str:
     return "peftbench_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
 
 
-def _task_config(name: str, data_file: Path) -> dict[str, Any]:
+def _task_config(name: str, data_file: Path, multiple_input: bool) -> dict[str, Any]:
+    """lm-eval's config of one list of items; for multiple input, `doc_to_text` gives the gold index (an int), which
+    is how lm-eval tells that the choices are contexts."""
+    metrics = ["acc"] if multiple_input else ["acc", "acc_norm"]
     return {
         "task": name,
         "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(data_file)}},
         "test_split": "test",
         "output_type": "multiple_choice",
-        "doc_to_text": "context",
+        "doc_to_text": "gold" if multiple_input else "context",
         "doc_to_choice": "choices",
-        "doc_to_target": "gold",
+        "doc_to_target": "continuation" if multiple_input else "gold",
         "target_delimiter": " ",
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
+        "metric_list": [{"metric": metric, "aggregation": "mean", "higher_is_better": True} for metric in metrics],
         "metadata": {"version": 1.0},
     }
 
@@ -92,8 +100,8 @@ def prompt_hflm(model: nn.Module, tokenizer: Any, batch_size: int) -> Any:
 def score_multiple_choice(
     model: nn.Module, tokenizer: Any, items: dict[str, list[ChoiceItem]], batch_size: int, progress: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "acc_stderr", "choices"}}, where
-    "choices" is the predicted index per item.
+    """lm-eval scores of each named list of items: {name: {"acc", "acc_norm", "acc_stderr", "acc_norm_stderr",
+    "choices", "choices_norm"}}, where "choices" is the predicted index per item and "choices_norm" that of acc_norm.
 
     In a distributed run the items are split across ranks (`tasks.base.across_ranks`), and each rank's lm-eval scores
     its share. The metrics are then aggregated from the gathered per-item outcomes as lm-eval aggregates them: the
@@ -107,20 +115,21 @@ def score_multiple_choice(
     scored = {}
     for name in items:
         own = [outcome for (part, _), outcome in zip(flat, outcomes) if part == name]
-        hits = [outcome["acc"] for outcome in own]
-        scored[name] = {
-            "acc": fmean(hits),
-            "acc_norm": fmean(outcome["acc_norm"] for outcome in own),
-            "acc_stderr": mean_stderr(hits) if len(hits) > 1 else None,  # lm-eval's own; undefined for one item
-            "choices": [outcome["choice"] for outcome in own],
-        }
+        scored[name] = {"choices": [outcome["choice"] for outcome in own]}
+        scored[name]["choices_norm"] = [outcome["choice_norm"] for outcome in own]
+        for metric in ("acc", "acc_norm"):
+            hits = [outcome[metric] for outcome in own]
+            scored[name][metric] = fmean(hits)
+            # lm-eval's own standard error; undefined for one item
+            scored[name][f"{metric}_stderr"] = mean_stderr(hits) if len(hits) > 1 else None
     return scored
 
 
 def _score_items(
     model: nn.Module, tokenizer: Any, named: list[tuple[str, ChoiceItem]], batch_size: int, progress: bool
 ) -> list[dict[str, Any]]:
-    """lm-eval's outcome for each (name, item), in order: {"acc", "acc_norm" (0 or 1), "choice" (argmax index)}."""
+    """lm-eval's outcome for each (name, item), in order: {"acc", "acc_norm" (0 or 1), "choice", "choice_norm"
+    (argmax indices)}."""
     if not named:
         return []
     import datasets
@@ -133,19 +142,19 @@ def _score_items(
     names = {name: _safe_name(name) for name, _ in named}
     with tempfile.TemporaryDirectory(prefix="peft-bench-lm-eval-") as folder:
         for name, task_name in names.items():
+            items = [item for part, item in named if part == name]
+            multiple_input = items[0].continuation is not None
+            if any((item.continuation is not None) != multiple_input for item in items):
+                raise ValueError(f"the items of {name!r} mix multiple-input items with single-context ones")
             data_file = Path(folder) / f"{task_name}.json"
             data_file.write_text(
                 json.dumps(
-                    [
-                        {"context": item.context, "choices": item.choices, "gold": item.gold}
-                        for part, item in named
-                        if part == name
-                    ]
+                    [{key: value for key, value in asdict(item).items() if value is not None} for item in items]
                 ),
                 encoding="utf-8",
             )
             (Path(folder) / f"{task_name}.yaml").write_text(
-                yaml.safe_dump(_task_config(task_name, data_file), sort_keys=False), encoding="utf-8"
+                yaml.safe_dump(_task_config(task_name, data_file, multiple_input), sort_keys=False), encoding="utf-8"
             )
         lm = prompt_hflm(model.eval(), tokenizer, batch_size)
         lm.loglikelihood = partial(
@@ -169,14 +178,27 @@ def _score_items(
         for name, task_name in names.items()
     }
     outcomes = []
-    for name, _ in named:
+    for name, item in named:
         sample = next(samples[name])
         loglikelihoods = [response[0] for response in sample["filtered_resps"]]
+        choice = _argmax(loglikelihoods)
+        # lm-eval's acc_norm divides by the choice's length in characters (`len`, as its process_results does)
+        normalized = (
+            loglikelihoods
+            if item.continuation is not None
+            else [value / len(text) for value, text in zip(loglikelihoods, item.choices)]
+        )
         outcomes.append(
             {
                 "acc": float(sample["acc"]),
-                "acc_norm": float(sample["acc_norm"]),
-                "choice": max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__),
+                "acc_norm": float(sample.get("acc_norm", sample["acc"])),  # multiple input: acc (see the docstring)
+                "choice": choice,
+                "choice_norm": _argmax(normalized),
             }
         )
     return outcomes
+
+
+def _argmax(values: list[float]) -> int:
+    """The index of the largest value, the first on a tie (as numpy's argmax, which lm-eval uses)."""
+    return max(range(len(values)), key=values.__getitem__)

@@ -103,15 +103,20 @@ def _commonsense(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
 
 @pytest.mark.slow  # two SmolLM2 processes (about 40 s); the GLUE split is checked in make test
 def test_decoder_evaluation_is_split_across_ranks_with_the_scores_of_one_process(tmp_path: Path) -> None:
-    """One test example of each of four commonsense sets (4 parts of one item each): each rank scores no item of
-    two of the parts."""
+    """One test example of each of four commonsense sets (4 parts of one item each), scored by label words (4 items)
+    and by lm-eval's standard formulations (3 items: BoolQ has none): each rank scores no item of some parts."""
     rows = get_task("commonsense/all").load("test", DataSource(), 1)[:4]
     out = _on_ranks(_commonsense, rows, tmp_path)
     alone = _commonsense(rows)
     assert len({row["subtask"] for row in rows}) == 4
-    assert alone[2] == len(rows) == 4 and (out[0][2], out[1][2]) == (2, 2)  # each rank scored its half
+    assert alone[2] == 7 and (out[0][2], out[1][2]) == (4, 3)  # each rank scored its half
     assert out[0][:2] == out[1][:2] == alone[:2]
-    assert {"average_loglik", "boolq/loglik_accuracy"} <= set(alone[1])
+    assert {
+        "average_loglik",
+        "boolq/loglik_accuracy",
+        "average_loglik_standard",
+        "piqa/loglik_accuracy_standard",
+    } <= set(alone[1])
 
 
 def test_across_ranks_without_a_process_group_scores_everything() -> None:

@@ -143,3 +143,26 @@ def test_empty_split_names_file(tmp_path, task_name, relative, empty):
 def test_hub_only_task_offline_through_cli(tmp_path, capsys):
     error = cli_fails(tmp_path, capsys, "glue/qnli", tmp_path, "minilm-l6")
     assert "glue/QNLI/train.jsonl is missing" in error and "nyu-mll/glue" in error
+
+
+def test_row_without_its_sets_options_names_file_and_row(tmp_path):
+    """A set scored by lm-eval's standard formulation must give lm-eval's document: an instruction whose option
+    markers are missing is refused at load, naming the file and the row."""
+    root = data_dir_with(tmp_path, "commonsense/ARC-Easy")
+    path = root / "commonsense/ARC-Easy/test.json"
+    instruction = json.loads(path.read_text())[1]["instruction"].replace(" Answer3: ", " ")
+    break_json_list(path, 2, {"instruction": instruction})
+    with pytest.raises(BenchError, match=rf"{path}, row 2: the instruction does not give lm-eval's arc_easy document"):
+        get_task("commonsense/arc-e").load("test", DataSource(root))
+
+
+def test_standard_task_refuses_a_mix_whose_files_name_no_set(tmp_path):
+    """commonsense-standard validates on the mix's parts that have a formulation; LLM-Adapters' commonsense_170k
+    interleaves the sets unnamed, so it is refused before anything runs."""
+    root = data_dir_with(tmp_path, "commonsense")
+    mix = root / "commonsense/commonsense_170k/commonsense_170k.json"
+    mix.parent.mkdir()
+    shutil.copy(root / "commonsense/ARC-Easy/train.json", mix)
+    with pytest.raises(BenchError, match="no file of its mix commonsense_170k declares"):
+        get_task("commonsense-standard/arc-e").load("validation", DataSource(root))
+    assert get_task("commonsense/arc-e").load("validation", DataSource(root), limit=2)  # generation still trains on it

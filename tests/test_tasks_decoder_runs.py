@@ -1,5 +1,5 @@
-"""Each decoder family end to end on the real SmolLM2: load the real mix and test sets, a short LoRA fine-tune, both
-evaluation protocols, and the record (paper-style average, mix name, template hash, leakage, predictions)."""
+"""Each decoder family end to end on the real SmolLM2: load the real mix and test sets, a short LoRA fine-tune, every
+evaluation protocol, and the record (paper-style average, mix name, template hash, leakage, predictions)."""
 
 from __future__ import annotations
 
@@ -66,11 +66,15 @@ def test_family_trains_on_the_mix_and_reports_each_benchmark(task, benchmarks, m
         names if task.startswith("commonsense") else ["aqua"]
     )  # open numeric answers have no choice set
     assert "aqua/accuracy_first_capital" in test or task.startswith("commonsense")
+    with_standard = [name for name in names if f"{name}/loglik_accuracy_standard" in test]
+    assert with_standard == ([name for name in names if name != "boolq"] if task.startswith("commonsense") else [])
+    assert ("average_loglik_standard" in test) == bool(with_standard)  # lm-eval's formulations: no passage for BoolQ
     test_predictions = [p for p in predictions if p["split"] == "test"]
     assert [p["subtask"] for p in test_predictions] == names
     for p in test_predictions:
         assert {"output", "extracted", "correct", "answer"} <= set(p)
         assert ("loglik_choice" in p) == (p["subtask"] in with_choices)
+        assert ("standard_choice" in p) == (p["subtask"] in with_standard)
     pairs = record["leakage"]["pairs"]
     assert set(pairs) == {f"{part} -> {name}" for part in MIX_PARTS[task] for name in names}
 

@@ -84,24 +84,35 @@ def test_aqua_letter(text, chosen, first_capital):
 
 
 def test_single_task_scores_pool_parts_and_group_scores_average_them():
-    """A single task validated on a multi-part mix still reports its primary metric; a group averages parts unweighted."""
+    """A single task validated on a multi-part mix still reports its primary metric; a group averages parts unweighted,
+    each protocol over the parts it scores."""
     from tasks.instruction import _group_metrics, _scores
 
+    def answered(part, answer, extracted, loglik, standard=None):
+        record = {"subtask": part, "answer": answer, "correct": extracted == answer, "extracted": extracted}
+        record |= {"output": "", "loglik_choice": loglik[0], "loglik_choice_norm": loglik[1]}
+        return record | ({"standard_choice": standard[0], "standard_choice_norm": standard[1]} if standard else {})
+
     records = [
-        {"subtask": "a", "answer": "true", "correct": True, "extracted": "true", "loglik_choice": "true"},
-        {"subtask": "a", "answer": "false", "correct": False, "extracted": None, "loglik_choice": "true"},
-        {"subtask": "b", "answer": "answer1", "correct": True, "extracted": "answer1", "loglik_choice": "answer1"},
+        answered("a", "true", "true", ("true", "true")),
+        answered("a", "false", None, ("true", "false")),
+        answered("b", "answer1", "answer1", ("answer1", "answer1"), ("answer1", "answer2")),
+        answered("b", "answer2", "answer1", ("answer1", "answer1"), ("answer2", "answer2")),
     ]
-    scored = {"a": {"acc_norm": 0.5, "choices": [0, 0]}, "b": {"acc_norm": 1.0, "choices": [0]}}
-    pooled = _scores(records, scored)
+    pooled = _scores(records)
     assert pooled == {
-        "accuracy": 2 / 3,
-        "format_failure_rate": 1 / 3,
-        "loglik_accuracy": 2 / 3,
-        "loglik_accuracy_norm": 2 / 3,
-    }
-    per_part = {
-        part: _scores([r for r in records if r["subtask"] == part], {part: scored[part]}) for part in ("a", "b")
-    }
+        "accuracy": 2 / 4,
+        "format_failure_rate": 1 / 4,
+        "loglik_accuracy": 2 / 4,
+        "loglik_accuracy_norm": 3 / 4,
+        "loglik_accuracy_standard": 1.0,
+        "loglik_accuracy_norm_standard": 0.5,
+    }  # no standard error pooled over parts
+    per_part = {part: _scores([r for r in records if r["subtask"] == part]) for part in ("a", "b")}
+    assert per_part["b"]["loglik_accuracy_standard_stderr"] == 0.0
+    assert per_part["b"]["loglik_accuracy_norm_standard_stderr"] == 0.5
     group = _group_metrics(per_part)
-    assert group["average"] == 0.75 and group["average_loglik"] == 0.75 and group["a/format_failure_rate"] == 0.5
+    assert group["average"] == 0.5 and group["average_loglik"] == 0.5 and group["a/format_failure_rate"] == 0.5
+    assert (
+        group["average_loglik_standard"] == 1.0 and "a/loglik_accuracy_standard" not in group
+    )  # part a has no formulation
